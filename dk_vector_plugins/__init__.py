@@ -1,0 +1,99 @@
+"""dk_vector_plugins: records with metadata and embeddings, exact vector search, pluggable backends.
+
+Start here::
+
+    from dk_vector_plugins import DatabaseFactory, Record, VectorField
+
+    db = DatabaseFactory().create(backend="memory", vector_enabled=True)
+    db.create(Record({"text": "hello", "embedding": VectorField([0.1, 0.2, 0.3])}))
+    hits = db.vector_search([0.1, 0.2, 0.25], k=5)
+"""
+
+from __future__ import annotations
+
+from .core import StoreCore, WriteBatch
+from .database import AsyncDatabase, SyncDatabase
+from .embed import (
+    BulkEmbedReport,
+    BulkEmbedRequest,
+    Embedder,
+    EmbedderSpec,
+    FunctionEmbedder,
+    HashingEmbedder,
+)
+from .engine import METRICS, normalize_metric
+from .errors import (
+    ConfigError,
+    ConflictError,
+    DimensionMismatchError,
+    DkvError,
+    DkvPerformanceWarning,
+    DuplicateRecordError,
+    FilterError,
+    InvalidRequestError,
+    InvalidVectorError,
+    PluginError,
+    RecordNotFoundError,
+    StorageError,
+)
+from .factory import AsyncDatabaseFactory, BackendSpec, DatabaseFactory, OptionSpec
+from .hookspecs import hookimpl, hookspec
+from .host import PluginLoadWarning, list_plugins, make_plugin_manager
+from .query import Filter, Operator, Query, SortOrder, SortSpec, compile_filter
+from .records import Field, Record, VectorField, VectorSearchResult
+from .search import SearchRequest
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("dk_vector_plugins")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+source"
+
+__all__ = [
+    "METRICS",
+    "AsyncDatabase",
+    "AsyncDatabaseFactory",
+    "BackendSpec",
+    "BulkEmbedReport",
+    "BulkEmbedRequest",
+    "ConfigError",
+    "ConflictError",
+    "DatabaseFactory",
+    "DimensionMismatchError",
+    "DkvError",
+    "DkvPerformanceWarning",
+    "DuplicateRecordError",
+    "Embedder",
+    "EmbedderSpec",
+    "Field",
+    "Filter",
+    "FilterError",
+    "FunctionEmbedder",
+    "HashingEmbedder",
+    "InvalidRequestError",
+    "InvalidVectorError",
+    "Operator",
+    "OptionSpec",
+    "PluginError",
+    "PluginLoadWarning",
+    "Query",
+    "Record",
+    "RecordNotFoundError",
+    "SearchRequest",
+    "SortOrder",
+    "SortSpec",
+    "StorageError",
+    "StoreCore",
+    "SyncDatabase",
+    "VectorField",
+    "VectorSearchResult",
+    "WriteBatch",
+    "__version__",
+    "compile_filter",
+    "hookimpl",
+    "hookspec",
+    "list_plugins",
+    "make_plugin_manager",
+    "normalize_metric",
+]

@@ -1,0 +1,236 @@
+"""The store core shared by every backend and by the sync and async APIs.
+
+:class:`StoreCore` is a thread-safe :class:`~dk_vector_plugins.table.RecordTable` plus a
+:class:`Storage`: before a read it lets the storage bring the table up to date (a no-op in memory,
+one cheap manifest check on file and S3); a write is planned against the current table (all
+validation happens here, so a rejected call changes nothing), committed by the storage, and only
+then applied to the table. A storage that loses a commit race reports it, and the write is planned
+again on the refreshed table.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ConflictError, DuplicateRecordError, InvalidRequestError
+from .query import Expr, Query
+from .records import Record, VectorSearchResult, new_id
+from .search import SearchRequest
+from .table import RecordTable, Row
+
+__all__ = ["NullStorage", "Storage", "StoreCore", "WriteBatch"]
+
+
+@attrs.frozen
+class WriteBatch:
+    """One planned write: rows to append (replacing rows of the same id) and ids to delete.
+
+    ``clear`` first removes every record. ``batches`` maps a vector field to (positions of rows
+    in ``rows``, vectors).
+    """
+
+    rows: list[Row] = attrs.field(factory=list)
+    batches: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = attrs.field(factory=dict)
+    deletes: list[str] = attrs.field(factory=list)
+    clear: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Whether the batch changes nothing."""
+        return not self.rows and not self.deletes and not self.clear
+
+
+class Storage(Protocol):
+    """Where a table lives. Memory keeps nothing; file and S3 keep a log-structured table."""
+
+    def refresh(self, table: RecordTable) -> None:
+        """Bring ``table`` up to the latest committed version."""
+
+    def commit(self, table: RecordTable, batch: WriteBatch) -> bool:
+        """Persist ``batch`` on top of the version ``table`` holds; ``False`` if another writer won."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+class NullStorage:
+    """The storage of the memory backend: nothing to load, every commit succeeds."""
+
+    def refresh(self, table: RecordTable) -> None:
+        """Nothing to do."""
+
+    def commit(self, table: RecordTable, batch: WriteBatch) -> bool:
+        """Nothing to persist."""
+        return True
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def apply(table: RecordTable, batch: WriteBatch) -> None:
+    """Apply a committed batch to a table."""
+    if batch.clear:
+        table.clear()
+    if batch.deletes:
+        table.delete(batch.deletes)
+    table.append(batch.rows, batch.batches)
+
+
+class StoreCore:
+    """Thread-safe operations over a table and its storage. Every public method takes the lock."""
+
+    def __init__(
+        self,
+        table: RecordTable,
+        storage: Storage | None = None,
+        max_retries: int = 20,
+        auto_compact: bool = True,
+    ) -> None:
+        self.table = table
+        self.storage: Storage = storage or NullStorage()
+        self.lock = threading.RLock()
+        self.max_retries = max_retries
+        self.auto_compact = auto_compact
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Bring the table up to date with its storage."""
+        with self.lock:
+            self.storage.refresh(self.table)
+
+    def write(self, plan: Callable[[RecordTable], tuple[WriteBatch, Any]]) -> Any:
+        """Plan a write on the fresh table, commit it, apply it; retry planning after a lost race."""
+        with self.lock:
+            for _ in range(self.max_retries + 1):
+                self.storage.refresh(self.table)
+                batch, result = plan(self.table)
+                if batch.empty:
+                    return result
+                if self.storage.commit(self.table, batch):
+                    apply(self.table, batch)
+                    if self.auto_compact and self.table.dead > max(1024, len(self.table)):
+                        self.table.compact()
+                    return result
+            raise ConflictError(
+                f"gave up after {self.max_retries} retries: concurrent writers kept committing first"
+            )
+
+    def read_locked(self, fn: Callable[[RecordTable], Any]) -> Any:
+        """Run ``fn`` on the refreshed table under the lock."""
+        with self.lock:
+            self.storage.refresh(self.table)
+            return fn(self.table)
+
+    # -- writes ---------------------------------------------------------------------------------
+    def put(self, records: Sequence[Record], mode: str) -> list[Any]:
+        """Create, update or upsert records in one write; all or nothing.
+
+        ``mode`` is ``"create"`` (existing ids raise :class:`DuplicateRecordError`), ``"update"``
+        (missing ids are skipped; result ``False`` for them) or ``"upsert"``. Returns the ids
+        (create, upsert) or one bool per record (update).
+        """
+        recs = list(records)
+        for i, r in enumerate(recs):
+            if not isinstance(r, Record):
+                raise InvalidRequestError(f"records[{i}] must be a Record, got {type(r).__name__}")
+        ids = [r.id if r.id is not None else new_id() for r in recs]
+        if mode == "create":
+            seen: set[str] = set()
+            for rid in ids:
+                if rid in seen:
+                    raise DuplicateRecordError(f"record id {rid!r} appears twice in one batch")
+                seen.add(rid)
+
+        def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
+            if mode == "create":
+                for rid in ids:
+                    if rid in table:
+                        raise DuplicateRecordError(
+                            f"a record with id {rid!r} already exists; use upsert to replace it"
+                        )
+            keep = [i for i, rid in enumerate(ids) if mode != "update" or rid in table]
+            staged = []
+            for i in keep:
+                rec = recs[i]
+                if rec.id != ids[i]:
+                    rec = rec.copy(deep=False)
+                    rec.id = ids[i]
+                staged.append(rec)
+            rows, batches = table.prepare(staged)
+            result: Any = ids if mode != "update" else [rid in table for rid in ids]
+            return WriteBatch(rows=rows, batches=batches), result
+
+        return list(self.write(plan))
+
+    def delete(self, ids: Sequence[str]) -> list[bool]:
+        """Delete records; one bool per id (whether it existed)."""
+        wanted = list(ids)
+
+        def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
+            present = [rid in table for rid in wanted]
+            return WriteBatch(deletes=[r for r, p in zip(wanted, present) if p]), present
+
+        return list(self.write(plan))
+
+    def clear(self) -> int:
+        """Delete every record; returns how many there were."""
+
+        def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
+            return WriteBatch(clear=len(table) > 0 or table.nrows > 0), len(table)
+
+        return int(self.write(plan))
+
+    # -- reads ----------------------------------------------------------------------------------
+    def read(self, ids: Sequence[str]) -> list[Record | None]:
+        """Copies of the records (``None`` for a missing id)."""
+        return list(self.read_locked(lambda t: [t.get(rid) for rid in ids]))
+
+    def exists(self, rid: str) -> bool:
+        """Whether ``rid`` is stored."""
+        return bool(self.read_locked(lambda t: rid in t))
+
+    def count(self, expr: Expr | None) -> int:
+        """How many records satisfy ``expr``."""
+        return int(self.read_locked(lambda t: t.count(expr)))
+
+    def search(self, query: Query | None, expr: Expr | None) -> list[Record]:
+        """Records matching a query (filters, sort, offset, limit, projection)."""
+        return list(self.read_locked(lambda t: t.query(query, expr)))
+
+    def vector_search(self, request: SearchRequest) -> list[list[VectorSearchResult]]:
+        """Exact search for each query of ``request`` (the built-in backends' default)."""
+
+        def run(table: RecordTable) -> list[list[VectorSearchResult]]:
+            if table.indexes and request.vector_field not in table.indexes:
+                known = ", ".join(sorted(table.indexes)) or "none"
+                raise InvalidRequestError(
+                    f"unknown vector field {request.vector_field!r}; this store's vector fields: {known}"
+                )
+            dim = table.vector_dimension(request.vector_field)
+            if dim is not None and request.queries.shape[1] != dim:
+                from .errors import DimensionMismatchError
+
+                raise DimensionMismatchError(
+                    f"query vector has {request.queries.shape[1]} dimensions, "
+                    f"field {request.vector_field!r} has {dim}"
+                )
+            results = table.vector_search(
+                request.queries, request.vector_field, request.k, request.metric, request.filter
+            )
+            thr = request.options.get("score_threshold")
+            if thr is not None:
+                results = [[h for h in hits if h.score >= thr] for hits in results]
+            return results
+
+        return list(self.read_locked(run))
+
+    def compact(self) -> None:
+        """Drop dead rows from memory."""
+        with self.lock:
+            self.table.compact()

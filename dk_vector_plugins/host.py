@@ -1,0 +1,345 @@
+"""The plugin host: a fresh plugin manager per factory, entry-point discovery, switches, listing.
+
+Discovery follows the contract of ARCHITECTURE.md:
+
+* every plugin, the built-in backends included, is an entry point in the group
+  ``dk_vector_plugins``; ``pip install`` of a distribution declaring one is all it takes;
+* ``DKV_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the built-ins;
+* ``DKV_PLUGINS=name,name`` loads only these third-party entry points (the built-ins are always
+  loaded, unless blocked: the package is unusable without them);
+* ``DKV_TRACE_PLUGINS=1`` prints every hook call, its implementations and its result to stderr;
+* ``block=[name]`` blocks a plugin by entry-point name (a built-in too).
+
+A plugin that fails to import or register is reported (a :class:`PluginLoadWarning` naming the
+entry point and its distribution; the error is kept in :attr:`DkvPluginManager.load_errors` and
+shown by ``dkv plugins``) and skipped, so the host keeps working with the rest. An exception
+raised inside a third-party hook implementation is re-raised as a :class:`PluginError` naming the
+plugin. With ``strict=True`` a load failure raises at once instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import os
+import sys
+import warnings
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import DkvError, PluginError
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "DkvPluginManager",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginLoadWarning",
+    "ENTRY_POINT_GROUP",
+    "list_plugins",
+    "make_plugin_manager",
+]
+
+#: The entry-point group that plugins declare (contract).
+ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
+
+#: Built-in plugins: entry-point name -> module. Used as a fallback when the package runs from a
+#: source tree without installed metadata; normally the same names arrive through entry points.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "memory": "dk_vector_plugins.backends.memory",
+    "file": "dk_vector_plugins.backends.file",
+    "s3": "dk_vector_plugins.backends.s3",
+    "hashing": "dk_vector_plugins.embed",
+}
+
+_DIST_NAMES = {"dk_vector_plugins", "dk-vector-plugins"}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin could not be loaded or registered; the host goes on without it."""
+
+
+@attrs.frozen
+class PluginLoadError:
+    """Why an entry point could not be loaded or registered."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    error: BaseException
+
+    def describe(self) -> str:
+        """One line: the entry point, its distribution and the error."""
+        dist = f"{self.distribution} {self.version}" if self.distribution else "unknown distribution"
+        return f"plugin {self.name!r} (from {dist}) failed to load: {type(self.error).__name__}: {self.error}"
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``dkv plugins`` lists for one plugin."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+    builtin: bool
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return attrs.asdict(self)
+
+
+class DkvPluginManager(pluggy.PluginManager):
+    """A pluggy manager for the ``dk_vector_plugins`` hooks, knowing where each plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        #: Entry points that failed to load or register.
+        self.load_errors: list[PluginLoadError] = []
+        #: plugin name -> (distribution name, version) for plugins that came from entry points.
+        self.origins: dict[str, tuple[str | None, str | None]] = {}
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _env_list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None, None
+    return dist.metadata["Name"], dist.version
+
+
+def _is_builtin_dist(dist_name: str | None) -> bool:
+    return dist_name is not None and dist_name.replace("-", "_").lower() in {
+        d.replace("-", "_") for d in _DIST_NAMES
+    }
+
+
+def _iter_entry_points() -> list[importlib.metadata.EntryPoint]:
+    seen: set[tuple[str, str]] = set()
+    eps: list[importlib.metadata.EntryPoint] = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        key = (ep.name, ep.value)
+        if key not in seen:  # one distribution visible twice on sys.path
+            seen.add(key)
+            eps.append(ep)
+    return eps
+
+
+def _guard_plugin_errors(pm: DkvPluginManager, plugin: object, name: str) -> None:
+    """Make exceptions raised inside ``plugin``'s hook implementations name the plugin."""
+    dist, version = pm.origins.get(name, (None, None))
+    where = f"plugin {name!r}" + (f" (from {dist} {version})" if dist else "")
+    for caller in pm.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin or impl.wrapper or impl.hookwrapper:
+                continue
+            impl.function = _guarded(impl.function, where, caller.name)
+
+
+def _guarded(func: Callable[..., Any], where: str, hook: str) -> Callable[..., Any]:
+    def wrap_error(e: Exception) -> PluginError:
+        return PluginError(f"{where} raised in {hook}: {type(e).__name__}: {e}")
+
+    async def guard_awaitable(aw: Awaitable[Any]) -> Any:
+        try:
+            return await aw
+        except DkvError:
+            raise
+        except Exception as e:
+            raise wrap_error(e) from e
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = func(*args, **kwargs)
+        except DkvError:
+            raise
+        except Exception as e:
+            raise wrap_error(e) from e
+        if inspect.isawaitable(result):
+            return guard_awaitable(result)
+        return result
+
+    guarded.__name__ = getattr(func, "__name__", hook)
+    guarded.__wrapped__ = func  # type: ignore[attr-defined]
+    return guarded
+
+
+def _register(
+    pm: DkvPluginManager,
+    plugin: object,
+    name: str,
+    *,
+    builtin: bool,
+    dist: tuple[str | None, str | None] = (None, None),
+    strict: bool,
+) -> None:
+    try:
+        if pm.register(plugin, name=name) is None:  # blocked
+            return
+        pm.origins[name] = dist
+        if not builtin:
+            _guard_plugin_errors(pm, plugin, name)
+    except Exception as e:
+        _report(pm, name, dist, e, strict)
+
+
+def _report(
+    pm: DkvPluginManager,
+    name: str,
+    dist: tuple[str | None, str | None],
+    e: BaseException,
+    strict: bool,
+) -> None:
+    err = PluginLoadError(name, dist[0], dist[1], e)
+    if strict:
+        raise PluginError(err.describe()) from e
+    pm.load_errors.append(err)
+    warnings.warn(
+        f"dk_vector_plugins: {err.describe()}; continuing without it", PluginLoadWarning, stacklevel=4
+    )
+
+
+def make_plugin_manager(
+    *,
+    load_entrypoints: bool | None = None,
+    only: Sequence[str] | None = None,
+    block: Iterable[str] = (),
+    plugins: Iterable[object] = (),
+    strict: bool = False,
+    trace: bool | None = None,
+) -> DkvPluginManager:
+    """Build a fresh plugin manager: blocked names, then entry points, then built-in fallbacks.
+
+    :param load_entrypoints: load third-party entry points; default: unless
+        ``DKV_DISABLE_PLUGIN_AUTOLOAD`` is set.
+    :param only: load only these third-party entry-point names; default: ``DKV_PLUGINS``.
+    :param block: plugin names (entry-point names) never to register, built-ins included.
+    :param plugins: plugin objects (modules, classes, instances) to register explicitly.
+    :param strict: raise :class:`PluginError` on a broken plugin instead of warning.
+    :param trace: print each hook call to stderr; default: ``DKV_TRACE_PLUGINS``.
+    """
+    pm = DkvPluginManager()
+    for name in block:
+        pm.set_blocked(name)
+    if load_entrypoints is None:
+        load_entrypoints = not _env_true("DKV_DISABLE_PLUGIN_AUTOLOAD")
+    if only is None:
+        only = _env_list("DKV_PLUGINS")
+    for ep in _iter_entry_points():
+        dist = _dist_of(ep)
+        builtin = _is_builtin_dist(dist[0]) and ep.name in BUILTIN_PLUGINS
+        if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            continue
+        if not builtin and (not load_entrypoints or (only is not None and ep.name not in only)):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as e:
+            _report(pm, ep.name, dist, e, strict)
+            continue
+        _register(pm, plugin, ep.name, builtin=builtin, dist=dist, strict=strict)
+    for name, modname in BUILTIN_PLUGINS.items():
+        if pm.has_plugin(name) or pm.is_blocked(name):
+            continue
+        try:
+            module = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:  # this built-in is not part of this version of the package
+                continue
+            _report(pm, name, (None, None), e, strict)
+            continue
+        _register(pm, module, name, builtin=True, strict=strict)
+    for plugin in plugins:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        name = pm.get_canonical_name(plugin) if name in ("", None) else str(name)
+        if pm.has_plugin(name):
+            name = f"{name}-{id(plugin):x}"
+        _register(pm, plugin, name, builtin=False, strict=True)
+    pm.check_pending()
+    if trace is None:
+        trace = _env_true("DKV_TRACE_PLUGINS")
+    if trace:
+        enable_tracing(pm)
+    return pm
+
+
+def enable_tracing(pm: pluggy.PluginManager, out: Any = None) -> Callable[[], None]:
+    """Print each hook call, the implementations it runs and its result; returns an undo function."""
+
+    def write(msg: str) -> None:
+        print(msg, file=out or sys.stderr)
+
+    def before(hook_name: str, impls: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        names = ", ".join(i.plugin_name for i in reversed(impls))
+        write(f"[dkv] {hook_name}({', '.join(sorted(kwargs))}) -> impls: {names}")
+
+    def after(outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        exc = outcome.exception
+        if exc is not None:
+            write(f"[dkv] {hook_name} raised {type(exc).__name__}: {exc}")
+        else:
+            result = outcome.get_result()
+            desc = f"list of {len(result)}" if isinstance(result, list) else type(result).__name__
+            write(f"[dkv] {hook_name} returned {desc}")
+
+    return pm.add_hookcall_monitoring(before, after)
+
+
+def ensure_hookspecs(pm: pluggy.PluginManager) -> pluggy.PluginManager:
+    """Make a foreign plugin manager usable: add our hook specs if it lacks them."""
+    if pm.project_name != hookspecs.PROJECT_NAME:
+        raise PluginError(
+            f"plugin manager is for project {pm.project_name!r}, expected {hookspecs.PROJECT_NAME!r}"
+        )
+    caller = getattr(pm.hook, "dkv_vector_search", None)
+    if caller is None or caller.spec is None:
+        pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def list_plugins(pm: pluggy.PluginManager, all: bool = False) -> list[PluginInfo]:
+    """Every registered plugin (built-ins only with ``all=True``) and every plugin that failed."""
+    origins: dict[str, tuple[str | None, str | None]] = getattr(pm, "origins", {})
+    out: list[PluginInfo] = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        dist, version = origins.get(name, (None, None))
+        module = getattr(plugin, "__name__", None) or type(plugin).__module__
+        builtin = name in BUILTIN_PLUGINS and (
+            _is_builtin_dist(dist) or (dist is None and module == BUILTIN_PLUGINS[name])
+        )
+        if builtin and not all:
+            continue
+        hooks = tuple(sorted(c.name for c in pm.get_hookcallers(plugin) or []))
+        out.append(PluginInfo(name, dist, version, hooks, builtin))
+    for err in getattr(pm, "load_errors", []):
+        out.append(
+            PluginInfo(
+                err.name,
+                err.distribution,
+                err.version,
+                (),
+                False,
+                f"{type(err.error).__name__}: {err.error}",
+            )
+        )
+    return sorted(out, key=lambda p: (not p.builtin, p.name))

@@ -1,0 +1,370 @@
+"""The in-memory row table every backend serves from: records, vector indexes, filter columns.
+
+Rows are append-only: a write appends new rows and retires (tombstones) the rows it replaces, so
+the row space of a table is the concatenation of its writes, exactly as a log-structured table on
+disk or S3 is the concatenation of its segments. :meth:`RecordTable.compact` drops dead rows.
+
+The table is single-threaded and does no I/O: stores wrap it with a lock and their own storage.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .engine import VectorIndex, as_vector_batch
+from .errors import DimensionMismatchError, DkvError, InvalidVectorError
+from .query import Column, Expr, Query, SortOrder
+from .records import MISSING, Record, VectorField, VectorSearchResult, is_vector_value, lookup
+
+__all__ = ["Row", "RecordTable"]
+
+BoolArray = npt.NDArray[np.bool_]
+
+#: One row's parts: (id, data without vectors, metadata, vector field -> info).
+Row = tuple[str, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]
+
+
+def split_record(record: Record) -> tuple[dict[str, Any], dict[str, VectorField]]:
+    """A record's plain data fields and its vector fields."""
+    data: dict[str, Any] = {}
+    vectors: dict[str, VectorField] = {}
+    for key, value in record._data.items():
+        if is_vector_value(value):
+            vectors[key] = value if isinstance(value, VectorField) else VectorField(value, name=key)
+        else:
+            data[key] = value
+    return data, vectors
+
+
+class RecordTable:
+    """Rows of records with one :class:`VectorIndex` per vector field and lazy filter columns.
+
+    :param dimensions: the fixed dimension of every vector field, or ``None`` to let the first
+        stored vector of each field fix it.
+    """
+
+    def __init__(self, dimensions: int | None = None) -> None:
+        self.dimensions = dimensions
+        self._ids: list[str] = []
+        self._id_arr: npt.NDArray[Any] = np.empty(0, dtype=object)
+        self._row_of: dict[str, int] = {}
+        self._live: BoolArray = np.zeros(0, dtype=np.bool_)
+        self._data: list[dict[str, Any] | None] = []
+        self._meta: list[dict[str, Any] | None] = []
+        self._vinfo: list[dict[str, dict[str, Any]] | None] = []
+        self.indexes: dict[str, VectorIndex] = {}
+        self._columns: dict[str, Column] = {}
+        self._loader: Callable[[int], None] | None = None
+
+    # -- size -----------------------------------------------------------------------------------
+    @property
+    def nrows(self) -> int:
+        """Rows ever appended since the last compaction, dead ones included."""
+        return len(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    @property
+    def dead(self) -> int:
+        """Rows retired by updates and deletes, not yet compacted away."""
+        return self.nrows - len(self._row_of)
+
+    def ids(self) -> list[str]:
+        """The live ids, in row order."""
+        return [self._ids[r] for r in np.flatnonzero(self._live[: self.nrows])]
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._row_of
+
+    def row_of(self, rid: str) -> int | None:
+        """The live row of ``rid``."""
+        return self._row_of.get(rid)
+
+    def vector_dimension(self, field: str) -> int | None:
+        """The dimension of a vector field (``None`` when unknown)."""
+        index = self.indexes.get(field)
+        if index is not None and index.dim is not None:
+            return index.dim
+        return self.dimensions
+
+    # -- validation -----------------------------------------------------------------------------
+    def prepare(
+        self, records: Sequence[Record], what: str = "records"
+    ) -> tuple[list[Row], dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]]:
+        """Validate records and split them into rows and per-field vector batches.
+
+        Raises before anything changes: a bad vector names the record. Record ids must be set.
+        """
+        rows: list[Row] = []
+        by_field: dict[str, tuple[list[int], list[Any]]] = {}
+        for i, rec in enumerate(records):
+            if not isinstance(rec, Record):
+                raise InvalidVectorError(f"{what}[{i}] must be a Record, got {type(rec).__name__}")
+            data, vectors = split_record(rec)
+            vinfo: dict[str, dict[str, Any]] = {}
+            for name, vf in vectors.items():
+                lst = by_field.setdefault(name, ([], []))
+                lst[0].append(i)
+                lst[1].append(vf.value)
+                vinfo[name] = vf.info()
+            rows.append((str(rec.id), data, dict(rec.metadata), vinfo))
+        batches: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+        for name, (positions, values) in by_field.items():
+            dim = self.vector_dimension(name)
+            try:
+                mat = as_vector_batch(values, dim, what=f"vector field {name!r} of {what}")
+            except DimensionMismatchError:
+                for pos, v in zip(positions, values):
+                    if dim is not None and len(v) != dim:
+                        raise DimensionMismatchError(
+                            f"vector field {name!r} of record {rows[pos][0]!r} has {len(v)} "
+                            f"dimensions, expected {dim}"
+                        ) from None
+                raise
+            batches[name] = (np.asarray(positions, dtype=np.int64), mat)
+        return rows, batches
+
+    # -- writes ---------------------------------------------------------------------------------
+    def append(
+        self,
+        rows: Sequence[Row],
+        batches: Mapping[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]],
+    ) -> None:
+        """Append validated rows (see :meth:`prepare`); each replaces the live row of its id."""
+        if not rows:
+            return
+        start = self.nrows
+        m = len(rows)
+        ids = [r[0] for r in rows]
+        self._grow(start + m)
+        self._id_arr[start : start + m] = ids
+        self._ids.extend(ids)
+        self._data.extend(r[1] for r in rows)
+        self._meta.extend(r[2] for r in rows)
+        self._vinfo.extend(r[3] or None for r in rows)
+        retired = [self._row_of[rid] for rid in ids if rid in self._row_of]
+        # the same id twice in one batch: the earlier row is retired by the later one
+        for off, rid in enumerate(ids):
+            prev = self._row_of.get(rid)
+            if prev is not None and prev >= start:
+                retired.append(prev)
+            self._row_of[rid] = start + off
+        self._live[start : start + m] = True
+        for name, (positions, mat) in batches.items():
+            index = self.indexes.get(name)
+            if index is None:
+                index = self.indexes[name] = VectorIndex(self.vector_dimension(name))
+            index.set_rows(positions + start, mat)
+        if retired:
+            self._retire(np.asarray(retired, dtype=np.int64))
+        for field, col in self._columns.items():
+            col.set(range(start, start + m), [lookup(r[0], r[1], r[2], field) for r in rows])
+
+    def _grow(self, n: int) -> None:
+        if n > len(self._id_arr):
+            cap = max(n, int(len(self._id_arr) * 1.25) + 16)
+            ids = np.empty(cap, dtype=object)
+            ids[: self.nrows] = self._id_arr[: self.nrows]
+            live = np.zeros(cap, dtype=np.bool_)
+            live[: self.nrows] = self._live[: self.nrows]
+            self._id_arr, self._live = ids, live
+
+    def _retire(self, rows: npt.NDArray[np.int64]) -> None:
+        self._live[rows] = False
+        for r in rows.tolist():
+            self._data[r] = None
+            self._meta[r] = None
+            self._vinfo[r] = None
+        for index in self.indexes.values():
+            index.clear_rows(rows)
+
+    def delete(self, ids: Iterable[str]) -> list[str]:
+        """Retire the live rows of ``ids``; returns the ids that existed."""
+        rows, gone = [], []
+        for rid in ids:
+            r = self._row_of.pop(rid, None)
+            if r is not None:
+                rows.append(r)
+                gone.append(rid)
+        if rows:
+            self._retire(np.asarray(rows, dtype=np.int64))
+        return gone
+
+    def clear(self) -> int:
+        """Remove every row; returns how many live records there were."""
+        n = len(self)
+        dims = {name: idx.dim for name, idx in self.indexes.items()}
+        self.__init__(self.dimensions)  # type: ignore[misc]
+        for name, dim in dims.items():
+            self.indexes[name] = VectorIndex(dim)
+        return n
+
+    def compact(self) -> None:
+        """Drop dead rows (renumbers rows; ids, vectors and columns are kept)."""
+        if self.dead == 0:
+            return
+        keep = np.flatnonzero(self._live[: self.nrows])
+        self._ids = [self._ids[r] for r in keep]
+        self._id_arr = self._id_arr[keep].copy()
+        self._live = np.ones(len(keep), dtype=np.bool_)
+        self._data = [self._data[r] for r in keep]
+        self._meta = [self._meta[r] for r in keep]
+        self._vinfo = [self._vinfo[r] for r in keep]
+        self._row_of = {rid: i for i, rid in enumerate(self._ids)}
+        self.indexes = {name: idx.take(keep) for name, idx in self.indexes.items()}
+        self._columns = {name: col.take(keep) for name, col in self._columns.items()}
+
+    # -- reads ----------------------------------------------------------------------------------
+    def record(self, row: int, fields: Sequence[str] | None = None) -> Record:
+        """A deep copy of the record at ``row`` (optionally only ``fields``)."""
+        data = self._data[row]
+        if data is None and self._loader is not None:
+            self._loader(row)
+            data = self._data[row]
+        rec = Record.__new__(Record)
+        rec._id = self._ids[row]
+        out = copy.deepcopy(data) if data else {}
+        vinfo = self._vinfo[row] or {}
+        for name, index in self.indexes.items():
+            vec = index.get(row)
+            if vec is not None:
+                out[name] = VectorField.from_info(vec, name, copy.deepcopy(vinfo.get(name, {})))
+        if fields is not None:
+            out = {k: out[k] for k in fields if k in out}
+        rec._data = out
+        rec.metadata = copy.deepcopy(self._meta[row]) or {}
+        return rec
+
+    def get(self, rid: str) -> Record | None:
+        """A copy of the live record ``rid``, or ``None``."""
+        row = self._row_of.get(rid)
+        return None if row is None else self.record(row)
+
+    def column(self, field: str) -> Column:
+        """The dictionary-encoded column of ``field`` (built on first use, then kept current)."""
+        col = self._columns.get(field)
+        if col is None:
+            col = Column()
+            live = np.flatnonzero(self._live[: self.nrows])
+            if self._loader is not None:
+                for r in live.tolist():
+                    if self._data[r] is None:
+                        self._loader(r)
+            col.set(
+                live.tolist(),
+                [
+                    lookup(self._ids[r], self._data[r] or {}, self._meta[r] or {}, field)
+                    for r in live.tolist()
+                ],
+            )
+            col.extend_to(self.nrows)
+            self._columns[field] = col
+        return col
+
+    def mask(self, expr: Expr | None) -> BoolArray:
+        """Live rows satisfying ``expr`` (all live rows for ``None``)."""
+        live = self._live[: self.nrows]
+        if expr is None:
+            return live.copy()
+        return expr.mask(self.column, self.nrows) & live
+
+    def query(self, query: Query | None, expr: Expr | None = None) -> list[Record]:
+        """Records matching ``query``: filtered by mask, then sorted, paged and projected."""
+        rows = np.flatnonzero(self.mask(expr if query is None else query.expression()))
+        specs = query.sort_specs if query is not None else []
+        row_list = rows.tolist()
+        for spec in reversed(specs):  # stable sorts, last key first
+            col_vals = [
+                lookup(self._ids[r], self._data[r] or {}, self._meta[r] or {}, spec.field) for r in row_list
+            ]
+            order = sorted(
+                range(len(row_list)),
+                key=lambda i: _sort_key(col_vals[i]),
+                reverse=spec.order is SortOrder.DESC,
+            )
+            if spec.order is SortOrder.DESC:  # absent values still last
+                present = [i for i in order if col_vals[i] is not MISSING and col_vals[i] is not None]
+                absent = [i for i in order if col_vals[i] is MISSING or col_vals[i] is None]
+                order = present + sorted(absent)
+            row_list = [row_list[i] for i in order]
+        if query is not None:
+            off = query.offset_value or 0
+            row_list = row_list[off:]
+            if query.limit_value is not None:
+                row_list = row_list[: query.limit_value]
+        fields = query.fields if query is not None else None
+        return [self.record(r, fields) for r in row_list]
+
+    def count(self, expr: Expr | None = None) -> int:
+        """How many live records satisfy ``expr``."""
+        if expr is None:
+            return len(self)
+        return int(np.count_nonzero(self.mask(expr)))
+
+    # -- vector search --------------------------------------------------------------------------
+    def vector_search(
+        self,
+        queries: npt.NDArray[np.float32],
+        field: str,
+        k: int,
+        metric: str,
+        expr: Expr | None = None,
+    ) -> list[list[VectorSearchResult]]:
+        """Exact top-``k`` per query over the live rows that hold ``field`` and satisfy ``expr``."""
+        index = self.indexes.get(field)
+        if index is None or index.count == 0:
+            return [[] for _ in range(len(queries))]
+        mask = None if expr is None else self.mask(expr)
+        tops = index.search(queries, k, metric, self._id_arr, mask)
+        out: list[list[VectorSearchResult]] = []
+        for top in tops:
+            hits = []
+            for j, row in enumerate(top.rows.tolist()):
+                rec = self.record(row)
+                info = (self._vinfo[row] or {}).get(field, {})
+                src = info.get("source_field")
+                source_text = rec.get_value(src) if src else None
+                dist = None if top.distances is None else float(top.distances[j])
+                meta: dict[str, Any] = {"metric": metric}
+                if dist is not None:
+                    meta["distance"] = dist
+                hits.append(
+                    VectorSearchResult(
+                        record=rec,
+                        score=float(top.scores[j]),
+                        source_text=source_text if isinstance(source_text, str) else None,
+                        vector_field=field,
+                        metadata=meta,
+                        distance=dist,
+                    )
+                )
+            out.append(hits)
+        return out
+
+    def vector_nbytes(self) -> int:
+        """Bytes held by the vector indexes."""
+        return sum(i.nbytes for i in self.indexes.values())
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    """Total order across types: numbers, then strings, then others; absent/None last."""
+    if v is MISSING or v is None:
+        return (3, 0)
+    if isinstance(v, (bool, int, float)):
+        return (0, v)
+    if isinstance(v, str):
+        return (1, v)
+    return (2, repr(v))
+
+
+def check_ids(ids: Iterable[Any]) -> None:
+    """Record ids must be non-empty strings."""
+    for rid in ids:
+        if not isinstance(rid, str) or not rid:
+            raise DkvError(f"record ids must be non-empty strings, got {rid!r}")
