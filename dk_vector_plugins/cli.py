@@ -1,0 +1,295 @@
+"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest`` and ``search``.
+
+Stores are configured with ``--backend``, ``--config FILE.toml`` (top-level keys, or a ``[dkv]``
+table) and ``--option key=value`` (the value parsed as JSON when it parses, else a string).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import DkvError
+from .factory import DatabaseFactory
+from .host import list_plugins
+from .records import Record, VectorField, VectorSearchResult
+
+__all__ = ["main"]
+
+_DEMO_QUERIES = [
+    ("planets of the solar system", None),
+    ("kneading bread dough", None),
+    ("vectorized numpy arrays in python", None),
+    ("marathon training", {"category": "sports"}),
+]
+
+
+def _load_toml(path: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise DkvError(f"cannot read config file {path!r}: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise DkvError(f"config file {path!r} is not valid TOML: {e}") from e
+    return dict(data.get("dkv", data))
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise DkvError(f"--option takes key=value, got {text!r}")
+    key, _, raw = text.partition("=")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _store_config(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        config.update(_load_toml(args.config))
+    for opt in getattr(args, "option", None) or []:
+        key, value = _parse_option(opt)
+        config[key] = value
+    if getattr(args, "backend", None):
+        config["backend"] = args.backend
+    config.setdefault("backend", "memory")
+    config.setdefault("vector_enabled", True)
+    return config
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], width: int = 70) -> str:
+    cells = [[str(h) for h in headers]] + [[_cell(c, width) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for j, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value: Any, width: int = 70) -> str:
+    text = f"{value:.4f}" if isinstance(value, float) else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _hits_table(hits: Sequence[VectorSearchResult], text_field: str) -> str:
+    rows = []
+    for rank, h in enumerate(hits, 1):
+        rows.append([rank, h.id, h.score, h.record.get(text_field, "")])
+    return _table(rows, ["#", "id", "score", text_field])
+
+
+def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    src = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        for lineno, line in enumerate(src, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DkvError(f"{path}:{lineno}: not valid JSON: {e.msg}") from e
+            if not isinstance(obj, dict):
+                raise DkvError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+    finally:
+        if src is not sys.stdin:
+            src.close()
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """List plugins, their distribution, version and hooks."""
+    infos = list_plugins(factory.plugin_manager, all=args.all)
+    if args.json:
+        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        return 0
+    if not infos:
+        print("no third-party plugins installed (dkv plugins --all lists the built-ins)")
+        return 0
+    rows = [
+        [
+            i.name,
+            i.distribution or "-",
+            i.version or "-",
+            "builtin" if i.builtin else ("ERROR: " + i.error if i.error else "loaded"),
+            ", ".join(i.hooks),
+        ]
+        for i in infos
+    ]
+    print(_table(rows, ["plugin", "distribution", "version", "status", "hooks"], width=400))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """Ingest the bundled sample with the hashing embedder and run a few searches."""
+    text = resources.files("dk_vector_plugins").joinpath("data/sample.jsonl").read_text("utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    db = factory.create(backend="memory", vector_enabled=True, vector_dimensions=args.dimensions)
+    with db:
+        records = [Record(r) for r in rows]
+        db.bulk_embed_and_store(records, text_field="text", progress=False)
+        print(f"dkv demo: {db.count()} records embedded with the built-in hashing embedder "
+              f"({args.dimensions} dimensions), memory backend, exact cosine search\n")
+        queries = [(q, None) for q in args.query] if args.query else _DEMO_QUERIES
+        embedder = factory.embedder("hashing", args.dimensions)
+        for q, flt in queries:
+            vec = embedder.embed([q])[0]
+            hits = db.vector_search(vec, k=args.k, filter=flt)
+            where = f"  filter {json.dumps(flt)}" if flt else ""
+            print(f"query: {q!r}{where}")
+            print(_hits_table(hits, "text"))
+            print()
+    return 0
+
+
+def _to_record(obj: dict[str, Any], args: argparse.Namespace, where: str) -> Record:
+    obj = dict(obj)
+    rid = obj.pop(args.id_field, None) if args.id_field in obj else None
+    vec = obj.get(args.vector_field)
+    if vec is not None:
+        try:
+            obj[args.vector_field] = VectorField(vec, name=args.vector_field)
+        except DkvError as e:
+            raise DkvError(f"{where}: {e}") from e
+    elif not isinstance(obj.get(args.text_field), str):
+        raise DkvError(f"{where}: needs a {args.vector_field!r} vector or a {args.text_field!r} text")
+    return Record(obj, id=None if rid is None else str(rid))
+
+
+def cmd_ingest(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """Load JSON Lines into a store: given vectors are stored, texts are embedded."""
+    config = _store_config(args)
+    records = [_to_record(obj, args, f"{args.file}:{n}") for n, obj in _read_jsonl(args.file)]
+    if config["backend"] == "memory":
+        print("note: the memory backend keeps nothing after this command; use --backend file", file=sys.stderr)
+    with factory.create(config) as db:
+        with_vec = [r for r in records if args.vector_field in r]
+        to_embed = [r for r in records if args.vector_field not in r]
+        if with_vec:
+            for start in range(0, len(with_vec), args.batch_size):
+                db.upsert_batch(with_vec[start : start + args.batch_size])
+        embedded = 0
+        if to_embed:
+            report = db.bulk_embed(
+                to_embed,
+                args.text_field,
+                vector_field=args.vector_field,
+                embedding_fn=args.embedder,
+                batch_size=args.batch_size,
+                progress=None if not args.no_progress else False,
+            )
+            embedded = report.embedded
+            skipped = report.skipped
+        else:
+            skipped = 0
+        print(
+            f"ingested {len(records)} records into {config['backend']!r}: {len(with_vec)} with vectors, "
+            f"{embedded} embedded, {skipped} already up to date; the store holds {db.count()}"
+        )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """Search a store with a text (embedded) or a vector."""
+    config = _store_config(args)
+    flt = None
+    if args.filter:
+        try:
+            flt = json.loads(args.filter)
+        except json.JSONDecodeError as e:
+            raise DkvError(f"--filter must be JSON, e.g. '{{\"category\": \"a\"}}': {e.msg}") from e
+    with factory.create(config) as db:
+        if args.vector:
+            try:
+                vec = json.loads(args.vector)
+            except json.JSONDecodeError as e:
+                raise DkvError(f"--vector must be a JSON list of numbers: {e.msg}") from e
+        elif args.text:
+            dim = db.vector_dimension(args.vector_field)
+            embedder = factory.embedder(args.embedder or config.get("embedder", "hashing"), dim)
+            vec = embedder.embed([args.text])[0]
+        else:
+            raise DkvError("give a query text or --vector")
+        hits = db.vector_search(vec, vector_field=args.vector_field, k=args.k, filter=flt, metric=args.metric)
+        if args.format == "json":
+            print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
+        else:
+            print(_hits_table(hits, args.text_field) if hits else "no results")
+    return 0
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", help="backend name (default: memory, or the config file's)")
+    p.add_argument("--config", metavar="FILE.toml", help="store configuration (TOML)")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="a config key (repeatable)")
+    p.add_argument("--vector-field", default="embedding", help="vector field (default: embedding)")
+    p.add_argument("--text-field", default="text", help="text field (default: text)")
+    p.add_argument("--embedder", default=None, help="registered embedder name (default: the store's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``dkv``."""
+    parser = argparse.ArgumentParser(prog="dkv", description="dk_vector_plugins: vector stores with plugins")
+    parser.add_argument("--block", action="append", default=[], metavar="PLUGIN", help="block a plugin")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list installed plugins and the hooks they implement")
+    p.add_argument("--all", action="store_true", help="include the built-in plugins")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("demo", help="embed a bundled sample in memory and search it")
+    p.add_argument("--query", "-q", action="append", help="your own query (repeatable)")
+    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--dimensions", type=int, default=384)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ingest", help="load JSON Lines records into a store")
+    p.add_argument("file", help="a .jsonl file, or - for stdin")
+    _add_store_args(p)
+    p.add_argument("--id-field", default="id", help="field holding the record id (default: id)")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="top-k search by text or vector")
+    p.add_argument("text", nargs="?", help="query text (embedded with the store's embedder)")
+    _add_store_args(p)
+    p.add_argument("--vector", help="query vector as a JSON list")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--filter", help="filter as JSON, e.g. '{\"year\": {\"$gte\": 2020}}'")
+    p.add_argument("--metric", default=None, help="cosine, euclidean or dot_product")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dkv``; returns the exit code (2 for a usage or data error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        factory = DatabaseFactory(block=args.block)
+        return int(args.func(args, factory))
+    except DkvError as e:
+        print(f"dkv: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
