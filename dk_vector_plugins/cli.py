@@ -11,7 +11,6 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from .errors import DkvError
@@ -144,8 +143,10 @@ def cmd_demo(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     with db:
         records = [Record(r) for r in rows]
         db.bulk_embed_and_store(records, text_field="text", progress=False)
-        print(f"dkv demo: {db.count()} records embedded with the built-in hashing embedder "
-              f"({args.dimensions} dimensions), memory backend, exact cosine search\n")
+        print(
+            f"dkv demo: {db.count()} records embedded with the built-in hashing embedder "
+            f"({args.dimensions} dimensions), memory backend, exact cosine search\n"
+        )
         queries = [(q, None) for q in args.query] if args.query else _DEMO_QUERIES
         embedder = factory.embedder("hashing", args.dimensions)
         for q, flt in queries:
@@ -177,7 +178,9 @@ def cmd_ingest(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     config = _store_config(args)
     records = [_to_record(obj, args, f"{args.file}:{n}") for n, obj in _read_jsonl(args.file)]
     if config["backend"] == "memory":
-        print("note: the memory backend keeps nothing after this command; use --backend file", file=sys.stderr)
+        print(
+            "note: the memory backend keeps nothing after this command; use --backend file", file=sys.stderr
+        )
     with factory.create(config) as db:
         with_vec = [r for r in records if args.vector_field in r]
         to_embed = [r for r in records if args.vector_field not in r]
@@ -213,7 +216,7 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
         try:
             flt = json.loads(args.filter)
         except json.JSONDecodeError as e:
-            raise DkvError(f"--filter must be JSON, e.g. '{{\"category\": \"a\"}}': {e.msg}") from e
+            raise DkvError(f'--filter must be JSON, e.g. \'{{"category": "a"}}\': {e.msg}') from e
     with factory.create(config) as db:
         if args.vector:
             try:
@@ -273,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.add_argument("--vector", help="query vector as a JSON list")
     p.add_argument("--k", type=int, default=5)
-    p.add_argument("--filter", help="filter as JSON, e.g. '{\"year\": {\"$gte\": 2020}}'")
+    p.add_argument("--filter", help='filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
     p.add_argument("--metric", default=None, help="cosine, euclidean or dot_product")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_search)

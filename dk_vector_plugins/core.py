@@ -114,7 +114,10 @@ class StoreCore:
                     return result
                 if self.storage.commit(self.table, batch):
                     apply(self.table, batch)
-                    if self.auto_compact and self.table.dead > max(1024, len(self.table)):
+                    after = getattr(self.storage, "after_commit", None)
+                    if after is not None:
+                        after(self.table)
+                    elif self.auto_compact and self.table.dead > max(1024, len(self.table)):
                         self.table.compact()
                     return result
             raise ConflictError(
@@ -231,6 +234,11 @@ class StoreCore:
         return list(self.read_locked(run))
 
     def compact(self) -> None:
-        """Drop dead rows from memory."""
+        """Reclaim space: the storage's compaction when it has one, else drop dead rows in memory."""
         with self.lock:
-            self.table.compact()
+            storage_compact = getattr(self.storage, "compact", None)
+            if storage_compact is not None:
+                self.storage.refresh(self.table)
+                storage_compact(self.table)
+            else:
+                self.table.compact()

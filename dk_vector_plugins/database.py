@@ -397,8 +397,11 @@ class AsyncDatabase(_Base):
     embedding) runs in a worker thread.
     """
 
+    #: Whether every core call may do I/O (file, S3): then it always runs in a worker thread.
+    _io_bound: ClassVar[bool] = False
+
     async def _run(self, fn: Callable[..., Any], *args: Any, heavy: bool = False) -> Any:
-        if heavy:
+        if heavy or self._io_bound:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 

@@ -110,8 +110,8 @@ def as_vector(value: Any, dim: int | None = None, *, what: str = "vector") -> Fl
         raise InvalidVectorError(f"{what} is empty")
     if dim is not None and arr.shape[0] != dim:
         raise DimensionMismatchError(f"{what} has {arr.shape[0]} dimensions, expected {dim}")
-    out = np.array(arr, dtype=np.float32, copy=True)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported below
+        out = np.array(arr, dtype=np.float32, copy=True)
         _check_finite(out, what)
     return out
 
@@ -140,8 +140,8 @@ def as_vector_batch(value: Any, dim: int | None = None, *, what: str = "vectors"
         raise InvalidVectorError(f"{what} are empty")
     if dim is not None and arr.shape[1] != dim:
         raise DimensionMismatchError(f"{what} have {arr.shape[1]} dimensions, expected {dim}")
-    out = np.array(arr, dtype=np.float32, copy=True, order="C")
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # see as_vector
+        out = np.array(arr, dtype=np.float32, copy=True, order="C")
         if not np.isfinite(out).all():
             bad_row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             _check_finite(out[bad_row], f"{what}[{bad_row}]")

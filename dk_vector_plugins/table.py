@@ -25,8 +25,21 @@ __all__ = ["Row", "RecordTable"]
 
 BoolArray = npt.NDArray[np.bool_]
 
+#: A row whose data is still in storage (loaded on first use, a whole segment at a time).
+UNLOADED: Any = type("Unloaded", (), {"__repr__": lambda self: "UNLOADED"})()
+#: Loads the data of a chunk of rows: one (data, metadata, vector info) per row.
+ChunkLoader = Callable[[], Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]]]
+
 #: One row's parts: (id, data without vectors, metadata, vector field -> info).
 Row = tuple[str, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _own(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``d`` sharing nothing mutable with it (scalars are not copied: cheap)."""
+    return {k: v if isinstance(v, _SCALARS) else copy.deepcopy(v) for k, v in d.items()}
 
 
 def split_record(record: Record) -> tuple[dict[str, Any], dict[str, VectorField]]:
@@ -54,12 +67,12 @@ class RecordTable:
         self._id_arr: npt.NDArray[Any] = np.empty(0, dtype=object)
         self._row_of: dict[str, int] = {}
         self._live: BoolArray = np.zeros(0, dtype=np.bool_)
-        self._data: list[dict[str, Any] | None] = []
-        self._meta: list[dict[str, Any] | None] = []
-        self._vinfo: list[dict[str, dict[str, Any]] | None] = []
+        self._data: list[Any] = []
+        self._meta: list[Any] = []
+        self._vinfo: list[Any] = []
         self.indexes: dict[str, VectorIndex] = {}
         self._columns: dict[str, Column] = {}
-        self._loader: Callable[[int], None] | None = None
+        self._chunks: list[tuple[int, int, ChunkLoader]] = []
 
     # -- size -----------------------------------------------------------------------------------
     @property
@@ -112,8 +125,9 @@ class RecordTable:
                 lst = by_field.setdefault(name, ([], []))
                 lst[0].append(i)
                 lst[1].append(vf.value)
-                vinfo[name] = vf.info()
-            rows.append((str(rec.id), data, dict(rec.metadata), vinfo))
+                vinfo[name] = _own(vf.info())
+            # the table keeps its own copy: a caller mutating its record later must not reach it
+            rows.append((str(rec.id), _own(data), _own(rec.metadata), vinfo))
         batches: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
         for name, (positions, values) in by_field.items():
             dim = self.vector_dimension(name)
@@ -209,6 +223,7 @@ class RecordTable:
         """Drop dead rows (renumbers rows; ids, vectors and columns are kept)."""
         if self.dead == 0:
             return
+        self.materialize()
         keep = np.flatnonzero(self._live[: self.nrows])
         self._ids = [self._ids[r] for r in keep]
         self._id_arr = self._id_arr[keep].copy()
@@ -220,12 +235,113 @@ class RecordTable:
         self.indexes = {name: idx.take(keep) for name, idx in self.indexes.items()}
         self._columns = {name: col.take(keep) for name, col in self._columns.items()}
 
+    # -- rows loaded from storage ---------------------------------------------------------------
+    def load_segment(
+        self,
+        ids: Sequence[str],
+        deletes: Sequence[str],
+        vectors: Mapping[str, tuple[npt.NDArray[np.float32], BoolArray | None]],
+        loader: ChunkLoader | None,
+        clear: bool = False,
+    ) -> None:
+        """Apply a stored segment: clear (if it says so), its deletes, then its rows.
+
+        Row data stays in storage until first use when ``loader`` is given. A vector matrix is
+        adopted without copying (e.g. memory-mapped) when it is the table's first segment.
+        """
+        if clear:
+            self.clear()
+        if deletes:
+            self.delete(deletes)
+        m = len(ids)
+        if m == 0:
+            return
+        start = self.nrows
+        if start == 0 and not self.indexes and not self._columns:
+            self._grow(m)
+            self._id_arr[:m] = list(ids)
+            self._ids = list(ids)
+            self._row_of = {rid: i for i, rid in enumerate(self._ids)}
+            self._live[:m] = True
+            if len(self._row_of) < m:  # the same id twice: the later row wins
+                dup = np.ones(m, dtype=np.bool_)
+                dup[list(self._row_of.values())] = False
+                self._live[:m] &= ~dup
+            fill = UNLOADED if loader is not None else None
+            self._data = [fill] * m
+            self._meta = [fill] * m
+            self._vinfo = [fill] * m
+            for name, (mat, present) in vectors.items():
+                if self.dimensions is not None and mat.shape[1] != self.dimensions:
+                    raise DimensionMismatchError(
+                        f"stored vector field {name!r} has {mat.shape[1]} dimensions, the store is "
+                        f"configured for {self.dimensions}"
+                    )
+                pres = np.ones(m, dtype=np.bool_) if present is None else present
+                self.indexes[name] = VectorIndex.from_matrix(mat, pres & self._live[:m])
+        else:
+            if loader is not None and self._columns:  # filter columns need the data now
+                parts = loader()
+                loader = None
+                rows: list[Row] = [(rid, p[0], p[1], p[2]) for rid, p in zip(ids, parts)]
+            else:
+                lazy = UNLOADED if loader is not None else {}
+                rows = [(rid, lazy, lazy, {}) for rid in ids]
+            batches = {}
+            for name, (mat, present) in vectors.items():
+                pos = np.arange(m) if present is None else np.flatnonzero(present)
+                batches[name] = (pos.astype(np.int64), np.asarray(mat)[pos])
+            self.append(rows, batches)
+            if loader is not None:
+                for r in range(start, start + m):
+                    if self._vinfo[r] is None:
+                        self._vinfo[r] = UNLOADED
+        if loader is not None:
+            self._chunks.append((start, start + m, loader))
+
+    def _load_rows(self, rows: Iterable[int]) -> None:
+        """Load the data of every chunk holding one of ``rows`` that is still in storage."""
+        if not self._chunks:
+            return
+        import bisect
+
+        starts = [c[0] for c in self._chunks]
+        wanted = set()
+        for r in rows:
+            if self._data[r] is UNLOADED:
+                wanted.add(bisect.bisect_right(starts, r) - 1)
+        for ci in sorted(wanted):
+            start, stop, loader = self._chunks[ci]
+            parts = loader()
+            if len(parts) != stop - start:
+                from .errors import StorageError
+
+                raise StorageError(
+                    f"a stored segment holds {len(parts)} rows, its manifest says {stop - start}"
+                )
+            for off, (data, meta, vinfo) in enumerate(parts):
+                r = start + off
+                if self._data[r] is UNLOADED:
+                    self._data[r], self._meta[r], self._vinfo[r] = data, meta, vinfo or None
+        if all(x is not UNLOADED for x in self._data):
+            self._chunks = []
+
+    def materialize(self) -> None:
+        """Load every row still in storage."""
+        if self._chunks:
+            self._load_rows(r for c in self._chunks for r in range(c[0], c[1]))
+
+    def row_parts(self, row: int) -> Row:
+        """The stored parts of a live row (loading it if needed)."""
+        self._load_rows([row])
+        return (self._ids[row], self._data[row] or {}, self._meta[row] or {}, self._vinfo[row] or {})
+
     # -- reads ----------------------------------------------------------------------------------
     def record(self, row: int, fields: Sequence[str] | None = None) -> Record:
         """A deep copy of the record at ``row`` (optionally only ``fields``)."""
         data = self._data[row]
-        if data is None and self._loader is not None:
-            self._loader(row)
+        if data is UNLOADED:
+            self._load_rows([row])
             data = self._data[row]
         rec = Record.__new__(Record)
         rec._id = self._ids[row]
@@ -252,10 +368,7 @@ class RecordTable:
         if col is None:
             col = Column()
             live = np.flatnonzero(self._live[: self.nrows])
-            if self._loader is not None:
-                for r in live.tolist():
-                    if self._data[r] is None:
-                        self._loader(r)
+            self.materialize()
             col.set(
                 live.tolist(),
                 [
@@ -279,6 +392,8 @@ class RecordTable:
         rows = np.flatnonzero(self.mask(expr if query is None else query.expression()))
         specs = query.sort_specs if query is not None else []
         row_list = rows.tolist()
+        if specs:
+            self._load_rows(row_list)
         for spec in reversed(specs):  # stable sorts, last key first
             col_vals = [
                 lookup(self._ids[r], self._data[r] or {}, self._meta[r] or {}, spec.field) for r in row_list

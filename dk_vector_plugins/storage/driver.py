@@ -1,0 +1,112 @@
+"""The :class:`~dk_vector_plugins.core.Storage` of the file and S3 backends: table programs run on an object store.
+
+:class:`TableStorage` runs the programs of :mod:`.table` with a caller-supplied runner: on a sync
+store (thread pool for parallel requests), or on an async store from a worker thread by handing
+each program to the event loop (so the async classes share the very same core and never block
+their loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..core import WriteBatch
+from ..table import RecordTable
+from .ops import AsyncObjectStore, Program, SyncObjectStore, run_async, run_sync
+from .table import TableLogic, TableOptions, TableState
+
+__all__ = ["TableStorage", "async_runner", "sync_runner"]
+
+Runner = Callable[[Program[Any]], Any]
+
+
+def sync_runner(store: SyncObjectStore) -> tuple[Runner, Callable[[], None]]:
+    """A runner for a blocking store (parallel requests on a thread pool) and its closer."""
+    pool = ThreadPoolExecutor(max_workers=max(1, store.concurrency), thread_name_prefix="dkv-io")
+
+    def run(program: Program[Any]) -> Any:
+        return run_sync(program, store, pool)
+
+    return run, lambda: pool.shutdown(wait=False)
+
+
+def async_runner(store: AsyncObjectStore, loop: asyncio.AbstractEventLoop) -> Runner:
+    """A runner, for use from worker threads, that performs the I/O on ``loop``."""
+
+    def run(program: Program[Any]) -> Any:
+        if _running_loop() is loop:
+            raise RuntimeError("table I/O must not run on the event loop thread")  # pragma: no cover
+        return asyncio.run_coroutine_threadsafe(run_async(program, store), loop).result()
+
+    return run
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class TableStorage:
+    """A log-structured table on an object store, as a :class:`~dk_vector_plugins.core.Storage`."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        describe: Callable[[str], str],
+        options: TableOptions,
+        closer: Callable[[], None] | None = None,
+    ) -> None:
+        self.run = runner
+        self.logic = TableLogic(options, describe)
+        self.state = TableState()
+        self._closer = closer
+        self._conflicts = 0
+
+    def refresh(self, table: RecordTable) -> None:
+        """Load what other writers committed since the last call (one conditional request when nothing)."""
+        self.run(self.logic.refresh(table, self.state, self.run))
+
+    def commit(self, table: RecordTable, batch: WriteBatch) -> bool:
+        """Commit a batch; on a lost race back off (with jitter) and report ``False``."""
+        if self.run(self.logic.commit(self.state, batch)):
+            self._conflicts = 0
+            return True
+        self._conflicts += 1
+        time.sleep(min(0.5, 0.002 * 2 ** min(self._conflicts, 8)) * random.random())
+        return False
+
+    def after_commit(self, table: RecordTable) -> None:
+        """Compact when small segments or dead rows pile up."""
+        if self.logic.needs_compaction(table, self.state):
+            self.compact(table)
+
+    def compact(self, table: RecordTable) -> bool:
+        """Rewrite the live rows as one segment; ``False`` if another writer committed first."""
+        if len(self.state.segments) <= 1 and table.dead == 0:
+            return True
+        batch = self.logic.compaction_batch(table)
+        if self.run(self.logic.commit(self.state, batch)):
+            table.compact()
+            return True
+        return False
+
+    def gc(self, grace_s: float | None = None) -> int:
+        """Delete objects no recent manifest names, older than the grace period."""
+        return int(self.run(self.logic.gc(self.state, grace_s=grace_s)))
+
+    def verify(self) -> dict[str, Any]:
+        """Check the newest committed version end to end (every segment readable and consistent)."""
+        return dict(self.run(self.logic.verify()))
+
+    def close(self) -> None:
+        """Release the I/O threads."""
+        if self._closer is not None:
+            self._closer()
+            self._closer = None

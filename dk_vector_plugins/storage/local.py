@@ -1,0 +1,213 @@
+"""The local-directory object store: atomic, fsynced files under one root.
+
+* ``Put``: write a temporary file, fsync it, rename it into place (nobody sees half a file);
+* ``PutIfAbsent``: the same, but ``link()`` instead of rename: atomic create-if-absent *with the
+  content already complete* (``O_CREAT|O_EXCL`` would expose a half-written manifest to a reader
+  that opens it between create and write);
+* ``PutIfMatch``: compare-and-swap under an ``flock`` on a side lock file;
+* ``Flush``: fsync every directory written to since the last flush, so files are durable before
+  the manifest that names them is created;
+* etags are ``inode-mtime_ns-size`` read from the open file descriptor, so bytes and etag agree.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StorageError
+from .ops import (
+    Delete,
+    Flush,
+    Get,
+    GetArray,
+    GetIfChanged,
+    List,
+    Listed,
+    Op,
+    Put,
+    PutIfAbsent,
+    PutIfMatch,
+    Versioned,
+)
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["LocalObjectStore"]
+
+TMP_MARK = ".tmp-"
+
+
+def _etag(st: os.stat_result) -> str:
+    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+
+class LocalObjectStore:
+    """Objects as files below ``root`` (created if missing); keys use ``/`` separators."""
+
+    def __init__(self, root: str | os.PathLike[str], concurrency: int = 4, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.concurrency = concurrency
+        self.fsync = fsync
+        self._dirty: set[Path] = set()
+        self._lock = threading.Lock()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create store directory {self.root}: {e}") from e
+        if not self.root.is_dir():
+            raise StorageError(f"store path {self.root} is not a directory")
+
+    def describe(self, key: str) -> str:
+        """The file's path."""
+        return str(self.root / key)
+
+    def path(self, key: str) -> Path:
+        """The file's path (as a Path)."""
+        return self.root / key
+
+    def do(self, op: Op) -> Any:
+        """Perform one operation; OS errors become :class:`StorageError` naming the file."""
+        key = getattr(op, "key", None)
+        try:
+            return self._do(op)
+        except StorageError:
+            raise
+        except OSError as e:
+            target = self.describe(key) if key is not None else str(self.root)
+            raise StorageError(f"{type(op).__name__} failed on {target}: {e}") from e
+
+    # -- operations -----------------------------------------------------------------------------
+    def _do(self, op: Op) -> Any:
+        if isinstance(op, Get):
+            try:
+                with open(self.path(op.key), "rb") as f:
+                    return Versioned(f.read(), _etag(os.fstat(f.fileno())))
+            except FileNotFoundError:
+                if op.missing_ok:
+                    return None
+                raise StorageError(f"missing file {self.describe(op.key)}") from None
+        if isinstance(op, GetIfChanged):
+            p = self.path(op.key)
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                return None if op.etag == "" else Versioned(b"", "")
+            if op.etag is not None and _etag(st) == op.etag:
+                return None
+            try:
+                with open(p, "rb") as f:
+                    return Versioned(f.read(), _etag(os.fstat(f.fileno())))
+            except FileNotFoundError:  # replaced between stat and open: read the new one next time
+                return None
+        if isinstance(op, GetArray):
+            p = self.path(op.key)
+            if not p.exists():
+                raise StorageError(f"missing file {p}")
+            try:
+                return np.load(p, mmap_mode="r", allow_pickle=False)
+            except (ValueError, EOFError, OSError) as e:
+                raise StorageError(f"corrupt or truncated file {p}: {e}") from e
+        if isinstance(op, Put):
+            tmp = self._write_tmp(op.key, op.data)
+            os.replace(tmp, self.path(op.key))
+            return None
+        if isinstance(op, PutIfAbsent):
+            final = self.path(op.key)
+            tmp = self._write_tmp(op.key, op.data)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+            self._fsync_dir(final.parent)
+            return True
+        if isinstance(op, PutIfMatch):
+            return self._put_if_match(op)
+        if isinstance(op, List):
+            return self._list(op.prefix)
+        if isinstance(op, Delete):
+            try:
+                os.unlink(self.path(op.key))
+            except FileNotFoundError:
+                pass
+            return None
+        if isinstance(op, Flush):
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+            for d in dirty:
+                self._fsync_dir(d)
+            return None
+        raise StorageError(f"unsupported operation {op!r}")  # pragma: no cover
+
+    def _write_tmp(self, key: str, data: bytes) -> Path:
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._dirty.add(final.parent)
+        return tmp
+
+    def _fsync_dir(self, d: Path) -> None:
+        if not self.fsync or os.name != "posix":
+            return
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _put_if_match(self, op: PutIfMatch) -> str | None:
+        final = self.path(op.key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = final.with_name(final.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current: str | None = _etag(os.stat(final))
+            except FileNotFoundError:
+                current = None
+            if current != op.etag:
+                return None
+            tmp = self._write_tmp(op.key, op.data)
+            os.replace(tmp, final)
+            self._fsync_dir(final.parent)
+            return _etag(os.stat(final))
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _list(self, prefix: str) -> list[Listed]:
+        head, _, name_prefix = prefix.rpartition("/")
+        d = self.root / head if head else self.root
+        out: list[Listed] = []
+        try:
+            entries = list(os.scandir(d))
+        except FileNotFoundError:
+            return out
+        for e in entries:
+            if e.is_file() and e.name.startswith(name_prefix):
+                st = e.stat()
+                key = f"{head}/{e.name}" if head else e.name
+                out.append(Listed(key, st.st_size, st.st_mtime))
+        return sorted(out, key=lambda x: x.key)

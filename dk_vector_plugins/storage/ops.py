@@ -1,0 +1,223 @@
+"""Object-store operations (sans I/O) and the drivers that perform them.
+
+The table logic is written as generators that ``yield`` an operation and receive its result, as
+h11 does for HTTP: it knows nothing of files, boto3 or event loops. :func:`run_sync` drives such a
+generator against a :class:`SyncObjectStore`; :func:`run_async` against an
+:class:`AsyncObjectStore`. :class:`Many` asks for several operations at once (a thread pool or
+``asyncio.gather``), so a cold load fetches segments concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "AsyncObjectStore",
+    "Delete",
+    "Flush",
+    "Get",
+    "GetArray",
+    "GetIfChanged",
+    "List",
+    "Listed",
+    "Many",
+    "Op",
+    "Put",
+    "PutIfAbsent",
+    "PutIfMatch",
+    "SyncObjectStore",
+    "Versioned",
+    "run_async",
+    "run_sync",
+]
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Versioned:
+    """An object's bytes and its entity tag (S3 ETag; locally inode/mtime/size)."""
+
+    data: bytes
+    etag: str
+
+
+@attrs.frozen
+class Listed:
+    """One key of a listing, with its size and age."""
+
+    key: str
+    size: int
+    mtime: float
+
+
+class Op:
+    """An operation on an object store."""
+
+
+@attrs.frozen
+class Get(Op):
+    """Read an object: :class:`Versioned`, or ``None`` when it does not exist (``missing_ok``)."""
+
+    key: str
+    missing_ok: bool = False
+
+
+@attrs.frozen
+class GetIfChanged(Op):
+    """Read an object unless its etag is still ``etag``: :class:`Versioned`, ``None`` if unchanged.
+
+    A missing object reads as ``Versioned(b"", "")``.
+    """
+
+    key: str
+    etag: str | None
+
+
+@attrs.frozen
+class GetArray(Op):
+    """Load a ``.npy`` object as an array (memory-mapped where the store is local)."""
+
+    key: str
+
+
+@attrs.frozen
+class Put(Op):
+    """Write an object (new, uniquely named objects: segments)."""
+
+    key: str
+    data: bytes
+
+
+@attrs.frozen
+class PutIfAbsent(Op):
+    """Create an object only if no object has that key; ``True`` if created. Atomic."""
+
+    key: str
+    data: bytes
+
+
+@attrs.frozen
+class PutIfMatch(Op):
+    """Replace an object only if its etag is ``etag`` (``None``: only if absent).
+
+    The result is the new etag, or ``None`` when the object had changed (nothing written).
+    """
+
+    key: str
+    data: bytes
+    etag: str | None
+
+
+@attrs.frozen
+class List(Op):
+    """Keys under a prefix: a list of :class:`Listed`."""
+
+    prefix: str
+
+
+@attrs.frozen
+class Delete(Op):
+    """Delete an object (missing is fine)."""
+
+    key: str
+
+
+@attrs.frozen
+class Flush(Op):
+    """Make every completed write durable before what follows (fsync of the directory locally)."""
+
+
+@attrs.frozen
+class Many(Op):
+    """Several operations at once; the result is the list of their results, in order."""
+
+    ops: Sequence[Op]
+
+
+class SyncObjectStore(Protocol):
+    """A blocking object store: one method per operation."""
+
+    #: How many requests :class:`Many` may run at once.
+    concurrency: int
+
+    def do(self, op: Op) -> Any:
+        """Perform one operation (not :class:`Many`)."""
+
+    def describe(self, key: str) -> str:
+        """A human name for a key (a path, or ``s3://bucket/key``)."""
+
+
+class AsyncObjectStore(Protocol):
+    """An asyncio object store: one coroutine per operation."""
+
+    concurrency: int
+
+    async def do(self, op: Op) -> Any:
+        """Perform one operation (not :class:`Many`)."""
+
+    def describe(self, key: str) -> str:
+        """A human name for a key."""
+
+
+Program = Generator[Op, Any, T]
+
+
+def run_sync(program: Program[T], store: SyncObjectStore, pool: ThreadPoolExecutor | None = None) -> T:
+    """Drive a table program against a sync store; :class:`Many` runs on ``pool`` when given."""
+    try:
+        op = next(program)
+        while True:
+            if isinstance(op, Many):
+                if pool is not None and len(op.ops) > 1:
+                    result: Any = list(pool.map(store.do, op.ops))
+                else:
+                    result = [store.do(o) for o in op.ops]
+            else:
+                result = store.do(op)
+            op = program.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def run_async(program: Program[T], store: AsyncObjectStore) -> T:
+    """Drive a table program against an async store; :class:`Many` runs with bounded gather."""
+    sem = asyncio.Semaphore(max(1, store.concurrency))
+
+    async def one(o: Op) -> Any:
+        async with sem:
+            return await store.do(o)
+
+    try:
+        op = next(program)
+        while True:
+            if isinstance(op, Many):
+                result: Any = list(await asyncio.gather(*(one(o) for o in op.ops)))
+            else:
+                result = await store.do(op)
+            op = program.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def load_npy(data: bytes) -> npt.NDArray[Any]:
+    """Parse ``.npy`` bytes (no pickles)."""
+    import io
+
+    return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]
+
+
+def dump_npy(array: npt.NDArray[Any]) -> bytes:
+    """Serialize an array as ``.npy`` bytes."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()

@@ -1,0 +1,482 @@
+"""The log-structured table, sans I/O: manifests, segments, commit, refresh, compaction, clean-up.
+
+Layout below a table's root (a directory, or an S3 prefix)::
+
+    LATEST.json                     a copy of the newest manifest (a hint readers poll)
+    manifests/00000000000000000007.json   manifest version 7, created once, never changed
+    segments/<name>.ids.json        {"ids": [...], "deletes": [...]} of one commit
+    segments/<name>.rows.jsonl      one JSON object per row: data, metadata, vector info
+    segments/<name>.f0.npy          the rows' vectors of one field, float32 (rows x dim)
+    segments/<name>.f0.mask.npy     which rows hold that vector (only when not all do)
+
+A commit uploads its segment objects, makes them durable, then creates manifest ``N+1`` with an
+atomic create-if-absent. Whoever creates it has committed; a writer that loses the race deletes
+its segment objects and plans again on the new version. Readers never see half a commit: a
+manifest only names complete segments. ``LATEST.json`` is then advanced by compare-and-swap (never
+backwards). A reader checks it with one conditional request; a writer that lost a race also probes
+``N+1, N+2, ...`` so that a crash between creating a manifest and advancing ``LATEST.json`` is
+repaired by the next writer.
+
+Deletes and updates are tombstones: a segment lists the ids it deletes, and a later row with an
+id replaces the earlier one. Compaction writes the live rows as one segment flagged ``clear`` in a
+new manifest. Clean-up deletes only objects that none of the last ``keep_versions`` manifests name
+and that are older than a grace period, so a reader still on an older version keeps working.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from ..core import WriteBatch
+from ..errors import InvalidRequestError, StorageError
+from ..table import RecordTable
+from .ops import (
+    Delete,
+    Flush,
+    Get,
+    GetArray,
+    GetIfChanged,
+    List,
+    Many,
+    Program,
+    Put,
+    PutIfAbsent,
+    PutIfMatch,
+    dump_npy,
+)
+
+__all__ = ["FORMAT_VERSION", "TableLogic", "TableOptions", "TableState"]
+
+#: The table format this version writes; a manifest with a higher number is refused.
+FORMAT_VERSION = 1
+LATEST = "LATEST.json"
+MANIFESTS = "manifests/"
+SEGMENTS = "segments/"
+TMP_MARK = ".tmp-"
+
+
+def manifest_key(version: int) -> str:
+    """The key of manifest ``version``."""
+    return f"{MANIFESTS}{version:020d}.json"
+
+
+@attrs.define
+class TableOptions:
+    """Tuning of the table format.
+
+    :ivar max_segments: compact automatically when a manifest names more segments.
+    :ivar dead_fraction: compact automatically when this fraction of stored rows is dead.
+    :ivar keep_versions: clean-up never deletes what the newest this-many manifests name.
+    :ivar grace_s: clean-up never deletes an object younger than this (seconds).
+    :ivar lazy_rows: load row data on first use (vectors and ids load at once).
+    """
+
+    max_segments: int = 32
+    dead_fraction: float = 0.5
+    keep_versions: int = 10
+    grace_s: float = 3600.0
+    lazy_rows: bool = True
+
+
+@attrs.define
+class TableState:
+    """What one store has loaded: the manifest version, its segments and LATEST.json's etag."""
+
+    version: int = 0
+    etag: str | None = None
+    segments: list[dict[str, Any]] = attrs.field(factory=list)
+    probe: bool = True  # probe for manifests newer than LATEST.json on the next refresh
+    stats: dict[str, int] = attrs.field(factory=lambda: {"segments_loaded": 0, "bytes_loaded": 0})
+
+
+# --- JSON codec for row data -------------------------------------------------------------------
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, (bytes, bytearray)):
+        return {"$bytes": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, (set, frozenset)):
+        raise TypeError("sets are not stored; use a list")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"a value of type {type(value).__name__} cannot be stored")
+
+
+def _decode(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        key, value = next(iter(obj.items()))
+        if key == "$datetime":
+            return dt.datetime.fromisoformat(value)
+        if key == "$date":
+            return dt.date.fromisoformat(value)
+        if key == "$bytes":
+            return base64.b64decode(value)
+    return obj
+
+
+def encode_row(rid: str, data: Mapping[str, Any], meta: Mapping[str, Any], vinfo: Mapping[str, Any]) -> bytes:
+    """One row as a JSON line; a value JSON cannot hold raises :class:`InvalidRequestError`."""
+    try:
+        return (
+            json.dumps({"d": data, "m": meta, "v": vinfo}, default=_encode, ensure_ascii=False).encode()
+            + b"\n"
+        )
+    except (TypeError, ValueError) as e:
+        raise InvalidRequestError(f"record {rid!r} cannot be stored by this backend: {e}") from e
+
+
+def decode_rows(raw: bytes, where: str) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """Parse a segment's rows."""
+    out = []
+    try:
+        for line in raw.splitlines():
+            if line:
+                obj = json.loads(line, object_hook=_decode)
+                out.append((obj["d"], obj["m"], obj["v"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise StorageError(f"corrupt segment rows {where}: {e}") from e
+    return out
+
+
+def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        m = json.loads(raw)
+        version = int(m["version"])
+        fmt = int(m["format"])
+        segs = m["segments"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise StorageError(f"corrupt manifest {where}: {e}") from e
+    if fmt > FORMAT_VERSION:
+        raise StorageError(
+            f"{where} was written in table format {fmt} by a newer dk_vector_plugins; this version reads "
+            f"format {FORMAT_VERSION} and older: upgrade the package"
+        )
+    if not isinstance(segs, list) or version < 0:
+        raise StorageError(f"corrupt manifest {where}")
+    return m  # type: ignore[no-any-return]
+
+
+class TableLogic:
+    """The table programs. ``describe(key)`` names an object in error messages."""
+
+    def __init__(self, options: TableOptions, describe: Callable[[str], str]) -> None:
+        self.options = options
+        self.describe = describe
+
+    # -- encoding -------------------------------------------------------------------------------
+    def encode_segment(self, batch: WriteBatch, version: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The manifest entry and the objects of a batch's segment (validates JSON-ability)."""
+        name = f"{version:012d}-{uuid.uuid4().hex[:16]}"
+        base = f"{SEGMENTS}{name}"
+        ids = [r[0] for r in batch.rows]
+        rows = b"".join(encode_row(r[0], r[1], r[2], r[3]) for r in batch.rows)
+        objects: dict[str, bytes] = {
+            f"{base}.ids.json": json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode(),
+        }
+        if batch.rows:
+            objects[f"{base}.rows.jsonl"] = rows
+        m = len(ids)
+        fields: dict[str, Any] = {}
+        for i, (field, (positions, mat)) in enumerate(sorted(batch.batches.items())):
+            key = f"f{i}"
+            full = np.zeros((m, mat.shape[1]), dtype=np.float32)
+            full[positions] = mat
+            objects[f"{base}.{key}.npy"] = dump_npy(full)
+            count = len(np.unique(positions))
+            if count < m:
+                present = np.zeros(m, dtype=np.bool_)
+                present[positions] = True
+                objects[f"{base}.{key}.mask.npy"] = dump_npy(present)
+            fields[field] = {"key": key, "dim": int(mat.shape[1]), "count": count}
+        entry = {
+            "name": name,
+            "rows": m,
+            "deletes": len(batch.deletes),
+            "clear": batch.clear,
+            "fields": fields,
+            "bytes": sum(len(v) for v in objects.values()),
+        }
+        return entry, objects
+
+    @staticmethod
+    def segment_keys(entry: Mapping[str, Any]) -> list[str]:
+        """Every object key of a segment."""
+        base = f"{SEGMENTS}{entry['name']}"
+        keys = [f"{base}.ids.json"]
+        if entry["rows"]:
+            keys.append(f"{base}.rows.jsonl")
+        for f in entry["fields"].values():
+            keys.append(f"{base}.{f['key']}.npy")
+            if f["count"] < entry["rows"]:
+                keys.append(f"{base}.{f['key']}.mask.npy")
+        return keys
+
+    # -- reading --------------------------------------------------------------------------------
+    def refresh(
+        self, table: RecordTable, state: TableState, runner: Callable[[Program[Any]], Any]
+    ) -> Program[bool]:
+        """Bring ``table`` to the newest committed version; ``True`` if anything changed."""
+        resp = yield GetIfChanged(LATEST, state.etag)
+        target: dict[str, Any] | None = None
+        if resp is not None:
+            state.etag = resp.etag
+            if resp.data:
+                latest = _parse_manifest(resp.data, self.describe(LATEST))
+                if latest["version"] > state.version:
+                    target = latest
+        if state.probe:
+            v = max(state.version, target["version"] if target else 0)
+            newest_from_latest = v
+            while True:
+                got = yield Get(manifest_key(v + 1), missing_ok=True)
+                if got is None:
+                    break
+                target = _parse_manifest(got.data, self.describe(manifest_key(v + 1)))
+                v += 1
+            state.probe = False
+            if target is not None and v > newest_from_latest:
+                yield from self.publish_latest(target, state)
+        if target is None:
+            return False
+        yield from self._apply_manifest(table, state, target, runner)
+        return True
+
+    def _apply_manifest(
+        self,
+        table: RecordTable,
+        state: TableState,
+        manifest: dict[str, Any],
+        runner: Callable[[Program[Any]], Any],
+    ) -> Program[None]:
+        segs = manifest["segments"]
+        old = [s["name"] for s in state.segments]
+        if [s["name"] for s in segs[: len(old)]] == old:
+            new = segs[len(old) :]
+        else:  # compacted or cleared by another writer: rebuild from its segments
+            table.clear()
+            new = segs
+        ops: list[Any] = []
+        for entry in new:
+            base = f"{SEGMENTS}{entry['name']}"
+            ops.append(Get(f"{base}.ids.json"))
+            if not self.options.lazy_rows and entry["rows"]:
+                ops.append(Get(f"{base}.rows.jsonl"))
+            for f in entry["fields"].values():
+                ops.append(GetArray(f"{base}.{f['key']}.npy"))
+                if f["count"] < entry["rows"]:
+                    ops.append(GetArray(f"{base}.{f['key']}.mask.npy"))
+        results = iter((yield Many(ops)) if ops else [])
+        for entry in new:
+            self._load_segment(table, entry, results, runner)
+            state.stats["segments_loaded"] += 1
+            state.stats["bytes_loaded"] += int(entry.get("bytes", 0))
+        state.version = int(manifest["version"])
+        state.segments = list(segs)
+
+    def _load_segment(
+        self,
+        table: RecordTable,
+        entry: Mapping[str, Any],
+        results: Any,
+        runner: Callable[[Program[Any]], Any],
+    ) -> None:
+        base = f"{SEGMENTS}{entry['name']}"
+        where = self.describe(f"{base}.ids.json")
+        try:
+            meta = json.loads(next(results).data)
+            ids = [str(x) for x in meta["ids"]]
+            deletes = [str(x) for x in meta["deletes"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise StorageError(f"corrupt segment file {where}: {e}") from e
+        m = int(entry["rows"])
+        if len(ids) != m:
+            raise StorageError(f"segment file {where} lists {len(ids)} ids, its manifest says {m}")
+        rows_key = f"{base}.rows.jsonl"
+        eager_rows = None
+        if not self.options.lazy_rows and m:
+            eager_rows = decode_rows(next(results).data, self.describe(rows_key))
+            if len(eager_rows) != m:
+                raise StorageError(
+                    f"segment file {self.describe(rows_key)} holds {len(eager_rows)} rows, expected {m}"
+                )
+        vectors: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None]] = {}
+        for field, f in entry["fields"].items():
+            key = f"{base}.{f['key']}.npy"
+            mat = next(results)
+            if mat.dtype != np.float32 or mat.ndim != 2 or mat.shape != (m, f["dim"]):
+                raise StorageError(
+                    f"segment file {self.describe(key)} holds {mat.dtype} {mat.shape}, expected float32 {(m, f['dim'])}"
+                )
+            dim = table.vector_dimension(field)
+            if dim is not None and dim != f["dim"]:
+                raise StorageError(
+                    f"segment file {self.describe(key)} has {f['dim']}-dimensional vectors for field "
+                    f"{field!r}, the store has {dim}"
+                )
+            present = None
+            if f["count"] < m:
+                mkey = f"{base}.{f['key']}.mask.npy"
+                present = np.array(next(results), dtype=np.bool_)
+                if present.shape != (m,):
+                    raise StorageError(
+                        f"segment file {self.describe(mkey)} has shape {present.shape}, expected {(m,)}"
+                    )
+            vectors[field] = (mat, present)
+
+        def loader() -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+            got = runner(self._get_rows(rows_key))
+            if len(got) != m:
+                raise StorageError(
+                    f"segment file {self.describe(rows_key)} holds {len(got)} rows, expected {m}"
+                )
+            return got
+
+        if eager_rows is not None:
+            rows = eager_rows
+
+            def eager_loader() -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+                return rows
+
+            table.load_segment(ids, deletes, vectors, eager_loader, clear=bool(entry.get("clear")))
+            table.materialize()
+        else:
+            table.load_segment(ids, deletes, vectors, loader if m else None, clear=bool(entry.get("clear")))
+
+    def _get_rows(self, key: str) -> Program[list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]]:
+        got = yield Get(key)
+        return decode_rows(got.data, self.describe(key))
+
+    # -- writing --------------------------------------------------------------------------------
+    def commit(self, state: TableState, batch: WriteBatch) -> Program[bool]:
+        """Commit ``batch`` as version ``state.version + 1``; ``False`` if another writer was first."""
+        version = state.version + 1
+        entry, objects = self.encode_segment(batch, version)
+        yield Many([Put(k, v) for k, v in objects.items()])
+        yield Flush()
+        segments = ([] if batch.clear else list(state.segments)) + [entry]
+        manifest = {
+            "format": FORMAT_VERSION,
+            "version": version,
+            "created": time.time(),
+            "segments": segments,
+            "rows": sum(int(s["rows"]) for s in segments),
+        }
+        created = yield PutIfAbsent(manifest_key(version), json.dumps(manifest).encode())
+        if not created:
+            yield Many([Delete(k) for k in objects])
+            state.probe = True
+            return False
+        state.version = version
+        state.segments = segments
+        yield from self.publish_latest(manifest, state)
+        return True
+
+    def publish_latest(self, manifest: Mapping[str, Any], state: TableState) -> Program[None]:
+        """Advance LATEST.json to ``manifest`` by compare-and-swap, never backwards."""
+        data = json.dumps(manifest).encode()
+        for _ in range(100):
+            cur = yield Get(LATEST, missing_ok=True)
+            if (
+                cur is not None
+                and cur.data
+                and _parse_manifest(cur.data, self.describe(LATEST))["version"] >= manifest["version"]
+            ):
+                return
+            etag = yield PutIfMatch(LATEST, data, cur.etag if cur is not None else None)
+            if etag is not None:
+                state.etag = etag
+                return
+        # Others keep advancing it: they are ahead of us, which is all LATEST.json must say.
+
+    def needs_compaction(self, table: RecordTable, state: TableState) -> bool:
+        """Whether the table has piled up small segments or dead rows."""
+        if len(state.segments) > self.options.max_segments:
+            return True
+        stored = sum(int(s["rows"]) for s in state.segments)
+        return stored > 1024 and table.dead > self.options.dead_fraction * stored
+
+    def compaction_batch(self, table: RecordTable) -> WriteBatch:
+        """All live rows of ``table`` (in row order) as one ``clear`` batch."""
+        table.materialize()
+        live = np.flatnonzero(table._live[: table.nrows])
+        rows = [table.row_parts(int(r)) for r in live]
+        batches = {}
+        for name, index in table.indexes.items():
+            in_range = live < index.nrows
+            present = np.zeros(len(live), dtype=np.bool_)
+            present[in_range] = index.present[live[in_range]]
+            pos = np.flatnonzero(present)
+            if len(pos):
+                batches[name] = (pos.astype(np.int64), np.ascontiguousarray(index.matrix[live[pos]]))
+        return WriteBatch(rows=rows, batches=batches, clear=True)
+
+    def gc(self, state: TableState, now: float | None = None, grace_s: float | None = None) -> Program[int]:
+        """Delete unreferenced segments and old manifests past the grace period; returns the count."""
+        now = time.time() if now is None else now
+        grace = self.options.grace_s if grace_s is None else grace_s
+        listed = yield Many([List(MANIFESTS), List(SEGMENTS)])
+        manifests, segments = listed
+        versions = sorted(
+            (int(x.key[len(MANIFESTS) : -5]), x)
+            for x in manifests
+            if x.key.endswith(".json") and TMP_MARK not in x.key and x.key[len(MANIFESTS) : -5].isdigit()
+        )
+        keep = [v for v, _ in versions[-self.options.keep_versions :]]
+        got = yield Many([Get(manifest_key(v), missing_ok=True) for v in keep])
+        referenced: set[str] = set()
+        for entry in state.segments:
+            referenced.update(self.segment_keys(entry))
+        for g, v in zip(got, keep):
+            if g is not None:
+                for entry in _parse_manifest(g.data, self.describe(manifest_key(v)))["segments"]:
+                    referenced.update(self.segment_keys(entry))
+        doomed = [x.key for x in segments if x.key not in referenced and now - x.mtime > grace]
+        doomed += [x.key for v, x in versions[: -self.options.keep_versions] if now - x.mtime > grace]
+        doomed += [x.key for x in manifests if TMP_MARK in x.key and now - x.mtime > grace]
+        if doomed:
+            yield Many([Delete(k) for k in doomed])
+        return len(doomed)
+
+    def verify(self) -> Program[dict[str, Any]]:
+        """Check that the newest manifest and every segment it names are complete and consistent."""
+        v = 0
+        got = yield Get(LATEST, missing_ok=True)
+        manifest = None
+        if got is not None and got.data:
+            manifest = _parse_manifest(got.data, self.describe(LATEST))
+            v = manifest["version"]
+        while True:
+            nxt = yield Get(manifest_key(v + 1), missing_ok=True)
+            if nxt is None:
+                break
+            v += 1
+            manifest = _parse_manifest(nxt.data, self.describe(manifest_key(v)))
+        if manifest is None:
+            return {"version": 0, "segments": 0, "rows": 0, "live": 0}
+        probe = RecordTable()
+        state = TableState(probe=False)
+        options = attrs.evolve(self.options, lazy_rows=False)
+        checker = TableLogic(options, self.describe)
+        yield from checker._apply_manifest(probe, state, manifest, lambda p: None)
+        return {
+            "version": v,
+            "segments": len(manifest["segments"]),
+            "rows": probe.nrows,
+            "live": len(probe),
+        }
