@@ -626,7 +626,8 @@ class Column:
             flt.operator,
             _value_key(flt.value)
             if not isinstance(flt.value, (list, tuple))
-            else ("t", tuple(_value_key(x) for x in flt.value)),
+            # the sequence type is part of the key: [1, 2] == (1, 2) is False in Python
+            else ("t", type(flt.value).__name__, tuple(_value_key(x) for x in flt.value)),
         )
         nd = len(self._values)
         cached = self._cache.get(key)

@@ -93,7 +93,8 @@ class _TableMixin:
             max_retries=int(self.config["commit_retries"]),
             auto_compact=False,
         )
-        core.refresh()
+        if not getattr(self, "_io_bound", False):
+            core.refresh()  # sync stores load at once (errors surface here); async ones on first call
         return core
 
     @property

@@ -62,16 +62,27 @@ class TableStorage:
         describe: Callable[[str], str],
         options: TableOptions,
         closer: Callable[[], None] | None = None,
+        max_staleness_s: float = 0.0,
     ) -> None:
         self.run = runner
         self.logic = TableLogic(options, describe)
         self.state = TableState()
         self._closer = closer
         self._conflicts = 0
+        self.max_staleness_s = max_staleness_s
+        self._checked = float("-inf")
 
     def refresh(self, table: RecordTable) -> None:
-        """Load what other writers committed since the last call (one conditional request when nothing)."""
+        """Load what other writers committed since the last call (one conditional request when nothing).
+
+        With ``max_staleness_s`` (eventual consistency) the check is skipped while the last one is
+        younger than that, except after a lost commit race.
+        """
+        now = time.monotonic()
+        if self.max_staleness_s and not self.state.probe and now - self._checked < self.max_staleness_s:
+            return
         self.run(self.logic.refresh(table, self.state, self.run))
+        self._checked = now
 
     def commit(self, table: RecordTable, batch: WriteBatch) -> bool:
         """Commit a batch; on a lost race back off (with jitter) and report ``False``."""

@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import WriteBatch
-from ..errors import InvalidRequestError, StorageError
+from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
 from ..table import RecordTable
 from .ops import (
     Delete,
@@ -79,6 +80,7 @@ class TableOptions:
     :ivar keep_versions: clean-up never deletes what the newest this-many manifests name.
     :ivar grace_s: clean-up never deletes an object younger than this (seconds).
     :ivar lazy_rows: load row data on first use (vectors and ids load at once).
+    :ivar warn_load_bytes: warn (:class:`DkvPerformanceWarning`) before loading more than this.
     """
 
     max_segments: int = 32
@@ -86,6 +88,7 @@ class TableOptions:
     keep_versions: int = 10
     grace_s: float = 3600.0
     lazy_rows: bool = True
+    warn_load_bytes: int | None = None
 
 
 @attrs.define
@@ -271,6 +274,15 @@ class TableLogic:
         else:  # compacted or cleared by another writer: rebuild from its segments
             table.clear()
             new = segs
+        total = sum(int(e.get("bytes", 0)) for e in new)
+        if self.options.warn_load_bytes is not None and total > self.options.warn_load_bytes:
+            warnings.warn(
+                f"loading {total / 2**20:.1f} MiB of segments from {self.describe('')} "
+                f"(more than warn_download_bytes={self.options.warn_load_bytes}); a warm store "
+                "afterwards only fetches what changes",
+                DkvPerformanceWarning,
+                stacklevel=2,
+            )
         ops: list[Any] = []
         for entry in new:
             base = f"{SEGMENTS}{entry['name']}"

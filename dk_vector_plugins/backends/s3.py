@@ -1,0 +1,251 @@
+"""The built-in ``s3`` backend plugin: the log-structured table on S3 (boto3 sync, aioboto3 async).
+
+``DatabaseFactory().create(backend="s3", bucket="b", prefix="tables/docs", vector_enabled=True)``;
+``endpoint_url`` points it at another S3-compatible server. Credentials come from the usual boto3
+chain unless given (``aws_access_key_id``, ...). Needs the ``s3`` extra:
+``pip install 'dk_vector_plugins[s3]'``.
+
+Cost model (N records of d dimensions):
+
+* **cold open** downloads every segment once, concurrently: about ``N x d x 4`` bytes of vectors
+  plus the row JSON, in ``3 x segments`` GETs (compaction keeps segments few). Memory afterwards:
+  the float32 matrix (``N x d x 4`` bytes) plus the records. A
+  :class:`~dk_vector_plugins.DkvPerformanceWarning` is emitted before a load larger than
+  ``warn_download_bytes`` (1 GiB by default).
+* **warm search**: exactly one request, a conditional GET of ``LATEST.json`` answered ``304``;
+  none with ``consistency="eventual"`` while the last check is younger than ``max_staleness_s``.
+  Scoring is local: one matrix product.
+* **after another writer's commit**: that request returns the new manifest (200), then one GET
+  per object of each new segment (ids, rows, one per vector field).
+* **a commit**: one PUT per segment object (multipart above ``multipart_threshold``), one
+  conditional PUT of the manifest (``IfNoneMatch="*"``), and a GET + conditional PUT of
+  ``LATEST.json``; a writer that loses the race retries with backoff, ``ConflictError`` after
+  ``commit_retries``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, ClassVar
+
+from ..database import default_search, default_search_async
+from ..embed import BulkEmbedRequest, run_bulk_embed, run_bulk_embed_async
+from ..errors import ConfigError
+from ..factory import BackendSpec, OptionSpec
+from ..hookspecs import hookimpl
+from ..search import SearchRequest
+from ..storage.driver import TableStorage, async_runner, sync_runner
+from ..storage.ops import Program
+from ..storage.s3 import AsyncS3ObjectStore, S3ObjectStore, client_kwargs, require
+from .tabled import TABLE_OPTIONS, AsyncTableDatabase, TableDatabase, table_options
+
+__all__ = ["AsyncS3Database", "S3Database"]
+
+_B = ("s3",)
+
+
+def _consistency(v: Any) -> Any:
+    if v not in ("strong", "eventual"):
+        raise ConfigError(f"config key 'consistency' must be 'strong' or 'eventual', got {v!r}")
+    return v
+
+
+_OPTIONS = (
+    OptionSpec("bucket", (str,), None, "the bucket holding the table", required=True, backends=_B),
+    OptionSpec("prefix", (str,), "", "key prefix of the table inside the bucket", backends=_B),
+    OptionSpec("endpoint_url", (str,), None, "S3-compatible endpoint (e.g. a local server)", backends=_B),
+    OptionSpec("region_name", (str,), None, "AWS region", backends=_B, aliases=("region",)),
+    OptionSpec(
+        "aws_access_key_id",
+        (str,),
+        None,
+        "access key (default: boto3's chain)",
+        backends=_B,
+        aliases=("access_key_id",),
+    ),
+    OptionSpec(
+        "aws_secret_access_key", (str,), None, "secret key", backends=_B, aliases=("secret_access_key",)
+    ),
+    OptionSpec("aws_session_token", (str,), None, "session token", backends=_B, aliases=("session_token",)),
+    OptionSpec("create_bucket", (bool,), False, "create the bucket if it does not exist", backends=_B),
+    OptionSpec(
+        "concurrency",
+        (int,),
+        16,
+        "parallel requests of a cold load or commit",
+        backends=_B,
+        aliases=("max_pool_connections",),
+    ),
+    OptionSpec(
+        "cache_dir",
+        (str, os.PathLike),
+        None,
+        "local cache of (immutable) segments",
+        backends=_B,
+        convert=os.fspath,
+    ),
+    OptionSpec(
+        "consistency",
+        (str,),
+        "strong",
+        "'strong': check for changes on every call; 'eventual': at most every max_staleness_s",
+        backends=_B,
+        convert=_consistency,
+    ),
+    OptionSpec("max_staleness_s", (int, float), 1.0, "with consistency='eventual'", backends=_B),
+    OptionSpec(
+        "warn_download_bytes", (int,), 1 << 30, "warn before a cold load larger than this", backends=_B
+    ),
+    OptionSpec(
+        "multipart_threshold", (int,), 64 << 20, "upload objects above this size in parts", backends=_B
+    ),
+    OptionSpec("lazy_rows", (bool,), False, "fetch row data on first use instead of on load", backends=_B),
+    *TABLE_OPTIONS("s3"),
+)
+
+
+class _S3Config:
+    backend_name = "s3"
+    config: Any
+
+    def _store_kwargs(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "prefix": c["prefix"],
+            "concurrency": c["concurrency"],
+            "cache_dir": c.get("cache_dir"),
+            "multipart_threshold": c["multipart_threshold"],
+        }
+
+    def _table_storage(self, runner: Any, describe: Any, closer: Any = None) -> TableStorage:
+        c = self.config
+        options = table_options(c, c["lazy_rows"])
+        options.warn_load_bytes = c["warn_download_bytes"]
+        staleness = float(c["max_staleness_s"]) if c["consistency"] == "eventual" else 0.0
+        return TableStorage(runner, describe, options, closer, max_staleness_s=staleness)
+
+
+class S3Database(_S3Config, TableDatabase):
+    """A store on S3, sync API (boto3)."""
+
+    def _make_storage(self) -> TableStorage:
+        boto3 = require("boto3")
+        from botocore.config import Config
+
+        self.s3_client = boto3.client(
+            "s3",
+            config=Config(
+                max_pool_connections=max(10, self.config["concurrency"]), retries={"mode": "standard"}
+            ),
+            **client_kwargs(self.config),
+        )
+        store = S3ObjectStore(self.s3_client, self.config["bucket"], **self._store_kwargs())
+        store.check_bucket(self.config["create_bucket"])
+        run, close = sync_runner(store)
+        return self._table_storage(run, store.describe, close)
+
+
+class AsyncS3Database(_S3Config, AsyncTableDatabase):
+    """A store on S3, async API (aioboto3). The client opens on the first awaited call."""
+
+    _io_bound: ClassVar[bool] = True
+
+    def _make_storage(self) -> TableStorage:
+        require("aioboto3")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._astore: AsyncS3ObjectStore | None = None
+        self._client_cm: Any = None
+        self.s3_client: Any = None
+        self._open_lock: asyncio.Lock | None = None
+        probe = S3ObjectStore.__new__(S3ObjectStore)
+        probe.bucket = self.config["bucket"]
+        prefix = self.config["prefix"]
+        probe.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        return self._table_storage(self._bridge, probe.describe)
+
+    def _bridge(self, program: Program[Any]) -> Any:
+        if self._loop is None or self._astore is None:
+            raise ConfigError("the async S3 store is not open: await one of its methods first")
+        return async_runner(self._astore, self._loop)(program)
+
+    async def connect(self) -> None:
+        """Open the aioboto3 client and check the bucket (done by the first call otherwise)."""
+        if self._astore is not None:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._astore is not None:
+                return
+            aioboto3 = require("aioboto3")
+            from aiobotocore.config import AioConfig
+
+            session = aioboto3.Session()
+            self._client_cm = session.client(
+                "s3",
+                config=AioConfig(
+                    max_pool_connections=max(10, self.config["concurrency"]), retries={"mode": "standard"}
+                ),
+                **client_kwargs(self.config),
+            )
+            client = await self._client_cm.__aenter__()
+            store = AsyncS3ObjectStore(client, self.config["bucket"], **self._store_kwargs())
+            try:
+                await store.check_bucket(self.config["create_bucket"])
+            except BaseException:
+                await self._client_cm.__aexit__(None, None, None)
+                raise
+            self.s3_client = client
+            self._loop = asyncio.get_running_loop()
+            self._astore = store
+
+    async def _run(self, fn: Any, *args: Any, heavy: bool = False) -> Any:
+        await self.connect()
+        return await asyncio.to_thread(fn, *args)
+
+    async def close(self) -> None:
+        """Close the aioboto3 client."""
+        if not self._closed:
+            self._closed = True
+            if self._client_cm is not None:
+                await self._client_cm.__aexit__(None, None, None)
+                self._client_cm = None
+
+
+@hookimpl
+def dkv_register_backends() -> list[BackendSpec]:
+    """The ``s3`` backend."""
+    return [
+        BackendSpec(
+            name="s3",
+            sync_class=S3Database,
+            async_class=AsyncS3Database,
+            options=_OPTIONS,
+            description="log-structured table on S3 (boto3 / aioboto3)",
+        )
+    ]
+
+
+@hookimpl(trylast=True)
+def dkv_vector_search(db: Any, request: SearchRequest) -> Any:
+    """Exact search for S3 stores (one conditional GET when nothing changed); declines for others."""
+    return default_search(db, request) if isinstance(db, S3Database) else None
+
+
+@hookimpl(trylast=True)
+def dkv_vector_search_async(db: Any, request: SearchRequest) -> Any:
+    """Exact search for async S3 stores; declines for others."""
+    return default_search_async(db, request) if isinstance(db, AsyncS3Database) else None
+
+
+@hookimpl(trylast=True)
+def dkv_bulk_embed(db: Any, request: BulkEmbedRequest) -> Any:
+    """Batched embed-and-store for S3 stores (one commit per batch); declines for others."""
+    return run_bulk_embed(db, request) if isinstance(db, S3Database) else None
+
+
+@hookimpl(trylast=True)
+def dkv_bulk_embed_async(db: Any, request: BulkEmbedRequest) -> Any:
+    """Batched embed-and-store for async S3 stores; declines for others."""
+    return run_bulk_embed_async(db, request) if isinstance(db, AsyncS3Database) else None
