@@ -299,6 +299,8 @@ def run_bulk_embed(db: Any, request: BulkEmbedRequest) -> BulkEmbedReport:
             if todo:
                 vectors = request.embedder.embed([texts[i] for i in todo])
                 if inspect.isawaitable(vectors):
+                    if inspect.iscoroutine(vectors):
+                        vectors.close()  # no "coroutine was never awaited" warning on top of the error
                     raise InvalidRequestError("an async embedding function needs the async store")
                 done = _attach([recs[i] for i in todo], vectors, request, dim)
                 dim = done[0][request.vector_field].shape[0]

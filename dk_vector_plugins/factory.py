@@ -205,6 +205,7 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> dict[str, Any]:
         for alias in opt.aliases:
             by_name.setdefault(alias, opt)
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # option name -> the config key that set it
     for key, value in config.items():
         opt = by_name.get(key)
         if opt is None:
@@ -212,8 +213,9 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"unknown config key {key!r} for backend {backend!r}; accepted keys: {accepted}"
             )
-        if opt.name in out and key != opt.name:
-            raise ConfigError(f"config keys {key!r} and {opt.name!r} mean the same; give one")
+        first = given.setdefault(opt.name, key)  # an alias and its key, in either order
+        if first != key:
+            raise ConfigError(f"config keys {first!r} and {key!r} mean the same; give one")
         out[opt.name] = opt.check(value, backend)
     for opt in options:
         if opt.name not in out or out[opt.name] is None:

@@ -1,0 +1,238 @@
+"""The S3 backend against a real S3 server over HTTP (moto's standalone server, or S3_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dk_vector_plugins import (
+    AsyncDatabaseFactory,
+    ConfigError,
+    DatabaseFactory,
+    DkvPerformanceWarning,
+    Record,
+    StorageError,
+    VectorField,
+)
+
+HERE = Path(__file__).parent
+
+
+class Requests:
+    """Counts the HTTP requests a botocore client sends (retries included)."""
+
+    def __init__(self, client: Any) -> None:
+        self.sent: list[str] = []
+        client.meta.events.register("before-send.s3.*", self._on_send)
+
+    def _on_send(self, request: Any, **_: Any) -> None:
+        self.sent.append(f"{request.method} {request.url.split('?')[0].rsplit('/', 1)[-1]}")
+
+    def take(self) -> list[str]:
+        out, self.sent = self.sent, []
+        return out
+
+
+def _make(s3_server: Any, **extra: Any) -> Any:
+    return DatabaseFactory().create(backend="s3", vector_enabled=True, **{**s3_server.config(), **extra})
+
+
+def _records(n: int, dim: int = 8, start: int = 0, seed: int = 0) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    return [
+        Record({"i": i, "tag": f"t{i % 3}", "embedding": VectorField(rng.standard_normal(dim))}, id=f"r{i:05d}")
+        for i in range(start, start + n)
+    ]
+
+
+def test_factory_creates_sync_and_async(s3_server: Any) -> None:
+    cfg = s3_server.config()
+    db = DatabaseFactory().create(backend="s3", vector_enabled=True, **cfg)
+    db.create_batch(_records(20))
+    q = db.read("r00003")["embedding"]
+    assert db.vector_search(q, k=1)[0].id == "r00003"
+    db.close()
+
+    adb = AsyncDatabaseFactory().create(backend="s3", vector_enabled=True, **cfg)
+
+    async def run() -> None:
+        assert await adb.count() == 20
+        hits = await adb.vector_search(q, k=3, filter={"tag": "t0"})
+        assert [h.record["tag"] for h in hits] == ["t0"] * 3
+        await adb.create(Record({"i": 99, "embedding": VectorField(q)}, id="extra"))
+        await adb.close()
+
+    import asyncio
+
+    asyncio.run(run())
+    again = _make(s3_server, prefix=cfg["prefix"])
+    assert again.count() == 21
+    assert again.verify()["live"] == 21
+
+
+def test_warm_search_is_one_request_and_new_commit_fetches_only_new_segment(s3_server: Any) -> None:
+    reader = _make(s3_server)
+    prefix = reader.config["prefix"]
+    reader.create_batch(_records(50))
+    q = np.ones(8, dtype=np.float32)
+    reader.vector_search(q, k=5)
+    counter = Requests(reader.s3_client)
+    for _ in range(3):
+        reader.vector_search(q, k=5)
+        assert counter.take() == ["GET LATEST.json"]  # answered 304
+
+    writer = _make(s3_server, prefix=prefix)
+    writer.create_batch(_records(5, start=50))
+    hits = reader.vector_search(q, k=100)
+    assert len(hits) == 55
+    sent = counter.take()
+    # the manifest request (200 with the new manifest) + one GET per object of the one new segment
+    assert sent[0] == "GET LATEST.json"
+    assert len(sent) == 1 + 3, sent
+    assert all(".ids.json" in s or ".rows.jsonl" in s or ".npy" in s for s in sent[1:])
+
+
+def test_async_warm_search_is_one_request(s3_server: Any) -> None:
+    import asyncio
+
+    cfg = s3_server.config()
+    _make(s3_server, prefix=cfg["prefix"]).create_batch(_records(30))
+
+    async def run() -> list[list[str]]:
+        adb = AsyncDatabaseFactory().create(backend="s3", vector_enabled=True, **cfg)
+        q = np.ones(8, dtype=np.float32)
+        await adb.vector_search(q, k=3)  # cold load
+        counter = Requests(adb.s3_client)
+        out = []
+        for _ in range(3):
+            await adb.vector_search(q, k=3)
+            out.append(counter.take())
+        await adb.close()
+        return out
+
+    assert asyncio.run(run()) == [["GET LATEST.json"]] * 3
+
+
+def test_eventual_consistency_skips_the_check(s3_server: Any) -> None:
+    db = _make(s3_server, consistency="eventual", max_staleness_s=3600)
+    db.create_batch(_records(10))
+    counter = Requests(db.s3_client)
+    for _ in range(3):
+        db.vector_search(np.ones(8), k=2)
+    assert counter.take() == []
+
+
+def test_bad_consistency_value(s3_server: Any) -> None:
+    with pytest.raises(ConfigError, match="consistency"):
+        _make(s3_server, consistency="sometimes")
+
+
+def test_cold_load_warning(s3_server: Any) -> None:
+    cfg = s3_server.config()
+    _make(s3_server, prefix=cfg["prefix"]).create_batch(_records(200, dim=32))
+    with pytest.warns(DkvPerformanceWarning, match="MiB"):
+        _make(s3_server, prefix=cfg["prefix"], warn_download_bytes=1000).count()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DkvPerformanceWarning)
+        assert _make(s3_server, prefix=cfg["prefix"]).count() == 200
+
+
+def test_segment_cache_avoids_downloads(s3_server: Any, tmp_path: Path) -> None:
+    cfg = s3_server.config()
+    _make(s3_server, prefix=cfg["prefix"]).create_batch(_records(40))
+    first = _make(s3_server, prefix=cfg["prefix"], cache_dir=str(tmp_path / "cache"))
+    assert first.count() == 40
+    assert any((tmp_path / "cache").iterdir())
+    import boto3  # count the second store's cold-load requests from its construction on
+
+    counted: list[str] = []
+    boto3.DEFAULT_SESSION = None
+    session = boto3.Session()
+    session.events.register("before-send.s3.*", lambda request, **_: counted.append(request.url))
+    original = boto3.client
+    try:
+        boto3.client = session.client  # type: ignore[assignment]
+        second = _make(s3_server, prefix=cfg["prefix"], cache_dir=str(tmp_path / "cache"))
+    finally:
+        boto3.client = original  # type: ignore[assignment]
+    assert second.count() == 40
+    assert not [u for u in counted if "/segments/" in u], counted
+
+
+def test_multipart_upload_of_a_large_segment(s3_server: Any) -> None:
+    db = _make(s3_server, multipart_threshold=1 << 20)
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((4000, 384)).astype(np.float32)  # 6 MiB of vectors: 2 parts
+    db.add_vectors(vecs, ids=[f"v{i}" for i in range(4000)])
+    counter = Requests(db.s3_client)
+    again = _make(s3_server, prefix=db.config["prefix"])
+    assert again.count() == 4000
+    np.testing.assert_array_equal(again.read("v123")["embedding"], vecs[123])
+    assert again.vector_search(vecs[77], k=1)[0].id == "v77"
+    counter.take()
+
+
+def test_missing_bucket_is_a_clear_error(s3_server: Any) -> None:
+    cfg = {**s3_server.config(bucket=f"nope-{uuid.uuid4().hex[:8]}"), "create_bucket": False}
+    with pytest.raises(StorageError, match="nope-"):
+        DatabaseFactory().create(backend="s3", vector_enabled=True, **cfg)
+
+
+def test_unreachable_endpoint_is_a_clear_error(s3_server: Any) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = {**s3_server.config(), "endpoint_url": f"http://127.0.0.1:{port}"}
+    with pytest.raises(StorageError, match="dkv-tests"):
+        DatabaseFactory().create(backend="s3", vector_enabled=True, **cfg)
+
+
+def test_error_mapping_names_bucket_and_key() -> None:
+    from botocore.exceptions import ClientError
+
+    from dk_vector_plugins.storage.ops import Get
+    from dk_vector_plugins.storage.s3 import _S3Base
+
+    base = _S3Base("bkt", prefix="p")
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
+    err = base.error(Get("LATEST.json"), denied)
+    assert "access denied" in str(err) and "s3://bkt/p/LATEST.json" in str(err)
+    gone = ClientError({"Error": {"Code": "NoSuchBucket", "Message": "no"}}, "GetObject")
+    assert "'bkt' does not exist" in str(base.error(Get("x"), gone))
+
+
+def test_missing_s3_extra_names_the_extra(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(ConfigError, match=r"dk_vector_plugins\[s3\]"):
+        _make(s3_server)
+
+
+def test_two_writer_processes_race_without_losing_commits(s3_server: Any) -> None:
+    cfg = s3_server.config()
+    _make(s3_server, prefix=cfg["prefix"]).count()  # create the bucket
+    n = 200
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "helpers_s3_writer.py"), s3_server.endpoint_url, cfg["bucket"],
+             cfg["prefix"], str(w), str(n)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    db = _make(s3_server, prefix=cfg["prefix"])
+    assert db.count() == 2 * n
+    ids = {r.id for r in db.all()}
+    assert ids == {f"w{w}-{i}" for w in range(2) for i in range(n)}
+    assert db.verify()["live"] == 2 * n
