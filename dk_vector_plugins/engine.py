@@ -306,7 +306,8 @@ class VectorIndex:
 
 
 def _query_norms(queries: FloatArray) -> npt.NDArray[np.float32]:
-    return np.sqrt(np.einsum("ij,ij->i", queries, queries, dtype=np.float32))
+    out: npt.NDArray[np.float32] = np.sqrt(np.einsum("ij,ij->i", queries, queries, dtype=np.float32))
+    return out
 
 
 def top_k(
@@ -398,8 +399,9 @@ def _select(key: npt.NDArray[np.float32], k: int, ids: npt.NDArray[Any]) -> IntA
             order = np.argsort(ids[tied], kind="stable")
             idx = np.concatenate([above, tied[order[: k - len(above)]]])
     kv = key[idx]
-    order = sorted(range(len(idx)), key=lambda j: (-float(kv[j]), ids[idx[j]]))
-    return idx[order]
+    final = sorted(range(len(idx)), key=lambda j: (-float(kv[j]), ids[idx[j]]))
+    out: IntArray = idx[final]
+    return out
 
 
 def _empty() -> TopK:

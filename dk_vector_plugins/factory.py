@@ -8,7 +8,6 @@ wrong type is a :class:`ConfigError` that names the key and the choices.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -71,10 +70,6 @@ def _positive_int(name: str) -> Callable[[Any], Any]:
         return v
 
     return convert
-
-
-def _path(v: Any) -> str:
-    return os.fspath(v)
 
 
 #: Keys every backend accepts.
@@ -207,12 +202,13 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     given: dict[str, str] = {}  # option name -> the config key that set it
     for key, value in config.items():
-        opt = by_name.get(key)
-        if opt is None:
+        found = by_name.get(key)
+        if found is None:
             accepted = ", ".join(sorted({o.name for o in options}))
             raise ConfigError(
                 f"unknown config key {key!r} for backend {backend!r}; accepted keys: {accepted}"
             )
+        opt = found
         first = given.setdefault(opt.name, key)  # an alias and its key, in either order
         if first != key:
             raise ConfigError(f"config keys {first!r} and {key!r} mean the same; give one")

@@ -25,7 +25,7 @@ import inspect
 import os
 import sys
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -151,7 +151,9 @@ def _guard_plugin_errors(pm: DkvPluginManager, plugin: object, name: str) -> Non
         for impl in caller.get_hookimpls():
             if impl.plugin is not plugin or impl.wrapper or impl.hookwrapper:
                 continue
-            impl.function = _guarded(impl.function, where, caller.name)
+            # HookImpl.function is typed Final, but replacing it is how a hook call learns which
+            # plugin raised without wrapping every call of every hook.
+            setattr(impl, "function", _guarded(impl.function, where, caller.name))  # noqa: B010
 
 
 def _guarded(func: Callable[..., Any], where: str, hook: str) -> Callable[..., Any]:
@@ -287,11 +289,11 @@ def enable_tracing(pm: pluggy.PluginManager, out: Any = None) -> Callable[[], No
     def write(msg: str) -> None:
         print(msg, file=out or sys.stderr)
 
-    def before(hook_name: str, impls: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         names = ", ".join(i.plugin_name for i in reversed(impls))
         write(f"[dkv] {hook_name}({', '.join(sorted(kwargs))}) -> impls: {names}")
 
-    def after(outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    def after(outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         exc = outcome.exception
         if exc is not None:
             write(f"[dkv] {hook_name} raised {type(exc).__name__}: {exc}")

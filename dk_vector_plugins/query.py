@@ -701,4 +701,5 @@ def _numeric_decide(op: Operator, operand: Any, num: npt.NDArray[np.float64]) ->
             res = (num >= float(operand[0])) & (num <= float(operand[1]))
         else:  # IN
             res = np.isin(num, np.array([float(x) for x in operand]))
-    return ~res if negate else res
+    out: BoolArray = ~res if negate else res
+    return out

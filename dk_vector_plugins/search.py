@@ -41,7 +41,8 @@ class SearchRequest:
     @property
     def query(self) -> npt.NDArray[np.float32]:
         """The first (for a single search, the only) query vector."""
-        return self.queries[0]
+        q: npt.NDArray[np.float32] = self.queries[0]
+        return q
 
 
 def build_search_request(

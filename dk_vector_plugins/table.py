@@ -382,10 +382,12 @@ class RecordTable:
 
     def mask(self, expr: Expr | None) -> BoolArray:
         """Live rows satisfying ``expr`` (all live rows for ``None``)."""
-        live = self._live[: self.nrows]
+        live: BoolArray = self._live[: self.nrows]
         if expr is None:
-            return live.copy()
-        return expr.mask(self.column, self.nrows) & live
+            copied: BoolArray = live.copy()
+            return copied
+        out: BoolArray = expr.mask(self.column, self.nrows) & live
+        return out
 
     def query(self, query: Query | None, expr: Expr | None = None) -> list[Record]:
         """Records matching ``query``: filtered by mask, then sorted, paged and projected."""

@@ -357,7 +357,7 @@ class TableLogic:
                 raise StorageError(
                     f"segment file {self.describe(rows_key)} holds {len(got)} rows, expected {m}"
                 )
-            return got
+            return list(got)
 
         if eager_rows is not None:
             rows = eager_rows
