@@ -1,0 +1,145 @@
+"""The ``dkv`` command, run in-process through ``main(argv)`` and once as a real console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dk_vector_plugins.cli import main
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_demo_prints_searches(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "40 records embedded" in out
+    assert "query: 'planets of the solar system'" in out
+    assert "astronomy-" in out
+    assert 'filter {"category": "sports"}' in out
+
+
+def test_demo_with_own_query(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "-q", "bread dough", "--k", "1"]) == 0
+    assert "cooking-1" in capsys.readouterr().out
+
+
+def test_plugins_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--all"]) == 0
+    out = capsys.readouterr().out
+    for name in ("memory", "file", "s3", "hashing"):
+        assert name in out
+    assert "dkv_vector_search" in out
+    assert main(["plugins", "--all", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"memory", "file", "s3", "hashing"} <= {p["name"] for p in data}
+    assert all(p["builtin"] for p in data if p["name"] in ("memory", "hashing"))
+
+
+def test_plugins_without_third_party(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DKV_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert main(["plugins"]) == 0
+    assert "no third-party plugins" in capsys.readouterr().out
+
+
+def test_ingest_and_search_file_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        {"id": "a", "text": "the cat sat on the mat", "kind": "pet"},
+        {"id": "b", "text": "stock markets fell sharply", "kind": "news"},
+        {"id": "c", "text": "a kitten and a cat play", "kind": "pet"},
+    ]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    store = tmp_path / "store"
+    common = ["--backend", "file", "-o", f"path={store}"]
+    assert main(["ingest", str(src), *common, "--no-progress"]) == 0
+    assert "3 embedded" in capsys.readouterr().out
+    # re-running resumes: nothing to embed again
+    assert main(["ingest", str(src), *common, "--no-progress"]) == 0
+    assert "0 embedded, 3 already up to date" in capsys.readouterr().out
+
+    assert main(["search", "cat", *common, "--k", "2"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert sorted(line[1] for line in lines) == ["a", "c"]
+
+    assert main(["search", "cat", *common, "--k", "5", "--filter", '{"kind": "news"}', "--format", "json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in hits] == ["b"]
+    assert hits[0]["data"]["kind"] == "news"
+
+
+def test_ingest_vectors_and_search_by_vector_with_toml_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "vstore"
+    cfg = tmp_path / "store.toml"
+    cfg.write_text(f'[dkv]\nbackend = "file"\npath = "{store}"\nvector_metric = "euclidean"\n')
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((5, 4)).round(3)
+    rows = [{"id": f"v{i}", "embedding": vecs[i].tolist(), "n": i} for i in range(5)]
+    src = _write_jsonl(tmp_path / "vecs.jsonl", rows)
+    assert main(["ingest", str(src), "--config", str(cfg)]) == 0
+    assert "5 with vectors" in capsys.readouterr().out
+    assert main(["search", "--vector", json.dumps(vecs[3].tolist()), "--config", str(cfg), "--k", "1",
+                 "--format", "json"]) == 0
+    hit = json.loads(capsys.readouterr().out)[0]
+    assert hit["id"] == "v3" and hit["distance"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_bad_input_is_reported_with_line_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"id": "ok", "text": "fine"}\n{not json}\n')
+    assert main(["ingest", str(src), "--backend", "file", "-o", f"path={store}"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:2" in err
+    src.write_text('{"id": "ok", "text": "fine"}\n{"id": "nan", "embedding": [1, "x"]}\n')
+    assert main(["ingest", str(src), "--backend", "file", "-o", f"path={store}"]) == 2
+    assert "bad.jsonl:2" in capsys.readouterr().err
+    src.write_text('{"id": "empty"}\n')
+    assert main(["ingest", str(src), "--backend", "file", "-o", f"path={store}"]) == 2
+    assert "needs a 'embedding' vector or a 'text' text" in capsys.readouterr().err
+    assert not (store / "LATEST.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "x", "--backend", "nope"], "unknown backend 'nope'"),
+        (["search", "x", "-o", "colour=blue"], "unknown config key 'colour'"),
+        (["search", "x", "-o", "novalue"], "key=value"),
+        (["search"], "give a query text or --vector"),
+        (["search", "--vector", "[1,"], "--vector must be a JSON list"),
+        (["search", "x", "--filter", "{bad"], "--filter must be JSON"),
+        (["search", "x", "--config", "/nonexistent/x.toml"], "cannot read config file"),
+    ],
+)
+def test_errors_exit_2_with_a_message(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_invalid_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("backend = \n")
+    assert main(["search", "x", "--config", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_memory_ingest_warns_that_nothing_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "hello"}])
+    assert main(["ingest", str(src), "--no-progress"]) == 0
+    assert "keeps nothing" in capsys.readouterr().err
+
+
+def test_console_script_runs() -> None:
+    exe = shutil.which("dkv") or shutil.which("dkv", path=str(Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "dk_vector_plugins.cli"]
+    out = subprocess.run([*cmd, "demo", "--k", "1"], capture_output=True, text=True, timeout=120, check=True)
+    assert "records embedded" in out.stdout
