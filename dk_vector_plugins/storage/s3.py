@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from ..errors import ConfigError, StorageError
@@ -154,55 +156,39 @@ class _S3Base:
         os.replace(tmp, path)
 
 
-class S3ObjectStore(_S3Base):
-    """A blocking object store on one bucket/prefix through a boto3 client."""
+@attrs.frozen
+class Call:
+    """One S3 API call a request program asks for: ``client.<method>(**kwargs)``.
 
-    def __init__(self, client: Any, bucket: str, **kwargs: Any) -> None:
-        super().__init__(bucket, **kwargs)
-        self.client = client
-        from botocore.exceptions import BotoCoreError, ClientError
+    The driver answers with the response dict (a ``Body`` already read into bytes), or throws the
+    botocore error into the program.
+    """
 
-        self._client_error = ClientError
-        self._errors: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
+    method: str
+    kwargs: dict[str, Any]
 
-    def check_bucket(self, create: bool) -> None:
-        """Make sure the bucket exists (creating it when asked); a clear error otherwise."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except self._errors as e:
-            if create and _code(e) in ("404", "NoSuchBucket", "NotFound"):
-                try:
-                    self.client.create_bucket(Bucket=self.bucket)
-                    return
-                except self._errors as e2:
-                    raise StorageError(f"cannot create bucket {self.bucket!r}: {e2}") from e2
-            if _code(e) in ("404", "NoSuchBucket", "NotFound"):
-                raise StorageError(
-                    f"bucket {self.bucket!r} does not exist (create it, or pass create_bucket=True)"
-                ) from e
-            raise StorageError(f"cannot reach bucket {self.bucket!r}: {type(e).__name__}: {e}") from e
 
-    def do(self, op: Op) -> Any:
-        """Perform one operation."""
-        try:
-            return self._do(op)
-        except StorageError:
-            raise
-        except self._errors as e:
-            raise self.error(op, e) from e
+Request = Generator[Call, Any, Any]
 
-    def _get(self, key: str, **extra: Any) -> Versioned:
-        resp = self.client.get_object(Bucket=self.bucket, Key=self.key(key), **extra)
-        return Versioned(resp["Body"].read(), resp["ETag"])
 
-    def _do(self, op: Op) -> Any:
+class _S3Programs(_S3Base):
+    """The S3 requests of every operation, written once for both drivers (sans I/O)."""
+
+    _client_error: type[Exception]
+
+    def _get(self, key: str, **extra: Any) -> Generator[Call, Any, Versioned]:
+        resp = yield Call("get_object", {"Bucket": self.bucket, "Key": self.key(key), **extra})
+        return Versioned(resp["Body"], resp["ETag"])
+
+    def program(self, op: Op) -> Request:
+        """The calls of one operation and its result."""
         ce = self._client_error
         if isinstance(op, Get):
             cached = self._cache_read(op.key, array=False)
             if cached is not None:
                 return cached
             try:
-                got = self._get(op.key)
+                got = yield from self._get(op.key)
             except ce as e:
                 if _code(e) in _MISSING_CODES:
                     if op.missing_ok:
@@ -213,7 +199,7 @@ class S3ObjectStore(_S3Base):
             return got
         if isinstance(op, GetIfChanged):
             try:
-                return self._get(op.key, **({"IfNoneMatch": op.etag} if op.etag else {}))
+                return (yield from self._get(op.key, **({"IfNoneMatch": op.etag} if op.etag else {})))
             except ce as e:
                 if _status(e) == 304 or _code(e) in ("304", "NotModified"):
                     return None
@@ -224,16 +210,16 @@ class S3ObjectStore(_S3Base):
             cached = self._cache_read(op.key, array=True)
             if cached is not None:
                 return cached
-            got = self._do(Get(op.key))
+            got = yield from self.program(Get(op.key))
             try:
                 return load_npy(got.data)
             except (ValueError, EOFError) as e:
                 raise StorageError(f"corrupt or truncated object {self.describe(op.key)}: {e}") from e
         if isinstance(op, Put):
             if len(op.data) > self.multipart_threshold:
-                self._multipart(op.key, op.data)
+                yield from self._multipart(op.key, op.data)
             else:
-                self.client.put_object(Bucket=self.bucket, Key=self.key(op.key), Body=op.data)
+                yield Call("put_object", {"Bucket": self.bucket, "Key": self.key(op.key), "Body": op.data})
             return None
         if isinstance(op, (PutIfAbsent, PutIfMatch)):
             cond = (
@@ -242,7 +228,9 @@ class S3ObjectStore(_S3Base):
                 else {"IfMatch": op.etag}
             )
             try:
-                resp = self.client.put_object(Bucket=self.bucket, Key=self.key(op.key), Body=op.data, **cond)
+                resp = yield Call(
+                    "put_object", {"Bucket": self.bucket, "Key": self.key(op.key), "Body": op.data, **cond}
+                )
             except ce as e:
                 if _code(e) in _PRECONDITION or _status(e) in (409, 412):
                     return False if isinstance(op, PutIfAbsent) else None
@@ -250,49 +238,103 @@ class S3ObjectStore(_S3Base):
             return True if isinstance(op, PutIfAbsent) else resp["ETag"]
         if isinstance(op, List):
             out: list[Listed] = []
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.key(op.prefix)
-            )
-            for page in pages:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.key(op.prefix)}
+            while True:
+                page = yield Call("list_objects_v2", kwargs)
                 for obj in page.get("Contents", []):
                     out.append(
                         Listed(obj["Key"][len(self.prefix) :], obj["Size"], obj["LastModified"].timestamp())
                     )
-            return out
+                if not page.get("IsTruncated"):
+                    return out
+                kwargs = {**kwargs, "ContinuationToken": page["NextContinuationToken"]}
         if isinstance(op, Delete):
-            self.client.delete_object(Bucket=self.bucket, Key=self.key(op.key))
+            yield Call("delete_object", {"Bucket": self.bucket, "Key": self.key(op.key)})
             return None
         if isinstance(op, Flush):
             return None  # S3 writes are durable when acknowledged
         raise StorageError(f"unsupported operation {op!r}")  # pragma: no cover
 
-    def _multipart(self, key: str, data: bytes) -> None:
+    def _multipart(self, key: str, data: bytes) -> Request:
         full = self.key(key)
-        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=full)
-        uid = upload["UploadId"]
+        upload = yield Call("create_multipart_upload", {"Bucket": self.bucket, "Key": full})
+        ident = {"Bucket": self.bucket, "Key": full, "UploadId": upload["UploadId"]}
         try:
             parts = []
             for n, start in enumerate(range(0, len(data), self.part_size), 1):
-                resp = self.client.upload_part(
-                    Bucket=self.bucket,
-                    Key=full,
-                    UploadId=uid,
-                    PartNumber=n,
-                    Body=data[start : start + self.part_size],
-                )
+                body = data[start : start + self.part_size]
+                resp = yield Call("upload_part", {**ident, "PartNumber": n, "Body": body})
                 parts.append({"ETag": resp["ETag"], "PartNumber": n})
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full, UploadId=uid, MultipartUpload={"Parts": parts}
-            )
+            yield Call("complete_multipart_upload", {**ident, "MultipartUpload": {"Parts": parts}})
         except BaseException:
             try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=uid)
+                yield Call("abort_multipart_upload", ident)
             except Exception:  # pragma: no cover - best effort
                 pass
             raise
 
+    def check_bucket_program(self, create: bool) -> Request:
+        """Make sure the bucket exists (creating it when asked); a clear error otherwise."""
+        try:
+            yield Call("head_bucket", {"Bucket": self.bucket})
+        except self._client_error as e:
+            missing = _code(e) in ("404", "NoSuchBucket", "NotFound")
+            if not missing:
+                raise StorageError(f"cannot reach bucket {self.bucket!r}: {type(e).__name__}: {e}") from e
+            if not create:
+                raise StorageError(
+                    f"bucket {self.bucket!r} does not exist (create it, or pass create_bucket=True)"
+                ) from e
+            try:
+                yield Call("create_bucket", {"Bucket": self.bucket})
+            except self._client_error as e2:
+                raise StorageError(f"cannot create bucket {self.bucket!r}: {e2}") from e2
 
-class AsyncS3ObjectStore(_S3Base):
+
+class S3ObjectStore(_S3Programs):
+    """A blocking object store on one bucket/prefix through a boto3 client."""
+
+    def __init__(self, client: Any, bucket: str, **kwargs: Any) -> None:
+        super().__init__(bucket, **kwargs)
+        self.client = client
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._client_error = ClientError
+        self._errors: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
+
+    def _drive(self, program: Request) -> Any:
+        try:
+            call = next(program)
+            while True:
+                try:
+                    resp = getattr(self.client, call.method)(**call.kwargs)
+                    if "Body" in resp:
+                        resp = {**resp, "Body": resp["Body"].read()}
+                except self._errors as e:
+                    call = program.throw(e)
+                else:
+                    call = program.send(resp)
+        except StopIteration as stop:
+            return stop.value
+
+    def check_bucket(self, create: bool) -> None:
+        """See :meth:`_S3Programs.check_bucket_program`; network errors name the bucket."""
+        try:
+            self._drive(self.check_bucket_program(create))
+        except self._errors as e:
+            raise StorageError(f"cannot reach bucket {self.bucket!r}: {type(e).__name__}: {e}") from e
+
+    def do(self, op: Op) -> Any:
+        """Perform one operation."""
+        try:
+            return self._drive(self.program(op))
+        except StorageError:
+            raise
+        except self._errors as e:
+            raise self.error(op, e) from e
+
+
+class AsyncS3ObjectStore(_S3Programs):
     """An asyncio object store on one bucket/prefix through an aioboto3 client.
 
     Uploads use ``put_object`` and explicit multipart calls (aioboto3's managed transfer is not
@@ -307,130 +349,34 @@ class AsyncS3ObjectStore(_S3Base):
         self._client_error = ClientError
         self._errors: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
 
+    async def _drive(self, program: Request) -> Any:
+        try:
+            call = next(program)
+            while True:
+                try:
+                    resp = await getattr(self.client, call.method)(**call.kwargs)
+                    if "Body" in resp:
+                        async with resp["Body"] as body:
+                            resp = {**resp, "Body": await body.read()}
+                except self._errors as e:
+                    call = program.throw(e)
+                else:
+                    call = program.send(resp)
+        except StopIteration as stop:
+            return stop.value
+
     async def check_bucket(self, create: bool) -> None:
         """See :meth:`S3ObjectStore.check_bucket`."""
         try:
-            await self.client.head_bucket(Bucket=self.bucket)
+            await self._drive(self.check_bucket_program(create))
         except self._errors as e:
-            if create and _code(e) in ("404", "NoSuchBucket", "NotFound"):
-                try:
-                    await self.client.create_bucket(Bucket=self.bucket)
-                    return
-                except self._errors as e2:
-                    raise StorageError(f"cannot create bucket {self.bucket!r}: {e2}") from e2
-            if _code(e) in ("404", "NoSuchBucket", "NotFound"):
-                raise StorageError(
-                    f"bucket {self.bucket!r} does not exist (create it, or pass create_bucket=True)"
-                ) from e
             raise StorageError(f"cannot reach bucket {self.bucket!r}: {type(e).__name__}: {e}") from e
 
     async def do(self, op: Op) -> Any:
         """Perform one operation."""
         try:
-            return await self._do(op)
+            return await self._drive(self.program(op))
         except StorageError:
             raise
         except self._errors as e:
             raise self.error(op, e) from e
-
-    async def _get(self, key: str, **extra: Any) -> Versioned:
-        resp = await self.client.get_object(Bucket=self.bucket, Key=self.key(key), **extra)
-        async with resp["Body"] as body:
-            data = await body.read()
-        return Versioned(data, resp["ETag"])
-
-    async def _do(self, op: Op) -> Any:
-        ce = self._client_error
-        if isinstance(op, Get):
-            cached = self._cache_read(op.key, array=False)
-            if cached is not None:
-                return cached
-            try:
-                got = await self._get(op.key)
-            except ce as e:
-                if _code(e) in _MISSING_CODES:
-                    if op.missing_ok:
-                        return None
-                    raise StorageError(f"missing object {self.describe(op.key)}") from e
-                raise
-            self._cache_write(op.key, got.data)
-            return got
-        if isinstance(op, GetIfChanged):
-            try:
-                return await self._get(op.key, **({"IfNoneMatch": op.etag} if op.etag else {}))
-            except ce as e:
-                if _status(e) == 304 or _code(e) in ("304", "NotModified"):
-                    return None
-                if _code(e) in _MISSING_CODES:
-                    return None if op.etag == "" else Versioned(b"", "")
-                raise
-        if isinstance(op, GetArray):
-            cached = self._cache_read(op.key, array=True)
-            if cached is not None:
-                return cached
-            got = await self._do(Get(op.key))
-            try:
-                return load_npy(got.data)
-            except (ValueError, EOFError) as e:
-                raise StorageError(f"corrupt or truncated object {self.describe(op.key)}: {e}") from e
-        if isinstance(op, Put):
-            if len(op.data) > self.multipart_threshold:
-                await self._multipart(op.key, op.data)
-            else:
-                await self.client.put_object(Bucket=self.bucket, Key=self.key(op.key), Body=op.data)
-            return None
-        if isinstance(op, (PutIfAbsent, PutIfMatch)):
-            cond = (
-                {"IfNoneMatch": "*"}
-                if isinstance(op, PutIfAbsent) or op.etag is None
-                else {"IfMatch": op.etag}
-            )
-            try:
-                resp = await self.client.put_object(
-                    Bucket=self.bucket, Key=self.key(op.key), Body=op.data, **cond
-                )
-            except ce as e:
-                if _code(e) in _PRECONDITION or _status(e) in (409, 412):
-                    return False if isinstance(op, PutIfAbsent) else None
-                raise
-            return True if isinstance(op, PutIfAbsent) else resp["ETag"]
-        if isinstance(op, List):
-            out: list[Listed] = []
-            paginator = self.client.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(op.prefix)):
-                for obj in page.get("Contents", []):
-                    out.append(
-                        Listed(obj["Key"][len(self.prefix) :], obj["Size"], obj["LastModified"].timestamp())
-                    )
-            return out
-        if isinstance(op, Delete):
-            await self.client.delete_object(Bucket=self.bucket, Key=self.key(op.key))
-            return None
-        if isinstance(op, Flush):
-            return None
-        raise StorageError(f"unsupported operation {op!r}")  # pragma: no cover
-
-    async def _multipart(self, key: str, data: bytes) -> None:
-        full = self.key(key)
-        upload = await self.client.create_multipart_upload(Bucket=self.bucket, Key=full)
-        uid = upload["UploadId"]
-        try:
-            parts = []
-            for n, start in enumerate(range(0, len(data), self.part_size), 1):
-                resp = await self.client.upload_part(
-                    Bucket=self.bucket,
-                    Key=full,
-                    UploadId=uid,
-                    PartNumber=n,
-                    Body=data[start : start + self.part_size],
-                )
-                parts.append({"ETag": resp["ETag"], "PartNumber": n})
-            await self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full, UploadId=uid, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            try:
-                await self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=uid)
-            except Exception:  # pragma: no cover - best effort
-                pass
-            raise
