@@ -269,17 +269,8 @@ class SyncDatabase(_Base):
         An existing record keeps its other fields; ``metadata`` fields are merged into it.
         """
         recs = self._vector_records(vectors, ids, metadata, vector_field, self.vector_dimension(vector_field))
-        existing = self.read_batch([r.id for r in recs if r.id is not None]) if ids is not None else []
-        merged = {r.id: r for r in existing if r is not None}
-        out = []
-        for rec in recs:
-            old = merged.get(rec.id) if rec.id is not None else None
-            if old is not None:
-                for key, value in rec._data.items():
-                    old[key] = value
-                rec = old
-            out.append(rec)
-        return self.upsert_batch(out)
+        existing = self.read_batch([str(r.id) for r in recs]) if ids is not None else []
+        return self.upsert_batch(_merge_into(recs, existing))
 
     def vector_search(
         self,
@@ -492,17 +483,8 @@ class AsyncDatabase(_Base):
     ) -> list[str]:
         """See :meth:`SyncDatabase.add_vectors`."""
         recs = self._vector_records(vectors, ids, metadata, vector_field, self.vector_dimension(vector_field))
-        existing = await self.read_batch([r.id for r in recs if r.id is not None]) if ids is not None else []
-        merged = {r.id: r for r in existing if r is not None}
-        out = []
-        for rec in recs:
-            old = merged.get(rec.id) if rec.id is not None else None
-            if old is not None:
-                for key, value in rec._data.items():
-                    old[key] = value
-                rec = old
-            out.append(rec)
-        return await self.upsert_batch(out)
+        existing = await self.read_batch([str(r.id) for r in recs]) if ids is not None else []
+        return await self.upsert_batch(_merge_into(recs, existing))
 
     async def vector_search(
         self,
@@ -638,6 +620,20 @@ def _embed_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         if key not in values:
             raise TypeError(f"bulk_embed missing required argument {key!r}")
     return [values.get(p, _EMBED_DEFAULTS.get(p)) for p in _EMBED_PARAMS]
+
+
+def _merge_into(new: list[Record], existing: Sequence[Record | None]) -> list[Record]:
+    """``add_vectors``' upsert: a stored record keeps its other fields, the new ones replace theirs."""
+    stored = {r.id: r for r in existing if r is not None}
+    out = []
+    for rec in new:
+        old = stored.get(rec.id)
+        if old is not None:
+            for key, value in rec._data.items():
+                old[key] = value
+            rec = old
+        out.append(rec)
+    return out
 
 
 def _as_batch(result: Any, request: SearchRequest) -> list[list[VectorSearchResult]]:
