@@ -208,10 +208,26 @@ async def run_async(program: Program[T], store: AsyncObjectStore) -> T:
 
 
 def load_npy(data: bytes) -> npt.NDArray[Any]:
-    """Parse ``.npy`` bytes (no pickles)."""
+    """Parse ``.npy`` bytes without copying them (a read-only view; no pickles)."""
     import io
 
-    return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]
+    header = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(header)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"npy format {version}")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(header)
+    except (ValueError, EOFError):
+        return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]  # let numpy explain
+    if dtype.hasobject:
+        raise ValueError("object arrays are not loaded")
+    count = int(np.prod(shape)) if shape else 1
+    offset = header.tell()
+    if len(data) - offset < count * dtype.itemsize:
+        raise ValueError(f"truncated: {len(data) - offset} bytes of data for shape {shape}")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(shape, order="F" if fortran else "C")
 
 
 def dump_npy(array: npt.NDArray[Any]) -> bytes:
