@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .engine import VectorIndex, as_vector_batch
+from .engine import TopK, VectorIndex, as_vector_batch
 from .errors import DimensionMismatchError, DkvError, InvalidVectorError
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Record, VectorField, VectorSearchResult, is_vector_value, lookup
@@ -39,7 +39,18 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def _own(d: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``d`` sharing nothing mutable with it (scalars are not copied: cheap)."""
+    if not d:
+        return {}
     return {k: v if isinstance(v, _SCALARS) else copy.deepcopy(v) for k, v in d.items()}
+
+
+def _stacked(values: list[Any]) -> Any:
+    """VectorField values are validated 1-D float32 arrays: one ``np.stack`` when their lengths
+    agree (as_vector_batch then checks the matrix at once), else the list (per-item messages)."""
+    try:
+        return np.stack(values)
+    except ValueError:
+        return values
 
 
 def split_record(record: Record) -> tuple[dict[str, Any], dict[str, VectorField]]:
@@ -73,6 +84,11 @@ class RecordTable:
         self.indexes: dict[str, VectorIndex] = {}
         self._columns: dict[str, Column] = {}
         self._chunks: list[tuple[int, int, ChunkLoader]] = []
+        self._size_hint = 0
+
+    def expect_rows(self, n: int) -> None:
+        """Loads about to bring the table to ``n`` rows: size buffers for that at once."""
+        self._size_hint = n
 
     # -- size -----------------------------------------------------------------------------------
     @property
@@ -132,7 +148,7 @@ class RecordTable:
         for name, (positions, values) in by_field.items():
             dim = self.vector_dimension(name)
             try:
-                mat = as_vector_batch(values, dim, what=f"vector field {name!r} of {what}")
+                mat = as_vector_batch(_stacked(values), dim, what=f"vector field {name!r} of {what}")
             except DimensionMismatchError:
                 for pos, v in zip(positions, values):
                     if dim is not None and len(v) != dim:
@@ -162,18 +178,28 @@ class RecordTable:
         self._data.extend(r[1] for r in rows)
         self._meta.extend(r[2] for r in rows)
         self._vinfo.extend(r[3] or None for r in rows)
-        retired = [self._row_of[rid] for rid in ids if rid in self._row_of]
-        # the same id twice in one batch: the earlier row is retired by the later one
-        for off, rid in enumerate(ids):
-            prev = self._row_of.get(rid)
-            if prev is not None and prev >= start:
-                retired.append(prev)
-            self._row_of[rid] = start + off
+        new_rows = dict(zip(ids, range(start, start + m)))
+        if len(new_rows) == m and self._row_of.keys().isdisjoint(new_rows):
+            retired: list[int] = []  # only new ids, none twice (bulk loads): no per-row loop
+            self._row_of.update(new_rows)
+        else:
+            retired = [self._row_of[rid] for rid in ids if rid in self._row_of]
+            # the same id twice in one batch: the earlier row is retired by the later one
+            for off, rid in enumerate(ids):
+                prev = self._row_of.get(rid)
+                if prev is not None and prev >= start:
+                    retired.append(prev)
+                self._row_of[rid] = start + off
         self._live[start : start + m] = True
         for name, (positions, mat) in batches.items():
             index = self.indexes.get(name)
             if index is None:
                 index = self.indexes[name] = VectorIndex(self.vector_dimension(name))
+            if index.nrows and (not index._owned or start + m > index._matrix.shape[0]):
+                # Grow geometrically (or to the expected size): VectorIndex.set_rows sizes a batch
+                # that extends the matrix exactly, so a series of batch appends (ingest in batches,
+                # reopening a store of many segments) would copy the whole matrix each time.
+                index._reserve(max(start + m, self._size_hint))
             index.set_rows(positions + start, mat)
         if retired:
             self._retire(np.asarray(retired, dtype=np.int64))
@@ -182,7 +208,7 @@ class RecordTable:
 
     def _grow(self, n: int) -> None:
         if n > len(self._id_arr):
-            cap = max(n, int(len(self._id_arr) * 1.25) + 16)
+            cap = max(n, int(len(self._id_arr) * 1.25) + 16, self._size_hint)
             ids = np.empty(cap, dtype=object)
             ids[: self.nrows] = self._id_arr[: self.nrows]
             live = np.zeros(cap, dtype=np.bool_)
@@ -214,7 +240,9 @@ class RecordTable:
         """Remove every row; returns how many live records there were."""
         n = len(self)
         dims = {name: idx.dim for name, idx in self.indexes.items()}
+        hint = self._size_hint
         self.__init__(self.dimensions)  # type: ignore[misc]
+        self._size_hint = hint
         for name, dim in dims.items():
             self.indexes[name] = VectorIndex(dim)
         return n
@@ -261,7 +289,7 @@ class RecordTable:
             self._grow(m)
             self._id_arr[:m] = list(ids)
             self._ids = list(ids)
-            self._row_of = {rid: i for i, rid in enumerate(self._ids)}
+            self._row_of = dict(zip(self._ids, range(m)))
             self._live[:m] = True
             if len(self._row_of) < m:  # the same id twice: the later row wins
                 dup = np.ones(m, dtype=np.bool_)
@@ -286,30 +314,26 @@ class RecordTable:
                 rows: list[Row] = [(rid, p[0], p[1], p[2]) for rid, p in zip(ids, parts)]
             else:
                 lazy = UNLOADED if loader is not None else {}
-                rows = [(rid, lazy, lazy, {}) for rid in ids]
+                rows = [(rid, lazy, lazy, lazy) for rid in ids]
             batches = {}
             for name, (mat, present) in vectors.items():
                 pos = np.arange(m) if present is None else np.flatnonzero(present)
                 batches[name] = (pos.astype(np.int64), np.asarray(mat)[pos])
             self.append(rows, batches)
-            if loader is not None:
-                for r in range(start, start + m):
-                    if self._vinfo[r] is None:
-                        self._vinfo[r] = UNLOADED
         if loader is not None:
             self._chunks.append((start, start + m, loader))
 
     def _load_rows(self, rows: Iterable[int]) -> None:
-        """Load the data of every chunk holding one of ``rows`` that is still in storage."""
+        """Load the data of those ``rows`` that are still in storage (only those rows are parsed)."""
         if not self._chunks:
             return
         import bisect
 
         starts = [c[0] for c in self._chunks]
-        wanted = set()
+        wanted: dict[int, list[int]] = {}
         for r in rows:
             if self._data[r] is UNLOADED:
-                wanted.add(bisect.bisect_right(starts, r) - 1)
+                wanted.setdefault(bisect.bisect_right(starts, r) - 1, []).append(r)
         for ci in sorted(wanted):
             start, stop, loader = self._chunks[ci]
             parts = loader()
@@ -319,17 +343,16 @@ class RecordTable:
                 raise StorageError(
                     f"a stored segment holds {len(parts)} rows, its manifest says {stop - start}"
                 )
-            for off, (data, meta, vinfo) in enumerate(parts):
-                r = start + off
+            for r in wanted[ci]:
                 if self._data[r] is UNLOADED:
+                    data, meta, vinfo = parts[r - start]
                     self._data[r], self._meta[r], self._vinfo[r] = data, meta, vinfo or None
-        if all(x is not UNLOADED for x in self._data):
-            self._chunks = []
 
     def materialize(self) -> None:
         """Load every row still in storage."""
         if self._chunks:
             self._load_rows(r for c in self._chunks for r in range(c[0], c[1]))
+            self._chunks = []
 
     def row_parts(self, row: int) -> Row:
         """The stored parts of a live row (loading it if needed)."""
@@ -438,7 +461,17 @@ class RecordTable:
         if index is None or index.count == 0:
             return [[] for _ in range(len(queries))]
         mask = None if expr is None else self.mask(expr)
-        tops = index.search(queries, k, metric, self._id_arr, mask)
+        return self.vector_results(index.search(queries, k, metric, self._id_arr, mask), field, metric)
+
+    def vector_results(
+        self, tops: Sequence[TopK], field: str, metric: str
+    ) -> list[list[VectorSearchResult]]:
+        """The search results for top-``k`` rows of this table, one list per query, best first.
+
+        :meth:`vector_search` builds its results with it; a plugin that runs the kernel elsewhere
+        (e.g. over segments on other processes) and merges their top-``k`` into rows of this
+        table builds the very same results with it.
+        """
         out: list[list[VectorSearchResult]] = []
         for top in tops:
             hits = []

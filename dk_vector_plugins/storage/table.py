@@ -31,8 +31,8 @@ import json
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, overload
 
 import attrs
 import numpy as np
@@ -157,6 +157,50 @@ def decode_rows(raw: bytes, where: str) -> list[tuple[dict[str, Any], dict[str, 
     return out
 
 
+RowParts = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+class LazyRows(Sequence[RowParts]):
+    """A segment's rows parsed one at a time on access: opening a big segment to show a few
+    search hits parses those rows, not all of them. Only complete (newline-ended) lines count."""
+
+    def __init__(self, raw: bytes, where: str) -> None:
+        self._raw = raw
+        self._where = where
+        self._ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @overload
+    def __getitem__(self, i: int) -> RowParts: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RowParts]: ...
+    def __getitem__(self, i: int | slice) -> RowParts | list[RowParts]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self._ends)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        start = int(self._ends[i - 1]) + 1 if i else 0
+        line = self._raw[start : int(self._ends[i]) + 1]
+        if line == _EMPTY_ROW:
+            return {}, {}, {}
+        try:
+            obj = _DECODER.decode(line.decode())
+            return obj["d"], obj["m"], obj["v"]
+        except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError is a ValueError
+            raise StorageError(f"corrupt segment rows {self._where} (row {i}): {e}") from e
+
+
+#: A row with no data, metadata or vector info (vector-only records): encoded once.
+_EMPTY_ROW = b'{"d": {}, "m": {}, "v": {}}\n'
+#: One decoder for every row (``json.loads(..., object_hook=...)`` builds a new one per call).
+_DECODER = json.JSONDecoder(object_hook=_decode)
+
+
 def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
     try:
         m = json.loads(raw)
@@ -188,7 +232,12 @@ class TableLogic:
         name = f"{version:012d}-{uuid.uuid4().hex[:16]}"
         base = f"{SEGMENTS}{name}"
         ids = [r[0] for r in batch.rows]
-        rows = b"".join(encode_row(r[0], r[1], r[2], r[3]) for r in batch.rows)
+        rows = b"".join(
+            _EMPTY_ROW
+            if not r[1] and not r[2] and not any(r[3].values())
+            else encode_row(r[0], r[1], r[2], r[3])
+            for r in batch.rows
+        )
         objects: dict[str, bytes] = {
             f"{base}.ids.json": json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode(),
         }
@@ -294,10 +343,12 @@ class TableLogic:
                 if f["count"] < entry["rows"]:
                     ops.append(GetArray(f"{base}.{f['key']}.mask.npy"))
         results = iter((yield Many(ops)) if ops else [])
+        table.expect_rows(table.nrows + sum(int(e["rows"]) for e in new))
         for entry in new:
             self._load_segment(table, entry, results, runner)
             state.stats["segments_loaded"] += 1
             state.stats["bytes_loaded"] += int(entry.get("bytes", 0))
+        table.expect_rows(0)
         state.version = int(manifest["version"])
         state.segments = list(segs)
 
@@ -312,8 +363,8 @@ class TableLogic:
         where = self.describe(f"{base}.ids.json")
         try:
             meta = json.loads(next(results).data)
-            ids = [str(x) for x in meta["ids"]]
-            deletes = [str(x) for x in meta["deletes"]]
+            ids = list(map(str, meta["ids"]))
+            deletes = list(map(str, meta["deletes"]))
         except (ValueError, KeyError, TypeError) as e:
             raise StorageError(f"corrupt segment file {where}: {e}") from e
         m = int(entry["rows"])
@@ -351,13 +402,18 @@ class TableLogic:
                     )
             vectors[field] = (mat, present)
 
-        def loader() -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-            got = runner(self._get_rows(rows_key))
-            if len(got) != m:
-                raise StorageError(
-                    f"segment file {self.describe(rows_key)} holds {len(got)} rows, expected {m}"
-                )
-            return list(got)
+        cache: list[LazyRows] = []
+
+        def loader() -> LazyRows:
+            # read once, parse row by row on demand (the table asks again for later rows)
+            if not cache:
+                got = runner(self._get_rows(rows_key))
+                if len(got) != m:
+                    raise StorageError(
+                        f"segment file {self.describe(rows_key)} holds {len(got)} rows, expected {m}"
+                    )
+                cache.append(got)
+            return cache[0]
 
         if eager_rows is not None:
             rows = eager_rows
@@ -370,9 +426,9 @@ class TableLogic:
         else:
             table.load_segment(ids, deletes, vectors, loader if m else None, clear=bool(entry.get("clear")))
 
-    def _get_rows(self, key: str) -> Program[list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]]:
+    def _get_rows(self, key: str) -> Program[LazyRows]:
         got = yield Get(key)
-        return decode_rows(got.data, self.describe(key))
+        return LazyRows(got.data, self.describe(key))
 
     # -- writing --------------------------------------------------------------------------------
     def commit(self, state: TableState, batch: WriteBatch) -> Program[bool]:
