@@ -1,0 +1,288 @@
+"""The examples run and print what they promise; the docs list every hook, and their code runs.
+
+Each script in ``examples/`` runs as a subprocess (``sys.executable``) on small data and its output
+is checked. :func:`test_every_example_is_tested` fails for an example nobody checks.
+:func:`test_plugin_hooks_are_documented` checks that ``docs/PLUGINS.md`` names every hook of
+``hookspecs.py`` as ``name(args)`` with its specification's argument names (as datasette's
+``test_plugin_hooks_are_documented`` does).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dk_vector_plugins import DatabaseFactory, Record
+from dk_vector_plugins import hookspecs as hookspecs_module
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DOCS = ROOT / "docs"
+
+#: Every example script and the tests that run it.
+TESTED_EXAMPLES = {
+    "basic_vector_search.py",
+    "file_vector_search.py",
+    "s3_vector_search.py",
+    "async_vector_search.py",
+    "host_app_config.py",
+}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without the package's and the examples' switches, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DKV_", "HOSTAPP")) and k not in ("S3_ENDPOINT_URL", "S3_BUCKET")
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_example(name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env or clean_env(),
+        cwd=cwd or ROOT,
+    )
+    assert proc.returncode == 0, f"{name} failed:\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    return proc
+
+
+def line_with(output: str, needle: str) -> str:
+    lines = [line for line in output.splitlines() if needle in line]
+    assert lines, f"no line with {needle!r} in:\n{output}"
+    return lines[0]
+
+
+def test_every_example_is_tested() -> None:
+    assert {p.name for p in EXAMPLES.glob("*.py")} == TESTED_EXAMPLES
+    assert (EXAMPLES / "host_app.toml").is_file()
+
+
+# --- the example scripts ---------------------------------------------------------------------------
+
+
+def test_basic_vector_search() -> None:
+    out = run_example("basic_vector_search.py").stdout
+    assert "embedded 40 records in 3 batches; the store holds 40" in out
+    assert "running it again embeds 0 and skips 40 (already stored)" in out
+    assert line_with(out, "1. astronomy-").startswith("  1. astronomy-")  # planets -> astronomy
+    cooking = out.split("category=cooking and year >= 2020")[1].split("\n\n")[0]
+    assert cooking.count("[cooking, 202") == 3
+    assert "distance=" in out.split("euclidean:")[1]
+    assert "manual-1       score=1.000" in out
+    assert "deleted 'manual-1': exists=False, count=43" in out
+    assert "batch of 3 queries, best hit each: ['astronomy-5', 'sports-2', 'nature-1']" in out
+
+
+def test_file_vector_search_in_a_temporary_directory() -> None:
+    out = run_example("file_vector_search.py").stdout
+    assert "had 0 records, embedded 40, skipped 0" in out
+    assert re.search(r"reopened in [\d.]+ ms: 40 records, version 2", out)
+    assert "another handle added 'comet-1': the first handle now counts 41 (version 3)" in out
+    assert "search 'comet tail': ['comet-1" in out
+    assert "deleted the 8 sports records: 33 left" in out
+    assert "{'version': 5, 'segments': 1, 'rows': 33, 'live': 33}" in out
+    tmp = re.search(r"temporary directory (\S+) removed", out)
+    assert tmp and not Path(tmp.group(1)).exists()
+
+
+def test_file_vector_search_in_a_kept_directory_resumes(tmp_path: Path) -> None:
+    store = tmp_path / "kept"
+    first = run_example("file_vector_search.py", str(store)).stdout
+    assert f"store at {store}: had 0 records" in first and (store / "manifests").is_dir()
+    second = run_example("file_vector_search.py", str(store)).stdout
+    # the 8 deleted sports records are embedded again, the other 32 sample records are skipped
+    assert f"store at {store}: had 33 records, embedded 8, skipped 32" in second
+
+
+def test_s3_vector_search_starts_its_own_server() -> None:
+    out = run_example("s3_vector_search.py").stdout
+    assert (
+        "S3_ENDPOINT_URL is not set: starting a local moto S3 server (-m moto.server -H 127.0.0.1 -p" in out
+    )
+    assert re.search(r"reader: warm search\s+1 request ", out)
+    assert re.search(r"reader: 5 more warm searches\s+5 requests", out)
+    assert re.search(r"eventual reader: 5 searches within max_staleness_s\s+0 requests", out)
+    assert re.search(r"reader: cold open \(downloads every segment\)\s+9 requests", out)
+    assert "after the writer's commit, the reader finds: ['comet-1']" in out
+    assert "async store (aioboto3): 41 records" in out
+    assert out.rstrip().endswith("stopped the local moto S3 server")
+
+
+def test_s3_vector_search_uses_s3_endpoint_url(s3_server: Any) -> None:
+    env = clean_env(S3_ENDPOINT_URL=s3_server.endpoint_url, S3_BUCKET="dkv-example-test")
+    if s3_server.credentials:
+        env.update(
+            AWS_ACCESS_KEY_ID=s3_server.credentials["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=s3_server.credentials["aws_secret_access_key"],
+            AWS_DEFAULT_REGION=s3_server.credentials["region_name"],
+        )
+    out = run_example("s3_vector_search.py", env=env).stdout
+    assert f"using the S3 endpoint from S3_ENDPOINT_URL: {s3_server.endpoint_url}" in out
+    assert "moto" not in out
+    assert "store: s3://dkv-example-test/examples/" in out
+    assert re.search(r"reader: warm search\s+1 request ", out)
+
+
+def test_async_vector_search() -> None:
+    out = run_example("async_vector_search.py").stdout
+    assert "memory store (AsyncMemoryDatabase): embedded 40 records with an async embedding function" in out
+    assert "'knead the dough'" in out and "-> ['cooking-1'" in line_with(out, "'knead the dough'")
+    assert all(year < 2020 for year in map(int, re.findall(r"\('nature-\d', (\d+)\)", out)))
+    assert "file store (AsyncFileDatabase) at store/: 38 records after 2 deletes" in out
+    assert "reopened: 38 records" in out
+    ticks = re.search(r"the heartbeat task ran (\d+) times", out)
+    assert ticks and int(ticks.group(1)) > 0
+
+
+def test_host_app_config_defaults() -> None:
+    out = run_example("host_app_config.py").stdout
+    assert f"configuration: {EXAMPLES / 'host_app.toml'}" in out
+    assert "DKV_* switches in effect: none" in out
+    assert re.search(r"Instrumentation\s+registered by the app\s+dkv_bulk_embed, dkv_vector_search", out)
+    assert re.search(r"AppEmbedders\s+registered by the app\s+dkv_register_embedders", out)
+    assert "call order (wrappers first, then tryfirst ... trylast): Instrumentation -> " in out
+    assert "embedder: 'words' -> HashingEmbedder(dimensions=128, ngram=0)" in out
+    assert "store 'articles': {'backend': 'memory'" in out and "store 'archive': {'backend': 'file'" in out
+    assert re.search(r"search memory \(exact\)\s+3 calls", out)
+    assert re.search(r"search file \(exact\)\s+3 calls", out)
+    assert re.search(r"bulk embed memory\s+1 calls", out)
+
+
+def test_host_app_config_environment_overrides(tmp_path: Path) -> None:
+    env = clean_env(
+        HOSTAPP__PLUGINS__BLOCK='["file"]',
+        HOSTAPP__STORES__ARTICLES__VECTOR_METRIC="euclidean",
+        HOSTAPP__EMBEDDER__NAME="hashing",
+        HOSTAPP__EMBEDDER__DIMENSIONS="64",
+        HOSTAPP__APP__DATA_DIR=str(tmp_path),
+        DKV_TRACE_PLUGINS="1",
+    )
+    proc = run_example("host_app_config.py", env=env)
+    out = proc.stdout
+    assert "overridden from the environment: plugins.block = ['file']" in out
+    assert "overridden from the environment: embedder.dimensions = 64" in out
+    assert "DKV_* switches in effect: {'DKV_TRACE_PLUGINS': '1'}" in out
+    assert "blocked: file" in out
+    assert "store 'archive' is unavailable: ConfigError: unknown backend 'file'" in out
+    assert "'vector_metric': 'euclidean', 'vector_dimensions': 64, 'embedder': 'hashing'" in out
+    trace = line_with(proc.stderr, "[dkv] dkv_vector_search(db, request) -> impls: Instrumentation, ")
+    assert "memory" in trace and "file" not in trace  # the wrapper first; the blocked plugin absent
+
+
+def test_host_app_config_autoload_off_and_other_file(tmp_path: Path) -> None:
+    config = tmp_path / "app.toml"
+    config.write_text(
+        '[plugins]\nautoload = false\ninstrument = false\n[embedder]\nname = "hashing"\ndimensions = 32\n'
+        '[stores.only]\nbackend = "memory"\nvector_enabled = true\n'
+    )
+    out = run_example(
+        "host_app_config.py", str(config), env=clean_env(DKV_DISABLE_PLUGIN_AUTOLOAD="1")
+    ).stdout
+    assert "DKV_* switches in effect: {'DKV_DISABLE_PLUGIN_AUTOLOAD': '1'}" in out
+    assert "store 'only': {'backend': 'memory'" in out and "Instrumentation" not in out
+    assert "instrumentation plugin" not in out
+
+
+# --- the docs ----------------------------------------------------------------------------------------
+
+
+def hookspecs() -> list[tuple[str, list[str], Any]]:
+    """(name, argument names, function) of every hook specification."""
+    out = []
+    for name, fn in inspect.getmembers(hookspecs_module, inspect.isfunction):
+        if getattr(fn, f"{hookspecs_module.PROJECT_NAME}_spec", None) is not None:
+            out.append((name, list(inspect.signature(fn).parameters), fn))
+    return out
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
+
+
+def test_there_are_hooks() -> None:
+    names = {name for name, _, _ in hookspecs()}
+    assert {"dkv_register_backends", "dkv_vector_search", "dkv_register_options"} <= names
+
+
+@pytest.mark.parametrize("name,args", [(n, a) for n, a, _ in hookspecs()])
+def test_plugin_hooks_are_documented(name: str, args: list[str]) -> None:
+    doc = (DOCS / "PLUGINS.md").read_text(encoding="utf-8")
+    assert f"{name}({', '.join(args)})" in doc, f"docs/PLUGINS.md does not document {name}({', '.join(args)})"
+
+
+@pytest.mark.parametrize("name,fn", [(n, f) for n, _, f in hookspecs()])
+def test_hook_docstrings_are_in_the_docs(name: str, fn: Any) -> None:
+    """The reference is the specification's docstring: its summary line must appear verbatim."""
+    summary = inspect.cleandoc(fn.__doc__ or "").splitlines()[0]
+    summary = re.sub(
+        r":(?:class|func|data|meth|attr|mod):`~?([\w.]+)`",
+        lambda m: f"`{m.group(1).split('.')[-1]}`",
+        summary,
+    )
+    summary = re.sub(r"``([^`]+)``", r"`\1`", summary)
+    doc = (DOCS / "PLUGINS.md").read_text(encoding="utf-8")
+    section = doc.split(f"### `{name}(", 1)
+    assert len(section) == 2, f"no section for {name} in docs/PLUGINS.md"
+    assert summary in section[1].split("\n### ", 1)[0], (
+        f"the docstring summary of {name} is not in its section"
+    )
+
+
+OWN_DOCS = ("PLUGINS.md", "VECTOR_GETTING_STARTED.md", "S3_VECTOR_OPTIMIZATION.md")
+
+
+def test_docs_python_blocks_compile() -> None:
+    for path in (DOCS / name for name in OWN_DOCS):
+        for i, block in enumerate(python_blocks(path)):
+            compile(block, f"{path.name}[{i}]", "exec")
+
+
+def test_plugins_doc_examples_run() -> None:
+    blocks = python_blocks(DOCS / "PLUGINS.md")
+    hello_src = next(b for b in blocks if b.startswith("# dkv_hello.py"))
+    hello = types.ModuleType("dkv_hello")
+    exec(compile(hello_src, "dkv_hello.py", "exec"), hello.__dict__)
+    db = DatabaseFactory(plugins=[hello], load_entrypoints=False).create(
+        backend="memory", vector_enabled=True, embedder="length"
+    )
+    db.bulk_embed_and_store([Record({"text": "two words"}, id="a")], text_field="text")
+    assert db.get("a")["embedding"][:3].tolist() == [9.0, 2.0, 1.0]
+
+    testing_src = next(b for b in blocks if "def test_fake_index_answers_only_its_stores" in b)
+    namespace: dict[str, Any] = {}
+    exec(compile(testing_src, "PLUGINS.md-testing", "exec"), namespace)
+    namespace["test_fake_index_answers_only_its_stores"]()
+
+
+def test_getting_started_runs_top_to_bottom(
+    s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("S3_ENDPOINT_URL", s3_server.endpoint_url)
+    if s3_server.credentials:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.credentials["aws_access_key_id"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.credentials["aws_secret_access_key"])
+        monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.credentials["region_name"])
+    namespace: dict[str, Any] = {"__name__": "getting_started"}
+    for i, block in enumerate(python_blocks(DOCS / "VECTOR_GETTING_STARTED.md")):
+        exec(compile(block, f"VECTOR_GETTING_STARTED.md[{i}]", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "5 2" in out  # count after the update and the delete, and the work notes
+    assert "['n4', 'n5', 'n3']" in out  # the async answers the doc shows
+    assert (tmp_path / "notes-store" / "manifests").is_dir()
