@@ -11,18 +11,18 @@ again on the refreshed table.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConflictError, DuplicateRecordError, InvalidRequestError
+from .errors import ConflictError, DimensionMismatchError, DuplicateRecordError, InvalidRequestError
 from .query import Expr, Query
-from .records import Record, VectorSearchResult, new_id
+from .records import Record, VectorSearchResult, is_vector_value, new_id
 from .search import SearchRequest
-from .table import RecordTable, Row
+from .table import RecordTable, Row, _own
 
 __all__ = ["NullStorage", "Storage", "StoreCore", "WriteBatch"]
 
@@ -168,6 +168,62 @@ class StoreCore:
             rows, batches = table.prepare(staged)
             result: Any = ids if mode != "update" else [rid in table for rid in ids]
             return WriteBatch(rows=rows, batches=batches), result
+
+        return list(self.write(plan))
+
+    def put_vectors(
+        self,
+        ids: Sequence[str] | None,
+        matrix: npt.NDArray[np.float32],
+        metadata: Sequence[Mapping[str, Any]] | None,
+        field: str,
+        merge: Callable[[list[int], RecordTable], list[Record]],
+    ) -> list[str]:
+        """Upsert records made of one vector each (``add_vectors``), in one write.
+
+        New ids become rows straight from ``matrix`` (no Record objects: bulk loads run near disk
+        speed); rows whose id is already stored go through ``merge``, which returns full records
+        keeping their other fields.
+        """
+        m = matrix.shape[0]
+        rids = [new_id() for _ in range(m)] if ids is None else [str(x) for x in ids]
+        for i, meta in enumerate(metadata or ()):
+            if not isinstance(meta, Mapping):
+                raise InvalidRequestError(f"metadata[{i}] must be a dict, got {type(meta).__name__}")
+            if any(is_vector_value(v) for v in meta.values()):
+                raise InvalidRequestError(f"metadata[{i}] holds a vector; store it with create/upsert")
+
+        def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
+            dim = table.vector_dimension(field)
+            if dim is not None and matrix.shape[1] != dim:
+                raise DimensionMismatchError(
+                    f"vectors have {matrix.shape[1]} dimensions, field {field!r} has {dim}"
+                )
+            stored = [] if table.has_none_of(rids) else [i for i, rid in enumerate(rids) if rid in table]
+            if stored:  # upserts of existing records: merged records, planned the general way
+                fresh = sorted(set(range(m)) - set(stored))
+                merged = merge(stored, table)
+            else:
+                fresh, merged = list(range(m)), []
+            if metadata:
+                rows: list[Row] = [(rids[i], _own(metadata[i]), {}, {}) for i in fresh]
+            else:  # the table never changes a row's dicts in place: one empty dict serves all
+                empty: dict[str, Any] = {}
+                rows = [
+                    (rid, empty, empty, empty) for rid in (rids if not stored else [rids[i] for i in fresh])
+                ]
+            batches = {field: (np.arange(len(fresh), dtype=np.int64), matrix[fresh] if stored else matrix)}
+            if merged:
+                more, more_batches = table.prepare(merged)
+                off = len(rows)
+                rows.extend(more)
+                for name, (pos, mat) in more_batches.items():
+                    if name in batches:
+                        p0, m0 = batches[name]
+                        batches[name] = (np.concatenate([p0, pos + off]), np.concatenate([m0, mat]))
+                    else:
+                        batches[name] = (pos + off, mat)
+            return WriteBatch(rows=rows, batches=batches), rids
 
         return list(self.write(plan))
 

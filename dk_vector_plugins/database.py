@@ -129,28 +129,37 @@ class _Base:
             f"embedding_fn must be a callable, an object with embed(), or an embedder name; got {embedding_fn!r}"
         )
 
-    @staticmethod
-    def _vector_records(
+    def _vector_args(
+        self,
         vectors: Any,
         ids: Sequence[str] | None,
         metadata: Sequence[Mapping[str, Any]] | None,
         vector_field: str,
-        dim: int | None,
-    ) -> list[Record]:
-        mat = as_vector_batch(vectors, dim, what="vectors")
+    ) -> tuple[Any, ...]:
+        """Validate ``add_vectors``' arguments for :meth:`StoreCore.put_vectors`."""
+        mat = as_vector_batch(vectors, self.vector_dimension(vector_field), what="vectors")
         n = mat.shape[0]
         if ids is not None and len(ids) != n:
             raise InvalidRequestError(f"got {n} vectors but {len(ids)} ids")
         if metadata is not None and len(metadata) != n:
             raise InvalidRequestError(f"got {n} vectors but {len(metadata)} metadata entries")
-        recs = []
-        for i in range(n):
-            data = dict(metadata[i]) if metadata is not None else {}
-            if not isinstance(data, dict):
-                raise InvalidRequestError(f"metadata[{i}] must be a dict")
-            data[vector_field] = VectorField(mat[i], name=vector_field)
-            recs.append(Record(data, id=None if ids is None else str(ids[i])))
-        return recs
+        if ids is not None:
+            for i, rid in enumerate(ids):
+                if not isinstance(rid, (str, int)) or isinstance(rid, bool) or rid == "":
+                    raise InvalidRequestError(f"ids[{i}] must be a non-empty string, got {rid!r}")
+
+        def merge(positions: list[int], table: Any) -> list[Record]:
+            # an existing record keeps its other fields; metadata fields and the vector replace theirs
+            out = []
+            for i in positions:
+                rec = table.get(str(ids[i]))  # type: ignore[index]
+                for key, value in (metadata[i] if metadata is not None else {}).items():
+                    rec[key] = value
+                rec[vector_field] = VectorField(mat[i], name=vector_field)
+                out.append(rec)
+            return out
+
+        return ids, mat, metadata, vector_field, merge
 
     @staticmethod
     def _query_parts(query: Any) -> tuple[Query | None, Expr | None]:
@@ -268,9 +277,8 @@ class SyncDatabase(_Base):
 
         An existing record keeps its other fields; ``metadata`` fields are merged into it.
         """
-        recs = self._vector_records(vectors, ids, metadata, vector_field, self.vector_dimension(vector_field))
-        existing = self.read_batch([str(r.id) for r in recs]) if ids is not None else []
-        return self.upsert_batch(_merge_into(recs, existing))
+        args = self._vector_args(vectors, ids, metadata, vector_field)
+        return self._core.put_vectors(*args)
 
     def vector_search(
         self,
@@ -482,9 +490,8 @@ class AsyncDatabase(_Base):
         vector_field: str = "embedding",
     ) -> list[str]:
         """See :meth:`SyncDatabase.add_vectors`."""
-        recs = self._vector_records(vectors, ids, metadata, vector_field, self.vector_dimension(vector_field))
-        existing = await self.read_batch([str(r.id) for r in recs]) if ids is not None else []
-        return await self.upsert_batch(_merge_into(recs, existing))
+        args = self._vector_args(vectors, ids, metadata, vector_field)
+        return await self._run(self._core.put_vectors, *args, heavy=True)  # type: ignore[no-any-return]
 
     async def vector_search(
         self,
@@ -620,20 +627,6 @@ def _embed_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         if key not in values:
             raise TypeError(f"bulk_embed missing required argument {key!r}")
     return [values.get(p, _EMBED_DEFAULTS.get(p)) for p in _EMBED_PARAMS]
-
-
-def _merge_into(new: list[Record], existing: Sequence[Record | None]) -> list[Record]:
-    """``add_vectors``' upsert: a stored record keeps its other fields, the new ones replace theirs."""
-    stored = {r.id: r for r in existing if r is not None}
-    out = []
-    for rec in new:
-        old = stored.get(rec.id)
-        if old is not None:
-            for key, value in rec._data.items():
-                old[key] = value
-            rec = old
-        out.append(rec)
-    return out
 
 
 def _as_batch(result: Any, request: SearchRequest) -> list[list[VectorSearchResult]]:

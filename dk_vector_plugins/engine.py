@@ -53,7 +53,7 @@ METRIC_ALIASES: dict[str, str] = {
     "cos": "cosine",
 }
 
-_GROWTH = 1.25
+_GROWTH = 1.5
 # Below this fraction of selected rows a filtered search gathers the rows first (less work);
 # above it, it scores every row and masks the rest.
 _GATHER_FRACTION = 0.2
@@ -230,16 +230,29 @@ class VectorIndex:
             return
         dim = self.dim or 0
         new_cap = nrows if (exact or not self._owned) else max(nrows, int(cap * _GROWTH) + 8)
-        matrix = np.zeros((new_cap, dim), dtype=np.float32)
-        matrix[: self._nrows] = self._matrix[: self._nrows]
+        if self._owned and self._matrix.flags.owndata and self._matrix.shape[0] > 0:
+            try:  # realloc in place (mremap for large buffers: no copy) when no view is alive
+                self._matrix.resize((new_cap, dim), refcheck=True)
+                matrix = self._matrix
+            except ValueError:
+                matrix = None
+        else:
+            matrix = None
+        if matrix is None:
+            matrix = np.empty((new_cap, dim), dtype=np.float32)  # rows past nrows: guarded by `present`
+            matrix[: self._nrows] = self._matrix[: self._nrows]
         sq = np.zeros(new_cap, dtype=np.float32)
         sq[: self._nrows] = self._sqnorm[: self._nrows]
         present = np.zeros(new_cap, dtype=np.bool_)
         present[: self._nrows] = self._present[: self._nrows]
         self._matrix, self._sqnorm, self._present, self._owned = matrix, sq, present, True
 
-    def set_rows(self, rows: IntArray, vectors: FloatArray) -> None:
-        """Store ``vectors[i]`` at table row ``rows[i]`` (already validated, shape (m, dim))."""
+    def set_rows(self, rows: IntArray, vectors: FloatArray, size_hint: int = 0) -> None:
+        """Store ``vectors[i]`` at table row ``rows[i]`` (already validated, shape (m, dim)).
+
+        The first batch into an empty index is sized exactly (one big load holds no slack); later
+        growth is geometric, or straight to ``size_hint`` rows when the caller knows the total.
+        """
         if len(rows) == 0:
             return
         if self.dim is None:
@@ -247,14 +260,21 @@ class VectorIndex:
             self._matrix = np.empty((0, self.dim), dtype=np.float32)
         top = int(rows.max()) + 1
         if top > self._matrix.shape[0] or not self._owned:
-            # A batch that extends the table is sized exactly; single appends grow geometrically.
-            self._reserve(max(top, self._nrows), exact=len(rows) > 1 and top - self._nrows == len(rows))
-        was = self._present[rows]
-        self._matrix[rows] = vectors
-        self._sqnorm[rows] = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
-        self._present[rows] = True
+            first = self._nrows == 0 and self._matrix.shape[0] == 0
+            self._reserve(max(top, self._nrows, size_hint), exact=first or size_hint >= top)
+        start = int(rows[0])
+        where: slice | IntArray = rows
+        if top - start == len(rows) and (len(rows) == 1 or bool((np.diff(rows) == 1).all())):
+            where = slice(start, top)  # a contiguous run (appends): slice copies, no fancy indexing
+        before = int(np.count_nonzero(self._present[where]))
+        self._matrix[where] = vectors
+        self._sqnorm[where] = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
+        self._present[where] = True
         self._nrows = max(self._nrows, top)
-        self._count += len(np.unique(rows[~was])) if (~was).any() else 0
+        if isinstance(where, slice):
+            self._count += len(rows) - before
+        else:
+            self._count = int(np.count_nonzero(self._present[: self._nrows]))
 
     def clear_rows(self, rows: IntArray) -> None:
         """Forget the vectors of ``rows`` (deletes, or updates that drop the field)."""

@@ -111,6 +111,10 @@ class RecordTable:
     def __contains__(self, rid: object) -> bool:
         return rid in self._row_of
 
+    def has_none_of(self, ids: Sequence[str]) -> bool:
+        """Whether none of ``ids`` is stored (one set operation)."""
+        return self._row_of.keys().isdisjoint(ids)
+
     def row_of(self, rid: str) -> int | None:
         """The live row of ``rid``."""
         return self._row_of.get(rid)
@@ -195,12 +199,7 @@ class RecordTable:
             index = self.indexes.get(name)
             if index is None:
                 index = self.indexes[name] = VectorIndex(self.vector_dimension(name))
-            if index.nrows and (not index._owned or start + m > index._matrix.shape[0]):
-                # Grow geometrically (or to the expected size): VectorIndex.set_rows sizes a batch
-                # that extends the matrix exactly, so a series of batch appends (ingest in batches,
-                # reopening a store of many segments) would copy the whole matrix each time.
-                index._reserve(max(start + m, self._size_hint))
-            index.set_rows(positions + start, mat)
+            index.set_rows(positions + start, mat, size_hint=self._size_hint)
         if retired:
             self._retire(np.asarray(retired, dtype=np.int64))
         for field, col in self._columns.items():
@@ -463,9 +462,7 @@ class RecordTable:
         mask = None if expr is None else self.mask(expr)
         return self.vector_results(index.search(queries, k, metric, self._id_arr, mask), field, metric)
 
-    def vector_results(
-        self, tops: Sequence[TopK], field: str, metric: str
-    ) -> list[list[VectorSearchResult]]:
+    def vector_results(self, tops: Sequence[TopK], field: str, metric: str) -> list[list[VectorSearchResult]]:
         """The search results for top-``k`` rows of this table, one list per query, best first.
 
         :meth:`vector_search` builds its results with it; a plugin that runs the kernel elsewhere

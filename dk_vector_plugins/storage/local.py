@@ -149,7 +149,7 @@ class LocalObjectStore:
             return None
         raise StorageError(f"unsupported operation {op!r}")  # pragma: no cover
 
-    def _write_tmp(self, key: str, data: bytes) -> Path:
+    def _write_tmp(self, key: str, data: bytes | bytearray) -> Path:
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")

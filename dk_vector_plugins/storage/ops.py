@@ -93,7 +93,7 @@ class Put(Op):
     """Write an object (new, uniquely named objects: segments)."""
 
     key: str
-    data: bytes
+    data: bytes | bytearray
 
 
 @attrs.frozen
@@ -101,7 +101,7 @@ class PutIfAbsent(Op):
     """Create an object only if no object has that key; ``True`` if created. Atomic."""
 
     key: str
-    data: bytes
+    data: bytes | bytearray
 
 
 @attrs.frozen
@@ -112,7 +112,7 @@ class PutIfMatch(Op):
     """
 
     key: str
-    data: bytes
+    data: bytes | bytearray
     etag: str | None
 
 
@@ -216,7 +216,9 @@ def load_npy(data: bytes) -> npt.NDArray[Any]:
         version = np.lib.format.read_magic(header)
         if version not in ((1, 0), (2, 0)):
             raise ValueError(f"npy format {version}")
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
         shape, fortran, dtype = read(header)
     except (ValueError, EOFError):
         return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]  # let numpy explain
@@ -230,10 +232,15 @@ def load_npy(data: bytes) -> npt.NDArray[Any]:
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-def dump_npy(array: npt.NDArray[Any]) -> bytes:
-    """Serialize an array as ``.npy`` bytes."""
+def dump_npy(array: npt.NDArray[Any]) -> bytearray:
+    """Serialize an array as ``.npy`` bytes (one copy of the data)."""
     import io
 
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
+    arr = np.ascontiguousarray(array)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
+    header = head.getvalue()
+    out = bytearray(len(header) + arr.nbytes)
+    out[: len(header)] = header
+    np.frombuffer(out, dtype=np.uint8, offset=len(header))[:] = arr.reshape(-1).view(np.uint8)
+    return out  # a bytearray is a bytes-like object every store writes as is

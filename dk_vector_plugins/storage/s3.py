@@ -255,7 +255,7 @@ class _S3Programs(_S3Base):
             return None  # S3 writes are durable when acknowledged
         raise StorageError(f"unsupported operation {op!r}")  # pragma: no cover
 
-    def _multipart(self, key: str, data: bytes) -> Request:
+    def _multipart(self, key: str, data: bytes | bytearray) -> Request:
         full = self.key(key)
         upload = yield Call("create_multipart_upload", {"Bucket": self.bucket, "Key": full})
         ident = {"Bucket": self.bucket, "Key": full, "UploadId": upload["UploadId"]}

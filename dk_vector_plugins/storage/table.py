@@ -227,18 +227,18 @@ class TableLogic:
         self.describe = describe
 
     # -- encoding -------------------------------------------------------------------------------
-    def encode_segment(self, batch: WriteBatch, version: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    def encode_segment(
+        self, batch: WriteBatch, version: int
+    ) -> tuple[dict[str, Any], dict[str, bytes | bytearray]]:
         """The manifest entry and the objects of a batch's segment (validates JSON-ability)."""
         name = f"{version:012d}-{uuid.uuid4().hex[:16]}"
         base = f"{SEGMENTS}{name}"
         ids = [r[0] for r in batch.rows]
         rows = b"".join(
-            _EMPTY_ROW
-            if not r[1] and not r[2] and not any(r[3].values())
-            else encode_row(r[0], r[1], r[2], r[3])
+            _EMPTY_ROW if not (r[1] or r[2] or (r[3] and any(r[3].values()))) else encode_row(*r)
             for r in batch.rows
         )
-        objects: dict[str, bytes] = {
+        objects: dict[str, bytes | bytearray] = {
             f"{base}.ids.json": json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode(),
         }
         if batch.rows:
@@ -247,8 +247,11 @@ class TableLogic:
         fields: dict[str, Any] = {}
         for i, (field, (positions, mat)) in enumerate(sorted(batch.batches.items())):
             key = f"f{i}"
-            full = np.zeros((m, mat.shape[1]), dtype=np.float32)
-            full[positions] = mat
+            if len(positions) == m and np.array_equal(positions, np.arange(m)):
+                full = mat  # every row holds this vector, in order: no scatter
+            else:
+                full = np.zeros((m, mat.shape[1]), dtype=np.float32)
+                full[positions] = mat
             objects[f"{base}.{key}.npy"] = dump_npy(full)
             count = len(np.unique(positions))
             if count < m:
