@@ -616,7 +616,7 @@ async def test_async_crud_and_search_parity(tmp_path: Path) -> None:
 
 async def test_async_ingest_does_not_block_the_loop(tmp_path: Path) -> None:
     adb = AsyncDatabaseFactory().create(backend="file", path=str(tmp_path / "a"), vector_enabled=True)
-    n, dim, batch = 60_000, 64, 10_000
+    n, dim, batch = 120_000, 128, 10_000
     x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     ticks: list[float] = []
     stop = asyncio.Event()
@@ -643,7 +643,7 @@ async def test_async_ingest_does_not_block_the_loop(tmp_path: Path) -> None:
     gaps = np.diff(during)
     # The ingest took a while and the ticker kept running all along: at least one tick per 50 ms
     # on average, and no stall of the loop longer than a fraction of the whole ingest.
-    # (Building 10k Record objects in AsyncDatabase.add_vectors still runs on the loop: ~0.1 s.)
-    assert elapsed > 0.2
+    # (add_vectors validates its matrix on the loop, then does the rest in a worker thread.)
+    assert elapsed > 0.1
     assert len(during) >= elapsed / 0.05, (len(during), elapsed)
     assert gaps.max() < max(0.4, elapsed / 3), (gaps.max(), elapsed)

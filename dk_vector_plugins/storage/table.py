@@ -374,13 +374,15 @@ class TableLogic:
         if len(ids) != m:
             raise StorageError(f"segment file {where} lists {len(ids)} ids, its manifest says {m}")
         rows_key = f"{base}.rows.jsonl"
-        eager_rows = None
+        cache: list[LazyRows] = []
         if not self.options.lazy_rows and m:
-            eager_rows = decode_rows(next(results).data, self.describe(rows_key))
-            if len(eager_rows) != m:
+            # fetched with the vectors (no request later), parsed row by row when first used
+            fetched = LazyRows(next(results).data, self.describe(rows_key))
+            if len(fetched) != m:
                 raise StorageError(
-                    f"segment file {self.describe(rows_key)} holds {len(eager_rows)} rows, expected {m}"
+                    f"segment file {self.describe(rows_key)} holds {len(fetched)} rows, expected {m}"
                 )
+            cache.append(fetched)
         vectors: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None]] = {}
         for field, f in entry["fields"].items():
             key = f"{base}.{f['key']}.npy"
@@ -405,8 +407,6 @@ class TableLogic:
                     )
             vectors[field] = (mat, present)
 
-        cache: list[LazyRows] = []
-
         def loader() -> LazyRows:
             # read once, parse row by row on demand (the table asks again for later rows)
             if not cache:
@@ -418,16 +418,7 @@ class TableLogic:
                 cache.append(got)
             return cache[0]
 
-        if eager_rows is not None:
-            rows = eager_rows
-
-            def eager_loader() -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-                return rows
-
-            table.load_segment(ids, deletes, vectors, eager_loader, clear=bool(entry.get("clear")))
-            table.materialize()
-        else:
-            table.load_segment(ids, deletes, vectors, loader if m else None, clear=bool(entry.get("clear")))
+        table.load_segment(ids, deletes, vectors, loader if m else None, clear=bool(entry.get("clear")))
 
     def _get_rows(self, key: str) -> Program[LazyRows]:
         got = yield Get(key)
@@ -545,6 +536,7 @@ class TableLogic:
         options = attrs.evolve(self.options, lazy_rows=False)
         checker = TableLogic(options, self.describe)
         yield from checker._apply_manifest(probe, state, manifest, lambda p: None)
+        probe.materialize()  # parse every row: a corrupt line is named here
         return {
             "version": v,
             "segments": len(manifest["segments"]),
