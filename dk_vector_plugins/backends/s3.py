@@ -37,7 +37,7 @@ from ..hookspecs import hookimpl
 from ..search import SearchRequest
 from ..storage.driver import TableStorage, async_runner, sync_runner
 from ..storage.ops import Program
-from ..storage.s3 import AsyncS3ObjectStore, S3ObjectStore, client_kwargs, require
+from ..storage.s3 import AsyncS3ObjectStore, S3ObjectStore, _S3Base, client_kwargs, require
 from .tabled import TABLE_OPTIONS, AsyncTableDatabase, TableDatabase, table_options
 
 __all__ = ["AsyncS3Database", "S3Database"]
@@ -158,11 +158,8 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
         self._client_cm: Any = None
         self.s3_client: Any = None
         self._open_lock: asyncio.Lock | None = None
-        probe = S3ObjectStore.__new__(S3ObjectStore)
-        probe.bucket = self.config["bucket"]
-        prefix = self.config["prefix"]
-        probe.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        return self._table_storage(self._bridge, probe.describe)
+        names = _S3Base(self.config["bucket"], prefix=self.config["prefix"])  # key naming only
+        return self._table_storage(self._bridge, names.describe)
 
     def _bridge(self, program: Program[Any]) -> Any:
         if self._loop is None or self._astore is None:
