@@ -23,9 +23,19 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from dk_vector_plugins import DatabaseFactory
 
-from dk_vector_plugins import DatabaseFactory  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/s3_server.py
+
+
+class Counter:
+    """Counts botocore before-send events (HTTP requests)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def hit(self, **_: Any) -> None:
+        self.n += 1
 
 
 def build(factory: DatabaseFactory, backend: str, extra: dict[str, Any], x: np.ndarray) -> Any:
@@ -60,10 +70,8 @@ def main() -> None:
                     "file": build(factory, "file", {"path": os.path.join(tmp, "t")}, x),
                     "s3": build(factory, "s3", server.config(), x),
                 }
-                sent: list[int] = [0]
-                stores["s3"].s3_client.meta.events.register(
-                    "before-send.s3.*", lambda **_: sent.__setitem__(0, sent[0] + 1)
-                )
+                sent = Counter()
+                stores["s3"].s3_client.meta.events.register("before-send.s3.*", sent.hit)
                 times: dict[str, list[float]] = {k: [] for k in stores}
                 queries = rng.standard_normal((args.repeat + 5, args.dim)).astype(np.float32)
                 for i, q in enumerate(queries):
@@ -75,7 +83,7 @@ def main() -> None:
                         if i >= 5:  # warm-up first
                             times[name].append(time.perf_counter() - t)
                         assert len(hits) == 10
-                s3_requests = sent[0] / len(queries)
+                s3_requests = sent.n / len(queries)
                 for name, db in stores.items():
                     med = statistics.median(times[name]) * 1000
                     rows.append((name, n, med, s3_requests if name == "s3" else 0.0))

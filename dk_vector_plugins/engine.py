@@ -266,6 +266,10 @@ class VectorIndex:
         where: slice | IntArray = rows
         if top - start == len(rows) and (len(rows) == 1 or bool((np.diff(rows) == 1).all())):
             where = slice(start, top)  # a contiguous run (appends): slice copies, no fancy indexing
+        if top > self._nrows and not (isinstance(where, slice) and start <= self._nrows):
+            # new rows this batch leaves without a vector: zeros, not uninitialized memory
+            self._matrix[self._nrows : top] = 0.0
+            self._sqnorm[self._nrows : top] = 0.0
         before = int(np.count_nonzero(self._present[where]))
         self._matrix[where] = vectors
         self._sqnorm[where] = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)

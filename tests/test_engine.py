@@ -504,3 +504,35 @@ def test_vector_index_take_compacts() -> None:
     assert index.get(1) is None and index.get(99) is None
     got = index.get(2)
     assert got is not None and got.tolist() == [4, 5]
+
+
+def test_rows_without_a_vector_hold_zeros_after_growth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: growing the matrix without zero-fill left whatever the memory held (even NaN)
+    in rows that a sparse batch skips; masked out, but the matrix product warned about NaN."""
+    import dk_vector_plugins.engine as engine
+
+    real_empty = np.empty
+
+    def poisoned_empty(shape: Any, dtype: Any = float, **kw: Any) -> Any:
+        out = real_empty(shape, dtype=dtype, **kw)
+        if np.issubdtype(np.dtype(dtype), np.floating):
+            out.fill(np.nan)  # what uninitialized memory may hold
+        return out
+
+    monkeypatch.setattr(engine.np, "empty", poisoned_empty)
+    index = VectorIndex(4)
+    index.set_rows(np.arange(3, dtype=np.int64), np.ones((3, 4), dtype=np.float32))
+    for step in range(5):  # sparse batches: every other new row holds no vector
+        view = index.matrix  # a live view: growth must copy (not realloc in place)
+        base = index.nrows
+        rows = np.arange(base + 1, base + 200, 2, dtype=np.int64)
+        index.set_rows(rows, np.full((len(rows), 4), step + 2.0, dtype=np.float32))
+        del view
+    monkeypatch.undo()
+    assert np.isfinite(index.matrix).all()
+    assert not index.matrix[~index.present].any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ids = np.array([f"r{i:05d}" for i in range(index.nrows)], dtype=object)
+        top = index.search(np.ones((1, 4), dtype=np.float32), 3, "cosine", ids)[0]
+    assert len(top.rows) == 3
