@@ -247,13 +247,14 @@ class TableLogic:
         fields: dict[str, Any] = {}
         for i, (field, (positions, mat)) in enumerate(sorted(batch.batches.items())):
             key = f"f{i}"
-            if len(positions) == m and np.array_equal(positions, np.arange(m)):
+            dense = len(positions) == m and np.array_equal(positions, np.arange(m))
+            if dense:
                 full = mat  # every row holds this vector, in order: no scatter
             else:
                 full = np.zeros((m, mat.shape[1]), dtype=np.float32)
                 full[positions] = mat
             objects[f"{base}.{key}.npy"] = dump_npy(full)
-            count = len(np.unique(positions))
+            count = m if dense else len(np.unique(positions))
             if count < m:
                 present = np.zeros(m, dtype=np.bool_)
                 present[positions] = True
