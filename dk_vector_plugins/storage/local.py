@@ -18,8 +18,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import StorageError
 from .ops import (
     Delete,
@@ -34,6 +32,7 @@ from .ops import (
     PutIfAbsent,
     PutIfMatch,
     Versioned,
+    open_npy,
 )
 
 try:  # POSIX
@@ -113,7 +112,7 @@ class LocalObjectStore:
             if not p.exists():
                 raise StorageError(f"missing file {p}")
             try:
-                return np.load(p, mmap_mode="r", allow_pickle=False)
+                return open_npy(p)
             except (ValueError, EOFError, OSError) as e:
                 raise StorageError(f"corrupt or truncated file {p}: {e}") from e
         if isinstance(op, Put):

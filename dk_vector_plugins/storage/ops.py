@@ -10,6 +10,8 @@ generator against a :class:`SyncObjectStore`; :func:`run_async` against an
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -207,21 +209,34 @@ async def run_async(program: Program[T], store: AsyncObjectStore) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11 can fail with "SystemError:
+# AST constructor recursion depth mismatch" when threads build ASTs at the same moment (the I/O
+# pool loads segments in parallel). Header parsing is short: do it one thread at a time.
+_NPY_HEADER_LOCK = threading.Lock()
+
+
+def open_npy(path: str | os.PathLike[str]) -> npt.NDArray[Any]:
+    """Memory-map a ``.npy`` file read-only (no pickles)."""
+    with _NPY_HEADER_LOCK:
+        return np.load(path, mmap_mode="r", allow_pickle=False)  # type: ignore[no-any-return]
+
+
 def load_npy(data: bytes) -> npt.NDArray[Any]:
     """Parse ``.npy`` bytes without copying them (a read-only view; no pickles)."""
     import io
 
     header = io.BytesIO(data)
     try:
-        version = np.lib.format.read_magic(header)
-        if version not in ((1, 0), (2, 0)):
-            raise ValueError(f"npy format {version}")
-        read = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read(header)
+        with _NPY_HEADER_LOCK:
+            version = np.lib.format.read_magic(header)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"npy format {version}")
+            v1 = version == (1, 0)
+            read = np.lib.format.read_array_header_1_0 if v1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(header)
     except (ValueError, EOFError):
-        return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]  # let numpy explain
+        with _NPY_HEADER_LOCK:  # let numpy explain
+            return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]
     if dtype.hasobject:
         raise ValueError("object arrays are not loaded")
     count = int(np.prod(shape)) if shape else 1

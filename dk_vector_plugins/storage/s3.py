@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 
 from ..errors import ConfigError, StorageError
 from .ops import (
@@ -40,6 +39,7 @@ from .ops import (
     PutIfMatch,
     Versioned,
     load_npy,
+    open_npy,
 )
 
 __all__ = ["AsyncS3ObjectStore", "S3ObjectStore", "client_kwargs", "require"]
@@ -140,7 +140,7 @@ class _S3Base:
             return None
         if array:
             try:
-                return np.load(path, mmap_mode="r", allow_pickle=False)
+                return open_npy(path)
             except (ValueError, OSError):
                 path.unlink(missing_ok=True)
                 return None
