@@ -99,6 +99,15 @@ class HashingEmbedder:
         self._key = seed.to_bytes(8, "little", signed=True)
         self._hash = lru_cache(maxsize=1 << 16)(self._hash_uncached)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_hash"]  # a per-process cache (and an lru_cache does not pickle)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._hash = lru_cache(maxsize=1 << 16)(self._hash_uncached)
+
     def _hash_uncached(self, token: str) -> tuple[int, float]:
         h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8, key=self._key).digest(), "little")
         return h % self.dimensions, (1.0 if (h >> 63) & 1 else -1.0)

@@ -55,6 +55,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "file": "dk_vector_plugins.backends.file",
     "s3": "dk_vector_plugins.backends.s3",
     "hashing": "dk_vector_plugins.embed",
+    "dask": "dk_vector_plugins.plugins.dask_executor",
 }
 
 _DIST_NAMES = {"dk_vector_plugins", "dk-vector-plugins"}

@@ -249,3 +249,15 @@ async def test_sync_embedder_on_async_store() -> None:
     report = await db.bulk_embed(docs(7), "text")
     assert (report.embedded, report.skipped) == (0, 7)
     await db.close()
+
+
+def test_hashing_embedder_pickles() -> None:
+    """It travels to other processes (Dask workers, multiprocessing) and embeds the same there."""
+    import pickle
+
+    from dk_vector_plugins import HashingEmbedder
+
+    emb = HashingEmbedder(32, seed=3)
+    texts = ["a pickled embedder", "gives the same vectors"]
+    again = pickle.loads(pickle.dumps(emb))
+    assert np.array_equal(again.embed(texts), emb.embed(texts))
