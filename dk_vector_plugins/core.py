@@ -21,7 +21,7 @@ import numpy.typing as npt
 from .errors import ConflictError, DimensionMismatchError, DuplicateRecordError, InvalidRequestError
 from .query import Expr, Query
 from .records import Record, VectorSearchResult, is_vector_value, new_id
-from .search import SearchRequest
+from .search import SearchRequest, apply_threshold
 from .table import RecordTable, Row, _own
 
 __all__ = ["NullStorage", "Storage", "StoreCore", "WriteBatch"]
@@ -266,26 +266,11 @@ class StoreCore:
         """Exact search for each query of ``request`` (the built-in backends' default)."""
 
         def run(table: RecordTable) -> list[list[VectorSearchResult]]:
-            if table.indexes and request.vector_field not in table.indexes:
-                known = ", ".join(sorted(table.indexes)) or "none"
-                raise InvalidRequestError(
-                    f"unknown vector field {request.vector_field!r}; this store's vector fields: {known}"
-                )
-            dim = table.vector_dimension(request.vector_field)
-            if dim is not None and request.queries.shape[1] != dim:
-                from .errors import DimensionMismatchError
-
-                raise DimensionMismatchError(
-                    f"query vector has {request.queries.shape[1]} dimensions, "
-                    f"field {request.vector_field!r} has {dim}"
-                )
+            table.check_search(request.vector_field, request.queries.shape[1])
             results = table.vector_search(
                 request.queries, request.vector_field, request.k, request.metric, request.filter
             )
-            thr = request.options.get("score_threshold")
-            if thr is not None:
-                results = [[h for h in hits if h.score >= thr] for hits in results]
-            return results
+            return apply_threshold(results, request)
 
         return list(self.read_locked(run))
 

@@ -12,7 +12,7 @@ from .engine import as_vector, as_vector_batch, normalize_metric
 from .errors import ConfigError, InvalidRequestError, InvalidVectorError
 from .query import Expr, compile_filter
 
-__all__ = ["SearchRequest", "build_search_request"]
+__all__ = ["SearchRequest", "apply_threshold", "build_search_request"]
 
 _OPTIONS = {"score_threshold", "include_source"}
 
@@ -100,3 +100,11 @@ def build_search_request(
         batch=bool(batch),
         options={k2: v for k2, v in options.items() if v is not None},
     )
+
+
+def apply_threshold(results: list[list[Any]], request: SearchRequest) -> list[list[Any]]:
+    """Drop hits below the request's ``score_threshold`` option (when it has one)."""
+    thr = request.options.get("score_threshold")
+    if thr is None:
+        return results
+    return [[h for h in hits if h.score >= thr] for hits in results]

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .engine import TopK, VectorIndex, as_vector_batch
-from .errors import DimensionMismatchError, DkvError, InvalidVectorError
+from .errors import DimensionMismatchError, DkvError, InvalidRequestError, InvalidVectorError
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Record, VectorField, VectorSearchResult, is_vector_value, lookup
 
@@ -493,6 +493,22 @@ class RecordTable:
                 )
             out.append(hits)
         return out
+
+    def check_search(self, field: str, dimensions: int) -> bool:
+        """Validate a search of ``field`` with queries of ``dimensions``; ``True`` if it holds vectors.
+
+        An unknown field (when the table has any vector field) and a dimension mismatch raise.
+        """
+        if self.indexes and field not in self.indexes:
+            known = ", ".join(sorted(self.indexes))
+            raise InvalidRequestError(f"unknown vector field {field!r}; this store's vector fields: {known}")
+        dim = self.vector_dimension(field)
+        if dim is not None and dimensions != dim:
+            raise DimensionMismatchError(
+                f"query vector has {dimensions} dimensions, field {field!r} has {dim}"
+            )
+        index = self.indexes.get(field)
+        return index is not None and index.count > 0
 
     def vector_nbytes(self) -> int:
         """Bytes held by the vector indexes."""

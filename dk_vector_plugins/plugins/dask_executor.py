@@ -75,7 +75,6 @@ from ..engine import TopK, VectorIndex, rank_ids
 from ..errors import (
     ConfigError,
     ConflictError,
-    DimensionMismatchError,
     DkvError,
     InvalidRequestError,
     PluginError,
@@ -85,7 +84,7 @@ from ..factory import OptionSpec
 from ..hookspecs import hookimpl
 from ..query import Expr
 from ..records import VectorSearchResult
-from ..search import SearchRequest
+from ..search import SearchRequest, apply_threshold
 from ..storage.ops import load_npy, open_npy
 from ..storage.table import decode_rows
 from ..table import RecordTable
@@ -435,18 +434,7 @@ class _Plan:
 
 def _check_request(table: RecordTable, request: SearchRequest) -> bool:
     """The core's checks of a search; ``False`` when the field holds no vector at all."""
-    if table.indexes and request.vector_field not in table.indexes:
-        known = ", ".join(sorted(table.indexes)) or "none"
-        raise InvalidRequestError(
-            f"unknown vector field {request.vector_field!r}; this store's vector fields: {known}"
-        )
-    dim = table.vector_dimension(request.vector_field)
-    if dim is not None and request.queries.shape[1] != dim:
-        raise DimensionMismatchError(
-            f"query vector has {request.queries.shape[1]} dimensions, field {request.vector_field!r} has {dim}"
-        )
-    index = table.indexes.get(request.vector_field)
-    return index is not None and index.count > 0
+    return table.check_search(request.vector_field, request.queries.shape[1])
 
 
 def _plan_search(db: Any, request: SearchRequest, cluster: _Cluster, workers: list[str]) -> _Plan | None:
@@ -866,10 +854,7 @@ def search(db: Any, request: SearchRequest) -> list[list[VectorSearchResult]]:
         results: list[list[VectorSearchResult]] = core.table.vector_results(
             tops, request.vector_field, request.metric
         )
-        thr = request.options.get("score_threshold")
-        if thr is not None:
-            results = [[h for h in found if h.score >= thr] for found in results]
-        return results
+        return apply_threshold(results, request)
 
     for attempt in range(_SEARCH_ATTEMPTS):
         # The last attempt holds the store lock throughout, so the table cannot change under it;
