@@ -29,10 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
-import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -40,42 +37,18 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _common import env_summary, fmt_ms, interleaved_selftimed, log, median, set_log_tag, timed
 
 from dk_vector_plugins import DatabaseFactory
 from dk_vector_plugins.plugins import dask_executor as de
 
 # Read before anything imports distributed (which sets it for the worker processes it spawns).
 BLAS_THREADS_ENV = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
-
-
-def log(msg: str) -> None:
-    print(f"[bench_dask] {msg}", file=sys.stderr, flush=True)
+set_log_tag("bench_dask")
 
 
 def fmt_s(seconds: float) -> str:
-    ms = seconds * 1e3
-    if ms >= 1000:
-        return f"{ms / 1e3:.2f} s"
-    if ms >= 10:
-        return f"{ms:.1f} ms"
-    return f"{ms:.2f} ms"
-
-
-def env_summary() -> str:
-    blas = "?"
-    try:
-        cfg = np.show_config(mode="dicts")  # numpy >= 2
-        b = cfg.get("Build Dependencies", {}).get("blas", {})
-        blas = f"{b.get('name', '?')} {b.get('version', '')}".strip()
-    except Exception:  # informational only
-        pass
-    import distributed
-
-    return (
-        f"Python {platform.python_version()}, numpy {np.__version__} ({blas}), distributed "
-        f"{distributed.__version__}, {os.cpu_count()} cpus, {platform.machine()}, "
-        f"client OPENBLAS_NUM_THREADS={BLAS_THREADS_ENV} (workers: 1, set by Dask)"
-    )
+    return fmt_ms(seconds, micro=False)
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -104,19 +77,18 @@ def interleaved(
     variants: dict[str, Callable[[], Any]], reps: int, seed: int
 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Each variant ``reps`` times in a shuffled order; returns times and the last result."""
-    order = list(variants)
-    times: dict[str, list[float]] = {k: [] for k in order}
-    last: dict[str, Any] = {}
-    rnd = random.Random(seed)
-    for r in range(reps):
-        rnd.shuffle(order)
-        for name in order:
-            gc.collect()
-            t0 = time.perf_counter()
-            last[name] = variants[name]()
-            times[name].append(time.perf_counter() - t0)
-            log(f"  rep {r + 1}/{reps} {name}: {fmt_s(times[name][-1])}")
-    return times, last
+
+    def progress(r: int, name: str, t: float) -> None:
+        log(f"  rep {r + 1}/{reps} {name}: {fmt_s(t)}")
+
+    times, results = interleaved_selftimed(
+        {name: (lambda r, fn=fn: timed(fn)) for name, fn in variants.items()},
+        reps,
+        seed,
+        warm=False,
+        on_call=progress,
+    )
+    return times, {name: res[-1] for name, res in results.items()}
 
 
 def latency(fn: Callable[[], Any], reps: int) -> float:
@@ -126,7 +98,7 @@ def latency(fn: Callable[[], Any], reps: int) -> float:
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return median(ts)
 
 
 def main() -> int:
@@ -193,7 +165,7 @@ def main() -> int:
             args.reps,
             seed=3,
         )
-        t_loc, t_dask = statistics.median(times["local"]), statistics.median(times["dask"])
+        t_loc, t_dask = median(times["local"]), median(times["dask"])
         qps_loc, qps_dask = args.batch / t_loc, args.batch / t_dask
         rows.append(
             (
@@ -276,7 +248,13 @@ def main() -> int:
     print(
         f"# bench_dask: executor='dask' ({args.workers} local worker processes x 1 thread) vs single process\n"
     )
-    print(env_summary() + "\n")
+    import distributed
+
+    extra = (
+        f"distributed {distributed.__version__} | "
+        f"client OPENBLAS_NUM_THREADS={BLAS_THREADS_ENV} (workers: 1, set by Dask)"
+    )
+    print(env_summary(extra) + "\n")
     print("| check | single process | dask | ratio |")
     print("|---|---|---|---|")
     for r in rows:

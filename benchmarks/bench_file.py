@@ -31,14 +31,8 @@ The script always exits 0: it is a report; failed targets are marked FAIL.
 from __future__ import annotations
 
 import argparse
-import gc
-import glob
-import json
 import os
-import platform
-import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,77 +40,32 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _common import (
+    Report,
+    env_summary,
+    find_dataknobs_python,
+    fmt_ms,
+    hit_ids,
+    interleaved_selftimed,
+    log,
+    make_ids,
+    median,
+    numpy_topk,
+    run_child,
+    set_log_tag,
+    timed,
+)
 
 from dk_vector_plugins import DatabaseFactory
+
+set_log_tag("bench_file")
 
 # ----------------------------------------------------------------------------------------------
 # helpers
 
 
-def log(msg: str) -> None:
-    """Progress goes to stderr so stdout holds only the report."""
-    print(f"[bench_file] {msg}", file=sys.stderr, flush=True)
-
-
-def fmt_s(seconds: float) -> str:
-    ms = seconds * 1e3
-    if ms >= 1000:
-        return f"{ms / 1e3:.2f} s"
-    if ms >= 10:
-        return f"{ms:.1f} ms"
-    if ms >= 1:
-        return f"{ms:.2f} ms"
-    return f"{ms * 1e3:.0f} us"
-
-
-def median(xs: list[float]) -> float:
-    return float(np.median(xs))
-
-
 def spread(xs: list[float]) -> str:
-    return f"min {fmt_s(min(xs))} / med {fmt_s(median(xs))} / max {fmt_s(max(xs))} (n={len(xs)})"
-
-
-def interleaved(
-    variants: dict[str, Callable[[int], tuple[float, Any]]], reps: int, seed: int
-) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
-    """Run each variant once untimed, then ``reps`` rounds in a shuffled order.
-
-    A variant is ``fn(rep) -> (seconds, result)``: it times itself, so per-run setup (a fresh
-    directory, closing a store) stays out of the measurement.
-    """
-    order = list(variants)
-    for name in order:
-        variants[name](-1)
-    times: dict[str, list[float]] = {k: [] for k in order}
-    results: dict[str, list[Any]] = {k: [] for k in order}
-    rnd = random.Random(seed)
-    for r in range(reps):
-        rnd.shuffle(order)
-        for name in order:
-            gc.collect()
-            t, res = variants[name](r)
-            times[name].append(t)
-            results[name].append(res)
-    return times, results
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
-def numpy_topk(m: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    """Bare numpy exact top-k of unit rows ``m`` against ``q``: matvec, argpartition, sort of k."""
-    qn = q / np.linalg.norm(q)
-    scores = m @ qn
-    top = np.argpartition(-scores, k)[:k]
-    return top[np.argsort(-scores[top], kind="stable")]
-
-
-def hit_ids(hits: list[Any]) -> list[str]:
-    return [h.id for h in hits]
+    return f"min {fmt_ms(min(xs))} / med {fmt_ms(median(xs))} / max {fmt_ms(max(xs))} (n={len(xs)})"
 
 
 def dir_bytes(path: str) -> int:
@@ -129,24 +78,6 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def env_summary() -> str:
-    try:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "?"
-    blas = "?"
-    try:
-        cfg = np.show_config(mode="dicts")  # numpy >= 2
-        b = cfg.get("Build Dependencies", {}).get("blas", {})
-        blas = f"{b.get('name', '?')} {b.get('version', '')}".strip()
-    except Exception:  # informational only
-        pass
-    return (
-        f"Environment: Python {platform.python_version()}, numpy {np.__version__} ({blas}), "
-        f"{os.cpu_count()} cpus, {platform.machine()}, loadavg {load}"
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,96 +124,10 @@ print(json.dumps({
 """
 
 
-def find_dataknobs_python() -> tuple[str | None, list[str]]:
-    """The first candidate interpreter that imports dataknobs_data; plus what was tried."""
-    candidates: list[str] = []
-    env = os.environ.get("DKV_DATAKNOBS_PYTHON")
-    if env:
-        candidates.append(env)
-    candidates.append("/work/dk312/bin/python")
-    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python")), reverse=True)
-    tried = []
-    for py in candidates:
-        if not os.path.exists(py):
-            tried.append(f"{py} (missing)")
-            continue
-        try:
-            r = subprocess.run(
-                [py, "-c", "import sys, dataknobs_data, numpy; assert sys.version_info >= (3, 12)"],
-                capture_output=True,
-                timeout=120,
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            tried.append(f"{py} ({type(e).__name__})")
-            continue
-        if r.returncode == 0:
-            return py, tried
-        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-        tried.append(f"{py} ({last})")
-    return None, tried
-
-
 def run_dataknobs(
     py: str, x: np.ndarray, qs: np.ndarray, ids: list[str], k: int, workdir: str
 ) -> dict[str, Any]:
-    d = tempfile.mkdtemp(prefix="dk_in_", dir=workdir)
-    try:
-        xp, qp, sp, cp = (os.path.join(d, n) for n in ("x.npy", "q.npy", "spec.json", "child.py"))
-        np.save(xp, x)
-        np.save(qp, qs)
-        with open(sp, "w") as f:
-            json.dump({"ids": ids, "k": k}, f)
-        with open(cp, "w") as f:
-            f.write(DK_CHILD)
-        r = subprocess.run([py, cp, xp, qp, sp], capture_output=True, timeout=3600)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-    if r.returncode != 0:
-        tail = "\n".join(r.stderr.decode(errors="replace").strip().splitlines()[-5:])
-        raise RuntimeError(f"dataknobs subprocess failed (rc={r.returncode}): {tail}")
-    return json.loads(r.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-# ----------------------------------------------------------------------------------------------
-# the report
-
-
-class Report:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str, str, str, str]] = []
-        self.notes: list[str] = []
-
-    def add(self, check: str, ours: str, ref: str, ratio: str, target: str, ok: bool | None) -> None:
-        verdict = "info" if ok is None else ("PASS" if ok else "**FAIL**")
-        self.rows.append((check, ours, ref, ratio, target, verdict))
-
-    def note(self, msg: str) -> None:
-        self.notes.append(msg)
-        log(msg)
-
-    def print(self, header: str, runtime: float) -> None:
-        cols = ("check", "ours", "reference", "ratio", "target", "pass/fail")
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(cols)]
-
-        def line(cells: tuple[str, ...]) -> str:
-            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-        print(header)
-        print()
-        print(line(cols))
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        for r in self.rows:
-            print(line(r))
-        print()
-        print(env_summary())
-        fails = [r[0] for r in self.rows if r[5] == "**FAIL**"]
-        print(
-            f"Result: {'FAIL: ' + '; '.join(fails) if fails else 'all targets PASS'} (runtime {runtime:.1f} s)"
-        )
-        if self.notes:
-            print()
-            for n in self.notes:
-                print(f"- {n}")
+    return run_child(py, DK_CHILD, x, qs, {"ids": ids, "k": k}, prefix="dk_in_", workdir=workdir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,7 +189,7 @@ def check_ingest(
         return run
 
     log(f"c: ingest {n} x {dim} in batches of {batch}: {reps} interleaved reps (+1 untimed)")
-    times, results = interleaved(
+    times, results = interleaved_selftimed(
         {"ours": ours, "np.save": saver(False), "np.save+fsync": saver(True)}, reps=reps, seed=seed
     )
     assert all(c == n for c in results["ours"]), results["ours"]
@@ -352,7 +197,7 @@ def check_ingest(
     mb = x.nbytes / 2**20
 
     def thr(t: float) -> str:
-        return f"{mb / t:.0f} MiB/s ({fmt_s(t)})"
+        return f"{mb / t:.0f} MiB/s ({fmt_ms(t)})"
 
     share_f = t_nsf / t_ours
     share = t_ns / t_ours
@@ -412,15 +257,15 @@ def check_reopen(
         return t, list(id_arr[top])
 
     log(f"a: reopen + first query ({label}): {reps} interleaved reps (+1 untimed)")
-    times, results = interleaved({"ours": ours, "numpy": bare}, reps=reps, seed=seed)
+    times, results = interleaved_selftimed({"ours": ours, "numpy": bare}, reps=reps, seed=seed)
     t_o, t_n = median(times["ours"]), median(times["numpy"])
     ratio = t_o / t_n
     nseg = results["ours"][0][1]
     same = sum(o[0] == b for o, b in zip(results["ours"], results["numpy"]))
     rep.add(
         f"a. reopen + first query, {label} ({nseg} segment{'s' if nseg != 1 else ''})",
-        fmt_s(t_o),
-        f"{fmt_s(t_n)} np.load(mmap)+numpy",
+        fmt_ms(t_o),
+        f"{fmt_ms(t_n)} np.load(mmap)+numpy",
         f"{ratio:.1f}x",
         "<= 2x",
         ratio <= 2.0,
@@ -457,14 +302,14 @@ def check_warm(
         return timed(lambda: hit_ids(mem.vector_search(q, k=k)))
 
     log(f"b: warm single-query latency: {reps} interleaved reps")
-    times, results = interleaved({"file": ours, "memory": memory}, reps=reps, seed=seed)
+    times, results = interleaved_selftimed({"file": ours, "memory": memory}, reps=reps, seed=seed)
     t_f, t_m = median(times["file"]), median(times["memory"])
     ratio = t_f / t_m
     same = sum(a == b for a, b in zip(results["file"], results["memory"]))
     rep.add(
         f"b. warm search latency, N={len(x)}, k={k}",
-        fmt_s(t_f),
-        f"{fmt_s(t_m)} memory backend",
+        fmt_ms(t_f),
+        f"{fmt_ms(t_m)} memory backend",
         f"{ratio:.2f}x",
         "<= 1.2x",
         ratio <= 1.2,
@@ -517,8 +362,8 @@ def check_dataknobs(rep: Report, dk_n: int, dim: int, nq: int, k: int, work: str
     ratio = t_d / t_o
     rep.add(
         label,
-        fmt_s(t_o),
-        f"{fmt_s(t_d)} (dataknobs {dk['version']})",
+        fmt_ms(t_o),
+        f"{fmt_ms(t_d)} (dataknobs {dk['version']})",
         f"{ratio:,.0f}x faster",
         ">= 100x",
         ratio >= 100,
@@ -576,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     x = rng.standard_normal((n, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     qs = rng.standard_normal((max(reopen_reps, search_reps) + 1, dim), dtype=np.float32)
-    ids = [f"doc-{i:07d}" for i in range(n)]
+    ids = make_ids(n)
     id_arr = np.asarray(ids, dtype=object)
 
     work = tempfile.mkdtemp(prefix="dkv_bench_file_", dir=args.dir)
@@ -600,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         f"### dk_vector_plugins `file` backend: N={n}, d={dim}, k={k}, cosine, "
         f"medians of interleaved runs{' (QUICK)' if q else ''}"
     )
-    rep.print(header, time.perf_counter() - t_start)
+    rep.print(header, env_summary(), time.perf_counter() - t_start)
     return 0
 
 

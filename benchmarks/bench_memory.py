@@ -31,91 +31,38 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import ctypes
 import gc
-import glob
-import json
 import os
-import platform
 import pstats
-import re
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _common import (
+    CATEGORIES,
+    Report,
+    env_summary,
+    find_dataknobs_python,
+    fmt_mb,
+    fmt_ms,
+    hit_ids,
+    interleaved,
+    log,
+    make_ids,
+    median,
+    numpy_topk,
+    run_child,
+    set_blas_threads,
+    spread,
+)
 
 from dk_vector_plugins import DatabaseFactory
 
-CATEGORIES = 10
 FILTER = {"category": 3}
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
-
-
-def log(msg: str) -> None:
-    """Progress goes to stderr so stdout holds only the report."""
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def fmt_ms(seconds: float) -> str:
-    ms = seconds * 1e3
-    if ms >= 1000:
-        return f"{ms / 1e3:.2f} s"
-    if ms >= 10:
-        return f"{ms:.1f} ms"
-    if ms >= 1:
-        return f"{ms:.2f} ms"
-    return f"{ms * 1e3:.0f} us"
-
-
-def fmt_mb(nbytes: float) -> str:
-    return f"{nbytes / 2**20:.1f} MiB"
-
-
-def median(xs: list[float]) -> float:
-    return float(np.median(np.asarray(xs, dtype=np.float64)))
-
-
-def spread(xs: list[float]) -> str:
-    a = np.asarray(xs, dtype=np.float64)
-    p10, p50, p90 = np.percentile(a, [10, 50, 90])
-    return f"p10 {fmt_ms(p10)} / p50 {fmt_ms(p50)} / p90 {fmt_ms(p90)} (n={len(a)})"
-
-
-def interleaved(
-    variants: dict[str, Callable[[int], Any]],
-    reps: int,
-    warmup: int,
-    seed: int = 0,
-) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
-    """Time each variant ``reps`` times, interleaved in a shuffled order per repetition.
-
-    Each variant is called with the repetition number (to pick its query). Returns the
-    per-call times (seconds) and the results of every timed call.
-    """
-    names = list(variants)
-    for w in range(warmup):
-        for name in names:
-            variants[name](w)
-    gc.collect()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    results: dict[str, list[Any]] = {n: [] for n in names}
-    rng = np.random.default_rng(seed)
-    for r in range(reps):
-        for j in rng.permutation(len(names)):
-            name = names[j]
-            fn = variants[name]
-            t0 = time.perf_counter_ns()
-            res = fn(r)
-            dt = time.perf_counter_ns() - t0
-            times[name].append(dt * 1e-9)
-            results[name].append(res)
-    return times, results
 
 
 def rss_bytes() -> int | None:
@@ -149,124 +96,13 @@ def root_buffer_bytes(obj: Any) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# environment
-
-
-def blas_summary() -> str:
-    try:
-        from threadpoolctl import threadpool_info  # type: ignore[import-not-found]
-
-        infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-        if infos:
-            return "; ".join(
-                f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
-                f"{i.get('num_threads')} threads, threadpoolctl)"
-                for i in infos
-            )
-    except Exception:
-        pass
-    name, version = "?", "?"
-    try:
-        cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]  # type: ignore[func-returns-value,index]
-        name, version = cfg.get("name", "?"), cfg.get("version", "?")
-    except Exception:
-        pass
-    core, threads = None, None
-    try:  # ask the loaded OpenBLAS directly (what threadpoolctl does)
-        for lib in _openblas_libs():
-            for prefix in ("scipy_openblas_", "openblas_"):
-                for suffix in ("64_", ""):
-                    fn = getattr(lib, f"{prefix}get_corename{suffix}", None)
-                    if fn is not None and core is None:
-                        fn.restype = ctypes.c_char_p
-                        core = fn().decode()
-                    fn = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                    if fn is not None and threads is None:
-                        threads = int(fn())
-    except Exception:
-        pass
-    extra = ", ".join(x for x in (core and f"core {core}", threads and f"threads={threads}") if x)
-    return f"{name} {version}" + (
-        f" ({extra}, threadpoolctl not installed)" if extra else " (threadpoolctl not installed)"
-    )
-
-
-def _openblas_libs() -> list[Any]:
-    with open("/proc/self/maps") as f:
-        return [ctypes.CDLL(p) for p in sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))]
-
-
-def set_blas_threads(n: int) -> str:
-    """Limit BLAS threads in this process (threadpoolctl if installed, else the OpenBLAS C API)."""
-    try:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-not-found]
-
-        threadpool_limits(limits=n, user_api="blas")
-        return "threadpoolctl"
-    except ImportError:
-        pass
-    done = False
-    for lib in _openblas_libs():
-        for name in (
-            "scipy_openblas_set_num_threads64_",
-            "openblas_set_num_threads64_",
-            "scipy_openblas_set_num_threads",
-            "openblas_set_num_threads",
-        ):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                done = True
-                break
-    return "openblas C API" if done else "not applied (no threadpoolctl, no OpenBLAS found)"
-
-
-def env_summary() -> str:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    blas_env = {
-        k: v
-        for k, v in sorted(os.environ.items())
-        if re.match(r"(OPENBLAS|OMP|MKL|NVPL|BLIS|VECLIB|GOTO)_", k)
-    }
-    blas_env.setdefault("OPENBLAS_CORETYPE", "unset")
-    env_txt = " ".join(f"{k}={v}" for k, v in blas_env.items())
-    try:
-        load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        load = "?"
-    return (
-        f"Environment: python {platform.python_version()} | numpy {np.__version__} | "
-        f"BLAS {blas_summary()} | cpus {os.cpu_count()} (affinity {affinity}) | "
-        f"{platform.machine()} | loadavg {load} | {env_txt}"
-    )
-
-
-# ----------------------------------------------------------------------------------------------
 # the store and the references
-
-
-def make_ids(n: int) -> list[str]:
-    return [f"doc-{i:07d}" for i in range(n)]
 
 
 def build_store(x: np.ndarray, ids: list[str]) -> Any:
     db = DatabaseFactory().create(backend="memory", vector_enabled=True, vector_metric="cosine")
     db.add_vectors(x, ids=ids, metadata=[{"category": i % CATEGORIES} for i in range(len(ids))])
     return db
-
-
-def numpy_topk(xn: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    """The bare reference: pre-normalized matrix @ normalized q, argpartition, sort of k."""
-    s = xn @ (q / np.linalg.norm(q))
-    idx = np.argpartition(s, -k)[-k:]
-    return idx[np.argsort(-s[idx])]
-
-
-def hit_ids(hits: list[Any]) -> list[str]:
-    return [h.record.id for h in hits]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,90 +151,11 @@ print(json.dumps({
 """
 
 
-def find_dataknobs_python() -> tuple[str | None, list[str]]:
-    """The first candidate interpreter that imports dataknobs_data; plus what was tried."""
-    candidates: list[str] = []
-    env = os.environ.get("DKV_DATAKNOBS_PYTHON")
-    if env:
-        candidates.append(env)
-    candidates.append("/work/dk312/bin/python")
-    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python")), reverse=True)
-    tried = []
-    for py in candidates:
-        if not os.path.exists(py):
-            tried.append(f"{py} (missing)")
-            continue
-        try:
-            r = subprocess.run(
-                [py, "-c", "import sys, dataknobs_data, numpy; assert sys.version_info >= (3, 12)"],
-                capture_output=True,
-                timeout=120,
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            tried.append(f"{py} ({type(e).__name__})")
-            continue
-        if r.returncode == 0:
-            return py, tried
-        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-        tried.append(f"{py} ({last})")
-    return None, tried
-
-
 def run_dataknobs(
     py: str, x: np.ndarray, qs: np.ndarray, ids: list[str], k: int, warmup: int
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="dkv_bench_") as d:
-        xp, qp, sp, cp = (os.path.join(d, n) for n in ("x.npy", "q.npy", "spec.json", "child.py"))
-        np.save(xp, x)
-        np.save(qp, qs)
-        with open(sp, "w") as f:
-            json.dump({"ids": ids, "k": k, "warmup": warmup, "categories": CATEGORIES}, f)
-        with open(cp, "w") as f:
-            f.write(DK_CHILD)
-        r = subprocess.run([py, cp, xp, qp, sp], capture_output=True, timeout=3600)
-    if r.returncode != 0:
-        tail = "\n".join(r.stderr.decode(errors="replace").strip().splitlines()[-5:])
-        raise RuntimeError(f"dataknobs subprocess failed (rc={r.returncode}): {tail}")
-    return json.loads(r.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-# ----------------------------------------------------------------------------------------------
-# the report
-
-
-class Report:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str, str, str, str]] = []
-        self.notes: list[str] = []
-
-    def add(self, check: str, ours: str, ref: str, ratio: str, target: str, ok: bool | None) -> None:
-        verdict = "info" if ok is None else ("PASS" if ok else "**FAIL**")
-        self.rows.append((check, ours, ref, ratio, target, verdict))
-
-    def note(self, msg: str) -> None:
-        self.notes.append(msg)
-        log(msg)
-
-    def print(self, header: str, env: str, runtime: float) -> None:
-        cols = ("check", "ours", "reference", "ratio", "target", "pass/fail")
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(cols)]
-        line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-        print(header)
-        print()
-        print(line(cols))
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        for r in self.rows:
-            print(line(r))
-        print()
-        print(env)
-        fails = [r[0] for r in self.rows if r[5] == "**FAIL**"]
-        print(
-            f"Result: {'FAIL: ' + '; '.join(fails) if fails else 'all targets PASS'} (runtime {runtime:.1f} s)"
-        )
-        if self.notes:
-            print()
-            for n in self.notes:
-                print(f"- {n}")
+    spec = {"ids": ids, "k": k, "warmup": warmup, "categories": CATEGORIES}
+    return run_child(py, DK_CHILD, x, qs, spec, prefix="dkv_bench_")
 
 
 def profile_search(db: Any, qs: np.ndarray, k: int, n: int, filt: Any) -> str:

@@ -42,9 +42,7 @@ import io
 import json
 import os
 import pstats
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -60,7 +58,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import s3_server  # noqa: E402  (tests/s3_server.py: moto's server on 127.0.0.1)
-from bench_memory import (  # noqa: E402  (shared helpers of the memory benchmark)
+from _common import (  # noqa: E402  (helpers shared by the benchmarks)
     CATEGORIES,
     Report,
     env_summary,
@@ -68,9 +66,11 @@ from bench_memory import (  # noqa: E402  (shared helpers of the memory benchmar
     fmt_mb,
     fmt_ms,
     hit_ids,
+    interleaved,
     log,
     make_ids,
     median,
+    run_child,
     spread,
 )
 
@@ -111,37 +111,6 @@ class RequestCounter:
 
     def ops(self) -> str:
         return ", ".join(f"{op} {c}" for op, c in sorted(self.by_op.items()))
-
-
-def interleave(
-    variants: dict[str, Callable[[int], Any]],
-    reps: int,
-    warmup: int,
-    seed: int,
-    after: Callable[[str, Any], Any] | None = None,
-) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
-    """Like ``bench_memory.interleaved``, plus an untimed ``after(name, result)`` after each call
-    (whose return value is kept as the result; used to close cold-opened stores)."""
-    names = list(variants)
-    for w in range(warmup):
-        for name in names:
-            res = variants[name](w)
-            if after is not None:
-                after(name, res)
-    gc.collect()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    results: dict[str, list[Any]] = {n: [] for n in names}
-    rng = np.random.default_rng(seed)
-    for r in range(reps):
-        for j in rng.permutation(len(names)):
-            name = names[j]
-            t0 = time.perf_counter_ns()
-            res = variants[name](r)
-            times[name].append((time.perf_counter_ns() - t0) * 1e-9)
-            if after is not None:
-                res = after(name, res)
-            results[name].append(res)
-    return times, results
 
 
 def top_profile(fn: Callable[[], Any], lines: int = 14, sort: str = "cumulative") -> str:
@@ -283,19 +252,7 @@ def run_dataknobs(
         "key": server.credentials.get("aws_access_key_id", "testing"),
         "secret": server.credentials.get("aws_secret_access_key", "testing"),
     }
-    with tempfile.TemporaryDirectory(prefix="dkv_bench_s3_") as d:
-        xp, qp, sp, cp = (os.path.join(d, n) for n in ("x.npy", "q.npy", "spec.json", "child.py"))
-        np.save(xp, x)
-        np.save(qp, qs)
-        with open(sp, "w") as f:
-            json.dump(spec, f)
-        with open(cp, "w") as f:
-            f.write(DK_CHILD)
-        r = subprocess.run([py, cp, xp, qp, sp], capture_output=True, timeout=7200)
-    if r.returncode != 0:
-        tail = "\n".join(r.stderr.decode(errors="replace").strip().splitlines()[-5:])
-        raise RuntimeError(f"dataknobs subprocess failed (rc={r.returncode}): {tail}")
-    return json.loads(r.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_child(py, DK_CHILD, x, qs, spec, prefix="dkv_bench_s3_", timeout=7200)
 
 
 def cold_breakdown(server: s3_server.S3Server, client: Any, keys: list[str], t_plain: float) -> str:
@@ -522,7 +479,7 @@ def _run(
         gc.collect()
         return hits
 
-    t2, r2 = interleave({"cold": cold, "plain": plain}, cold_repeat, 1, args.seed, after)
+    t2, r2 = interleaved({"cold": cold, "plain": plain}, cold_repeat, 1, args.seed, after)
     t_cold, t_plain = median(t2["cold"]), median(t2["plain"])
     ratio2 = t_cold / t_plain
     got_bytes = r2["plain"][0]
@@ -578,7 +535,7 @@ def _run(
 
     log(f"check 1: {repeat} interleaved reps of s3 / memory / round trip (warmup {warmup})")
     warm_counter.reset()
-    t1, r1 = interleave(
+    t1, r1 = interleaved(
         {"s3": s3_search, "memory": lambda r: mem.vector_search(qv(r), k=k), "rtt": rtt},
         repeat,
         warmup,
@@ -709,7 +666,7 @@ def _run(
             return hits
 
         # ours before and after the subprocess (it cannot be interleaved call by call): pooled median
-        t_a, _ = interleave({"ours": ours}, repeat, warmup, args.seed + 3)
+        t_a, _ = interleaved({"ours": ours}, repeat, warmup, args.seed + 3)
         log(f"check 3: dataknobs-data s3 via {py} ({dk_queries} queries at N={dn})")
         try:
             dk: dict[str, Any] | None = run_dataknobs(py, server, x[:dn], qdk, ids[:dn], k, warmup=1)
@@ -717,7 +674,7 @@ def _run(
             dk = None
             rep.add(label, "-", f"error: {type(e).__name__}", "-", ">= 100x", False)
             rep.note(f"3 (N={dn}): {e}")
-        t_b, _ = interleave({"ours": ours}, repeat, 1, args.seed + 4)
+        t_b, _ = interleaved({"ours": ours}, repeat, 1, args.seed + 4)
         if dk is not None:
             t_ours = median(t_a["ours"] + t_b["ours"])
             speed = dk["median_s"] / t_ours
