@@ -292,6 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DkvError as e:
         print(f"dkv: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `dkv ... | head`: the reader left; stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

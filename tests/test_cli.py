@@ -143,3 +143,16 @@ def test_console_script_runs() -> None:
     cmd = [exe] if exe else [sys.executable, "-m", "dk_vector_plugins.cli"]
     out = subprocess.run([*cmd, "demo", "--k", "1"], capture_output=True, text=True, timeout=120, check=True)
     assert "records embedded" in out.stdout
+
+
+def test_output_cut_short_by_a_pipe_is_not_an_error() -> None:
+    """`dkv demo | head -1` ends quietly, without a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dk_vector_plugins", "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, like `head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err
