@@ -53,9 +53,24 @@ class _Base:
         self.config: Mapping[str, Any] = MappingProxyType(resolve_config(pm, merged))
         self._core = self._make_core()
         self._closed = False
+        self._close_callbacks: list[Callable[[], Any]] = []
 
     def _make_core(self) -> StoreCore:
         raise NotImplementedError  # pragma: no cover - each backend supplies its core
+
+    def on_close(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` when the store is closed (plugins release what they opened for it)."""
+        self._close_callbacks.append(callback)
+
+    def _run_close_callbacks(self) -> None:
+        errors = []
+        while self._close_callbacks:
+            try:
+                self._close_callbacks.pop()()
+            except Exception as e:  # every callback runs; the first error is raised after
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     # -- helpers --------------------------------------------------------------------------------
     @property
@@ -375,10 +390,13 @@ class SyncDatabase(_Base):
         """Accepted for dataknobs-data compatibility; stores are ready when created."""
 
     def close(self) -> None:
-        """Release the store's resources."""
+        """Release the store's resources (and whatever plugins registered with :meth:`on_close`)."""
         if not self._closed:
             self._closed = True
-            self._core.storage.close()
+            try:
+                self._run_close_callbacks()
+            finally:
+                self._core.storage.close()
 
     disconnect = close
 
@@ -581,7 +599,10 @@ class AsyncDatabase(_Base):
         """See :meth:`SyncDatabase.close`."""
         if not self._closed:
             self._closed = True
-            self._core.storage.close()
+            try:
+                await asyncio.to_thread(self._run_close_callbacks)
+            finally:
+                self._core.storage.close()
 
     disconnect = close
 

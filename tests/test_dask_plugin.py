@@ -71,6 +71,8 @@ class Blocking:
         return call
 
     def close(self) -> None:
+        if self.loop.is_closed():  # closed already (a test closed it before the fixture did)
+            return
         try:
             self.loop.run_until_complete(self.wrapped.close())
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
@@ -622,3 +624,15 @@ def test_module_imports_without_dask() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "a"
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_closing_the_store_closes_its_client(stores: Callable[..., tuple[Any, Any]], is_async: bool) -> None:
+    ref, dk = stores("file", is_async)
+    ref.add_vectors(queries(20), ids=[f"r{i}" for i in range(20)])
+    dk.vector_search(queries(1)[0], k=3)
+    wrapped = dk.wrapped if is_async else dk
+    client = de.client_for(wrapped)
+    assert client.status == "running"
+    dk.close()
+    assert client.status == "closed"

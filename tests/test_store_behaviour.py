@@ -822,3 +822,19 @@ async def test_concurrent_tasks_async_memory() -> None:
     assert await db.count() == 6 * 40 + 50
     assert len(await db.vector_search([1, 1, 1], k=1000)) == 6 * 40 + 50
     await db.close()
+
+
+def test_close_runs_on_close_callbacks_once(store: Any) -> None:
+    calls: list[str] = []
+    store.on_close(lambda: calls.append("first"))
+
+    def failing() -> None:
+        calls.append("second")
+        raise RuntimeError("plugin cleanup failed")
+
+    store.on_close(failing)
+    with pytest.raises(RuntimeError, match="plugin cleanup failed"):
+        store.close()
+    assert calls == ["second", "first"]  # every callback ran, the last registered first
+    store.close()  # closing again does nothing
+    assert calls == ["second", "first"]

@@ -202,9 +202,10 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
         return await asyncio.to_thread(fn, *args)
 
     async def close(self) -> None:
-        """Close the aioboto3 client."""
+        """Close the aioboto3 client (after what plugins registered with :meth:`on_close`)."""
         if not self._closed:
             self._closed = True
+            await asyncio.to_thread(self._run_close_callbacks)
             if self._client_cm is not None:
                 await self._client_cm.__aexit__(None, None, None)
                 self._client_cm = None

@@ -335,7 +335,9 @@ def _cluster_for(db: Any) -> _Cluster:
             if state is None:
                 state = _Cluster(db.config)
                 db.__dict__["_dkv_dask"] = state
-                db.__dict__["_dkv_dask_finalizer"] = weakref.finalize(db, _close, state.client, state.cluster)
+                finalizer = weakref.finalize(db, _close, state.client, state.cluster)
+                db.__dict__["_dkv_dask_finalizer"] = finalizer
+                db.on_close(finalizer)  # db.close() closes the client (and a local cluster) too
     return state
 
 
