@@ -86,6 +86,7 @@ from ..query import Expr
 from ..records import VectorSearchResult
 from ..search import SearchRequest, apply_threshold
 from ..storage.ops import load_npy, open_npy
+from ..storage.s3 import client_kwargs
 from ..storage.table import decode_rows
 from ..table import RecordTable
 
@@ -238,17 +239,7 @@ class StoreSpec:
         """The spec of a validated file or s3 store config."""
         if backend == "file":
             return cls("file", path=os.path.abspath(os.fspath(config["path"])))
-        kwargs = {
-            key: config[key]
-            for key in (
-                "endpoint_url",
-                "region_name",
-                "aws_access_key_id",
-                "aws_secret_access_key",
-                "aws_session_token",
-            )
-            if config.get(key) is not None
-        }
+        kwargs = client_kwargs(config)
         prefix = str(config.get("prefix") or "").strip("/")
         return cls("s3", bucket=config["bucket"], prefix=prefix + "/" if prefix else "", client_kwargs=kwargs)
 
