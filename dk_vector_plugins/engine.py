@@ -1,24 +1,30 @@
-"""The one exact search kernel: vectorized top-k over a contiguous float32 matrix.
+"""The one exact search kernel: vectorized top-k over float32 matrices.
 
 Every backend stores and loads; none scores vectors itself. A :class:`VectorIndex` holds one
-vector field of a table: a row-major float32 matrix (grown geometrically, by 1.25x so that the
-memory held stays close to the raw matrix), a mask of rows that hold a vector, and cached squared
-norms. :func:`top_k` scores a batch of queries with one BLAS product, selects the best ``k`` per
-query with ``argpartition`` and sorts only those ``k``.
+vector field of a table: float32 rows in one or more parts (a stored segment or a big batch is
+adopted as it is, memory-mapped or not; small writes go to a growable tail), a mask of rows that
+hold a vector, and the rows' squared norms. A search runs in two steps:
+
+1. *shortlist*: per part, one BLAS product for a block of queries, ``argpartition`` for the
+   ``k``-th best key, and every row within float32 rounding distance of it;
+2. *rank*: the shortlisted rows are scored by :func:`exact_scores` (float64, summed in a fixed
+   order) and sorted by (score desc, id asc).
+
+So results are exact and reproducible: a record's score depends on its vector and the query
+only, not on the part layout, the batch, the BLAS library or the process computing it.
 
 Scores are higher-is-better for every metric:
 
 * ``cosine``: cosine similarity (a stored zero vector scores 0);
 * ``dot_product``: the inner product;
-* ``euclidean``: ``1 / (1 + distance)``, the L2 distance itself being returned beside it
-  (computed as ``sqrt(max(|x|^2 - 2 x.q + |q|^2, 0))``).
+* ``euclidean``: ``1 / (1 + distance)``, the L2 distance itself being returned beside it.
 
 Ties are broken by id, ascending, so results are deterministic, also at the k-th place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -34,6 +40,9 @@ __all__ = [
     "VectorIndex",
     "as_vector",
     "as_vector_batch",
+    "as_vector_batch_with_norms",
+    "exact_scores",
+    "squared_norms",
     "normalize_metric",
     "top_k",
 ]
@@ -116,8 +125,14 @@ def as_vector(value: Any, dim: int | None = None, *, what: str = "vector") -> Fl
     return out
 
 
-def as_vector_batch(value: Any, dim: int | None = None, *, what: str = "vectors") -> FloatArray:
-    """Validate a batch of vectors (a 2-D array or a sequence of 1-D ones) as an (m, d) float32 array."""
+def as_vector_batch(
+    value: Any, dim: int | None = None, *, what: str = "vectors", copy: bool = True
+) -> FloatArray:
+    """Validate a batch of vectors (a 2-D array or a sequence of 1-D ones) as an (m, d) float32 array.
+
+    The result is a new array, or with ``copy=False`` ``value`` itself when it already is a
+    C-contiguous float32 array.
+    """
     if isinstance(value, np.ndarray):
         arr = _to_float_array(value, what)
     else:
@@ -141,11 +156,32 @@ def as_vector_batch(value: Any, dim: int | None = None, *, what: str = "vectors"
     if dim is not None and arr.shape[1] != dim:
         raise DimensionMismatchError(f"{what} have {arr.shape[1]} dimensions, expected {dim}")
     with np.errstate(over="ignore"):  # see as_vector
-        out = np.array(arr, dtype=np.float32, copy=True, order="C")
+        out = np.array(arr, dtype=np.float32, copy=True if copy else None, order="C")
         if not np.isfinite(out).all():
             bad_row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             _check_finite(out[bad_row], f"{what}[{bad_row}]")
     return out
+
+
+def as_vector_batch_with_norms(
+    value: Any, dim: int | None = None, *, what: str = "vectors", copy: bool = True
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`as_vector_batch` and the rows' :func:`squared_norms`, in one pass over the data
+    (a non-finite component makes its row's norm non-finite: only then are rows checked one by one)."""
+    if not isinstance(value, np.ndarray):
+        out = as_vector_batch(value, dim, what=what)
+        return out, squared_norms(out)
+    arr = _to_float_array(value, what)
+    if arr.ndim != 2 or arr.shape[1] == 0 or (dim is not None and arr.shape[1] != dim):
+        out = as_vector_batch(value, dim, what=what)  # raises the precise error
+        return out, squared_norms(out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(arr, dtype=np.float32, copy=True if copy else None, order="C")
+        sq = squared_norms(out)
+        if not np.isfinite(sq).all():  # a NaN or infinity, or finite values whose square overflows
+            for r in np.flatnonzero(~np.isfinite(sq)).tolist():
+                _check_finite(out[r], f"{what}[{r}]")  # raises for a NaN or infinity
+    return out, sq
 
 
 @attrs.frozen
@@ -157,41 +193,190 @@ class TopK:
     distances: npt.NDArray[np.float64] | None
 
 
-class VectorIndex:
-    """One vector field of a table: a growable float32 matrix aligned with the table's rows.
+#: Where the ids used for tie-breaking come from: an object array indexed by row, or a function
+#: returning the ids of an array of rows (a table whose ids are loaded lazily).
+IdSource = npt.NDArray[Any] | Callable[[IntArray], Sequence[Any]]
 
-    Row ``r`` of the matrix belongs to row ``r`` of the table; :attr:`present` says which rows
-    hold a vector. Not thread-safe on its own: the owning store serializes writes.
+_U32 = 2.0**-24  # unit roundoff of float32
+_TINY32 = float(np.finfo(np.float32).tiny)
+_MAX32 = np.float32(np.finfo(np.float32).max)
+# a query block's score matrix holds at most this many float32 values (bounds the memory of batches)
+_BLOCK_ELEMS = 1 << 24
+# rescoring works on at most this many (row, query) pairs at a time
+_RESCORE_CHUNK = 1 << 13
+
+
+def _ids_of(ids: IdSource) -> Callable[[IntArray], list[Any]]:
+    if callable(ids):
+        fn = ids
+        return lambda rows: list(fn(rows))
+    arr = ids
+    return lambda rows: arr[rows].tolist()
+
+
+def _tree_sum(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Row sums added in a fixed pairwise order: the result depends on the values only, never on
+    where a row sits in memory, how many rows there are, or which BLAS is installed."""
+    while a.shape[1] > 1:
+        if a.shape[1] & 1:
+            a = np.concatenate([a, np.zeros((a.shape[0], 1), dtype=np.float64)], axis=1)
+        a = a[:, 0::2] + a[:, 1::2]
+    out: npt.NDArray[np.float64] = a[:, 0].copy()
+    return out
+
+
+def exact_scores(
+    vectors: FloatArray, queries: FloatArray, metric: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+    """The reported score (and euclidean distance) of each ``vectors[i]`` for ``queries[i]``.
+
+    Computed in float64 (products of float32 values are exact there) and summed in a fixed order,
+    so a score is a function of the two vectors alone: the same record gets the same score,
+    bit for bit, whichever store, segment layout, batch or worker process computed it. The fast
+    float32 matrix product only shortlists candidates; these scores rank them.
     """
+    p = vectors.shape[0]
+    scores = np.empty(p, dtype=np.float64)
+    dists = np.empty(p, dtype=np.float64) if metric == "euclidean" else None
+    for s in range(0, p, _RESCORE_CHUNK):
+        x = vectors[s : s + _RESCORE_CHUNK].astype(np.float64)
+        q = queries[s : s + _RESCORE_CHUNK].astype(np.float64)
+        if metric == "euclidean":
+            diff = x - q
+            dist = np.sqrt(_tree_sum(diff * diff))
+            assert dists is not None
+            dists[s : s + len(x)] = dist
+            scores[s : s + len(x)] = 1.0 / (1.0 + dist)
+            continue
+        dot = _tree_sum(x * q)
+        if metric == "cosine":
+            sq = _tree_sum(x * x)
+            denom = np.sqrt(sq) * np.sqrt(_tree_sum(q * q))
+            # a vector whose float32 squared norm underflows counts as zero: it scores 0
+            zero = sq < _TINY32
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dot = np.where(zero, 0.0, dot / np.where(zero, 1.0, denom))
+        scores[s : s + len(x)] = dot
+    return scores, dists
+
+
+class _Part:
+    """A run of consecutive index rows held in one float32 matrix.
+
+    ``growable`` parts are owned by the index and have spare capacity (the tail that small
+    writes go to); the others are adopted arrays (a validated batch, a memory-mapped segment)
+    that the index never writes to.
+    """
+
+    __slots__ = ("_inv", "_maxsq", "growable", "matrix", "n", "owned", "sqnorm", "start")
+
+    def __init__(
+        self, start: int, matrix: FloatArray, sqnorm: FloatArray, n: int, growable: bool, owned: bool = True
+    ) -> None:
+        self.start = start
+        self.matrix = matrix
+        self.sqnorm = sqnorm
+        self.n = n
+        self.growable = growable
+        self.owned = owned  # False: adopted, copied before any write
+        self._maxsq: float | None = None
+        self._inv: FloatArray | None = None
+
+    def changed(self) -> None:
+        self._maxsq = None
+        self._inv = None
+
+    @property
+    def maxsq(self) -> float:
+        """The largest squared norm of the part's rows (bounds the rounding of their scores)."""
+        if self._maxsq is None:
+            self._maxsq = float(self.sqnorm[: self.n].max()) if self.n else 0.0
+        return self._maxsq
+
+    def inv_norms(self) -> FloatArray:
+        """1/|x| per row (0 for zero vectors), cached until the part changes."""
+        if self._inv is None:
+            self._inv = _inverse_norms(self.sqnorm[: self.n])
+        return self._inv
+
+
+def _inverse_norms(sq: FloatArray) -> FloatArray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: FloatArray = np.where(sq >= _TINY32, 1.0 / np.sqrt(sq), 0.0).astype(np.float32)
+    return out
+
+
+class VectorIndex:
+    """One vector field of a table: float32 vectors aligned with the table's rows.
+
+    Row ``r`` of the index belongs to row ``r`` of the table; :attr:`present` says which rows
+    hold a vector. The rows live in one or more *parts*, consecutive runs of rows in one matrix
+    each: a big batch or a stored segment is adopted as a part of its own (no copy, also when it
+    is memory-mapped), small writes go to a growable tail. The part count stays bounded (small
+    neighbours are merged). Not thread-safe on its own: the owning store serializes writes.
+    """
+
+    #: A write of at least this many rows becomes a part of its own instead of being copied.
+    ADOPT_ROWS = 1024
+    #: Above this many parts, neighbouring small parts are merged.
+    MAX_PARTS = 64
 
     def __init__(self, dim: int | None = None) -> None:
         self.dim: int | None = dim
-        self._matrix: FloatArray = np.empty((0, dim or 0), dtype=np.float32)
-        self._sqnorm: FloatArray = np.empty(0, dtype=np.float32)
+        self._parts: list[_Part] = []
         self._present: BoolArray = np.zeros(0, dtype=np.bool_)
         self._nrows = 0
         self._count = 0
-        self._owned = True
 
     # -- construction from stored data -------------------------------------------------------
     @classmethod
-    def from_matrix(cls, matrix: FloatArray, present: BoolArray | None = None) -> VectorIndex:
+    def from_matrix(
+        cls, matrix: FloatArray, present: BoolArray | None = None, sqnorm: FloatArray | None = None
+    ) -> VectorIndex:
         """Adopt ``matrix`` (e.g. a memory-mapped ``.npy``) without copying it.
 
-        The array is copied only when a later write needs room or a writable buffer.
+        ``sqnorm`` (the rows' squared norms, as :func:`squared_norms` computes them) saves a pass
+        over the matrix when the caller has it stored.
+        """
+        index = cls(None)
+        index.append_block(matrix, present, sqnorm)
+        return index
+
+    def append_block(
+        self, matrix: FloatArray, present: BoolArray | None = None, sqnorm: FloatArray | None = None
+    ) -> None:
+        """Append ``len(matrix)`` rows, adopting ``matrix`` as a part (never written to).
+
+        Rows where ``present`` is false hold no vector (their matrix rows should be zeros).
         """
         if matrix.ndim != 2 or matrix.dtype != np.float32:
             raise InvalidVectorError(f"expected a 2-D float32 matrix, got {matrix.dtype} {matrix.shape}")
-        index = cls(int(matrix.shape[1]))
-        index._matrix = matrix
-        index._owned = False
-        n = int(matrix.shape[0])
-        index._nrows = n
-        index._present = np.ones(n, dtype=np.bool_) if present is None else np.array(present, dtype=np.bool_)
-        m = np.asarray(matrix)
-        index._sqnorm = np.einsum("ij,ij->i", m, m, dtype=np.float32) if n else np.empty(0, np.float32)
-        index._count = int(index._present.sum())
-        return index
+        if self.dim is None:
+            self.dim = int(matrix.shape[1])
+        elif matrix.shape[1] != self.dim:
+            raise DimensionMismatchError(f"a block of {matrix.shape[1]}-dimensional vectors, expected {self.dim}")
+        m = int(matrix.shape[0])
+        if m == 0:
+            return
+        if sqnorm is None:
+            sqnorm = squared_norms(matrix)
+        elif sqnorm.shape != (m,) or sqnorm.dtype != np.float32:
+            raise InvalidVectorError(f"expected {m} float32 squared norms, got {sqnorm.dtype} {sqnorm.shape}")
+        pres = np.ones(m, dtype=np.bool_) if present is None else np.asarray(present, dtype=np.bool_)
+        start = self._nrows
+        self._grow_present(start + m)
+        self._present[start : start + m] = pres
+        self._count += int(np.count_nonzero(pres))
+        self._nrows = start + m
+        self._seal_tail()
+        self._parts.append(_Part(start, matrix, sqnorm, m, growable=False, owned=False))
+        self._bound_parts()
+
+    def pad_to(self, nrows: int) -> None:
+        """Extend the index to ``nrows`` rows; the new rows hold no vector (they take no memory)."""
+        if nrows > self._nrows:
+            self._grow_present(nrows)
+            self._nrows = nrows
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -205,6 +390,11 @@ class VectorIndex:
         return self._count
 
     @property
+    def nparts(self) -> int:
+        """How many parts (matrices) hold the rows."""
+        return len(self._parts)
+
+    @property
     def present(self) -> BoolArray:
         """Read-only view: which of the first :attr:`nrows` rows hold a vector."""
         view = self._present[: self._nrows]
@@ -213,99 +403,240 @@ class VectorIndex:
 
     @property
     def matrix(self) -> FloatArray:
-        """Read-only view of the first :attr:`nrows` rows of the matrix."""
-        view = self._matrix[: self._nrows]
+        """Read-only view of all :attr:`nrows` rows as one matrix.
+
+        When the rows span several parts they are merged into one first (a copy, once).
+        Prefer :meth:`gather` for a few rows.
+        """
+        if not self._parts:
+            empty: FloatArray = np.zeros((self._nrows, self.dim or 0), dtype=np.float32)
+            return empty
+        if len(self._parts) > 1 or self._parts[0].start > 0:
+            self._merge(0, len(self._parts))
+        part = self._parts[0]
+        if part.n < self._nrows:  # rows past the last part hold no vector
+            full = self.gather(np.arange(self._nrows, dtype=np.int64))
+            self._parts = [_Part(0, full, squared_norms(full), self._nrows, growable=False)]
+            part = self._parts[0]
+        view = part.matrix[: part.n]
         view.flags.writeable = False
         return view
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the index (matrix capacity, norms, presence mask)."""
-        return int(self._matrix.nbytes + self._sqnorm.nbytes + self._present.nbytes)
+        """Bytes held by the index (matrices with their capacity, norms, presence mask)."""
+        return int(sum(p.matrix.nbytes + p.sqnorm.nbytes for p in self._parts) + self._present.nbytes)
+
+    def parts(self) -> list[tuple[int, FloatArray, FloatArray]]:
+        """``(first row, matrix, squared norms)`` of each part, read-only views, in row order."""
+        out = []
+        for p in self._parts:
+            mat, sq = p.matrix[: p.n], p.sqnorm[: p.n]
+            mat.flags.writeable = False
+            sq.flags.writeable = False
+            out.append((p.start, mat, sq))
+        return out
 
     # -- writes -------------------------------------------------------------------------------
-    def _reserve(self, nrows: int, exact: bool = False) -> None:
-        cap = self._matrix.shape[0]
-        if nrows <= cap and self._owned:
-            return
-        dim = self.dim or 0
-        new_cap = nrows if (exact or not self._owned) else max(nrows, int(cap * _GROWTH) + 8)
-        if self._owned and self._matrix.flags.owndata and self._matrix.shape[0] > 0:
-            try:  # realloc in place (mremap for large buffers: no copy) when no view is alive
-                self._matrix.resize((new_cap, dim), refcheck=True)
-                matrix = self._matrix
-            except ValueError:
-                matrix = None
-        else:
-            matrix = None
-        if matrix is None:
-            matrix = np.empty((new_cap, dim), dtype=np.float32)  # rows past nrows: guarded by `present`
-            matrix[: self._nrows] = self._matrix[: self._nrows]
-        sq = np.zeros(new_cap, dtype=np.float32)
-        sq[: self._nrows] = self._sqnorm[: self._nrows]
-        present = np.zeros(new_cap, dtype=np.bool_)
-        present[: self._nrows] = self._present[: self._nrows]
-        self._matrix, self._sqnorm, self._present, self._owned = matrix, sq, present, True
+    def _grow_present(self, n: int) -> None:
+        if n > len(self._present):
+            cap = max(n, int(len(self._present) * _GROWTH) + 16)
+            present = np.zeros(cap, dtype=np.bool_)
+            present[: self._nrows] = self._present[: self._nrows]
+            self._present = present
 
-    def set_rows(self, rows: IntArray, vectors: FloatArray, size_hint: int = 0) -> None:
+    def _seal_tail(self) -> None:
+        """The last part stops growing (a new part follows it): give back its spare capacity."""
+        if self._parts and self._parts[-1].growable:
+            tail = self._parts[-1]
+            tail.growable = False
+            if tail.matrix.shape[0] > tail.n:
+                tail.matrix = tail.matrix[: tail.n].copy()
+                tail.sqnorm = tail.sqnorm[: tail.n].copy()
+
+    def _tail(self, rows_needed: int, size_hint: int) -> _Part:
+        """A growable last part with room for ``rows_needed`` more rows."""
+        dim = self.dim or 0
+        last = self._parts[-1] if self._parts else None
+        if last is None or not last.growable or last.start + last.n != self._nrows:
+            self._seal_tail()
+            cap = max(rows_needed, 16, size_hint - self._nrows)
+            last = _Part(
+                self._nrows, np.zeros((cap, dim), dtype=np.float32), np.zeros(cap, dtype=np.float32), 0, True
+            )
+            self._parts.append(last)
+            self._bound_parts()
+            last = self._parts[-1]
+            if not last.growable:  # merged into a neighbour (an adopted copy): start afresh
+                return self._tail(rows_needed, size_hint)
+            return last
+        need = last.n + rows_needed
+        if need > last.matrix.shape[0]:
+            cap = max(need, int(last.matrix.shape[0] * _GROWTH) + 16, size_hint - last.start)
+            matrix = np.zeros((cap, dim), dtype=np.float32)
+            matrix[: last.n] = last.matrix[: last.n]
+            sq = np.zeros(cap, dtype=np.float32)
+            sq[: last.n] = last.sqnorm[: last.n]
+            last.matrix, last.sqnorm = matrix, sq
+        return last
+
+    def set_rows(
+        self,
+        rows: IntArray,
+        vectors: FloatArray,
+        size_hint: int = 0,
+        adopt: bool = False,
+        sqnorm: FloatArray | None = None,
+    ) -> None:
         """Store ``vectors[i]`` at table row ``rows[i]`` (already validated, shape (m, dim)).
 
-        The first batch into an empty index is sized exactly (one big load holds no slack); later
-        growth is geometric, or straight to ``size_hint`` rows when the caller knows the total.
+        Rows past :attr:`nrows` are appended (rows skipped in between hold no vector); a run of
+        at least :attr:`ADOPT_ROWS` new rows becomes a part of its own (``vectors`` itself when
+        ``adopt`` is true and the rows are consecutive: the caller hands it over and never
+        changes it). ``size_hint``: the caller expects the index to reach that many rows.
+        ``sqnorm``: the vectors' :func:`squared_norms` when the caller has them.
         """
         if len(rows) == 0:
             return
+        if sqnorm is None or len(sqnorm) != len(vectors):
+            sqnorm = squared_norms(vectors)
         if self.dim is None:
             self.dim = int(vectors.shape[1])
-            self._matrix = np.empty((0, self.dim), dtype=np.float32)
+        old = rows < self._nrows
+        if old.any():
+            self._overwrite(rows[old], vectors[old])
+            if old.all():
+                return
+            new_sel = ~old
+            rows, vectors, sqnorm = rows[new_sel], vectors[new_sel], sqnorm[new_sel]
+        start = self._nrows
         top = int(rows.max()) + 1
-        if top > self._matrix.shape[0] or not self._owned:
-            first = self._nrows == 0 and self._matrix.shape[0] == 0
-            self._reserve(max(top, self._nrows, size_hint), exact=first or size_hint >= top)
-        start = int(rows[0])
-        where: slice | IntArray = rows
-        if top - start == len(rows) and (len(rows) == 1 or bool((np.diff(rows) == 1).all())):
-            where = slice(start, top)  # a contiguous run (appends): slice copies, no fancy indexing
-        if top > self._nrows and not (isinstance(where, slice) and start <= self._nrows):
-            # new rows this batch leaves without a vector: zeros, not uninitialized memory
-            self._matrix[self._nrows : top] = 0.0
-            self._sqnorm[self._nrows : top] = 0.0
-        before = int(np.count_nonzero(self._present[where]))
-        self._matrix[where] = vectors
-        self._sqnorm[where] = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
-        self._present[where] = True
-        self._nrows = max(self._nrows, top)
-        if isinstance(where, slice):
-            self._count += len(rows) - before
+        span = top - start
+        consecutive = span == len(rows) and bool((np.diff(rows) == 1).all()) if len(rows) > 1 else span == 1
+        self._grow_present(top)
+        if span >= self.ADOPT_ROWS:
+            if consecutive:
+                block = vectors if adopt else np.array(vectors, dtype=np.float32, copy=True, order="C")
+            else:
+                block = np.zeros((span, self.dim), dtype=np.float32)
+                block[rows - start] = vectors
+            sq = sqnorm if consecutive else np.zeros(span, dtype=np.float32)
+            if not consecutive:
+                sq[rows - start] = sqnorm
+            self._seal_tail()
+            self._parts.append(_Part(start, block, sq, span, growable=False, owned=block is not vectors))
         else:
-            self._count = int(np.count_nonzero(self._present[: self._nrows]))
+            tail = self._tail(span, size_hint)
+            off = tail.n
+            tail.matrix[off : off + span] = 0.0
+            tail.sqnorm[off : off + span] = 0.0
+            local = rows - tail.start
+            if consecutive:
+                tail.matrix[off : off + span] = vectors
+                tail.sqnorm[off : off + span] = sqnorm
+            else:
+                tail.matrix[local] = vectors
+                tail.sqnorm[local] = sqnorm
+            tail.n = off + span
+            tail.changed()
+        self._present[rows] = True
+        self._nrows = top
+        self._count += len(rows) if consecutive else int(np.count_nonzero(self._present[start:top]))
+        self._bound_parts()
+
+    def _overwrite(self, rows: IntArray, vectors: FloatArray) -> None:
+        """Replace the vectors of existing rows (copying an adopted part before writing to it)."""
+        which = self._locate(rows)
+        if (which < 0).any() or any(
+            rows[which == pi].max() >= self._parts[pi].start + self._parts[pi].n for pi in np.unique(which).tolist()
+        ):
+            self.matrix  # noqa: B018 - rows in gaps between parts: one part covering every row first
+            which = self._locate(rows)
+        for pi in np.unique(which).tolist():
+            part = self._parts[pi]
+            sel = which == pi
+            if not part.owned:
+                part.matrix = np.array(part.matrix[: part.n], dtype=np.float32, copy=True)
+                part.sqnorm = np.array(part.sqnorm[: part.n], dtype=np.float32, copy=True)
+                part.owned = True
+            local = rows[sel] - part.start
+            part.matrix[local] = vectors[sel]
+            part.sqnorm[local] = squared_norms(vectors[sel])
+            part.changed()
+        before = int(np.count_nonzero(self._present[rows]))
+        self._present[rows] = True
+        self._count += len(np.unique(rows)) - before if before < len(rows) else 0
+
+    def _bound_parts(self) -> None:
+        """Merge the smallest neighbouring parts while there are more than :attr:`MAX_PARTS`."""
+        while len(self._parts) > self.MAX_PARTS:
+            sizes = [a.n + b.n for a, b in zip(self._parts, self._parts[1:])]
+            i = int(np.argmin(sizes))
+            self._merge(i, i + 2)
+
+    def _merge(self, lo: int, hi: int) -> None:
+        """Replace parts ``lo..hi-1`` by one owned part holding their rows (row 0 on for ``lo=0``;
+        rows in gaps between parts hold no vector and become zeros)."""
+        group = self._parts[lo:hi]
+        if not group:
+            return
+        first = 0 if lo == 0 else group[0].start
+        end = group[-1].start + group[-1].n
+        if len(group) == 1 and group[0].start == first:
+            return
+        matrix = np.zeros((end - first, self.dim or 0), dtype=np.float32)
+        sq = np.zeros(end - first, dtype=np.float32)
+        for p in group:
+            matrix[p.start - first : p.start - first + p.n] = p.matrix[: p.n]
+            sq[p.start - first : p.start - first + p.n] = p.sqnorm[: p.n]
+        self._parts[lo:hi] = [_Part(first, matrix, sq, end - first, growable=False)]
 
     def clear_rows(self, rows: IntArray) -> None:
         """Forget the vectors of ``rows`` (deletes, or updates that drop the field)."""
         rows = rows[rows < self._nrows]
         if len(rows) == 0:
             return
-        if not self._owned:
-            self._reserve(self._nrows)
         rows = np.unique(rows)
         self._count -= int(self._present[rows].sum())
         self._present[rows] = False
 
+    def _locate(self, rows: IntArray) -> IntArray:
+        starts = np.array([p.start for p in self._parts], dtype=np.int64)
+        out: IntArray = np.searchsorted(starts, rows, side="right") - 1
+        return out
+
+    def gather(self, rows: IntArray) -> FloatArray:
+        """The vectors of ``rows`` (a new array; rows without a vector give zeros)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), self.dim or 0), dtype=np.float32)
+        if len(rows) == 0 or not self._parts:
+            return out
+        which = self._locate(rows)
+        for pi in np.unique(which).tolist():
+            if pi < 0:
+                continue
+            part = self._parts[pi]
+            local = rows - part.start
+            sel = (which == pi) & (local < part.n)
+            out[sel] = part.matrix[local[sel]]
+        out[~self._present[rows]] = 0.0
+        return out
+
     def get(self, row: int) -> FloatArray | None:
         """A copy of the vector at ``row``, or ``None``."""
-        if row >= self._nrows or not self._present[row]:
+        if row >= self._nrows or row < 0 or not self._present[row]:
             return None
-        return np.array(self._matrix[row], dtype=np.float32, copy=True)
+        vec: FloatArray = self.gather(np.array([row], dtype=np.int64))[0]
+        return vec
 
     def take(self, keep: IntArray) -> VectorIndex:
         """A compacted index holding rows ``keep`` (in that order) as rows ``0..len(keep)-1``."""
         out = VectorIndex(self.dim)
         keep = keep[keep < self._nrows]
-        out._matrix = np.ascontiguousarray(self._matrix[keep])
-        out._sqnorm = self._sqnorm[keep].copy()
-        out._present = self._present[keep].copy()
-        out._nrows = len(keep)
-        out._count = int(out._present.sum())
+        if len(keep):
+            present = self._present[keep].copy()
+            mat = self.gather(keep)
+            out.append_block(mat, present, squared_norms(mat))
         return out
 
     # -- search -------------------------------------------------------------------------------
@@ -314,23 +645,24 @@ class VectorIndex:
         queries: FloatArray,
         k: int,
         metric: str,
-        ids: npt.NDArray[Any],
+        ids: IdSource,
         mask: BoolArray | None = None,
     ) -> list[TopK]:
         """Exact top-``k`` rows for each query of ``queries`` (shape (b, dim)).
 
-        ``ids`` maps rows to ids (for tie-breaking); ``mask`` (length >= :attr:`nrows`) limits the
-        candidate rows (it is combined with :attr:`present`).
+        ``ids`` gives the ids of rows (for tie-breaking); ``mask`` (length >= :attr:`nrows`)
+        limits the candidate rows (it is combined with :attr:`present`).
         """
         n = self._nrows
         cand = self._present[:n]
         if mask is not None:
             cand = cand & mask[:n]
-        return top_k(self._matrix[:n], self._sqnorm[:n], queries, k, metric, ids[:n], cand)
+        return _search(self._parts, queries, k, metric, ids, cand, self.gather)
 
 
-def _query_norms(queries: FloatArray) -> npt.NDArray[np.float32]:
-    out: npt.NDArray[np.float32] = np.sqrt(np.einsum("ij,ij->i", queries, queries, dtype=np.float32))
+def squared_norms(matrix: FloatArray) -> FloatArray:
+    """The rows' squared norms in float32 (the one place they are computed)."""
+    out: FloatArray = np.einsum("ij,ij->i", matrix, matrix, dtype=np.float32)
     return out
 
 
@@ -340,92 +672,153 @@ def top_k(
     queries: FloatArray,
     k: int,
     metric: str,
-    ids: npt.NDArray[Any],
+    ids: IdSource,
     candidates: BoolArray | None = None,
 ) -> list[TopK]:
     """Exact top-``k`` over the rows of ``matrix`` for each row of ``queries``.
 
-    One matrix product for the whole batch (restricted to the candidate rows when they are few),
-    ``argpartition`` per query, then a sort of the ``k`` winners by (score desc, id asc).
+    ``sqnorm`` holds the rows' squared norms (:func:`squared_norms`). See :func:`_search`.
     """
     n = matrix.shape[0]
-    b = queries.shape[0]
-    if n == 0 or k <= 0:
-        return [_empty() for _ in range(b)]
-    sel: IntArray | None = None
-    masked_out: BoolArray | None = None
-    if candidates is not None:
-        m = int(np.count_nonzero(candidates))
-        if m == 0:
-            return [_empty() for _ in range(b)]
-        if m < n:
-            if m <= _GATHER_FRACTION * n or m <= k:
-                sel = np.flatnonzero(candidates)
-            else:
-                masked_out = ~candidates
-    mat = matrix if sel is None else matrix[sel]
-    sq = sqnorm if sel is None else sqnorm[sel]
-    row_ids = ids if sel is None else ids[sel]
+    part = _Part(0, matrix, sqnorm, n, growable=False)
+    cand = np.ones(n, dtype=np.bool_) if candidates is None else candidates[:n]
 
+    def gather(rows: IntArray) -> FloatArray:
+        out: FloatArray = np.asarray(matrix[rows], dtype=np.float32)
+        return out
+
+    return _search([part] if n else [], queries, k, metric, ids, cand, gather)
+
+
+def _search(
+    parts: Sequence[_Part],
+    queries: FloatArray,
+    k: int,
+    metric: str,
+    ids: IdSource,
+    cand: BoolArray,
+    gather: Callable[[IntArray], FloatArray],
+) -> list[TopK]:
+    """The kernel: exact top-``k`` per query over the candidate rows of ``parts``.
+
+    1. Shortlist, per part: one float32 matrix product for a block of queries (restricted to
+       the candidate rows when they are few), ``argpartition`` for the ``k``-th best key, then
+       every row whose key is within the float32 rounding bound of it (a few more than ``k``).
+    2. Rank the shortlist by :func:`exact_scores`, ties by id: a row left out in step 1 is
+       beaten by ``k`` rows whatever the rounding, so the result is the exact top-``k`` of
+       the exact scores, the same however the rows are split into parts.
+    """
+    b = queries.shape[0]
+    if k <= 0 or not parts or b == 0:
+        return [_empty() for _ in range(b)]
+    d = queries.shape[1]
     if metric == "cosine":
-        qn = _query_norms(queries)
+        qn = np.sqrt(squared_norms(queries))
         if (qn == 0).any():
             raise InvalidVectorError("a zero query vector has no direction; cosine similarity is undefined")
-        q = queries / qn[:, None]
+        q = (queries / qn[:, None]).astype(np.float32)
+        qscale = np.ones(b, dtype=np.float64)
     else:
         q = queries
-    dots = (mat @ q[0])[None, :] if b == 1 else q @ mat.T  # (b, n')
-    if metric == "cosine":
-        norms = np.sqrt(sq)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = np.where(norms > 0, 1.0 / norms, 0.0).astype(np.float32)
-        key = dots * inv[None, :]
-    elif metric == "dot_product":
-        key = dots
-    elif metric == "euclidean":
-        qsq = np.einsum("ij,ij->i", queries, queries, dtype=np.float32)
-        key = 2.0 * dots - sq[None, :] - qsq[:, None]  # = -distance^2
-    else:  # pragma: no cover - callers normalize the metric first
-        raise ConfigError(f"unknown metric {metric!r}")
-    if masked_out is not None:
-        key[:, masked_out] = -np.inf
-        avail = n - int(np.count_nonzero(masked_out))
-    else:
-        avail = key.shape[1]
-    kk = min(k, avail)
-    out: list[TopK] = []
-    for i in range(b):
-        rows_local = _select(key[i], kk, row_ids)
-        kv = key[i][rows_local].astype(np.float64)
-        rows = rows_local if sel is None else sel[rows_local]
-        if metric == "euclidean":
-            dist = np.sqrt(np.maximum(-kv, 0.0))
-            out.append(TopK(rows.astype(np.int64), 1.0 / (1.0 + dist), dist))
+        qscale = np.sqrt(squared_norms(queries).astype(np.float64))
+    qsq = squared_norms(queries) if metric == "euclidean" else None
+    found_q: list[IntArray] = []
+    found_r: list[IntArray] = []
+    for part in parts:
+        c = cand[part.start : part.start + part.n]
+        m = int(np.count_nonzero(c))
+        if m == 0:
+            continue
+        sel: IntArray | None = None
+        masked_out: BoolArray | None = None
+        if m < part.n:
+            if m <= _GATHER_FRACTION * part.n or m <= k:
+                sel = np.flatnonzero(c)
+            else:
+                masked_out = ~c
+        mat = part.matrix[: part.n] if sel is None else part.matrix[sel]
+        sq = part.sqnorm[: part.n] if sel is None else part.sqnorm[sel]
+        inv = None
+        if metric == "cosine":
+            inv = part.inv_norms() if sel is None else _inverse_norms(sq)
+            tol = np.full(b, 8.0 * (d + 4) * _U32)
+        elif metric == "dot_product":
+            tol = 4.0 * (d + 4) * _U32 * np.sqrt(part.maxsq) * qscale + 1e-36
         else:
-            out.append(TopK(rows.astype(np.int64), kv, None))
+            tol = 4.0 * (d + 8) * _U32 * (np.sqrt(part.maxsq) + qscale) ** 2 + 1e-36
+        ncols = mat.shape[0]
+        step = max(1, min(b, _BLOCK_ELEMS // max(ncols, 1)))
+        for q0 in range(0, b, step):
+            qb = q[q0 : q0 + step]
+            dots = (mat @ qb[0])[None, :] if len(qb) == 1 else qb @ mat.T
+            if metric == "cosine":
+                assert inv is not None
+                key = dots * inv[None, :]
+            elif metric == "dot_product":
+                key = dots
+            else:
+                assert qsq is not None
+                key = 2.0 * dots - sq[None, :] - qsq[q0 : q0 + step, None]
+            if masked_out is not None:
+                key[:, masked_out] = -np.inf
+            qi, col = _shortlist(key, min(k, ncols), tol[q0 : q0 + step])
+            found_q.append(qi + q0)
+            found_r.append(part.start + (col if sel is None else sel[col]))
+    if not found_q:
+        return [_empty() for _ in range(b)]
+    qi = np.concatenate(found_q)
+    rows = np.concatenate(found_r).astype(np.int64)
+    scores, dists = exact_scores(gather(rows), queries[qi], metric)
+    # euclidean ranks by distance: 1 / (1 + d) can round equal for distinct tiny distances
+    rank = scores if dists is None else -dists
+    order = np.lexsort((rows, -rank, qi))
+    order = _break_ties_by_id(order, qi, rank, rows, _ids_of(ids))
+    qi_sorted = qi[order]
+    bounds = np.searchsorted(qi_sorted, np.arange(b + 1))
+    out = []
+    for i in range(b):
+        take = order[bounds[i] : min(bounds[i + 1], bounds[i] + k)]
+        out.append(TopK(rows[take], scores[take], None if dists is None else dists[take]))
     return out
 
 
-def _select(key: npt.NDArray[np.float32], k: int, ids: npt.NDArray[Any]) -> IntArray:
-    """Indices of the ``k`` largest keys, best first, ties (also at the k-th place) by id."""
-    n = key.shape[0]
-    if k >= n:
-        idx = np.arange(n)
+def _shortlist(key: FloatArray, kk: int, tol: npt.NDArray[np.float64]) -> tuple[IntArray, IntArray]:
+    """(query, column) pairs of the keys within ``tol`` of each query's ``kk``-th best key
+    (all finite keys when there are no more than ``kk``)."""
+    n = key.shape[1]
+    if kk >= n:
+        thr = np.full(key.shape[0], -np.inf, dtype=np.float32)
     else:
-        idx = np.argpartition(key, n - k)[n - k :]
-        threshold = key[idx].min()
-        n_tied_total = int(np.count_nonzero(key == threshold))
-        n_tied_in = int(np.count_nonzero(key[idx] == threshold))
-        if n_tied_total > n_tied_in:
-            # argpartition picked arbitrary rows among equal keys: pick the smallest ids instead.
-            above = idx[key[idx] > threshold]
-            tied = np.flatnonzero(key == threshold)
-            order = np.argsort(ids[tied], kind="stable")
-            idx = np.concatenate([above, tied[order[: k - len(above)]]])
-    kv = key[idx]
-    final = sorted(range(len(idx)), key=lambda j: (-float(kv[j]), ids[idx[j]]))
-    out: IntArray = idx[final]
-    return out
+        top = np.argpartition(key, n - kk, axis=1)[:, n - kk :]
+        thr = np.take_along_axis(key, top, axis=1).min(axis=1)
+    lo = (thr.astype(np.float64) - tol).astype(np.float32)
+    lo = np.nextafter(lo, np.float32(-np.inf))  # rounding down: never narrower than the bound
+    lo = np.where(np.isfinite(thr), np.maximum(lo, -_MAX32), -_MAX32).astype(np.float32)
+    qi, col = np.nonzero(key >= lo[:, None])
+    return qi.astype(np.int64), col.astype(np.int64)
+
+
+def _break_ties_by_id(
+    order: IntArray,
+    qi: IntArray,
+    scores: npt.NDArray[np.float64],
+    rows: IntArray,
+    ids_of: Callable[[IntArray], list[Any]],
+) -> IntArray:
+    """Within runs of equal (query, score), order by id ascending (only those ids are looked up)."""
+    if len(order) < 2:
+        return order
+    qs, ss = qi[order], scores[order]
+    same = (qs[1:] == qs[:-1]) & (ss[1:] == ss[:-1])
+    if not same.any():
+        return order
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], same.astype(np.int8), [0]])))
+    order = order.copy()
+    for s, e in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+        run = order[s : e + 1]
+        run_ids = ids_of(rows[run])
+        order[s : e + 1] = run[sorted(range(len(run)), key=run_ids.__getitem__)]
+    return order
 
 
 def _empty() -> TopK:

@@ -4,12 +4,10 @@ One ``distributed.LocalCluster`` of 2 worker processes (1 thread each) serves th
 builds a reference store (``executor="local"``, the single-process search) and a Dask store
 (``executor="dask"``) over the same table, and checks that they answer alike.
 
-About "alike": for a batch of 64 or more queries the results are equal bit for bit (ids, order,
-scores, distances, records). For a single query (or a few), OpenBLAS's matrix-vector product
-rounds a row's dot product differently depending on where the row sits in the matrix (the last
-``n % 4`` rows and the rows at a thread boundary go through another kernel), so a part searched
-on a worker may differ from the whole table searched in one process in the last bit of a score;
-those comparisons check ids and order exactly and scores to float32 precision.
+About "alike": equal bit for bit: ids, order, scores, distances and records. The kernel ranks a
+shortlist by scores computed in float64 in a fixed summation order, so a score does not depend
+on where a row sits in a matrix (OpenBLAS rounds the last ``n % 4`` rows and the rows at a thread
+boundary differently), nor on which process computed it.
 """
 
 from __future__ import annotations
@@ -154,16 +152,13 @@ def ids_of(results: list[list[Any]]) -> list[list[str]]:
 
 
 def assert_alike(expected: list[list[Any]], got: list[list[Any]]) -> None:
-    """Same ids in the same order, same records; scores and distances to float32 precision."""
+    """Same ids in the same order, same records, the same scores and distances bit for bit."""
     assert ids_of(got) == ids_of(expected)
     for exp_hits, got_hits in zip(expected, got):
         for e, g in zip(exp_hits, got_hits):
             assert g.record == e.record and g.vector_field == e.vector_field
-            assert g.score == pytest.approx(e.score, rel=1e-6, abs=1e-6)
-            if e.distance is None:
-                assert g.distance is None
-            else:
-                assert g.distance == pytest.approx(e.distance, rel=1e-6, abs=1e-6)
+            assert g.score == e.score
+            assert g.distance == e.distance
 
 
 def compare_all(ref: Any, dk: Any) -> None:

@@ -11,6 +11,7 @@ among candidates whose reference keys are within a small tolerance.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from typing import Any
 
@@ -26,8 +27,10 @@ from dk_vector_plugins.engine import (
     VectorIndex,
     as_vector,
     as_vector_batch,
+    exact_scores,
     normalize_metric,
     rank_ids,
+    squared_norms,
     top_k,
 )
 from dk_vector_plugins.errors import ConfigError, DimensionMismatchError, InvalidVectorError
@@ -177,18 +180,96 @@ def test_top_k_matches_reference(integer: bool, data: Any) -> None:
         )
 
 
+@pytest.mark.parametrize("integer", [True, False], ids=["int", "float"])
 @given(data=st.data())
-def test_top_k_batch_equals_single(data: Any) -> None:
-    p = data.draw(problems(integer=True))
+def test_top_k_batch_equals_single_bit_for_bit(integer: bool, data: Any) -> None:
+    p = data.draw(problems(integer=integer))
     m, qs = p["matrix"], p["queries"]
-    sq = np.einsum("ij,ij->i", m, m, dtype=np.float32)
+    sq = squared_norms(m)
     ids = rank_ids(p["ids"])
     batch = top_k(m, sq, qs, p["k"], p["metric"], ids, p["mask"])
     for i, q in enumerate(qs):
         (single,) = top_k(m, sq, q[None, :], p["k"], p["metric"], ids, p["mask"])
-        if p["metric"] != "cosine":  # integer data: every key exact
-            assert single.rows.tolist() == batch[i].rows.tolist()
-        assert single.scores == pytest.approx(batch[i].scores, rel=1e-5, abs=1e-6)
+        assert single.rows.tolist() == batch[i].rows.tolist()
+        assert single.scores.tolist() == batch[i].scores.tolist()
+
+
+def _split_index(m: np.ndarray, cuts: list[int]) -> VectorIndex:
+    """An index holding ``m`` in parts cut at ``cuts`` (adopted blocks and a growable tail)."""
+    index = VectorIndex()
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(m))), len(m)]
+    for lo, hi in itertools.pairwise(bounds):
+        if (hi - lo) % 2:
+            index.append_block(np.ascontiguousarray(m[lo:hi]))
+        else:
+            index.set_rows(np.arange(lo, hi, dtype=np.int64), m[lo:hi].copy())
+    return index
+
+
+@pytest.mark.parametrize("integer", [True, False], ids=["int", "float"])
+@given(data=st.data())
+def test_results_do_not_depend_on_the_layout_of_rows(integer: bool, data: Any) -> None:
+    """Bit-identical ids, scores and distances whether the rows are one matrix, several parts
+    of an index, or the same rows in another order (as segments spread over processes are)."""
+    p = data.draw(problems(integer=integer, max_rows=60, max_dim=40))
+    m, qs, k, metric = p["matrix"], p["queries"], p["k"], p["metric"]
+    n = len(m)
+    one = top_k(m, squared_norms(m), qs, k, metric, rank_ids(p["ids"]), p["mask"])
+    cuts = data.draw(st.lists(st.integers(1, max(1, n - 1)), max_size=5))
+    parts = _split_index(m, cuts).search(qs, k, metric, rank_ids(p["ids"]), p["mask"])
+    perm = np.array(data.draw(st.permutations(range(n))), dtype=np.int64)
+    pm = np.ascontiguousarray(m[perm])
+    pids = [p["ids"][r] for r in perm.tolist()]
+    pmask = None if p["mask"] is None else p["mask"][perm]
+    shuffled = top_k(pm, squared_norms(pm), qs, k, metric, rank_ids(pids), pmask)
+    for a, b, c in zip(one, parts, shuffled):
+        assert a.rows.tolist() == b.rows.tolist()
+        assert [p["ids"][r] for r in a.rows.tolist()] == [pids[r] for r in c.rows.tolist()]
+        assert a.scores.tolist() == b.scores.tolist() == c.scores.tolist()
+        if a.distances is None:
+            assert b.distances is None and c.distances is None
+        else:
+            assert b.distances is not None and c.distances is not None
+            assert a.distances.tolist() == b.distances.tolist() == c.distances.tolist()
+
+
+@given(data=st.data())
+def test_exact_scores_match_float64_reference(data: Any) -> None:
+    p = data.draw(problems(integer=False, max_rows=20, max_dim=50))
+    m, q = p["matrix"], p["queries"][0]
+    for metric in METRICS:
+        if metric == "cosine" and not q.any():
+            continue
+        scores, dists = exact_scores(m, np.repeat(q[None, :], len(m), axis=0), metric)
+        for r in range(len(m)):
+            if metric == "euclidean":
+                assert dists is not None
+                want = float(np.linalg.norm(m[r].astype(np.float64) - q.astype(np.float64)))
+                assert dists[r] == pytest.approx(want, rel=1e-12, abs=1e-12)
+                assert scores[r] == 1.0 / (1.0 + dists[r])
+            else:
+                assert scores[r] == pytest.approx(ref_key(metric, m[r], q), rel=1e-12, abs=1e-12)
+
+
+def test_near_ties_are_ranked_by_exact_scores() -> None:
+    """Rows whose float32 keys round equal (or the wrong way round) are ranked by their exact
+    scores: the shortlist keeps every row within rounding distance of the k-th."""
+    rng = np.random.default_rng(3)
+    d = 384
+    base = rng.standard_normal(d).astype(np.float32)
+    m = np.repeat(base[None, :], 64, axis=0)
+    for i in range(64):  # nudge one component of each row by a few ulps
+        m[i, i % d] = np.nextafter(m[i, i % d], np.float32(np.inf) if i % 2 else np.float32(-np.inf))
+    m = np.concatenate([m, rng.standard_normal((500, d)).astype(np.float32)])
+    q = base[None, :] + np.float32(1e-3) * rng.standard_normal((1, d)).astype(np.float32)
+    ids = [f"r{i:04d}" for i in range(len(m))]
+    for metric in METRICS:
+        for k in (1, 5, 20):
+            (top,) = top_k(m, squared_norms(m), q, k, metric, rank_ids(ids))
+            scores, dists = exact_scores(m, np.repeat(q, len(m), axis=0), metric)
+            rank = scores if dists is None else -dists
+            want = sorted(range(len(m)), key=lambda r: (-rank[r], ids[r]))[:k]
+            assert top.rows.tolist() == want, metric
 
 
 @pytest.mark.parametrize("integer", [True, False], ids=["int", "float"])

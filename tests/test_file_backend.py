@@ -433,33 +433,6 @@ def test_reopen_parses_only_the_rows_it_shows(open_store: Callable[..., Any], tm
     assert [r["i"] for r in again.search({"i": 2998})] == [2998]
 
 
-def test_reopen_of_many_segments_sizes_the_matrix_once(
-    open_store: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Reopening 12 segments copies the vectors into one buffer of the final size, once (not
-    once per segment: that was O(n^2) bytes, seconds for 200k x 384)."""
-    from dk_vector_plugins.engine import VectorIndex
-
-    db = open_store()
-    x = np.random.default_rng(4).standard_normal((12 * 50, DIM)).astype(np.float32)
-    for s in range(0, len(x), 50):  # 12 commits, 12 segments
-        db.add_vectors(x[s : s + 50], ids=[f"v{i}" for i in range(s, s + 50)])
-    db.close()
-    sizes: list[int] = []
-    real = VectorIndex._reserve
-
-    def counting(self: Any, nrows: int, exact: bool = False) -> None:
-        sizes.append(nrows)
-        real(self, nrows, exact)
-
-    monkeypatch.setattr(VectorIndex, "_reserve", counting)
-    again = open_store()
-    assert len(again.storage.state.segments) == 12
-    assert sizes == [600]
-    assert again.core.table.indexes["embedding"].nbytes < 1.1 * x.nbytes + 4096
-    assert hits(again.vector_search(x[599], k=1)) == [("v599", 1.0)]
-
-
 def test_corrupt_row_in_the_middle_is_named(open_store: Callable[..., Any], tmp_path: Path) -> None:
     db = open_store()
     db.create_batch([Record({"n": i, "embedding": VectorField(vec(i))}, id=f"r{i}") for i in range(10)])
