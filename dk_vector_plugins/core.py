@@ -32,18 +32,29 @@ class WriteBatch:
     """One planned write: rows to append (replacing rows of the same id) and ids to delete.
 
     ``clear`` first removes every record. ``batches`` maps a vector field to (positions of rows
-    in ``rows``, vectors).
+    in ``rows``, vectors). ``fresh`` promises that no id of ``rows`` is stored (after ``clear``)
+    and none appears twice: readers of a stored table then skip looking them up.
+    ``bare_ids`` replaces ``rows`` for rows that hold vectors only (no data, metadata or vector
+    info): bulk loads skip building a tuple per row. ``norms`` holds the squared norms of a
+    field's vectors when the planner computed them (aligned with ``batches``).
     """
 
     rows: list[Row] = attrs.field(factory=list)
     batches: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = attrs.field(factory=dict)
     deletes: list[str] = attrs.field(factory=list)
     clear: bool = False
+    fresh: bool = False
+    bare_ids: list[str] | None = None
+    norms: dict[str, npt.NDArray[np.float32]] = attrs.field(factory=dict)
+
+    def row_ids(self) -> list[str]:
+        """The ids of the rows the batch appends."""
+        return self.bare_ids if self.bare_ids is not None else [r[0] for r in self.rows]
 
     @property
     def empty(self) -> bool:
         """Whether the batch changes nothing."""
-        return not self.rows and not self.deletes and not self.clear
+        return not self.rows and not self.bare_ids and not self.deletes and not self.clear
 
 
 class Storage(Protocol):
@@ -79,7 +90,7 @@ def apply(table: RecordTable, batch: WriteBatch) -> None:
         table.clear()
     if batch.deletes:
         table.delete(batch.deletes)
-    table.append(batch.rows, batch.batches)
+    table.append(batch.rows, batch.batches, bare_ids=batch.bare_ids, fresh=batch.fresh, norms=batch.norms)
 
 
 class StoreCore:
@@ -167,7 +178,8 @@ class StoreCore:
                 staged.append(rec)
             rows, batches = table.prepare(staged)
             result: Any = ids if mode != "update" else [rid in table for rid in ids]
-            return WriteBatch(rows=rows, batches=batches), result
+            fresh = mode == "create" or (len(set(ids)) == len(ids) and table.has_none_of(ids))
+            return WriteBatch(rows=rows, batches=batches, fresh=fresh), result
 
         return list(self.write(plan))
 
@@ -178,6 +190,7 @@ class StoreCore:
         metadata: Sequence[Mapping[str, Any]] | None,
         field: str,
         merge: Callable[[list[int], RecordTable], list[Record]],
+        norms: npt.NDArray[np.float32] | None = None,
     ) -> list[str]:
         """Upsert records made of one vector each (``add_vectors``), in one write.
 
@@ -186,7 +199,12 @@ class StoreCore:
         keeping their other fields.
         """
         m = matrix.shape[0]
-        rids = [new_id() for _ in range(m)] if ids is None else [str(x) for x in ids]
+        if ids is None:
+            rids = [new_id() for _ in range(m)]
+        elif set(map(type, ids)) <= {str}:
+            rids = list(ids)
+        else:
+            rids = [str(x) for x in ids]
         for i, meta in enumerate(metadata or ()):
             if not isinstance(meta, Mapping):
                 raise InvalidRequestError(f"metadata[{i}] must be a dict, got {type(meta).__name__}")
@@ -205,14 +223,16 @@ class StoreCore:
                 merged = merge(stored, table)
             else:
                 fresh, merged = list(range(m)), []
+            batches = {field: (np.arange(len(fresh), dtype=np.int64), matrix[fresh] if stored else matrix)}
+            all_new = not stored and len(set(rids)) == len(rids)
+            sq = {} if norms is None or stored else {field: norms}
+            if not metadata and not stored:  # vectors only: no row tuples at all
+                return WriteBatch(batches=batches, fresh=all_new, bare_ids=rids, norms=sq), rids
             if metadata:
                 rows: list[Row] = [(rids[i], _own(metadata[i]), {}, {}) for i in fresh]
             else:  # the table never changes a row's dicts in place: one empty dict serves all
                 empty: dict[str, Any] = {}
-                rows = [
-                    (rid, empty, empty, empty) for rid in (rids if not stored else [rids[i] for i in fresh])
-                ]
-            batches = {field: (np.arange(len(fresh), dtype=np.int64), matrix[fresh] if stored else matrix)}
+                rows = [(rids[i], empty, empty, empty) for i in fresh]
             if merged:
                 more, more_batches = table.prepare(merged)
                 off = len(rows)
@@ -223,7 +243,7 @@ class StoreCore:
                         batches[name] = (np.concatenate([p0, pos + off]), np.concatenate([m0, mat]))
                     else:
                         batches[name] = (pos + off, mat)
-            return WriteBatch(rows=rows, batches=batches), rids
+            return WriteBatch(rows=rows, batches=batches, fresh=all_new, norms=sq), rids
 
         return list(self.write(plan))
 

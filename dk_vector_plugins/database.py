@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from .core import StoreCore
 from .embed import BulkEmbedReport, BulkEmbedRequest, FunctionEmbedder
-from .engine import as_vector_batch
+from .engine import as_vector_batch_with_norms
 from .errors import InvalidRequestError, PluginError, RecordNotFoundError
 from .query import Expr, Query, compile_filter
 from .records import Record, VectorField, VectorSearchResult
@@ -152,14 +152,19 @@ class _Base:
         vector_field: str,
     ) -> tuple[Any, ...]:
         """Validate ``add_vectors``' arguments for :meth:`StoreCore.put_vectors`."""
-        mat = as_vector_batch(vectors, self.vector_dimension(vector_field), what="vectors")
+        # stores that keep the vectors they write (memory maps of their files) need no copy
+        keeps_written = getattr(getattr(self, "core", None), "storage", None)
+        copy = not getattr(keeps_written, "adopt_written", False)
+        mat, norms = as_vector_batch_with_norms(
+            vectors, self.vector_dimension(vector_field), what="vectors", copy=copy
+        )
         n = mat.shape[0]
         if ids is not None and len(ids) != n:
             raise InvalidRequestError(f"got {n} vectors but {len(ids)} ids")
         if metadata is not None and len(metadata) != n:
             raise InvalidRequestError(f"got {n} vectors but {len(metadata)} metadata entries")
-        if ids is not None:
-            for i, rid in enumerate(ids):
+        if ids is not None and not (set(map(type, ids)) <= {str} and "" not in ids):
+            for i, rid in enumerate(ids):  # the slow path only to name the bad id
                 if not isinstance(rid, (str, int)) or isinstance(rid, bool) or rid == "":
                     raise InvalidRequestError(f"ids[{i}] must be a non-empty string, got {rid!r}")
 
@@ -174,7 +179,7 @@ class _Base:
                 out.append(rec)
             return out
 
-        return ids, mat, metadata, vector_field, merge
+        return ids, mat, metadata, vector_field, merge, norms
 
     @staticmethod
     def _query_parts(query: Any) -> tuple[Query | None, Expr | None]:

@@ -133,7 +133,37 @@ def _is_builtin_dist(dist_name: str | None) -> bool:
     }
 
 
-def _iter_entry_points() -> list[importlib.metadata.EntryPoint]:
+def _path_fingerprint() -> tuple[tuple[str, int | None], ...]:
+    """``sys.path`` with each entry's modification time: installing or removing a distribution
+    changes the directory it goes to."""
+    out: list[tuple[str, int | None]] = []
+    for entry in sys.path:
+        try:
+            out.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            out.append((entry, None))
+    return tuple(out)
+
+
+Found = tuple[importlib.metadata.EntryPoint, tuple[str | None, str | None]]
+
+# Scanning every distribution's metadata costs milliseconds; a factory per store (or per request)
+# must not pay it again while nothing was installed. Cleared by tests that install plugins.
+_ENTRY_POINTS_CACHE: dict[tuple[tuple[str, int | None], ...], list[Found]] = {}
+
+
+def _iter_entry_points() -> list[Found]:
+    """The group's entry points with their distributions' (name, version)."""
+    key = _path_fingerprint()
+    cached = _ENTRY_POINTS_CACHE.get(key)
+    if cached is None:
+        cached = [(ep, _dist_of(ep)) for ep in _scan_entry_points()]
+        _ENTRY_POINTS_CACHE.clear()
+        _ENTRY_POINTS_CACHE[key] = cached
+    return list(cached)
+
+
+def _scan_entry_points() -> list[importlib.metadata.EntryPoint]:
     seen: set[tuple[str, str]] = set()
     eps: list[importlib.metadata.EntryPoint] = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -246,8 +276,7 @@ def make_plugin_manager(
         load_entrypoints = not _env_true("DKV_DISABLE_PLUGIN_AUTOLOAD")
     if only is None:
         only = _env_list("DKV_PLUGINS")
-    for ep in _iter_entry_points():
-        dist = _dist_of(ep)
+    for ep, dist in _iter_entry_points():
         builtin = _is_builtin_dist(dist[0]) and ep.name in BUILTIN_PLUGINS
         if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
             continue

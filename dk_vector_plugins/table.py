@@ -29,6 +29,10 @@ BoolArray = npt.NDArray[np.bool_]
 UNLOADED: Any = type("Unloaded", (), {"__repr__": lambda self: "UNLOADED"})()
 #: Loads the data of a chunk of rows: one (data, metadata, vector info) per row.
 ChunkLoader = Callable[[], Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]]]
+#: Loads the ids of a chunk of rows.
+IdsLoader = Callable[[], Sequence[str]]
+#: A stored field's vectors: the matrix, which rows hold one (``None``: all), their squared norms.
+StoredVectors = tuple[npt.NDArray[np.float32], "BoolArray | None", "npt.NDArray[np.float32] | None"]
 
 #: One row's parts: (id, data without vectors, metadata, vector field -> info).
 Row = tuple[str, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]
@@ -74,9 +78,10 @@ class RecordTable:
 
     def __init__(self, dimensions: int | None = None) -> None:
         self.dimensions = dimensions
-        self._ids: list[str] = []
-        self._id_arr: npt.NDArray[Any] = np.empty(0, dtype=object)
-        self._row_of: dict[str, int] = {}
+        self._ids: list[Any] = []  # str, or UNLOADED while the ids of a stored segment are unread
+        self._id_chunks: list[tuple[int, int, IdsLoader]] = []
+        # id -> live row; None until needed when rows were loaded from storage without it
+        self._row_of_map: dict[str, int] | None = {}
         self._live: BoolArray = np.zeros(0, dtype=np.bool_)
         self._data: list[Any] = []
         self._meta: list[Any] = []
@@ -97,16 +102,56 @@ class RecordTable:
         return len(self._ids)
 
     def __len__(self) -> int:
-        return len(self._row_of)
+        return int(np.count_nonzero(self._live[: self.nrows]))
 
     @property
     def dead(self) -> int:
         """Rows retired by updates and deletes, not yet compacted away."""
-        return self.nrows - len(self._row_of)
+        return self.nrows - len(self)
+
+    @property
+    def _row_of(self) -> dict[str, int]:
+        """id -> live row, built on first use (loads every id)."""
+        if self._row_of_map is None:
+            self._load_ids()
+            live = np.flatnonzero(self._live[: self.nrows]).tolist()
+            self._row_of_map = dict(zip([self._ids[r] for r in live], live))
+        return self._row_of_map
+
+    def _load_ids(self, rows: Iterable[int] | None = None) -> None:
+        """Read the ids of stored segments still unread: of ``rows`` only, or all of them."""
+        if not self._id_chunks:
+            return
+        if rows is not None:
+            import bisect
+
+            starts = [c[0] for c in self._id_chunks]
+            for r in rows:
+                if self._ids[r] is UNLOADED:
+                    start, _, loader = self._id_chunks[bisect.bisect_right(starts, r) - 1]
+                    self._ids[r] = loader()[r - start]  # the loader decodes that one id
+            return
+        for start, stop, loader in self._id_chunks:
+            got = loader()
+            if len(got) != stop - start:
+                from .errors import StorageError
+
+                raise StorageError(f"a stored segment lists {len(got)} ids, its manifest says {stop - start}")
+            every = getattr(got, "all", None)
+            self._ids[start:stop] = every() if every is not None else list(got)
+        self._id_chunks = []
+
+    def ids_of(self, rows: npt.NDArray[np.int64] | Sequence[int]) -> list[str]:
+        """The ids of ``rows`` (reading only the stored ids they need)."""
+        rl = rows.tolist() if isinstance(rows, np.ndarray) else list(rows)
+        if self._id_chunks:
+            self._load_ids(rl)
+        return [self._ids[r] for r in rl]
 
     def ids(self) -> list[str]:
         """The live ids, in row order."""
-        return [self._ids[r] for r in np.flatnonzero(self._live[: self.nrows])]
+        self._load_ids()
+        return [self._ids[r] for r in np.flatnonzero(self._live[: self.nrows]).tolist()]
 
     def __contains__(self, rid: object) -> bool:
         return rid in self._row_of
@@ -169,23 +214,43 @@ class RecordTable:
         self,
         rows: Sequence[Row],
         batches: Mapping[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]],
+        adopt: bool = True,
+        bare_ids: Sequence[str] | None = None,
+        fresh: bool = False,
+        norms: Mapping[str, npt.NDArray[np.float32]] | None = None,
     ) -> None:
-        """Append validated rows (see :meth:`prepare`); each replaces the live row of its id."""
-        if not rows:
+        """Append validated rows (see :meth:`prepare`); each replaces the live row of its id.
+
+        With ``adopt`` the vector matrices of ``batches`` are handed over: a big one becomes part
+        of the index as it is, so the caller must not change it afterwards (the arrays that
+        :meth:`prepare` returns are the table's own copies). ``bare_ids`` stands for rows that hold
+        vectors only (``rows`` is then ignored); ``fresh`` promises that no id is stored yet
+        and none appears twice.
+        """
+        ids = list(bare_ids) if bare_ids is not None else [r[0] for r in rows]
+        if not ids:
             return
         start = self.nrows
-        m = len(rows)
-        ids = [r[0] for r in rows]
+        m = len(ids)
         self._grow(start + m)
-        self._id_arr[start : start + m] = ids
         self._ids.extend(ids)
-        self._data.extend(r[1] for r in rows)
-        self._meta.extend(r[2] for r in rows)
-        self._vinfo.extend(r[3] or None for r in rows)
-        new_rows = dict(zip(ids, range(start, start + m)))
-        if len(new_rows) == m and self._row_of.keys().isdisjoint(new_rows):
-            retired: list[int] = []  # only new ids, none twice (bulk loads): no per-row loop
-            self._row_of.update(new_rows)
+        if bare_ids is not None:
+            none: list[Any] = [None] * m
+            self._data.extend(none)
+            self._meta.extend(none)
+            self._vinfo.extend(none)
+        else:
+            self._data.extend(r[1] for r in rows)
+            self._meta.extend(r[2] for r in rows)
+            self._vinfo.extend(r[3] or None for r in rows)
+        retired: list[int] = []
+        if fresh:  # no id stored, none twice: no lookup per row (nor at all, while none is built)
+            if self._row_of_map is not None:
+                self._row_of_map.update(zip(ids, range(start, start + m)))
+        elif len(new_rows := dict(zip(ids, range(start, start + m)))) == m and self._row_of.keys().isdisjoint(
+            new_rows
+        ):
+            self._row_of.update(new_rows)  # only new ids, none twice: no per-row loop
         else:
             retired = [self._row_of[rid] for rid in ids if rid in self._row_of]
             # the same id twice in one batch: the earlier row is retired by the later one
@@ -199,20 +264,27 @@ class RecordTable:
             index = self.indexes.get(name)
             if index is None:
                 index = self.indexes[name] = VectorIndex(self.vector_dimension(name))
-            index.set_rows(positions + start, mat, size_hint=self._size_hint)
+            index.set_rows(
+                positions + start,
+                mat,
+                size_hint=self._size_hint,
+                adopt=adopt,
+                sqnorm=None if norms is None else norms.get(name),
+            )
         if retired:
             self._retire(np.asarray(retired, dtype=np.int64))
         for field, col in self._columns.items():
-            col.set(range(start, start + m), [lookup(r[0], r[1], r[2], field) for r in rows])
+            if bare_ids is not None:
+                col.set(range(start, start + m), [lookup(rid, {}, {}, field) for rid in ids])
+            else:
+                col.set(range(start, start + m), [lookup(r[0], r[1], r[2], field) for r in rows])
 
     def _grow(self, n: int) -> None:
-        if n > len(self._id_arr):
-            cap = max(n, int(len(self._id_arr) * 1.25) + 16, self._size_hint)
-            ids = np.empty(cap, dtype=object)
-            ids[: self.nrows] = self._id_arr[: self.nrows]
+        if n > len(self._live):
+            cap = max(n, int(len(self._live) * 1.25) + 16, self._size_hint)
             live = np.zeros(cap, dtype=np.bool_)
             live[: self.nrows] = self._live[: self.nrows]
-            self._id_arr, self._live = ids, live
+            self._live = live
 
     def _retire(self, rows: npt.NDArray[np.int64]) -> None:
         self._live[rows] = False
@@ -251,74 +323,101 @@ class RecordTable:
         if self.dead == 0:
             return
         self.materialize()
+        self._load_ids()
         keep = np.flatnonzero(self._live[: self.nrows])
-        self._ids = [self._ids[r] for r in keep]
-        self._id_arr = self._id_arr[keep].copy()
+        self._ids = [self._ids[r] for r in keep.tolist()]
         self._live = np.ones(len(keep), dtype=np.bool_)
         self._data = [self._data[r] for r in keep]
         self._meta = [self._meta[r] for r in keep]
         self._vinfo = [self._vinfo[r] for r in keep]
-        self._row_of = {rid: i for i, rid in enumerate(self._ids)}
+        self._row_of_map = {rid: i for i, rid in enumerate(self._ids)}
         self.indexes = {name: idx.take(keep) for name, idx in self.indexes.items()}
         self._columns = {name: col.take(keep) for name, col in self._columns.items()}
 
     # -- rows loaded from storage ---------------------------------------------------------------
     def load_segment(
         self,
-        ids: Sequence[str],
+        ids: Sequence[str] | IdsLoader,
+        count: int,
         deletes: Sequence[str],
-        vectors: Mapping[str, tuple[npt.NDArray[np.float32], BoolArray | None]],
+        vectors: Mapping[str, StoredVectors],
         loader: ChunkLoader | None,
         clear: bool = False,
+        fresh: bool = False,
     ) -> None:
-        """Apply a stored segment: clear (if it says so), its deletes, then its rows.
+        """Apply a stored segment of ``count`` rows: clear (if it says so), its deletes, then its rows.
 
-        Row data stays in storage until first use when ``loader`` is given. A vector matrix is
-        adopted without copying (e.g. memory-mapped) when it is the table's first segment.
+        ``ids`` is the rows' ids or a function reading them. A ``fresh`` segment promises that
+        none of its ids is stored before it and none appears twice: its ids are then read only
+        when something needs them, and no id lookup is built. Row data stays in storage until
+        first use when ``loader`` is given. Vector matrices are adopted as index parts without
+        copying (e.g. memory-mapped).
         """
         if clear:
             self.clear()
         if deletes:
             self.delete(deletes)
-        m = len(ids)
+        m = count
         if m == 0:
             return
+        for name, (mat, _, _) in vectors.items():
+            dim = self.vector_dimension(name)
+            if dim is not None and mat.shape[1] != dim:
+                raise DimensionMismatchError(
+                    f"stored vector field {name!r} has {mat.shape[1]} dimensions, the store has {dim}"
+                )
         start = self.nrows
-        if start == 0 and not self.indexes and not self._columns:
-            self._grow(m)
-            self._id_arr[:m] = list(ids)
-            self._ids = list(ids)
-            self._row_of = dict(zip(self._ids, range(m)))
-            self._live[:m] = True
-            if len(self._row_of) < m:  # the same id twice: the later row wins
-                dup = np.ones(m, dtype=np.bool_)
-                dup[list(self._row_of.values())] = False
-                self._live[:m] &= ~dup
-            fill = UNLOADED if loader is not None else None
-            self._data = [fill] * m
-            self._meta = [fill] * m
-            self._vinfo = [fill] * m
-            for name, (mat, present) in vectors.items():
-                if self.dimensions is not None and mat.shape[1] != self.dimensions:
-                    raise DimensionMismatchError(
-                        f"stored vector field {name!r} has {mat.shape[1]} dimensions, the store is "
-                        f"configured for {self.dimensions}"
-                    )
-                pres = np.ones(m, dtype=np.bool_) if present is None else present
-                self.indexes[name] = VectorIndex.from_matrix(mat, pres & self._live[:m])
+        if fresh and not self._columns:
+            if self._row_of_map is not None and not self._row_of_map:
+                self._row_of_map = None  # nothing live yet: build the lookup only when needed
+            self._grow(start + m)
+            if callable(ids):
+                if start:
+                    self._ids.extend([UNLOADED] * m)
+                else:
+                    self._ids = [UNLOADED] * m
+                self._id_chunks.append((start, start + m, ids))
+                if self._row_of_map is not None:  # keep the lookup current: read them now
+                    self._load_ids()
+            else:
+                self._ids.extend(ids)
+            if self._row_of_map is not None:
+                self._row_of_map.update(zip(self._ids[start : start + m], range(start, start + m)))
+            self._live[start : start + m] = True
+            fill = [UNLOADED if loader is not None else None] * m
+            if start:
+                self._data.extend(fill)
+                self._meta.extend(fill)
+                self._vinfo.extend(fill)
+            else:  # an empty table: the lists are the table's own (the row lists are never shared)
+                self._data, self._meta, self._vinfo = fill, list(fill), list(fill)
+            for name, (mat, present, sqnorm) in vectors.items():
+                index = self.indexes.get(name)
+                if index is None:
+                    index = self.indexes[name] = VectorIndex(self.vector_dimension(name))
+                index.pad_to(start)
+                index.append_block(mat, present, sqnorm)
         else:
+            id_list = list(ids() if callable(ids) else ids)
+            if len(id_list) != m:
+                from .errors import StorageError
+
+                raise StorageError(f"a stored segment lists {len(id_list)} ids, its manifest says {m}")
             if loader is not None and self._columns:  # filter columns need the data now
                 parts = loader()
                 loader = None
-                rows: list[Row] = [(rid, p[0], p[1], p[2]) for rid, p in zip(ids, parts)]
+                rows: list[Row] = [(rid, p[0], p[1], p[2]) for rid, p in zip(id_list, parts)]
             else:
                 lazy = UNLOADED if loader is not None else {}
-                rows = [(rid, lazy, lazy, lazy) for rid in ids]
+                rows = [(rid, lazy, lazy, lazy) for rid in id_list]
             batches = {}
-            for name, (mat, present) in vectors.items():
-                pos = np.arange(m) if present is None else np.flatnonzero(present)
-                batches[name] = (pos.astype(np.int64), np.asarray(mat)[pos])
-            self.append(rows, batches)
+            for name, (mat, present, _) in vectors.items():
+                if present is None:
+                    batches[name] = (np.arange(m, dtype=np.int64), mat)
+                else:
+                    pos = np.flatnonzero(present)
+                    batches[name] = (pos.astype(np.int64), np.asarray(mat)[pos])
+            self.append(rows, batches, adopt=True)
         if loader is not None:
             self._chunks.append((start, start + m, loader))
 
@@ -348,7 +447,8 @@ class RecordTable:
                     self._data[r], self._meta[r], self._vinfo[r] = data, meta, vinfo or None
 
     def materialize(self) -> None:
-        """Load every row still in storage."""
+        """Load every row (and id) still in storage."""
+        self._load_ids()
         if self._chunks:
             self._load_rows(r for c in self._chunks for r in range(c[0], c[1]))
             self._chunks = []
@@ -356,7 +456,7 @@ class RecordTable:
     def row_parts(self, row: int) -> Row:
         """The stored parts of a live row (loading it if needed)."""
         self._load_rows([row])
-        return (self._ids[row], self._data[row] or {}, self._meta[row] or {}, self._vinfo[row] or {})
+        return (self.ids_of([row])[0], self._data[row] or {}, self._meta[row] or {}, self._vinfo[row] or {})
 
     # -- reads ----------------------------------------------------------------------------------
     def record(self, row: int, fields: Sequence[str] | None = None) -> Record:
@@ -366,7 +466,7 @@ class RecordTable:
             self._load_rows([row])
             data = self._data[row]
         rec = Record.__new__(Record)
-        rec._id = self._ids[row]
+        rec._id = self._ids[row] if self._ids[row] is not UNLOADED else self.ids_of([row])[0]
         out = copy.deepcopy(data) if data else {}
         vinfo = self._vinfo[row] or {}
         for name, index in self.indexes.items():
@@ -391,6 +491,7 @@ class RecordTable:
             col = Column()
             live = np.flatnonzero(self._live[: self.nrows])
             self.materialize()
+            self._load_ids()
             col.set(
                 live.tolist(),
                 [
@@ -418,6 +519,7 @@ class RecordTable:
         row_list = rows.tolist()
         if specs:
             self._load_rows(row_list)
+            self._load_ids(row_list if len(row_list) < 1024 else None)
         for spec in reversed(specs):  # stable sorts, last key first
             col_vals = [
                 lookup(self._ids[r], self._data[r] or {}, self._meta[r] or {}, spec.field) for r in row_list
@@ -460,7 +562,7 @@ class RecordTable:
         if index is None or index.count == 0:
             return [[] for _ in range(len(queries))]
         mask = None if expr is None else self.mask(expr)
-        return self.vector_results(index.search(queries, k, metric, self._id_arr, mask), field, metric)
+        return self.vector_results(index.search(queries, k, metric, self.ids_of, mask), field, metric)
 
     def vector_results(self, tops: Sequence[TopK], field: str, metric: str) -> list[list[VectorSearchResult]]:
         """The search results for top-``k`` rows of this table, one list per query, best first.

@@ -118,7 +118,7 @@ def test_s3_vector_search_starts_its_own_server() -> None:
     assert re.search(r"reader: warm search\s+1 request ", out)
     assert re.search(r"reader: 5 more warm searches\s+5 requests", out)
     assert re.search(r"eventual reader: 5 searches within max_staleness_s\s+0 requests", out)
-    assert re.search(r"reader: cold open \(downloads every segment\)\s+9 requests", out)
+    assert re.search(r"reader: cold open \(downloads every segment\)\s+11 requests", out)
     assert "after the writer's commit, the reader finds: ['comet-1']" in out
     assert "async store (aioboto3): 41 records" in out
     assert out.rstrip().endswith("stopped the local moto S3 server")

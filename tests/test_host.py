@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import inspect
+import os
 import sys
+import time
 import types
 import warnings
 from collections.abc import Callable, Iterator
@@ -33,6 +35,7 @@ from dk_vector_plugins import (
     VectorField,
     VectorSearchResult,
     hookimpl,
+    host,
     list_plugins,
     make_plugin_manager,
 )
@@ -209,8 +212,44 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
             return found
 
         monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+        monkeypatch.setattr(host, "_ENTRY_POINTS_CACHE", {})
 
     return install
+
+
+def _write_dist(where: Path, name: str) -> None:
+    """A distribution ``name`` whose entry point is an empty plugin module of its own."""
+    module = name.replace("-", "_")
+    (where / f"{module}.py").write_text('"""An empty plugin."""\n')
+    target = module
+    info = where / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {target}\n")
+
+
+def test_entry_point_scan_is_cached_until_something_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Factories reuse the scan of installed distributions while sys.path and its directories
+    are unchanged; a distribution installed later is found by the next factory."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    _write_dist(site, "dkv-cached-one")
+    first = make_plugin_manager()
+    assert first.has_plugin("dkv-cached-one")
+    scans: list[int] = []
+    real = host._scan_entry_points
+    monkeypatch.setattr(host, "_scan_entry_points", lambda: scans.append(1) or real())
+    make_plugin_manager()
+    assert scans == []  # nothing changed: the cached scan served
+    _write_dist(site, "dkv-cached-two")
+    os.utime(site, ns=(time.time_ns(), time.time_ns() + 1000))  # coarse clocks: make the change visible
+    importlib.invalidate_caches()  # as after any install into a running interpreter
+    later = make_plugin_manager()
+    assert scans == [1]
+    assert later.has_plugin("dkv-cached-two")
 
 
 def toy_ep() -> FakeEntryPoint:

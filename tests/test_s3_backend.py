@@ -93,10 +93,16 @@ def test_warm_search_is_one_request_and_new_commit_fetches_only_new_segment(s3_s
     hits = reader.vector_search(q, k=100)
     assert len(hits) == 55
     sent = counter.take()
-    # the manifest request (200 with the new manifest) + one GET per object of the one new segment
+    # the manifest request (200 with the new manifest) + one GET per object of the one new segment:
+    # ids, rows, vectors and their norms
     assert sent[0] == "GET LATEST.json"
-    assert len(sent) == 1 + 3, sent
-    assert all(".ids.json" in s or ".rows.jsonl" in s or ".npy" in s for s in sent[1:])
+    assert len(sent) == 1 + 4, sent
+    assert sorted(s.rsplit(".", 2)[-2] + "." + s.rsplit(".", 1)[-1] for s in sent[1:]) == [
+        "f0.npy",
+        "ids.txt",
+        "rows.jsonl",
+        "sq.npy",
+    ]
 
 
 def test_async_warm_search_is_one_request(s3_server: Any) -> None:

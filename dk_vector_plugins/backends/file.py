@@ -50,7 +50,9 @@ class _FileStorage:
     def _make_storage(self) -> TableStorage:
         store = LocalObjectStore(self.config["path"], fsync=self.config["fsync"])
         run, close = sync_runner(store)
-        return TableStorage(run, store.describe, table_options(self.config, self.config["lazy_rows"]), close)
+        options = table_options(self.config, self.config["lazy_rows"])
+        # the table maps the vector files it writes (the page cache holds them): no second copy
+        return TableStorage(run, store.describe, options, close, adopt_written=True)
 
 
 class FileDatabase(_FileStorage, TableDatabase):

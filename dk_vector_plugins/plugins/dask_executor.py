@@ -55,7 +55,6 @@ import hashlib
 import inspect
 import io
 import itertools
-import json
 import logging
 import os
 import threading
@@ -87,7 +86,7 @@ from ..records import VectorSearchResult
 from ..search import SearchRequest, apply_threshold
 from ..storage.ops import load_npy, open_npy
 from ..storage.s3 import client_kwargs
-from ..storage.table import decode_rows
+from ..storage.table import decode_ids, decode_rows, has_row_data, id_keys
 from ..table import RecordTable
 
 __all__ = ["ClusterError", "StoreSpec", "assign", "cached_parts", "client_for", "close_client", "merge_hits"]
@@ -614,16 +613,9 @@ class _Part:
         self.start, self.stop = start, stop
         self.rows = int(entry["rows"])
         self.base = f"{_SEGMENTS}{entry['name']}"
-        key = f"{self.base}.ids.json"
-        try:
-            ids = json.loads(source.read(key))["ids"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise StorageError(f"corrupt segment file {source.describe(key)}: {e}") from e
-        if len(ids) != self.rows:
-            raise StorageError(
-                f"segment file {source.describe(key)} lists {len(ids)} ids, its manifest says {self.rows}"
-            )
-        self.id_list = [str(x) for x in ids[start:stop]]
+        got, _ = decode_ids(entry, [source.read(k) for k in id_keys(entry)], source.describe)
+        ids = got() if callable(got) else got
+        self.id_list = list(ids[start:stop])
         self.ids = rank_ids(self.id_list)
         self.lock = threading.Lock()
         self._indexes: dict[str, VectorIndex | None] = {}
@@ -666,7 +658,8 @@ class _Part:
         with self.lock:  # building filter columns mutates the table
             if self._table is None:
                 table = RecordTable()
-                table.load_segment(self.id_list, [], {}, self._load_rows)
+                loader = self._load_rows if has_row_data(self.entry) else None
+                table.load_segment(self.id_list, len(self.id_list), [], {}, loader, fresh=True)
                 self._table = table
             return self._table.mask(expr)
 

@@ -15,7 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from ..core import WriteBatch
+from ..errors import StorageError
 from ..table import RecordTable
 from .ops import AsyncObjectStore, Program, SyncObjectStore, run_async, run_sync
 from .table import TableLogic, TableOptions, TableState
@@ -63,8 +66,12 @@ class TableStorage:
         options: TableOptions,
         closer: Callable[[], None] | None = None,
         max_staleness_s: float = 0.0,
+        adopt_written: bool = False,
     ) -> None:
         self.run = runner
+        #: After a commit, the table holds the vectors as read back from storage (memory maps of
+        #: the files just written) instead of the batch's arrays, which may be the caller's own.
+        self.adopt_written = adopt_written
         self.logic = TableLogic(options, describe)
         self.state = TableState()
         self._closer = closer
@@ -88,6 +95,12 @@ class TableStorage:
         """Commit a batch; on a lost race back off (with jitter) and report ``False``."""
         if self.run(self.logic.commit(self.state, batch)):
             self._conflicts = 0
+            if self.adopt_written and batch.batches:
+                try:
+                    self.run(self.logic.read_back(self.state.segments[-1], batch))
+                except StorageError:  # committed all the same: keep copies of the batch's arrays
+                    for name, (pos, mat) in list(batch.batches.items()):
+                        batch.batches[name] = (pos, np.array(mat, dtype=np.float32, copy=True))
             return True
         self._conflicts += 1
         time.sleep(min(0.5, 0.002 * 2 ** min(self._conflicts, 8)) * random.random())

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import StorageError
 from .ops import (
+    Data,
     Delete,
     Flush,
     Get,
@@ -51,6 +52,10 @@ def _etag(st: os.stat_result) -> str:
 
 class LocalObjectStore:
     """Objects as files below ``root`` (created if missing); keys use ``/`` separators."""
+
+    #: Reads come from the page cache (and vector files are only mapped): handing them to I/O
+    #: threads costs more than it saves. Writes still run in parallel (their fsyncs overlap).
+    parallel_reads = False
 
     def __init__(self, root: str | os.PathLike[str], concurrency: int = 4, fsync: bool = True) -> None:
         self.root = Path(root)
@@ -148,16 +153,20 @@ class LocalObjectStore:
             return None
         raise StorageError(f"unsupported operation {op!r}")  # pragma: no cover
 
-    def _write_tmp(self, key: str, data: bytes | bytearray) -> Path:
+    def _write_tmp(self, key: str, data: Data) -> Path:
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            views = [memoryview(b).cast("B") for b in (data if isinstance(data, tuple) else (data,))]
+            while views:
+                n = os.writev(fd, views) if hasattr(os, "writev") else os.write(fd, views[0])
+                while views and n >= views[0].nbytes:  # drop what was written, keep the rest
+                    n -= views[0].nbytes
+                    views.pop(0)
+                if views and n:
+                    views[0] = views[0][n:]
             if self.fsync:
                 os.fsync(fd)
         finally:

@@ -90,12 +90,31 @@ class GetArray(Op):
     key: str
 
 
+#: An object's bytes: one buffer, or several written one after the other (``.npy`` header and
+#: array data without joining them: a local store writes them with one ``writev``).
+Data = bytes | bytearray | memoryview | tuple[bytes | bytearray | memoryview, ...]
+
+
+def data_len(data: Data) -> int:
+    """The size in bytes of ``data``."""
+    if isinstance(data, tuple):
+        return sum(memoryview(b).nbytes for b in data)
+    return memoryview(data).nbytes
+
+
+def joined(data: Data) -> bytes | bytearray:
+    """``data`` as one ``bytes`` object (joining parts costs one copy)."""
+    if isinstance(data, tuple):
+        return b"".join(data)
+    return bytes(data) if isinstance(data, memoryview) else data
+
+
 @attrs.frozen
 class Put(Op):
     """Write an object (new, uniquely named objects: segments)."""
 
     key: str
-    data: bytes | bytearray
+    data: Data
 
 
 @attrs.frozen
@@ -178,7 +197,10 @@ def run_sync(program: Program[T], store: SyncObjectStore, pool: ThreadPoolExecut
         op = next(program)
         while True:
             if isinstance(op, Many):
-                if pool is not None and len(op.ops) > 1:
+                inline = not getattr(store, "parallel_reads", True) and all(
+                    isinstance(o, (Get, GetArray, GetIfChanged)) for o in op.ops
+                )
+                if pool is not None and len(op.ops) > 1 and not inline:
                     result: Any = list(pool.map(store.do, op.ops))
                 else:
                     result = [store.do(o) for o in op.ops]
@@ -247,15 +269,12 @@ def load_npy(data: bytes) -> npt.NDArray[Any]:
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-def dump_npy(array: npt.NDArray[Any]) -> bytearray:
-    """Serialize an array as ``.npy`` bytes (one copy of the data)."""
+def dump_npy(array: npt.NDArray[Any]) -> tuple[bytes, memoryview]:
+    """An array as ``.npy`` data: the header and a view of the array's bytes (no copy; the
+    caller must not change the array before the data is written)."""
     import io
 
     arr = np.ascontiguousarray(array)
     head = io.BytesIO()
     np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
-    header = head.getvalue()
-    out = bytearray(len(header) + arr.nbytes)
-    out[: len(header)] = header
-    np.frombuffer(out, dtype=np.uint8, offset=len(header))[:] = arr.reshape(-1).view(np.uint8)
-    return out  # a bytearray is a bytes-like object every store writes as is
+    return head.getvalue(), arr.reshape(-1).view(np.uint8).data

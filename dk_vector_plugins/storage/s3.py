@@ -38,6 +38,8 @@ from .ops import (
     PutIfAbsent,
     PutIfMatch,
     Versioned,
+    data_len,
+    joined,
     load_npy,
     open_npy,
 )
@@ -216,10 +218,11 @@ class _S3Programs(_S3Base):
             except (ValueError, EOFError) as e:
                 raise StorageError(f"corrupt or truncated object {self.describe(op.key)}: {e}") from e
         if isinstance(op, Put):
-            if len(op.data) > self.multipart_threshold:
-                yield from self._multipart(op.key, op.data)
+            body = joined(op.data)
+            if data_len(body) > self.multipart_threshold:
+                yield from self._multipart(op.key, body)
             else:
-                yield Call("put_object", {"Bucket": self.bucket, "Key": self.key(op.key), "Body": op.data})
+                yield Call("put_object", {"Bucket": self.bucket, "Key": self.key(op.key), "Body": body})
             return None
         if isinstance(op, (PutIfAbsent, PutIfMatch)):
             cond = (

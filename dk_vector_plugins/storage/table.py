@@ -4,10 +4,18 @@ Layout below a table's root (a directory, or an S3 prefix)::
 
     LATEST.json                     a copy of the newest manifest (a hint readers poll)
     manifests/00000000000000000007.json   manifest version 7, created once, never changed
-    segments/<name>.ids.json        {"ids": [...], "deletes": [...]} of one commit
+    segments/<name>.ids.txt         the rows' ids, one per line (UTF-8)
+    segments/<name>.deletes.json    ["id", ...]: ids this commit deletes (only when it deletes)
+    segments/<name>.ids.json        {"ids": [...], "deletes": [...]}: instead of the two above
+                                    when an id holds a line break (and in format 1)
     segments/<name>.rows.jsonl      one JSON object per row: data, metadata, vector info
     segments/<name>.f0.npy          the rows' vectors of one field, float32 (rows x dim)
+    segments/<name>.f0.sq.npy       their squared norms, float32 (rows; from format 2)
     segments/<name>.f0.mask.npy     which rows hold that vector (only when not all do)
+
+A manifest entry flags a segment ``fresh`` when none of its ids was stored before it and none
+appears twice: a reader then appends its rows without looking ids up, and reads the ids only
+when a result needs them (reopening a big store costs little more than mapping its vectors).
 
 A commit uploads its segment objects, makes them durable, then creates manifest ``N+1`` with an
 atomic create-if-absent. Whoever creates it has committed; a writer that loses the race deletes
@@ -39,9 +47,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import WriteBatch
+from ..engine import squared_norms
 from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
 from ..table import RecordTable
 from .ops import (
+    Data,
     Delete,
     Flush,
     Get,
@@ -53,13 +63,15 @@ from .ops import (
     Put,
     PutIfAbsent,
     PutIfMatch,
+    data_len,
     dump_npy,
 )
 
 __all__ = ["FORMAT_VERSION", "TableLogic", "TableOptions", "TableState"]
 
 #: The table format this version writes; a manifest with a higher number is refused.
-FORMAT_VERSION = 1
+#: 1: ids in ``.ids.json``; 2: adds ``.ids.txt``, ``.deletes.json``, ``.sq.npy`` and ``fresh``.
+FORMAT_VERSION = 2
 LATEST = "LATEST.json"
 MANIFESTS = "manifests/"
 SEGMENTS = "segments/"
@@ -219,30 +231,145 @@ def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
     return m  # type: ignore[no-any-return]
 
 
+def has_row_data(entry: Mapping[str, Any]) -> bool:
+    """Whether a segment has a rows file (format 2 leaves it out when every row is empty)."""
+    return bool(entry["rows"]) and bool(entry.get("data", True))
+
+
+def id_keys(entry: Mapping[str, Any]) -> list[str]:
+    """The objects holding a segment's ids and deletes, in the order :func:`decode_ids` takes them."""
+    base = f"{SEGMENTS}{entry['name']}"
+    if entry.get("ids") != "txt":
+        return [f"{base}.ids.json"]
+    keys = [f"{base}.ids.txt"]
+    if entry.get("deletes"):
+        keys.append(f"{base}.deletes.json")
+    return keys
+
+
+def decode_ids(
+    entry: Mapping[str, Any], raw: Sequence[bytes], describe: Callable[[str], str]
+) -> tuple[Sequence[str] | Callable[[], Sequence[str]], list[str]]:
+    """A segment's ids and deletes from the objects :func:`id_keys` names.
+
+    Text ids are checked by count now and decoded when first asked for (a function).
+    """
+    keys = id_keys(entry)
+    m = int(entry["rows"])
+    if entry.get("ids") != "txt":
+        try:
+            meta = json.loads(raw[0])
+            ids = list(map(str, meta["ids"]))
+            deletes = list(map(str, meta["deletes"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise StorageError(f"corrupt segment file {describe(keys[0])}: {e}") from e
+        if len(ids) != m:
+            raise StorageError(f"segment file {describe(keys[0])} lists {len(ids)} ids, its manifest says {m}")
+        return ids, deletes
+    deletes = []
+    if len(keys) > 1:
+        try:
+            deletes = list(map(str, json.loads(raw[1])))
+        except (ValueError, TypeError) as e:
+            raise StorageError(f"corrupt segment file {describe(keys[1])}: {e}") from e
+    lazy = LazyIds(raw[0], describe(keys[0]), m)
+    return lambda: lazy, deletes
+
+
+class LazyIds(Sequence[str]):
+    """A segment's ids, one per line, decoded on access: one id costs one slice, all of them one
+    split (a search showing 10 hits of a 200k-row segment decodes 10 ids). A file holding
+    another number of lines than ``expected`` raises :class:`StorageError` on first access."""
+
+    def __init__(self, raw: bytes, where: str, expected: int) -> None:
+        self._raw = raw
+        self._where = where
+        self._expected = expected  # checked when the ids are first read
+        self._ends_cache: npt.NDArray[np.intp] | None = None
+        self._all: list[str] | None = None
+
+    def _bad_count(self, got: int) -> StorageError:
+        return StorageError(f"segment file {self._where} lists {got} ids, its manifest says {self._expected}")
+
+    @property
+    def _ends(self) -> npt.NDArray[np.intp]:
+        if self._ends_cache is None:
+            ends = np.flatnonzero(np.frombuffer(self._raw, dtype=np.uint8) == 10)
+            if len(ends) != self._expected or (len(self._raw) and self._raw[-1:] != b"\n"):
+                raise self._bad_count(len(ends))
+            self._ends_cache = ends
+        return self._ends_cache
+
+    def __len__(self) -> int:
+        return self._expected
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return self.all()[i]
+        if self._all is not None:
+            return self._all[i]
+        n = len(self._ends)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        start = int(self._ends[i - 1]) + 1 if i else 0
+        try:
+            return self._raw[start : int(self._ends[i])].decode()
+        except UnicodeDecodeError as e:
+            raise StorageError(f"corrupt segment file {self._where} (line {i + 1}): {e}") from e
+
+    def all(self) -> list[str]:
+        """Every id (decoded once)."""
+        if self._all is None:
+            try:
+                got = self._raw.decode().split("\n")
+            except UnicodeDecodeError as e:
+                raise StorageError(f"corrupt segment file {self._where}: {e}") from e
+            if len(got) != self._expected + 1 or got[-1]:
+                raise self._bad_count(len(got) - 1 if not got[-1] else len(got))
+            self._all = got[:-1]
+        return self._all
+
+
 class TableLogic:
     """The table programs. ``describe(key)`` names an object in error messages."""
 
     def __init__(self, options: TableOptions, describe: Callable[[str], str]) -> None:
         self.options = options
         self.describe = describe
+        self.check_norms = False  # verify(): recompute stored norms
 
     # -- encoding -------------------------------------------------------------------------------
     def encode_segment(
         self, batch: WriteBatch, version: int
-    ) -> tuple[dict[str, Any], dict[str, bytes | bytearray]]:
+    ) -> tuple[dict[str, Any], dict[str, Data]]:
         """The manifest entry and the objects of a batch's segment (validates JSON-ability)."""
         name = f"{version:012d}-{uuid.uuid4().hex[:16]}"
         base = f"{SEGMENTS}{name}"
-        ids = [r[0] for r in batch.rows]
-        rows = b"".join(
-            _EMPTY_ROW if not (r[1] or r[2] or (r[3] and any(r[3].values()))) else encode_row(*r)
-            for r in batch.rows
-        )
-        objects: dict[str, bytes | bytearray] = {
-            f"{base}.ids.json": json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode(),
-        }
+        ids = batch.row_ids()
+        text_ids = "\n".join(ids)
+        objects: dict[str, Data] = {}
+        id_format = "txt" if text_ids.count("\n") == max(len(ids) - 1, 0) else "json"  # no id holds one
+        if id_format == "txt":
+            objects[f"{base}.ids.txt"] = (text_ids + "\n").encode() if ids else b""
+            if batch.deletes:
+                objects[f"{base}.deletes.json"] = json.dumps(list(batch.deletes)).encode()
+        else:
+            objects[f"{base}.ids.json"] = json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode()
+        has_data = False
         if batch.rows:
-            objects[f"{base}.rows.jsonl"] = rows
+            lines = [
+                _EMPTY_ROW if not (r[1] or r[2] or (r[3] and any(r[3].values()))) else encode_row(*r)
+                for r in batch.rows
+            ]
+            has_data = any(line is not _EMPTY_ROW for line in lines)
+            if has_data:  # rows that are all empty (vectors only) need no file
+                objects[f"{base}.rows.jsonl"] = b"".join(lines)
         m = len(ids)
         fields: dict[str, Any] = {}
         for i, (field, (positions, mat)) in enumerate(sorted(batch.batches.items())):
@@ -254,19 +381,26 @@ class TableLogic:
                 full = np.zeros((m, mat.shape[1]), dtype=np.float32)
                 full[positions] = mat
             objects[f"{base}.{key}.npy"] = dump_npy(full)
+            known = batch.norms.get(field)
+            sq = np.zeros(m, dtype=np.float32)
+            sq[positions] = known if known is not None and len(known) == len(mat) else squared_norms(mat)
+            objects[f"{base}.{key}.sq.npy"] = dump_npy(sq)
             count = m if dense else len(np.unique(positions))
             if count < m:
                 present = np.zeros(m, dtype=np.bool_)
                 present[positions] = True
                 objects[f"{base}.{key}.mask.npy"] = dump_npy(present)
-            fields[field] = {"key": key, "dim": int(mat.shape[1]), "count": count}
+            fields[field] = {"key": key, "dim": int(mat.shape[1]), "count": count, "sq": True}
         entry = {
             "name": name,
             "rows": m,
             "deletes": len(batch.deletes),
             "clear": batch.clear,
+            "fresh": batch.fresh and not batch.deletes,
+            "ids": id_format,
+            "data": has_data,
             "fields": fields,
-            "bytes": sum(len(v) for v in objects.values()),
+            "bytes": sum(data_len(v) for v in objects.values()),
         }
         return entry, objects
 
@@ -274,11 +408,13 @@ class TableLogic:
     def segment_keys(entry: Mapping[str, Any]) -> list[str]:
         """Every object key of a segment."""
         base = f"{SEGMENTS}{entry['name']}"
-        keys = [f"{base}.ids.json"]
-        if entry["rows"]:
+        keys = list(id_keys(entry))
+        if has_row_data(entry):
             keys.append(f"{base}.rows.jsonl")
         for f in entry["fields"].values():
             keys.append(f"{base}.{f['key']}.npy")
+            if f.get("sq"):
+                keys.append(f"{base}.{f['key']}.sq.npy")
             if f["count"] < entry["rows"]:
                 keys.append(f"{base}.{f['key']}.mask.npy")
         return keys
@@ -339,11 +475,13 @@ class TableLogic:
         ops: list[Any] = []
         for entry in new:
             base = f"{SEGMENTS}{entry['name']}"
-            ops.append(Get(f"{base}.ids.json"))
-            if not self.options.lazy_rows and entry["rows"]:
+            ops.extend(Get(k) for k in id_keys(entry))
+            if not self.options.lazy_rows and has_row_data(entry):
                 ops.append(Get(f"{base}.rows.jsonl"))
             for f in entry["fields"].values():
                 ops.append(GetArray(f"{base}.{f['key']}.npy"))
+                if f.get("sq"):
+                    ops.append(GetArray(f"{base}.{f['key']}.sq.npy"))
                 if f["count"] < entry["rows"]:
                     ops.append(GetArray(f"{base}.{f['key']}.mask.npy"))
         results = iter((yield Many(ops)) if ops else [])
@@ -364,19 +502,11 @@ class TableLogic:
         runner: Callable[[Program[Any]], Any],
     ) -> None:
         base = f"{SEGMENTS}{entry['name']}"
-        where = self.describe(f"{base}.ids.json")
-        try:
-            meta = json.loads(next(results).data)
-            ids = list(map(str, meta["ids"]))
-            deletes = list(map(str, meta["deletes"]))
-        except (ValueError, KeyError, TypeError) as e:
-            raise StorageError(f"corrupt segment file {where}: {e}") from e
         m = int(entry["rows"])
-        if len(ids) != m:
-            raise StorageError(f"segment file {where} lists {len(ids)} ids, its manifest says {m}")
+        ids, deletes = decode_ids(entry, [next(results).data for _ in id_keys(entry)], self.describe)
         rows_key = f"{base}.rows.jsonl"
         cache: list[LazyRows] = []
-        if not self.options.lazy_rows and m:
+        if not self.options.lazy_rows and has_row_data(entry):
             # fetched with the vectors (no request later), parsed row by row when first used
             fetched = LazyRows(next(results).data, self.describe(rows_key))
             if len(fetched) != m:
@@ -384,7 +514,7 @@ class TableLogic:
                     f"segment file {self.describe(rows_key)} holds {len(fetched)} rows, expected {m}"
                 )
             cache.append(fetched)
-        vectors: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None]] = {}
+        vectors: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None, Any]] = {}
         for field, f in entry["fields"].items():
             key = f"{base}.{f['key']}.npy"
             mat = next(results)
@@ -398,6 +528,19 @@ class TableLogic:
                     f"segment file {self.describe(key)} has {f['dim']}-dimensional vectors for field "
                     f"{field!r}, the store has {dim}"
                 )
+            sq = None
+            if f.get("sq"):
+                skey = f"{base}.{f['key']}.sq.npy"
+                sq = next(results)
+                if sq.dtype != np.float32 or sq.shape != (m,):
+                    raise StorageError(
+                        f"segment file {self.describe(skey)} holds {sq.dtype} {sq.shape}, expected float32 {(m,)}"
+                    )
+                if self.check_norms and not np.allclose(sq, squared_norms(mat), rtol=1e-5, atol=1e-30):
+                    raise StorageError(
+                        f"segment file {self.describe(skey)} does not hold the squared norms of "
+                        f"{self.describe(key)}"
+                    )
             present = None
             if f["count"] < m:
                 mkey = f"{base}.{f['key']}.mask.npy"
@@ -406,7 +549,7 @@ class TableLogic:
                     raise StorageError(
                         f"segment file {self.describe(mkey)} has shape {present.shape}, expected {(m,)}"
                     )
-            vectors[field] = (mat, present)
+            vectors[field] = (mat, present, sq)
 
         def loader() -> LazyRows:
             # read once, parse row by row on demand (the table asks again for later rows)
@@ -419,7 +562,15 @@ class TableLogic:
                 cache.append(got)
             return cache[0]
 
-        table.load_segment(ids, deletes, vectors, loader if m else None, clear=bool(entry.get("clear")))
+        table.load_segment(
+            ids,
+            m,
+            deletes,
+            vectors,
+            loader if has_row_data(entry) else None,
+            clear=bool(entry.get("clear")),
+            fresh=bool(entry.get("fresh")),
+        )
 
     def _get_rows(self, key: str) -> Program[LazyRows]:
         got = yield Get(key)
@@ -449,6 +600,23 @@ class TableLogic:
         state.segments = segments
         yield from self.publish_latest(manifest, state)
         return True
+
+    def read_back(self, entry: Mapping[str, Any], batch: WriteBatch) -> Program[None]:
+        """Replace the vectors of ``batch`` by those of its committed segment ``entry`` where
+        every row holds one (a memory map of the file, for a local store)."""
+        base = f"{SEGMENTS}{entry['name']}"
+        fields = [
+            (name, f)
+            for name, f in entry["fields"].items()
+            if name in batch.batches and int(f["count"]) == int(entry["rows"])
+        ]
+        if not fields:
+            return
+        got = yield Many([GetArray(f"{base}.{f['key']}.npy") for _, f in fields])
+        for (name, _), arr in zip(fields, got):
+            pos, mat = batch.batches[name]
+            if arr.shape == mat.shape and len(pos) == len(arr):
+                batch.batches[name] = (pos, arr)
 
     def publish_latest(self, manifest: Mapping[str, Any], state: TableState) -> Program[None]:
         """Advance LATEST.json to ``manifest`` by compare-and-swap, never backwards."""
@@ -486,8 +654,8 @@ class TableLogic:
             present[in_range] = index.present[live[in_range]]
             pos = np.flatnonzero(present)
             if len(pos):
-                batches[name] = (pos.astype(np.int64), np.ascontiguousarray(index.matrix[live[pos]]))
-        return WriteBatch(rows=rows, batches=batches, clear=True)
+                batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
+        return WriteBatch(rows=rows, batches=batches, clear=True, fresh=True)
 
     def gc(self, state: TableState, now: float | None = None, grace_s: float | None = None) -> Program[int]:
         """Delete unreferenced segments and old manifests past the grace period; returns the count."""
@@ -536,6 +704,7 @@ class TableLogic:
         state = TableState(probe=False)
         options = attrs.evolve(self.options, lazy_rows=False)
         checker = TableLogic(options, self.describe)
+        checker.check_norms = True
         yield from checker._apply_manifest(probe, state, manifest, lambda p: None)
         probe.materialize()  # parse every row: a corrupt line is named here
         return {

@@ -31,7 +31,7 @@ import numpy as np
 from usearch.index import Index, MetricKind  # type: ignore[attr-defined]
 
 from dk_vector_plugins import SearchRequest, VectorSearchResult
-from dk_vector_plugins.engine import VectorIndex, top_k
+from dk_vector_plugins.engine import VectorIndex, rank_ids, squared_norms, top_k
 
 __all__ = ["HnswMirror", "Settings", "answer", "mirror_for", "mirrors_of"]
 
@@ -111,7 +111,7 @@ class HnswMirror:
         )
 
     def _vectors(self, vindex: VectorIndex, rows: np.ndarray) -> np.ndarray:
-        mat = np.array(vindex.matrix[rows], dtype=np.float32, copy=True)
+        mat = vindex.gather(rows)  # a new float32 array of those rows
         if self.space == "cos":
             norms = np.linalg.norm(mat, axis=1, keepdims=True)
             np.divide(mat, norms, out=mat, where=norms > 0)
@@ -278,10 +278,9 @@ def _exact_top(
     table: Any, vindex: Any, field: str, metric: str, query: np.ndarray, rows: np.ndarray, k: int
 ) -> list[VectorSearchResult]:
     """Score candidate rows exactly with the package's kernel and build the results."""
-    mat = np.ascontiguousarray(vindex.matrix[rows])
-    sq = np.einsum("ij,ij->i", mat, mat, dtype=np.float32)
-    ids = table._id_arr[rows]  # row -> record id (for the kernel's tie-break by id)
-    top = top_k(mat, sq, query[None, :], k, metric, ids)[0]
+    mat = vindex.gather(rows)
+    ids = table.ids_of(rows)  # row -> record id (for the kernel's tie-break by id)
+    top = top_k(mat, squared_norms(mat), query[None, :], k, metric, rank_ids(ids))[0]
     best = rows[top.rows]
     return [
         _result(
