@@ -718,3 +718,50 @@ def test_fresh_segments_open_without_an_id_lookup(open_store: Callable[..., Any]
     assert again.count() == 40
     assert hits(open_store().vector_search(vec(100), k=1))[0][0] == "f33"
     assert np.asarray(open_store().read("f33")["embedding"]).tolist() == vec(100).tolist()
+
+
+def _downgrade_to_format_1(root: Path) -> None:
+    """Rewrite a table's files the way format 1 laid them out (ids and deletes in one JSON file,
+    no stored norms, a rows file for every segment, no ``fresh``/``ids``/``data`` keys)."""
+    segs = root / "segments"
+    manifests = [root / "LATEST.json", *sorted((root / "manifests").glob("*.json"))]
+    done: set[str] = set()
+    for path in manifests:
+        m = json.loads(path.read_text())
+        m["format"] = 1
+        for e in m["segments"]:
+            base = segs / e["name"]
+            if e["name"] not in done and e.get("ids") == "txt":
+                ids = Path(f"{base}.ids.txt").read_text().split("\n")[:-1]
+                dels_path = Path(f"{base}.deletes.json")
+                dels = json.loads(dels_path.read_text()) if dels_path.exists() else []
+                Path(f"{base}.ids.json").write_text(json.dumps({"ids": ids, "deletes": dels}))
+                Path(f"{base}.ids.txt").unlink()
+                dels_path.unlink(missing_ok=True)
+                if e["rows"] and not e.get("data", True):
+                    Path(f"{base}.rows.jsonl").write_bytes(b'{"d": {}, "m": {}, "v": {}}\n' * e["rows"])
+                for f in e["fields"].values():
+                    Path(f"{base}.{f['key']}.sq.npy").unlink()
+            done.add(e["name"])
+            for key in ("fresh", "ids", "data"):
+                e.pop(key, None)
+            for f in e["fields"].values():
+                f.pop("sq", None)
+        path.write_text(json.dumps(m))
+
+
+def test_format_1_tables_are_read(open_store: Callable[..., Any], tmp_path: Path) -> None:
+    db = open_store()
+    db.create_batch(rich_records())
+    db.add_vectors(np.stack([vec(i) for i in range(50, 60)]), ids=[f"v{i}" for i in range(10)])
+    db.delete("r02")
+    db.upsert(Record({"title": "again", "embedding": VectorField(vec(3))}, id="r01"))
+    want_search, want_all = searches(db), snapshot(db)
+    db.close()
+    _downgrade_to_format_1(tmp_path / "s")
+    old = open_store()
+    assert searches(old) == want_search and snapshot(old) == want_all
+    assert old.verify()["live"] == len(want_all)
+    old.add_vectors(np.stack([vec(70)]), ids=["new"])  # writing on top: a format 2 segment
+    assert manifest(tmp_path / "s")["format"] == 2
+    assert hits(open_store().vector_search(vec(70), k=1))[0][0] == "new"

@@ -8,15 +8,16 @@ chain unless given (``aws_access_key_id``, ...). Needs the ``s3`` extra:
 Cost model (N records of d dimensions):
 
 * **cold open** downloads every segment once, concurrently: about ``N x d x 4`` bytes of vectors
-  plus the row JSON, in ``3 x segments`` GETs (compaction keeps segments few). Memory afterwards:
-  the float32 matrix (``N x d x 4`` bytes) plus the records. A
+  plus the ids and row JSON, in about ``4 x segments`` GETs (ids, rows, vectors and their norms;
+  compaction keeps segments few). Memory afterwards: the float32 vectors (``N x d x 4`` bytes)
+  plus the records. A
   :class:`~dk_vector_plugins.DkvPerformanceWarning` is emitted before a load larger than
   ``warn_download_bytes`` (1 GiB by default).
 * **warm search**: exactly one request, a conditional GET of ``LATEST.json`` answered ``304``;
   none with ``consistency="eventual"`` while the last check is younger than ``max_staleness_s``.
   Scoring is local: one matrix product.
 * **after another writer's commit**: that request returns the new manifest (200), then one GET
-  per object of each new segment (ids, rows, one per vector field).
+  per object of each new segment (ids, rows, vectors and norms of each vector field).
 * **a commit**: one PUT per segment object (multipart above ``multipart_threshold``), one
   conditional PUT of the manifest (``IfNoneMatch="*"``), and a GET + conditional PUT of
   ``LATEST.json``; a writer that loses the race retries with backoff, ``ConflictError`` after
