@@ -90,16 +90,36 @@ class RecordTable:
         self._columns: dict[str, Column] = {}
         self._chunks: list[tuple[int, int, ChunkLoader]] = []
         self._size_hint = 0
+        # rows in use; the row lists may be longer (slots filled ahead of loads, see expect_rows)
+        self._n = 0
 
     def expect_rows(self, n: int) -> None:
-        """Loads about to bring the table to ``n`` rows: size buffers for that at once."""
+        """Loads about to bring the table to ``n`` rows: size buffers for that at once
+        (``0``: the loads are done)."""
         self._size_hint = n
+        if n == 0:
+            self._trim_lists()
+        elif self._n == 0 and not self._ids:
+            self._prealloc(n)
+
+    def _prealloc(self, n: int) -> None:
+        """Fill the row lists of an empty table with ``n`` slots of rows still in storage, so that
+        loading lazy segments into them costs nothing per row."""
+        self._ids = [UNLOADED] * n
+        self._data = [UNLOADED] * n
+        self._meta = [UNLOADED] * n
+        self._vinfo = [UNLOADED] * n
+
+    def _trim_lists(self) -> None:
+        if len(self._ids) > self._n:
+            for rows in (self._ids, self._data, self._meta, self._vinfo):
+                del rows[self._n :]
 
     # -- size -----------------------------------------------------------------------------------
     @property
     def nrows(self) -> int:
         """Rows ever appended since the last compaction, dead ones included."""
-        return len(self._ids)
+        return self._n
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._live[: self.nrows]))
@@ -230,6 +250,7 @@ class RecordTable:
         ids = list(bare_ids) if bare_ids is not None else [r[0] for r in rows]
         if not ids:
             return
+        self._trim_lists()
         start = self.nrows
         m = len(ids)
         self._grow(start + m)
@@ -259,6 +280,7 @@ class RecordTable:
                 if prev is not None and prev >= start:
                     retired.append(prev)
                 self._row_of[rid] = start + off
+        self._n = start + m
         self._live[start : start + m] = True
         for name, (positions, mat) in batches.items():
             index = self.indexes.get(name)
@@ -314,6 +336,8 @@ class RecordTable:
         hint = self._size_hint
         self.__init__(self.dimensions)  # type: ignore[misc]
         self._size_hint = hint
+        if hint:
+            self._prealloc(hint)
         for name, dim in dims.items():
             self.indexes[name] = VectorIndex(dim)
         return n
@@ -325,6 +349,7 @@ class RecordTable:
         self.materialize()
         self._load_ids()
         keep = np.flatnonzero(self._live[: self.nrows])
+        self._n = len(keep)
         self._ids = [self._ids[r] for r in keep.tolist()]
         self._live = np.ones(len(keep), dtype=np.bool_)
         self._data = [self._data[r] for r in keep]
@@ -371,26 +396,22 @@ class RecordTable:
             if self._row_of_map is not None and not self._row_of_map:
                 self._row_of_map = None  # nothing live yet: build the lookup only when needed
             self._grow(start + m)
+            if loader is None:
+                loader = _no_data_loader(m)
+            if len(self._ids) < start + m:  # no slots filled ahead (expect_rows): add them
+                self._trim_lists()
+                for rows in (self._ids, self._data, self._meta, self._vinfo):
+                    rows.extend([UNLOADED] * m)
+            self._n = start + m
             if callable(ids):
-                if start:
-                    self._ids.extend([UNLOADED] * m)
-                else:
-                    self._ids = [UNLOADED] * m
                 self._id_chunks.append((start, start + m, ids))
                 if self._row_of_map is not None:  # keep the lookup current: read them now
                     self._load_ids()
             else:
-                self._ids.extend(ids)
+                self._ids[start : start + m] = ids
             if self._row_of_map is not None:
                 self._row_of_map.update(zip(self._ids[start : start + m], range(start, start + m)))
             self._live[start : start + m] = True
-            fill = [UNLOADED if loader is not None else None] * m
-            if start:
-                self._data.extend(fill)
-                self._meta.extend(fill)
-                self._vinfo.extend(fill)
-            else:  # an empty table: the lists are the table's own (the row lists are never shared)
-                self._data, self._meta, self._vinfo = fill, list(fill), list(fill)
             for name, (mat, present, sqnorm) in vectors.items():
                 index = self.indexes.get(name)
                 if index is None:
@@ -615,6 +636,30 @@ class RecordTable:
     def vector_nbytes(self) -> int:
         """Bytes held by the vector indexes."""
         return sum(i.nbytes for i in self.indexes.values())
+
+
+class _NoData(Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]):
+    """The rows of a segment that holds vectors only: every row empty."""
+
+    _EMPTY: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] = ({}, {}, {})
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._EMPTY] * len(range(*i.indices(self._n)))
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._EMPTY
+
+
+def _no_data_loader(n: int) -> ChunkLoader:
+    rows = _NoData(n)
+    return lambda: rows
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:
