@@ -400,8 +400,8 @@ class RecordTable:
                 loader = _no_data_loader(m)
             if len(self._ids) < start + m:  # no slots filled ahead (expect_rows): add them
                 self._trim_lists()
-                for rows in (self._ids, self._data, self._meta, self._vinfo):
-                    rows.extend([UNLOADED] * m)
+                for slots in (self._ids, self._data, self._meta, self._vinfo):
+                    slots.extend([UNLOADED] * m)
             self._n = start + m
             if callable(ids):
                 self._id_chunks.append((start, start + m, ids))
