@@ -53,9 +53,10 @@ def _etag(st: os.stat_result) -> str:
 class LocalObjectStore:
     """Objects as files below ``root`` (created if missing); keys use ``/`` separators."""
 
-    #: Reads come from the page cache (and vector files are only mapped): handing them to I/O
-    #: threads costs more than it saves. Writes still run in parallel (their fsyncs overlap).
-    parallel_reads = False
+    #: Operations run on the calling thread: reads come from the page cache (vector files are
+    #: only mapped), and parallel writes of one commit make their fsyncs contend for the
+    #: journal (measured: a bulk load of 20 segments ran 10% faster one file at a time).
+    parallel_io = False
 
     def __init__(self, root: str | os.PathLike[str], concurrency: int = 4, fsync: bool = True) -> None:
         self.root = Path(root)

@@ -199,10 +199,7 @@ def run_sync(program: Program[T], store: SyncObjectStore, pool: ThreadPoolExecut
         op = next(program)
         while True:
             if isinstance(op, Many):
-                inline = not getattr(store, "parallel_reads", True) and all(
-                    isinstance(o, (Get, GetArray, GetIfChanged)) for o in op.ops
-                )
-                if pool is not None and len(op.ops) > 1 and not inline:
+                if pool is not None and len(op.ops) > 1 and getattr(store, "parallel_io", True):
                     result: Any = list(pool.map(store.do, op.ops))
                 else:
                     result = [store.do(o) for o in op.ops]

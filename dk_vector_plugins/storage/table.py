@@ -619,8 +619,17 @@ class TableLogic:
                 batch.batches[name] = (pos, arr)
 
     def publish_latest(self, manifest: Mapping[str, Any], state: TableState) -> Program[None]:
-        """Advance LATEST.json to ``manifest`` by compare-and-swap, never backwards."""
+        """Advance LATEST.json to ``manifest`` by compare-and-swap, never backwards.
+
+        First try against the version this store last saw (no read: what a lone writer's commit
+        meets); when another writer changed it since, read it and compare.
+        """
         data = json.dumps(manifest).encode()
+        if state.etag is not None:
+            etag = yield PutIfMatch(LATEST, data, state.etag or None)
+            if etag is not None:
+                state.etag = etag
+                return
         for _ in range(100):
             cur = yield Get(LATEST, missing_ok=True)
             if (
