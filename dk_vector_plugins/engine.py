@@ -724,6 +724,8 @@ def _search(
     qsq = squared_norms(queries) if metric == "euclidean" else None
     found_q: list[IntArray] = []
     found_r: list[IntArray] = []
+    found_k: list[npt.NDArray[np.float64]] = []  # their approximate keys
+    found_t: list[npt.NDArray[np.float64]] = []  # and the rounding bound of their part
     for part in parts:
         c = cand[part.start : part.start + part.n]
         m = int(np.count_nonzero(c))
@@ -764,10 +766,16 @@ def _search(
             qi, col = _shortlist(key, min(k, ncols), tol[q0 : q0 + step])
             found_q.append(qi + q0)
             found_r.append(part.start + (col if sel is None else sel[col]))
+            if len(parts) > 1:
+                found_k.append((key[0, col] if len(qb) == 1 else key[qi, col]).astype(np.float64))
+                found_t.append(tol[q0 + qi])
     if not found_q:
         return [_empty() for _ in range(b)]
     qi = np.concatenate(found_q)
     rows = np.concatenate(found_r).astype(np.int64)
+    if len(parts) > 1:  # each part shortlisted its own k: keep those that can beat the k-th overall
+        keep = _merge_shortlists(qi, np.concatenate(found_k), np.concatenate(found_t), k, b)
+        qi, rows = qi[keep], rows[keep]
     scores, dists = exact_scores(gather(rows), queries[qi], metric)
     # euclidean ranks by distance: 1 / (1 + d) can round equal for distinct tiny distances
     rank = scores if dists is None else -dists
@@ -782,10 +790,40 @@ def _search(
     return out
 
 
+def _merge_shortlists(
+    qi: IntArray, key: npt.NDArray[np.float64], tol: npt.NDArray[np.float64], k: int, b: int
+) -> npt.NDArray[np.bool_]:
+    """Which shortlisted (query, row) pairs of several parts may still be in a query's top ``k``.
+
+    With ``T`` the query's ``k``-th best approximate key among all pairs and ``t`` the largest
+    rounding bound of its pairs: ``k`` pairs have exact keys of at least ``T - t/2``, so a pair
+    whose approximate key is below ``T - t`` (its exact key below ``T - t/2``) cannot place.
+    """
+    order = np.lexsort((-key, qi))
+    bounds = np.searchsorted(qi[order], np.arange(b + 1))
+    counts = np.diff(bounds)
+    kth = np.full(b, -np.inf)
+    full = counts > k
+    kth[full] = key[order[bounds[:-1][full] + k - 1]]
+    tmax = np.zeros(b)
+    np.maximum.at(tmax, qi, tol)
+    out: npt.NDArray[np.bool_] = key >= kth[qi] - tmax[qi]
+    return out
+
+
 def _shortlist(key: FloatArray, kk: int, tol: npt.NDArray[np.float64]) -> tuple[IntArray, IntArray]:
     """(query, column) pairs of the keys within ``tol`` of each query's ``kk``-th best key
     (all finite keys when there are no more than ``kk``)."""
     n = key.shape[1]
+    if key.shape[0] == 1:  # one query: the same steps on a row, without per-query arrays
+        row = key[0]
+        kth = -np.inf if kk >= n else float(row[np.argpartition(row, n - kk)[n - kk :]].min())
+        if kth == -np.inf:
+            col = np.flatnonzero(row > -np.inf)
+        else:
+            lo = np.nextafter(np.float32(kth - float(tol[0])), np.float32(-np.inf))
+            col = np.flatnonzero(row >= max(lo, -_MAX32))
+        return np.zeros(len(col), dtype=np.int64), col.astype(np.int64)
     if kk >= n:
         thr = np.full(key.shape[0], -np.inf, dtype=np.float32)
     else:

@@ -92,6 +92,8 @@ class TableOptions:
     :ivar keep_versions: clean-up never deletes what the newest this-many manifests name.
     :ivar grace_s: clean-up never deletes an object younger than this (seconds).
     :ivar lazy_rows: load row data on first use (vectors and ids load at once).
+    :ivar lazy_ids: read the ids of ``fresh`` segments on first use instead of with the vectors
+        (worth it where a read is cheap: local files; on S3 it would cost a round trip later).
     :ivar warn_load_bytes: warn (:class:`DkvPerformanceWarning`) before loading more than this.
     """
 
@@ -100,6 +102,7 @@ class TableOptions:
     keep_versions: int = 10
     grace_s: float = 3600.0
     lazy_rows: bool = True
+    lazy_ids: bool = False
     warn_load_bytes: int | None = None
 
 
@@ -475,7 +478,8 @@ class TableLogic:
         ops: list[Any] = []
         for entry in new:
             base = f"{SEGMENTS}{entry['name']}"
-            ops.extend(Get(k) for k in id_keys(entry))
+            if not self._ids_later(entry):
+                ops.extend(Get(k) for k in id_keys(entry))
             if not self.options.lazy_rows and has_row_data(entry):
                 ops.append(Get(f"{base}.rows.jsonl"))
             for f in entry["fields"].values():
@@ -503,7 +507,20 @@ class TableLogic:
     ) -> None:
         base = f"{SEGMENTS}{entry['name']}"
         m = int(entry["rows"])
-        ids, deletes = decode_ids(entry, [next(results).data for _ in id_keys(entry)], self.describe)
+        ids: Sequence[str] | Callable[[], Sequence[str]]
+        if self._ids_later(entry):
+            ids_key = id_keys(entry)[0]
+            read: list[Sequence[str]] = []
+
+            def ids() -> Sequence[str]:
+                if not read:
+                    got, _ = decode_ids(entry, [runner(self._get_bytes(ids_key))], self.describe)
+                    read.append(got() if callable(got) else got)
+                return read[0]
+
+            deletes: list[str] = []
+        else:
+            ids, deletes = decode_ids(entry, [next(results).data for _ in id_keys(entry)], self.describe)
         rows_key = f"{base}.rows.jsonl"
         cache: list[LazyRows] = []
         if not self.options.lazy_rows and has_row_data(entry):
@@ -571,6 +588,21 @@ class TableLogic:
             clear=bool(entry.get("clear")),
             fresh=bool(entry.get("fresh")),
         )
+
+    def _ids_later(self, entry: Mapping[str, Any]) -> bool:
+        """Whether a segment's ids are read on first use (a fresh segment that deletes nothing)."""
+        return (
+            self.options.lazy_ids
+            and bool(entry.get("fresh"))
+            and entry.get("ids") == "txt"
+            and not entry.get("deletes")
+            and int(entry["rows"]) > 0
+        )
+
+    def _get_bytes(self, key: str) -> Program[bytes]:
+        got = yield Get(key)
+        data: bytes = got.data
+        return data
 
     def _get_rows(self, key: str) -> Program[LazyRows]:
         got = yield Get(key)
@@ -711,7 +743,7 @@ class TableLogic:
             return {"version": 0, "segments": 0, "rows": 0, "live": 0}
         probe = RecordTable()
         state = TableState(probe=False)
-        options = attrs.evolve(self.options, lazy_rows=False)
+        options = attrs.evolve(self.options, lazy_rows=False, lazy_ids=False)
         checker = TableLogic(options, self.describe)
         checker.check_norms = True
         yield from checker._apply_manifest(probe, state, manifest, lambda p: None)
