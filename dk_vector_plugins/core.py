@@ -36,7 +36,8 @@ class WriteBatch:
     and none appears twice: readers of a stored table then skip looking them up.
     ``bare_ids`` replaces ``rows`` for rows that hold vectors only (no data, metadata or vector
     info): bulk loads skip building a tuple per row. ``norms`` holds the squared norms of a
-    field's vectors when the planner computed them (aligned with ``batches``).
+    field's vectors when the planner computed them (aligned with ``batches``); ``id_rows`` the
+    id -> row entries a fresh batch adds to the table's id lookup (built while planning).
     """
 
     rows: list[Row] = attrs.field(factory=list)
@@ -46,6 +47,7 @@ class WriteBatch:
     fresh: bool = False
     bare_ids: list[str] | None = None
     norms: dict[str, npt.NDArray[np.float32]] = attrs.field(factory=dict)
+    id_rows: dict[str, int] | None = None
 
     def row_ids(self) -> list[str]:
         """The ids of the rows the batch appends."""
@@ -90,7 +92,14 @@ def apply(table: RecordTable, batch: WriteBatch) -> None:
         table.clear()
     if batch.deletes:
         table.delete(batch.deletes)
-    table.append(batch.rows, batch.batches, bare_ids=batch.bare_ids, fresh=batch.fresh, norms=batch.norms)
+    table.append(
+        batch.rows,
+        batch.batches,
+        bare_ids=batch.bare_ids,
+        fresh=batch.fresh,
+        norms=batch.norms,
+        id_rows=batch.id_rows,
+    )
 
 
 class StoreCore:
@@ -217,17 +226,22 @@ class StoreCore:
                 raise DimensionMismatchError(
                     f"vectors have {matrix.shape[1]} dimensions, field {field!r} has {dim}"
                 )
-            stored = [] if table.has_none_of(rids) else [i for i, rid in enumerate(rids) if rid in table]
+            n0 = table.nrows
+            new_rows = dict(zip(rids, range(n0, n0 + m)))  # the rows they get if all are new
+            stored = [] if table.has_none_of(new_rows) else [i for i, rid in enumerate(rids) if rid in table]
             if stored:  # upserts of existing records: merged records, planned the general way
                 fresh = sorted(set(range(m)) - set(stored))
                 merged = merge(stored, table)
             else:
                 fresh, merged = list(range(m)), []
             batches = {field: (np.arange(len(fresh), dtype=np.int64), matrix[fresh] if stored else matrix)}
-            all_new = not stored and len(set(rids)) == len(rids)
+            all_new = not stored and len(new_rows) == m
             sq = {} if norms is None or stored else {field: norms}
             if not metadata and not stored:  # vectors only: no row tuples at all
-                return WriteBatch(batches=batches, fresh=all_new, bare_ids=rids, norms=sq), rids
+                batch = WriteBatch(
+                    batches=batches, fresh=all_new, bare_ids=rids, norms=sq, id_rows=new_rows if all_new else None
+                )
+                return batch, rids
             if metadata:
                 rows: list[Row] = [(rids[i], _own(metadata[i]), {}, {}) for i in fresh]
             else:  # the table never changes a row's dicts in place: one empty dict serves all

@@ -176,7 +176,7 @@ class RecordTable:
     def __contains__(self, rid: object) -> bool:
         return rid in self._row_of
 
-    def has_none_of(self, ids: Sequence[str]) -> bool:
+    def has_none_of(self, ids: Iterable[str]) -> bool:
         """Whether none of ``ids`` is stored (one set operation)."""
         return self._row_of.keys().isdisjoint(ids)
 
@@ -238,6 +238,7 @@ class RecordTable:
         bare_ids: Sequence[str] | None = None,
         fresh: bool = False,
         norms: Mapping[str, npt.NDArray[np.float32]] | None = None,
+        id_rows: Mapping[str, int] | None = None,
     ) -> None:
         """Append validated rows (see :meth:`prepare`); each replaces the live row of its id.
 
@@ -245,7 +246,7 @@ class RecordTable:
         of the index as it is, so the caller must not change it afterwards (the arrays that
         :meth:`prepare` returns are the table's own copies). ``bare_ids`` stands for rows that hold
         vectors only (``rows`` is then ignored); ``fresh`` promises that no id is stored yet
-        and none appears twice.
+        and none appears twice; ``id_rows`` may hold their id -> row entries already.
         """
         ids = list(bare_ids) if bare_ids is not None else [r[0] for r in rows]
         if not ids:
@@ -267,7 +268,10 @@ class RecordTable:
         retired: list[int] = []
         if fresh:  # no id stored, none twice: no lookup per row (nor at all, while none is built)
             if self._row_of_map is not None:
-                self._row_of_map.update(zip(ids, range(start, start + m)))
+                if id_rows is not None and len(id_rows) == m and id_rows.get(ids[0]) == start:
+                    self._row_of_map.update(id_rows)  # built by the planner for these very rows
+                else:
+                    self._row_of_map.update(zip(ids, range(start, start + m)))
         elif len(new_rows := dict(zip(ids, range(start, start + m)))) == m and self._row_of.keys().isdisjoint(
             new_rows
         ):
