@@ -41,6 +41,7 @@ __all__ = [
     "as_vector",
     "as_vector_batch",
     "as_vector_batch_with_norms",
+    "LazyArray",
     "exact_scores",
     "squared_norms",
     "normalize_metric",
@@ -260,6 +261,75 @@ def exact_scores(
     return scores, dists
 
 
+class LazyArray:
+    """A float32 array still in storage (a segment's vectors or norms on S3), read when needed.
+
+    Indexing it with a few row numbers reads just those rows (``read_rows``; a record shown in
+    a result needs its vector); anything else reads all of it once (``load``), after which it
+    behaves as the array.
+    """
+
+    #: At most this share of the rows (or 64 rows) is read row by row.
+    FEW = 0.05
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        load: Callable[[], npt.NDArray[np.float32]],
+        read_rows: Callable[[IntArray], npt.NDArray[np.float32]] | None = None,
+    ) -> None:
+        self.shape = shape
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(shape)
+        self._load = load
+        self._read_rows = read_rows
+        self._array: npt.NDArray[np.float32] | None = None
+        self._rows: dict[int, npt.NDArray[np.float32]] = {}  # rows read one by one, kept
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the whole array has been read."""
+        return self._array is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory (0 until loaded)."""
+        return 0 if self._array is None else int(self._array.nbytes)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def load(self) -> npt.NDArray[np.float32]:
+        """The whole array (read once)."""
+        if self._array is None:
+            arr = self._load()
+            if arr.shape != self.shape or arr.dtype != np.float32:
+                raise InvalidVectorError(f"expected float32 {self.shape}, read {arr.dtype} {arr.shape}")
+            self._array = arr
+        return self._array
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> npt.NDArray[Any]:
+        arr = self.load()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __getitem__(self, key: Any) -> Any:
+        if (
+            self._array is None
+            and self._read_rows is not None
+            and isinstance(key, np.ndarray)
+            and key.ndim == 1
+            and key.dtype.kind in "iu"
+            and len(key) <= max(64, int(self.FEW * self.shape[0]))
+        ):
+            wanted = key.astype(np.int64).tolist()
+            missing = sorted({r for r in wanted if r not in self._rows})
+            if missing:
+                got = self._read_rows(np.asarray(missing, dtype=np.int64))
+                self._rows.update(zip(missing, got))
+            return np.stack([self._rows[r] for r in wanted]) if wanted else self.load()[key]
+        return self.load()[key]
+
+
 class _Part:
     """A run of consecutive index rows held in one float32 matrix.
 
@@ -271,11 +341,18 @@ class _Part:
     __slots__ = ("_inv", "_maxsq", "growable", "matrix", "n", "owned", "sqnorm", "start")
 
     def __init__(
-        self, start: int, matrix: FloatArray, sqnorm: FloatArray, n: int, growable: bool, owned: bool = True
+        self,
+        start: int,
+        matrix: FloatArray | LazyArray,
+        sqnorm: FloatArray | LazyArray,
+        n: int,
+        growable: bool,
+        owned: bool = True,
     ) -> None:
         self.start = start
-        self.matrix = matrix
-        self.sqnorm = sqnorm
+        # an ndarray, or a LazyArray that slicing reads whole (indexing a few rows reads those)
+        self.matrix: Any = matrix
+        self.sqnorm: Any = sqnorm
         self.n = n
         self.growable = growable
         self.owned = owned  # False: adopted, copied before any write
@@ -343,11 +420,16 @@ class VectorIndex:
         return index
 
     def append_block(
-        self, matrix: FloatArray, present: BoolArray | None = None, sqnorm: FloatArray | None = None
+        self,
+        matrix: FloatArray | LazyArray,
+        present: BoolArray | None = None,
+        sqnorm: FloatArray | LazyArray | None = None,
     ) -> None:
         """Append ``len(matrix)`` rows, adopting ``matrix`` as a part (never written to).
 
         Rows where ``present`` is false hold no vector (their matrix rows should be zeros).
+        ``matrix`` and ``sqnorm`` may be :class:`LazyArray` s: read when a search or a record
+        first needs them.
         """
         if matrix.ndim != 2 or matrix.dtype != np.float32:
             raise InvalidVectorError(f"expected a 2-D float32 matrix, got {matrix.dtype} {matrix.shape}")
@@ -359,7 +441,11 @@ class VectorIndex:
         if m == 0:
             return
         if sqnorm is None:
-            sqnorm = squared_norms(matrix)
+            if isinstance(matrix, LazyArray):
+                lazy = matrix
+                sqnorm = LazyArray((m,), lambda: squared_norms(lazy.load()))
+            else:
+                sqnorm = squared_norms(matrix)
         elif sqnorm.shape != (m,) or sqnorm.dtype != np.float32:
             raise InvalidVectorError(f"expected {m} float32 squared norms, got {sqnorm.dtype} {sqnorm.shape}")
         pres = np.ones(m, dtype=np.bool_) if present is None else np.asarray(present, dtype=np.bool_)
@@ -418,7 +504,7 @@ class VectorIndex:
             full = self.gather(np.arange(self._nrows, dtype=np.int64))
             self._parts = [_Part(0, full, squared_norms(full), self._nrows, growable=False)]
             part = self._parts[0]
-        view = part.matrix[: part.n]
+        view: FloatArray = part.matrix[: part.n]
         view.flags.writeable = False
         return view
 

@@ -416,12 +416,7 @@ class RecordTable:
             if self._row_of_map is not None:
                 self._row_of_map.update(zip(self._ids[start : start + m], range(start, start + m)))
             self._live[start : start + m] = True
-            for name, (mat, present, sqnorm) in vectors.items():
-                index = self.indexes.get(name)
-                if index is None:
-                    index = self.indexes[name] = VectorIndex(self.vector_dimension(name))
-                index.pad_to(start)
-                index.append_block(mat, present, sqnorm)
+            self._adopt_vectors(start, vectors)
         else:
             id_list = list(ids() if callable(ids) else ids)
             if len(id_list) != m:
@@ -435,16 +430,21 @@ class RecordTable:
             else:
                 lazy = UNLOADED if loader is not None else {}
                 rows = [(rid, lazy, lazy, lazy) for rid in id_list]
-            batches = {}
-            for name, (mat, present, _) in vectors.items():
-                if present is None:
-                    batches[name] = (np.arange(m, dtype=np.int64), mat)
-                else:
-                    pos = np.flatnonzero(present)
-                    batches[name] = (pos.astype(np.int64), np.asarray(mat)[pos])
-            self.append(rows, batches, adopt=True)
+            # the vectors first, adopted as they are (no copy, nothing read while loading), so
+            # that the rows this segment retires (ids stored twice) clear them too
+            self._adopt_vectors(start, vectors)
+            self.append(rows, {})
         if loader is not None:
             self._chunks.append((start, start + m, loader))
+
+    def _adopt_vectors(self, start: int, vectors: Mapping[str, StoredVectors]) -> None:
+        """Stored vectors of rows ``start, start + 1, ...`` become parts of the field indexes."""
+        for name, (mat, present, sqnorm) in vectors.items():
+            index = self.indexes.get(name)
+            if index is None:
+                index = self.indexes[name] = VectorIndex(self.vector_dimension(name))
+            index.pad_to(start)
+            index.append_block(mat, present, sqnorm)
 
     def _load_rows(self, rows: Iterable[int]) -> None:
         """Load the data of those ``rows`` that are still in storage (only those rows are parsed)."""
@@ -596,6 +596,10 @@ class RecordTable:
         (e.g. over segments on other processes) and merges their top-``k`` into rows of this
         table builds the very same results with it.
         """
+        if tops:  # the hits' vectors in one read per part (they may still be in storage)
+            hit_rows = np.unique(np.concatenate([t.rows for t in tops]))
+            for index in self.indexes.values():
+                index.gather(hit_rows[hit_rows < index.nrows])
         out: list[list[VectorSearchResult]] = []
         for top in tops:
             hits = []

@@ -631,3 +631,16 @@ def test_closing_the_store_closes_its_client(stores: Callable[..., tuple[Any, An
     assert client.status == "running"
     dk.close()
     assert client.status == "closed"
+
+
+def test_client_of_an_s3_store_downloads_no_vectors(stores: Callable[..., tuple[Any, Any]]) -> None:
+    """The store a Dask search runs from reads only the vectors of the records it shows; the
+    workers hold the segments (a table larger than the client's memory)."""
+    from dk_vector_plugins.engine import LazyArray
+
+    ref, dk = stores("s3")
+    fill(ref)
+    q = queries(2)
+    assert_alike(ref.vector_search_batch(q, k=10), dk.vector_search_batch(q, k=10))
+    arrays = [p.matrix for p in dk.core.table.indexes["embedding"]._parts]
+    assert arrays and all(isinstance(a, LazyArray) and not a.loaded for a in arrays)

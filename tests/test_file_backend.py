@@ -773,3 +773,13 @@ def test_format_1_tables_are_read(open_store: Callable[..., Any], tmp_path: Path
     old.add_vectors(np.stack([vec(70)]), ids=["new"])  # writing on top: a format 2 segment
     assert manifest(tmp_path / "s")["format"] == 2
     assert hits(open_store().vector_search(vec(70), k=1))[0][0] == "new"
+
+
+def test_load_vectors_false_answers_alike(open_store: Callable[..., Any]) -> None:
+    db = open_store()
+    db.create_batch(rich_records())
+    db.delete("r02")
+    want_search, want_all = searches(db), snapshot(db)
+    lazy = open_store(load_vectors=False)
+    assert lazy.read("r05") == db.read("r05")
+    assert searches(lazy) == want_search and snapshot(lazy) == want_all

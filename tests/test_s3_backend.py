@@ -242,3 +242,38 @@ def test_two_writer_processes_race_without_losing_commits(s3_server: Any) -> Non
     ids = {r.id for r in db.all()}
     assert ids == {f"w{w}-{i}" for w in range(2) for i in range(n)}
     assert db.verify()["live"] == 2 * n
+
+
+def test_load_vectors_false_reads_rows_when_needed(s3_server: Any) -> None:
+    """``load_vectors=False`` opens without downloading vectors: a record reads its own vector
+    with a ranged GET, a local search reads the segment whole, and both answer as usual."""
+    from dk_vector_plugins.engine import LazyArray
+
+    eager = _make(s3_server)
+    prefix = eager.config["prefix"]
+    eager.create_batch(_records(200))
+    eager.create_batch(_records(100, start=200))
+    lazy = _make(s3_server, prefix=prefix, load_vectors=False)
+    index = lazy.core.table.indexes["embedding"]
+    arrays = [p.matrix for p in index._parts]
+    assert len(arrays) == 2 and all(isinstance(a, LazyArray) and not a.loaded for a in arrays)
+    assert lazy.count() == 300
+    counter = Requests(lazy.s3_client)
+    got = lazy.read("r00007")
+    assert got == eager.read("r00007")
+    sent = counter.take()
+    assert [s for s in sent if s.endswith(".npy")] == [s for s in sent if "f0.npy" in s]  # no norms
+    assert len([s for s in sent if s.endswith("f0.npy")]) == 2  # the header, then the row
+    assert not any(a.loaded for a in arrays)
+    q = np.ones(8, dtype=np.float32)
+    assert lazy.vector_search(q, k=5) == eager.vector_search(q, k=5)
+    assert all(a.loaded for a in arrays)
+
+
+def test_load_vectors_defaults_to_false_for_dask_stores(s3_server: Any) -> None:
+    from dk_vector_plugins.backends.tabled import table_options
+
+    assert table_options({"max_segments": 32, "keep_versions": 10, "grace_s": 1.0}, True).load_vectors
+    cfg = {"max_segments": 32, "keep_versions": 10, "grace_s": 1.0, "executor": "dask"}
+    assert not table_options(cfg, True).load_vectors
+    assert table_options({**cfg, "load_vectors": True}, True).load_vectors

@@ -58,6 +58,14 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             convert=_nonneg("grace_s"),
         ),
         OptionSpec(
+            "load_vectors",
+            (bool,),
+            None,
+            "read vectors on open (True), or when first needed (False: for stores whose searches "
+            "run elsewhere); default: False with executor='dask', else True",
+            backends=b,
+        ),
+        OptionSpec(
             "commit_retries",
             (int,),
             20,
@@ -70,11 +78,15 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
 
 def table_options(config: Any, lazy_rows: bool) -> TableOptions:
     """TableOptions from a validated config."""
+    load = config.get("load_vectors")
+    if load is None:  # searches that run on other processes need no vectors here
+        load = config.get("executor") in (None, "local")
     return TableOptions(
         max_segments=int(config["max_segments"]),
         keep_versions=max(1, int(config["keep_versions"])),
         grace_s=float(config["grace_s"]),
         lazy_rows=lazy_rows,
+        load_vectors=bool(load),
     )
 
 

@@ -26,6 +26,7 @@ from .ops import (
     Get,
     GetArray,
     GetIfChanged,
+    GetRange,
     List,
     Listed,
     Op,
@@ -113,6 +114,13 @@ class LocalObjectStore:
                     return Versioned(f.read(), _etag(os.fstat(f.fileno())))
             except FileNotFoundError:  # replaced between stat and open: read the new one next time
                 return None
+        if isinstance(op, GetRange):
+            try:
+                with open(self.path(op.key), "rb") as f:
+                    f.seek(op.start)
+                    return f.read(op.length)
+            except FileNotFoundError:
+                raise StorageError(f"missing file {self.describe(op.key)}") from None
         if isinstance(op, GetArray):
             p = self.path(op.key)
             if not p.exists():

@@ -38,6 +38,7 @@ __all__ = [
     "PutIfMatch",
     "SyncObjectStore",
     "Versioned",
+    "GetRange",
     "run_async",
     "run_sync",
 ]
@@ -83,6 +84,15 @@ class GetIfChanged(Op):
 
     key: str
     etag: str | None
+
+
+@attrs.frozen
+class GetRange(Op):
+    """Read ``length`` bytes of an object from byte ``start`` (fewer at its end): ``bytes``."""
+
+    key: str
+    start: int
+    length: int
 
 
 @attrs.frozen
@@ -263,26 +273,36 @@ def open_npy(path: str | os.PathLike[str]) -> npt.NDArray[Any]:
         return np.load(path, mmap_mode="r", allow_pickle=False)  # type: ignore[no-any-return]
 
 
+def npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """(shape, fortran order, dtype, offset of the data) of ``.npy`` bytes (their start will do).
+
+    Raises ``ValueError`` or ``EOFError`` for anything else.
+    """
+    import io
+
+    header = io.BytesIO(data)
+    with _NPY_HEADER_LOCK:
+        version = np.lib.format.read_magic(header)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"npy format {version}")
+        v1 = version == (1, 0)
+        read = np.lib.format.read_array_header_1_0 if v1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(header)
+    return tuple(shape), bool(fortran), np.dtype(dtype), header.tell()
+
+
 def load_npy(data: bytes) -> npt.NDArray[Any]:
     """Parse ``.npy`` bytes without copying them (a read-only view; no pickles)."""
     import io
 
-    header = io.BytesIO(data)
     try:
-        with _NPY_HEADER_LOCK:
-            version = np.lib.format.read_magic(header)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"npy format {version}")
-            v1 = version == (1, 0)
-            read = np.lib.format.read_array_header_1_0 if v1 else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(header)
+        shape, fortran, dtype, offset = npy_header(data)
     except (ValueError, EOFError):
         with _NPY_HEADER_LOCK:  # let numpy explain
             return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]
     if dtype.hasobject:
         raise ValueError("object arrays are not loaded")
     count = int(np.prod(shape)) if shape else 1
-    offset = header.tell()
     if len(data) - offset < count * dtype.itemsize:
         raise ValueError(f"truncated: {len(data) - offset} bytes of data for shape {shape}")
     arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)

@@ -31,6 +31,7 @@ from .ops import (
     Get,
     GetArray,
     GetIfChanged,
+    GetRange,
     List,
     Listed,
     Op,
@@ -199,6 +200,17 @@ class _S3Programs(_S3Base):
                 raise
             self._cache_write(op.key, got.data)
             return got
+        if isinstance(op, GetRange):
+            cached = self._cache_read(op.key, array=False)
+            if cached is not None:
+                return cached.data[op.start : op.start + op.length]
+            try:
+                got = yield from self._get(op.key, Range=f"bytes={op.start}-{op.start + op.length - 1}")
+            except ce as e:
+                if _code(e) in _MISSING_CODES:
+                    raise StorageError(f"missing object {self.describe(op.key)}") from e
+                raise
+            return got.data
         if isinstance(op, GetIfChanged):
             try:
                 return (yield from self._get(op.key, **({"IfNoneMatch": op.etag} if op.etag else {})))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import time
 import uuid
@@ -47,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import WriteBatch
-from ..engine import squared_norms
+from ..engine import LazyArray, squared_norms
 from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
 from ..table import RecordTable
 from .ops import (
@@ -57,6 +58,7 @@ from .ops import (
     Get,
     GetArray,
     GetIfChanged,
+    GetRange,
     List,
     Many,
     Program,
@@ -65,6 +67,7 @@ from .ops import (
     PutIfMatch,
     data_len,
     dump_npy,
+    npy_header,
 )
 
 __all__ = ["FORMAT_VERSION", "TableLogic", "TableOptions", "TableState"]
@@ -94,6 +97,9 @@ class TableOptions:
     :ivar lazy_rows: load row data on first use (vectors and ids load at once).
     :ivar lazy_ids: read the ids of ``fresh`` segments on first use instead of with the vectors
         (worth it where a read is cheap: local files; on S3 it would cost a round trip later).
+    :ivar load_vectors: read vectors when a segment is loaded; ``False``: when first needed (a
+        local search reads a segment's vectors whole, a record shown reads its own row), for a
+        store whose searches run elsewhere (a Dask cluster).
     :ivar warn_load_bytes: warn (:class:`DkvPerformanceWarning`) before loading more than this.
     """
 
@@ -103,6 +109,7 @@ class TableOptions:
     grace_s: float = 3600.0
     lazy_rows: bool = True
     lazy_ids: bool = False
+    load_vectors: bool = True
     warn_load_bytes: int | None = None
 
 
@@ -346,6 +353,7 @@ class TableLogic:
         self.options = options
         self.describe = describe
         self.check_norms = False  # verify(): recompute stored norms
+        self._data_offsets: dict[str, int] = {}  # .npy key -> where its data starts (row reads)
 
     # -- encoding -------------------------------------------------------------------------------
     def encode_segment(
@@ -483,9 +491,10 @@ class TableLogic:
             if not self.options.lazy_rows and has_row_data(entry):
                 ops.append(Get(f"{base}.rows.jsonl"))
             for f in entry["fields"].values():
-                ops.append(GetArray(f"{base}.{f['key']}.npy"))
-                if f.get("sq"):
-                    ops.append(GetArray(f"{base}.{f['key']}.sq.npy"))
+                if self.options.load_vectors:
+                    ops.append(GetArray(f"{base}.{f['key']}.npy"))
+                    if f.get("sq"):
+                        ops.append(GetArray(f"{base}.{f['key']}.sq.npy"))
                 if f["count"] < entry["rows"]:
                     ops.append(GetArray(f"{base}.{f['key']}.mask.npy"))
         results = iter((yield Many(ops)) if ops else [])
@@ -534,30 +543,33 @@ class TableLogic:
         vectors: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None, Any]] = {}
         for field, f in entry["fields"].items():
             key = f"{base}.{f['key']}.npy"
-            mat = next(results)
-            if mat.dtype != np.float32 or mat.ndim != 2 or mat.shape != (m, f["dim"]):
-                raise StorageError(
-                    f"segment file {self.describe(key)} holds {mat.dtype} {mat.shape}, expected float32 {(m, f['dim'])}"
-                )
+            skey = f"{base}.{f['key']}.sq.npy"
+            shape = (m, int(f["dim"]))
             dim = table.vector_dimension(field)
             if dim is not None and dim != f["dim"]:
                 raise StorageError(
                     f"segment file {self.describe(key)} has {f['dim']}-dimensional vectors for field "
                     f"{field!r}, the store has {dim}"
                 )
-            sq = None
-            if f.get("sq"):
-                skey = f"{base}.{f['key']}.sq.npy"
-                sq = next(results)
-                if sq.dtype != np.float32 or sq.shape != (m,):
-                    raise StorageError(
-                        f"segment file {self.describe(skey)} holds {sq.dtype} {sq.shape}, expected float32 {(m,)}"
-                    )
-                if self.check_norms and not np.allclose(sq, squared_norms(mat), rtol=1e-5, atol=1e-30):
-                    raise StorageError(
-                        f"segment file {self.describe(skey)} does not hold the squared norms of "
-                        f"{self.describe(key)}"
-                    )
+            mat: Any
+            sq: Any = None
+            if self.options.load_vectors:
+                mat = self._checked(key, next(results), shape)
+                if f.get("sq"):
+                    sq = self._checked(skey, next(results), (m,))
+                    if self.check_norms and not np.allclose(sq, squared_norms(mat), rtol=1e-5, atol=1e-30):
+                        raise StorageError(
+                            f"segment file {self.describe(skey)} does not hold the squared norms of "
+                            f"{self.describe(key)}"
+                        )
+            else:  # read when a search needs them all, or a record its own vector
+                mat = LazyArray(
+                    shape,
+                    functools.partial(self._read_array, runner, key, shape),
+                    functools.partial(self._read_vectors, runner, key, shape),
+                )
+                if f.get("sq"):
+                    sq = LazyArray((m,), functools.partial(self._read_array, runner, skey, (m,)))
             present = None
             if f["count"] < m:
                 mkey = f"{base}.{f['key']}.mask.npy"
@@ -588,6 +600,58 @@ class TableLogic:
             clear=bool(entry.get("clear")),
             fresh=bool(entry.get("fresh")),
         )
+
+    def _checked(self, key: str, arr: npt.NDArray[Any], shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+        if arr.dtype != np.float32 or arr.shape != shape:
+            raise StorageError(
+                f"segment file {self.describe(key)} holds {arr.dtype} {arr.shape}, expected float32 {shape}"
+            )
+        return arr
+
+    def _read_array(
+        self, runner: Callable[[Program[Any]], Any], key: str, shape: tuple[int, ...]
+    ) -> npt.NDArray[np.float32]:
+        return self._checked(key, runner(self._get_array(key)), shape)
+
+    def _get_array(self, key: str) -> Program[npt.NDArray[Any]]:
+        arr: npt.NDArray[Any] = yield GetArray(key)
+        return arr
+
+    def _read_vectors(
+        self, runner: Callable[[Program[Any]], Any], key: str, shape: tuple[int, int], rows: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        """Some rows of a segment's vectors: ranged reads of just those rows."""
+        out: npt.NDArray[np.float32] = runner(self._vector_rows(key, shape, rows))
+        return out
+
+    def _vector_rows(self, key: str, shape: tuple[int, int], rows: npt.NDArray[np.int64]) -> Program[Any]:
+        offset = self._data_offsets.get(key)
+        if offset is None:
+            head = yield GetRange(key, 0, 4096)
+            try:
+                got_shape, fortran, dtype, offset = npy_header(head)
+            except (ValueError, EOFError) as e:
+                raise StorageError(f"corrupt segment file {self.describe(key)}: {e}") from e
+            if fortran or dtype != np.float32 or got_shape != shape:
+                raise StorageError(
+                    f"segment file {self.describe(key)} holds {dtype} {got_shape}, expected float32 {shape}"
+                )
+            self._data_offsets[key] = offset
+        if len(rows) and (rows.min() < 0 or rows.max() >= shape[0]):
+            raise IndexError(f"rows out of range 0..{shape[0] - 1}")
+        wanted = np.unique(rows)
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, breaks) if len(r)]
+        width = shape[1] * 4
+        parts = yield Many([GetRange(key, offset + a * width, (b - a) * width) for a, b in runs])
+        block = np.empty((len(wanted), shape[1]), dtype=np.float32)
+        at = 0
+        for (a, b), data in zip(runs, parts):
+            if len(data) != (b - a) * width:
+                raise StorageError(f"segment file {self.describe(key)} is truncated")
+            block[at : at + b - a] = np.frombuffer(data, dtype=np.float32).reshape(b - a, shape[1])
+            at += b - a
+        return block[np.searchsorted(wanted, rows)]
 
     def _ids_later(self, entry: Mapping[str, Any]) -> bool:
         """Whether a segment's ids are read on first use (a fresh segment that deletes nothing)."""
@@ -743,7 +807,7 @@ class TableLogic:
             return {"version": 0, "segments": 0, "rows": 0, "live": 0}
         probe = RecordTable()
         state = TableState(probe=False)
-        options = attrs.evolve(self.options, lazy_rows=False, lazy_ids=False)
+        options = attrs.evolve(self.options, lazy_rows=False, lazy_ids=False, load_vectors=True)
         checker = TableLogic(options, self.describe)
         checker.check_norms = True
         yield from checker._apply_manifest(probe, state, manifest, lambda p: None)
