@@ -32,13 +32,17 @@ ranges ("parts"), so a compacted table of one big segment still spreads over the
    kernel (:meth:`VectorIndex.search <dk_vector_plugins.engine.VectorIndex.search>`) and
    returns its local top-``k`` (rows, scores, distances, ids).
 4. The client merges the lists by (score desc, id asc) -- (distance asc, id asc) for euclidean,
-   the kernel's own order -- keeps ``k`` and builds the results from its table
+   the kernel's own order; scores are the kernel's exact ones, so the merge equals the
+   single-process ranking bit for bit -- keeps ``k`` and builds the results from its table
    (:meth:`RecordTable.vector_results <dk_vector_plugins.table.RecordTable.vector_results>`,
    the code the single-process search uses). If the table changed meanwhile, it searches again.
 
 A worker lost mid-query makes the scheduler run its task again on another worker (up to Dask's
 ``distributed.scheduler.allowed-failures``); a search that still cannot finish raises
 :class:`ClusterError`, never a partial top-``k``.
+
+The client store opens with ``load_vectors=False`` unless told otherwise: it holds ids,
+tombstones and row data, and reads only the vectors of the records a search returns.
 
 **Bulk embedding** (``dkv_bulk_embed`` / ``dkv_bulk_embed_async``, ``tryfirst``): batches of
 texts are embedded on the workers in parallel with the request's embedder (sent to each worker
@@ -100,9 +104,8 @@ TABLE_BACKENDS = ("file", "s3")
 DEFAULT_SHARD_ROWS = 262_144
 _SEGMENTS = "segments/"
 # A worker scores at least this many queries per kernel call and at most about _CHUNK_FLOATS
-# scores at once (bounds a worker's memory for big batches). Splitting only batches this large
-# keeps the scores as one call would give them (OpenBLAS's GEMM rounds every element alike there,
-# in practice; small products take other kernels).
+# scores at once (bounds a worker's memory for big batches). How a batch is split does not change
+# any score: the kernel ranks by exact scores, which do not depend on the product's shape.
 _MIN_CHUNK = 128
 _CHUNK_FLOATS = 1 << 25
 _WORKERS_TTL_S = 1.0
