@@ -216,13 +216,17 @@ def _ids_of(ids: IdSource) -> Callable[[IntArray], list[Any]]:
 
 
 def _tree_sum(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Row sums added in a fixed pairwise order: the result depends on the values only, never on
-    where a row sits in memory, how many rows there are, or which BLAS is installed."""
-    while a.shape[1] > 1:
-        if a.shape[1] & 1:
-            a = np.concatenate([a, np.zeros((a.shape[0], 1), dtype=np.float64)], axis=1)
-        a = a[:, 0::2] + a[:, 1::2]
-    out: npt.NDArray[np.float64] = a[:, 0].copy()
+    """Sums over the last axis added in a fixed pairwise order (zero-padded to a power of two,
+    then halves added elementwise): the result depends on the values only, never on where a
+    row sits in memory, how many rows there are, or which BLAS is installed."""
+    n = a.shape[-1]
+    width = 1 << (n - 1).bit_length()
+    if width != n:
+        a = np.concatenate([a, np.zeros((*a.shape[:-1], width - n), dtype=np.float64)], axis=-1)
+    while width > 1:
+        width //= 2
+        a = a[..., :width] + a[..., width:]
+    out: npt.NDArray[np.float64] = a[..., 0].copy()
     return out
 
 
@@ -249,10 +253,11 @@ def exact_scores(
             dists[s : s + len(x)] = dist
             scores[s : s + len(x)] = 1.0 / (1.0 + dist)
             continue
-        dot = _tree_sum(x * q)
-        if metric == "cosine":
-            sq = _tree_sum(x * x)
-            denom = np.sqrt(sq) * np.sqrt(_tree_sum(q * q))
+        if metric != "cosine":
+            dot = _tree_sum(x * q)
+        if metric == "cosine":  # the three sums in one pass
+            dot, sq, qq = _tree_sum(np.stack([x * q, x * x, q * q]))
+            denom = np.sqrt(sq) * np.sqrt(qq)
             # a vector whose float32 squared norm underflows counts as zero: it scores 0
             zero = sq < _TINY32
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -694,6 +699,12 @@ class VectorIndex:
     def gather(self, rows: IntArray) -> FloatArray:
         """The vectors of ``rows`` (a new array; rows without a vector give zeros)."""
         rows = np.asarray(rows, dtype=np.int64)
+        if len(self._parts) == 1 and self._parts[0].start == 0 and len(rows) and rows.max() < self._parts[0].n:
+            one: FloatArray = np.asarray(self._parts[0].matrix[rows], dtype=np.float32)
+            if not self._present[rows].all():
+                one = one.copy()
+                one[~self._present[rows]] = 0.0
+            return one
         out = np.zeros((len(rows), self.dim or 0), dtype=np.float32)
         if len(rows) == 0 or not self._parts:
             return out
@@ -712,8 +723,20 @@ class VectorIndex:
         """A copy of the vector at ``row``, or ``None``."""
         if row >= self._nrows or row < 0 or not self._present[row]:
             return None
-        vec: FloatArray = self.gather(np.array([row], dtype=np.int64))[0]
+        import bisect
+
+        part = self._parts[bisect.bisect_right([p.start for p in self._parts], row) - 1]
+        local = row - part.start
+        if isinstance(part.matrix, LazyArray) and not part.matrix.loaded:
+            vec: FloatArray = part.matrix[np.array([local], dtype=np.int64)][0].copy()
+        else:
+            vec = np.array(part.matrix[local], dtype=np.float32, copy=True)
         return vec
+
+    @property
+    def in_storage(self) -> bool:
+        """Whether some vectors are still in storage (:class:`LazyArray` parts not read)."""
+        return any(isinstance(p.matrix, LazyArray) and not p.matrix.loaded for p in self._parts)
 
     def take(self, keep: IntArray) -> VectorIndex:
         """A compacted index holding rows ``keep`` (in that order) as rows ``0..len(keep)-1``."""
@@ -839,14 +862,15 @@ def _search(
         for q0 in range(0, b, step):
             qb = q[q0 : q0 + step]
             dots = (mat @ qb[0])[None, :] if len(qb) == 1 else qb @ mat.T
+            key = dots  # scaled in place: a batch's score matrix is allocated once
             if metric == "cosine":
                 assert inv is not None
-                key = dots * inv[None, :]
-            elif metric == "dot_product":
-                key = dots
-            else:
+                np.multiply(key, inv[None, :], out=key)
+            elif metric == "euclidean":
                 assert qsq is not None
-                key = 2.0 * dots - sq[None, :] - qsq[q0 : q0 + step, None]
+                np.multiply(key, np.float32(2.0), out=key)
+                np.subtract(key, sq[None, :], out=key)
+                np.subtract(key, qsq[q0 : q0 + step, None], out=key)
             if masked_out is not None:
                 key[:, masked_out] = -np.inf
             qi, col = _shortlist(key, min(k, ncols), tol[q0 : q0 + step])
@@ -897,29 +921,47 @@ def _merge_shortlists(
     return out
 
 
+#: Extra rows ``argpartition`` sets aside beyond the ``k`` best: when they already reach below the
+#: rounding window, the window needs no scan of all keys (the usual case).
+_SPARE = 16
+
+
 def _shortlist(key: FloatArray, kk: int, tol: npt.NDArray[np.float64]) -> tuple[IntArray, IntArray]:
     """(query, column) pairs of the keys within ``tol`` of each query's ``kk``-th best key
-    (all finite keys when there are no more than ``kk``)."""
+    (all finite keys when there are no more than ``kk``).
+
+    ``argpartition`` selects the best ``kk + _SPARE`` keys per query; if the worst of them is
+    below the window, the window lies among them. Only a query with more near-ties than that
+    scans its whole row.
+    """
     n = key.shape[1]
-    if key.shape[0] == 1:  # one query: the same steps on a row, without per-query arrays
-        row = key[0]
-        kth = -np.inf if kk >= n else float(row[np.argpartition(row, n - kk)[n - kk :]].min())
-        if kth == -np.inf:
-            col = np.flatnonzero(row > -np.inf)
-        else:
-            lo = np.nextafter(np.float32(kth - float(tol[0])), np.float32(-np.inf))
-            col = np.flatnonzero(row >= max(lo, -_MAX32))
-        return np.zeros(len(col), dtype=np.int64), col.astype(np.int64)
-    if kk >= n:
-        thr = np.full(key.shape[0], -np.inf, dtype=np.float32)
-    else:
-        top = np.argpartition(key, n - kk, axis=1)[:, n - kk :]
-        thr = np.take_along_axis(key, top, axis=1).min(axis=1)
-    lo = (thr.astype(np.float64) - tol).astype(np.float32)
+    wide = min(n, kk + _SPARE)
+    if wide >= n:
+        qi, col = np.nonzero(key > -np.inf)
+        return qi.astype(np.int64), col.astype(np.int64)
+    top = np.argpartition(key, n - wide, axis=1)[:, n - wide :]
+    vals = np.take_along_axis(key, top, axis=1)
+    kth = np.partition(vals, wide - kk, axis=1)[:, wide - kk]  # the kk-th best of the row
+    lo = (kth.astype(np.float64) - tol).astype(np.float32)
     lo = np.nextafter(lo, np.float32(-np.inf))  # rounding down: never narrower than the bound
-    lo = np.where(np.isfinite(thr), np.maximum(lo, -_MAX32), -_MAX32).astype(np.float32)
-    qi, col = np.nonzero(key >= lo[:, None])
-    return qi.astype(np.int64), col.astype(np.int64)
+    lo = np.maximum(lo, -_MAX32)  # never admits -inf (masked out)
+    finite = np.isfinite(kth)
+    inside = finite & (vals.min(axis=1) < lo)  # every key outside `top` is below the window
+    out_q: list[IntArray] = []
+    out_c: list[IntArray] = []
+    if inside.any():
+        sel = vals >= lo[:, None]
+        sel &= inside[:, None]
+        rq, rc = np.nonzero(sel)
+        out_q.append(rq)
+        out_c.append(top[rq, rc])
+    for i in np.flatnonzero(~inside).tolist():  # many near-ties, or fewer than kk finite keys
+        c = np.flatnonzero(key[i] >= lo[i]) if finite[i] else np.flatnonzero(key[i] > -np.inf)
+        out_q.append(np.full(len(c), i))
+        out_c.append(c)
+    qi = np.concatenate(out_q).astype(np.int64)
+    col = np.concatenate(out_c).astype(np.int64)
+    return qi, col
 
 
 def _break_ties_by_id(

@@ -116,6 +116,19 @@ class VectorField:
             metadata=info.get("metadata"),
         )
 
+    @classmethod
+    def _stored(cls, value: npt.NDArray[np.float32], name: str, info: Mapping[str, Any]) -> VectorField:
+        """:meth:`from_info` for a store's own copy of a vector it validated when storing it
+        (taken as it is: building search results does not validate every hit again)."""
+        field = cls.__new__(cls)
+        field.name = name
+        field.value = value
+        field.source_field = info.get("source_field")
+        field.model_name = info.get("model_name")
+        field.model_version = info.get("model_version")
+        field.metadata = dict(info.get("metadata") or {})
+        return field
+
     def copy(self) -> VectorField:
         """A deep copy."""
         return VectorField.from_info(self.value, self.name, copy.deepcopy(self.info()))

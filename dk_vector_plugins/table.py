@@ -497,7 +497,7 @@ class RecordTable:
         for name, index in self.indexes.items():
             vec = index.get(row)
             if vec is not None:
-                out[name] = VectorField.from_info(vec, name, copy.deepcopy(vinfo.get(name, {})))
+                out[name] = VectorField._stored(vec, name, copy.deepcopy(vinfo.get(name, {})))
         if fields is not None:
             out = {k: out[k] for k in fields if k in out}
         rec._data = out
@@ -599,7 +599,8 @@ class RecordTable:
         if tops:  # the hits' vectors in one read per part (they may still be in storage)
             hit_rows = np.unique(np.concatenate([t.rows for t in tops]))
             for index in self.indexes.values():
-                index.gather(hit_rows[hit_rows < index.nrows])
+                if index.in_storage:
+                    index.gather(hit_rows[hit_rows < index.nrows])
         out: list[list[VectorSearchResult]] = []
         for top in tops:
             hits = []

@@ -617,3 +617,27 @@ def test_rows_without_a_vector_hold_zeros_after_growth(monkeypatch: pytest.Monke
         ids = np.array([f"r{i:05d}" for i in range(index.nrows)], dtype=object)
         top = index.search(np.ones((1, 4), dtype=np.float32), 3, "cosine", ids)[0]
     assert len(top.rows) == 3
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dup", [0, 40], ids=["distinct", "near-ties"])
+def test_batch_over_parts_equals_exhaustive_ranking(metric: str, dup: int) -> None:
+    """Big enough for the shortlist's fast path (k + spare rows set aside by argpartition) and,
+    with a block of near-identical rows, its fallback scan; several parts; a batch and a mask."""
+    rng = np.random.default_rng(11)
+    n, d = 3000, 48
+    m = rng.standard_normal((n, d)).astype(np.float32)
+    if dup:
+        m[100 : 100 + dup] = m[5] + np.float32(1e-6) * rng.standard_normal((dup, d)).astype(np.float32)
+    qs = np.concatenate([m[5:6], rng.standard_normal((7, d)).astype(np.float32)])
+    ids = [f"x{i:05d}" for i in rng.permutation(n)]
+    mask = rng.random(n) < 0.7
+    index = _split_index(m, [700, 1500, 2900])
+    for k in (1, 10, 25):
+        tops = index.search(qs, k, metric, rank_ids(ids), mask)
+        for q, top in zip(qs, tops):
+            rows = np.flatnonzero(mask)
+            scores, dists = exact_scores(m[rows], np.repeat(q[None, :], len(rows), axis=0), metric)
+            rank = scores if dists is None else -dists
+            want = [int(rows[j]) for j in sorted(range(len(rows)), key=lambda j: (-rank[j], ids[rows[j]]))[:k]]
+            assert top.rows.tolist() == want
