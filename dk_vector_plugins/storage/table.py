@@ -182,6 +182,17 @@ def decode_rows(raw: bytes, where: str) -> list[tuple[dict[str, Any], dict[str, 
 RowParts = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
+def _line_at(ends: npt.NDArray[np.intp], i: int) -> tuple[int, int, int]:
+    """(index, start, end) of line ``i`` (negative from the end) of a buffer whose newlines are
+    at ``ends``; ``end`` is the newline's offset."""
+    n = len(ends)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(i)
+    return i, int(ends[i - 1]) + 1 if i else 0, int(ends[i])
+
+
 class LazyRows(Sequence[RowParts]):
     """A segment's rows parsed one at a time on access: opening a big segment to show a few
     search hits parses those rows, not all of them. Only complete (newline-ended) lines count."""
@@ -201,13 +212,8 @@ class LazyRows(Sequence[RowParts]):
     def __getitem__(self, i: int | slice) -> RowParts | list[RowParts]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self._ends)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(i)
-        start = int(self._ends[i - 1]) + 1 if i else 0
-        line = self._raw[start : int(self._ends[i]) + 1]
+        i, start, end = _line_at(self._ends, i)
+        line = self._raw[start : end + 1]
         if line == _EMPTY_ROW:
             return {}, {}, {}
         try:
@@ -322,14 +328,9 @@ class LazyIds(Sequence[str]):
             return self.all()[i]
         if self._all is not None:
             return self._all[i]
-        n = len(self._ends)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(i)
-        start = int(self._ends[i - 1]) + 1 if i else 0
+        i, start, end = _line_at(self._ends, i)
         try:
-            return self._raw[start : int(self._ends[i])].decode()
+            return self._raw[start:end].decode()
         except UnicodeDecodeError as e:
             raise StorageError(f"corrupt segment file {self._where} (line {i + 1}): {e}") from e
 
