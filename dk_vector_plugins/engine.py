@@ -810,9 +810,10 @@ def _search(
 ) -> list[TopK]:
     """The kernel: exact top-``k`` per query over the candidate rows of ``parts``.
 
-    1. Shortlist, per part: one float32 matrix product for a block of queries (restricted to
-       the candidate rows when they are few), ``argpartition`` for the ``k``-th best key, then
-       every row whose key is within the float32 rounding bound of it (a few more than ``k``).
+    1. Shortlist: for a block of queries, one float32 matrix product per part (restricted to
+       the candidate rows when they are few), written side by side into one key matrix; then
+       ``argpartition`` for the ``k``-th best key and every row whose key is within the float32
+       rounding bound of it (a few more than ``k``).
     2. Rank the shortlist by :func:`exact_scores`, ties by id: a row left out in step 1 is
        beaten by ``k`` rows whatever the rounding, so the result is the exact top-``k`` of
        the exact scores, the same however the rows are split into parts.
@@ -831,10 +832,11 @@ def _search(
         q = queries
         qscale = np.sqrt(squared_norms(queries).astype(np.float64))
     qsq = squared_norms(queries) if metric == "euclidean" else None
-    found_q: list[IntArray] = []
-    found_r: list[IntArray] = []
-    found_k: list[npt.NDArray[np.float64]] = []  # their approximate keys
-    found_t: list[npt.NDArray[np.float64]] = []  # and the rounding bound of their part
+    # what each part contributes: its candidate rows as columns of one key matrix per block
+    cols: list[tuple[_Part, IntArray | None, BoolArray | None, Any, Any, Any]] = []
+    offsets: list[int] = []
+    total = 0
+    maxsq = 0.0
     for part in parts:
         c = cand[part.start : part.start + part.n]
         m = int(np.count_nonzero(c))
@@ -852,40 +854,54 @@ def _search(
         inv = None
         if metric == "cosine":
             inv = part.inv_norms() if sel is None else _inverse_norms(sq)
-            tol = np.full(b, 8.0 * (d + 4) * _U32)
-        elif metric == "dot_product":
-            tol = 4.0 * (d + 4) * _U32 * np.sqrt(part.maxsq) * qscale + 1e-36
         else:
-            tol = 4.0 * (d + 8) * _U32 * (np.sqrt(part.maxsq) + qscale) ** 2 + 1e-36
-        ncols = mat.shape[0]
-        step = max(1, min(b, _BLOCK_ELEMS // max(ncols, 1)))
-        for q0 in range(0, b, step):
-            qb = q[q0 : q0 + step]
-            dots = (mat @ qb[0])[None, :] if len(qb) == 1 else qb @ mat.T
-            key = dots  # scaled in place: a batch's score matrix is allocated once
-            if metric == "cosine":
-                assert inv is not None
-                np.multiply(key, inv[None, :], out=key)
+            maxsq = max(maxsq, part.maxsq)
+        cols.append((part, sel, masked_out, mat, sq, inv))
+        offsets.append(total)
+        total += int(mat.shape[0])
+    if not cols:
+        return [_empty() for _ in range(b)]
+    # the rounding bound of the approximate keys (of the worst part: one shortlist for all)
+    if metric == "cosine":
+        tol = np.full(b, 8.0 * (d + 4) * _U32)
+    elif metric == "dot_product":
+        tol = 4.0 * (d + 4) * _U32 * np.sqrt(maxsq) * qscale + 1e-36
+    else:
+        tol = 4.0 * (d + 8) * _U32 * (np.sqrt(maxsq) + qscale) ** 2 + 1e-36
+    starts = np.asarray(offsets, dtype=np.int64)
+    found_q: list[IntArray] = []
+    found_r: list[IntArray] = []
+    step = max(1, min(b, _BLOCK_ELEMS // max(total, 1)))
+    for q0 in range(0, b, step):
+        qb = q[q0 : q0 + step]
+        key = np.empty((len(qb), total), dtype=np.float32)
+        for off, (_, _, masked_out, mat, sq, inv) in zip(offsets, cols):
+            view = key[:, off : off + mat.shape[0]]
+            if len(qb) == 1:
+                np.matmul(mat, qb[0], out=view[0])
+            else:
+                np.matmul(qb, mat.T, out=view)
+            if metric == "cosine":  # scaled in place: one score matrix per block
+                np.multiply(view, inv[None, :], out=view)
             elif metric == "euclidean":
                 assert qsq is not None
-                np.multiply(key, np.float32(2.0), out=key)
-                np.subtract(key, sq[None, :], out=key)
-                np.subtract(key, qsq[q0 : q0 + step, None], out=key)
+                np.multiply(view, np.float32(2.0), out=view)
+                np.subtract(view, sq[None, :], out=view)
+                np.subtract(view, qsq[q0 : q0 + step, None], out=view)
             if masked_out is not None:
-                key[:, masked_out] = -np.inf
-            qi, col = _shortlist(key, min(k, ncols), tol[q0 : q0 + step])
-            found_q.append(qi + q0)
-            found_r.append(part.start + (col if sel is None else sel[col]))
-            if len(parts) > 1:
-                found_k.append((key[0, col] if len(qb) == 1 else key[qi, col]).astype(np.float64))
-                found_t.append(tol[q0 + qi])
-    if not found_q:
-        return [_empty() for _ in range(b)]
+                view[:, masked_out] = -np.inf
+        qi, col = _shortlist(key, min(k, total), tol[q0 : q0 + step])
+        which = np.searchsorted(starts, col, side="right") - 1
+        rows_b = np.empty(len(col), dtype=np.int64)
+        for pi in np.unique(which).tolist():
+            here = which == pi
+            part, sel = cols[pi][0], cols[pi][1]
+            local = col[here] - offsets[pi]
+            rows_b[here] = part.start + (local if sel is None else sel[local])
+        found_q.append(qi + q0)
+        found_r.append(rows_b)
     qi = np.concatenate(found_q)
-    rows = np.concatenate(found_r).astype(np.int64)
-    if len(parts) > 1:  # each part shortlisted its own k: keep those that can beat the k-th overall
-        keep = _merge_shortlists(qi, np.concatenate(found_k), np.concatenate(found_t), k, b)
-        qi, rows = qi[keep], rows[keep]
+    rows = np.concatenate(found_r)
     scores, dists = exact_scores(gather(rows), queries[qi], metric)
     # euclidean ranks by distance: 1 / (1 + d) can round equal for distinct tiny distances
     rank = scores if dists is None else -dists
@@ -897,27 +913,6 @@ def _search(
     for i in range(b):
         take = order[bounds[i] : min(bounds[i + 1], bounds[i] + k)]
         out.append(TopK(rows[take], scores[take], None if dists is None else dists[take]))
-    return out
-
-
-def _merge_shortlists(
-    qi: IntArray, key: npt.NDArray[np.float64], tol: npt.NDArray[np.float64], k: int, b: int
-) -> npt.NDArray[np.bool_]:
-    """Which shortlisted (query, row) pairs of several parts may still be in a query's top ``k``.
-
-    With ``T`` the query's ``k``-th best approximate key among all pairs and ``t`` the largest
-    rounding bound of its pairs: ``k`` pairs have exact keys of at least ``T - t/2``, so a pair
-    whose approximate key is below ``T - t`` (its exact key below ``T - t/2``) cannot place.
-    """
-    order = np.lexsort((-key, qi))
-    bounds = np.searchsorted(qi[order], np.arange(b + 1))
-    counts = np.diff(bounds)
-    kth = np.full(b, -np.inf)
-    full = counts > k
-    kth[full] = key[order[bounds[:-1][full] + k - 1]]
-    tmax = np.zeros(b)
-    np.maximum.at(tmax, qi, tol)
-    out: npt.NDArray[np.bool_] = key >= kth[qi] - tmax[qi]
     return out
 
 
