@@ -201,8 +201,9 @@ IdSource = npt.NDArray[Any] | Callable[[IntArray], Sequence[Any]]
 _U32 = 2.0**-24  # unit roundoff of float32
 _TINY32 = float(np.finfo(np.float32).tiny)
 _MAX32 = np.float32(np.finfo(np.float32).max)
-# a query block's score matrix holds at most this many float32 values (bounds the memory of batches)
-_BLOCK_ELEMS = 1 << 24
+# a query block's score matrix holds at most this many float32 values (128 MiB: bounds the memory
+# of batches; blocks of a few dozen queries keep the matrix product efficient)
+_BLOCK_ELEMS = 1 << 25
 # rescoring works on at most this many (row, query) pairs at a time
 _RESCORE_CHUNK = 1 << 13
 
@@ -872,9 +873,10 @@ def _search(
     found_q: list[IntArray] = []
     found_r: list[IntArray] = []
     step = max(1, min(b, _BLOCK_ELEMS // max(total, 1)))
+    block = np.empty((step, total), dtype=np.float32)  # reused: its pages are touched once
     for q0 in range(0, b, step):
         qb = q[q0 : q0 + step]
-        key = np.empty((len(qb), total), dtype=np.float32)
+        key = block[: len(qb)]
         for off, (_, _, masked_out, mat, sq, inv) in zip(offsets, cols):
             view = key[:, off : off + mat.shape[0]]
             if len(qb) == 1:
