@@ -19,9 +19,8 @@ Usage::
                                     [--reps 3] [--dir /fast/tmp] [--quick]
 
 Needs the ``dask`` extra. Memory: about 1.5 GB for the vectors (memory-mapped, shared by the
-page cache between the processes) plus ~8 GB transient in the single-process search of 1000
-queries x 1M rows (the kernel scores the whole batch at once); the Dask workers score their
-parts in chunks. The script always exits 0: it is a report.
+page cache between the processes) plus the kernel's score buffer of at most 128 MiB per search
+(queries are scored in blocks), in each process. The script always exits 0: it is a report.
 """
 
 from __future__ import annotations
