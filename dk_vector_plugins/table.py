@@ -474,9 +474,36 @@ class RecordTable:
     def materialize(self) -> None:
         """Load every row (and id) still in storage."""
         self._load_ids()
-        if self._chunks:
-            self._load_rows(r for c in self._chunks for r in range(c[0], c[1]))
-            self._chunks = []
+        for start, stop, loader in self._chunks:  # a chunk at a time, no lookup per row
+            parts = loader()
+            if isinstance(parts, _NoData):  # vectors only: every row empty
+                none: list[Any] = [None] * (stop - start)
+                self._data[start:stop] = none
+                self._meta[start:stop] = none
+                self._vinfo[start:stop] = none
+                continue
+            if len(parts) != stop - start:
+                from .errors import StorageError
+
+                raise StorageError(f"a stored segment holds {len(parts)} rows, its manifest says {stop - start}")
+            data, meta, vinfo = self._data, self._meta, self._vinfo
+            for r in range(start, stop):
+                if data[r] is UNLOADED:
+                    data[r], meta[r], vinfo[r] = parts[r - start]
+                    vinfo[r] = vinfo[r] or None
+        self._chunks = []
+
+    def live_rows(self) -> tuple[list[str], list[Row] | None]:
+        """The live ids in row order, and their rows' parts (``None`` when no live row holds
+        data, metadata or vector info: a table of vectors only)."""
+        self.materialize()
+        live = np.flatnonzero(self._live[: self.nrows]).tolist()
+        ids = [self._ids[r] for r in live]
+        data, meta, vinfo = self._data, self._meta, self._vinfo
+        if not any(data[r] or meta[r] or vinfo[r] for r in live):
+            return ids, None
+        rows = [(rid, data[r] or {}, meta[r] or {}, vinfo[r] or {}) for rid, r in zip(ids, live)]
+        return ids, rows
 
     def row_parts(self, row: int) -> Row:
         """The stored parts of a live row (loading it if needed)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import WriteBatch
+from ..core import WriteBatch, apply
 from ..errors import StorageError
 from ..table import RecordTable
 from .ops import AsyncObjectStore, Program, SyncObjectStore, run_async, run_sync
@@ -118,8 +118,10 @@ class TableStorage:
         if len(self.state.segments) <= 1 and table.dead == 0:
             return True
         batch = self.logic.compaction_batch(table)
-        if self.run(self.logic.commit(self.state, batch)):
-            table.compact()
+        if self.commit(table, batch):
+            # the table becomes the compacted segment itself (mapped, for a local store: the
+            # live vectors are not copied a second time)
+            apply(table, batch)
             return True
         return False
 

@@ -750,9 +750,8 @@ class TableLogic:
 
     def compaction_batch(self, table: RecordTable) -> WriteBatch:
         """All live rows of ``table`` (in row order) as one ``clear`` batch."""
-        table.materialize()
+        ids, rows = table.live_rows()
         live = np.flatnonzero(table._live[: table.nrows])
-        rows = [table.row_parts(int(r)) for r in live]
         batches = {}
         for name, index in table.indexes.items():
             in_range = live < index.nrows
@@ -761,6 +760,8 @@ class TableLogic:
             pos = np.flatnonzero(present)
             if len(pos):
                 batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
+        if rows is None:  # vectors only: no rows file, no tuple per row
+            return WriteBatch(bare_ids=ids, batches=batches, clear=True, fresh=True)
         return WriteBatch(rows=rows, batches=batches, clear=True, fresh=True)
 
     def gc(self, state: TableState, now: float | None = None, grace_s: float | None = None) -> Program[int]:
