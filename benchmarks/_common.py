@@ -2,18 +2,31 @@
 
 The scripts are run as ``python benchmarks/bench_x.py``, so this folder is first on ``sys.path``
 and ``from _common import ...`` works from each of them.
+
+The comparisons with dataknobs-data (``bench_memory``, ``bench_file``, ``bench_s3``) run it in a
+separate interpreter, since it needs Python >= 3.12 (see ``find_dataknobs_python``):
+
+* ``DKV_DATAKNOBS_PYTHON``: the interpreter to use, a path or a command name on ``PATH`` (e.g. a
+  venv's ``bin/python`` with ``dataknobs-data`` installed; ``bench_s3`` also needs ``boto3``
+  there). When it is set, it is the only candidate.
+* otherwise the first of ``python3.14``, ``python3.13``, ``python3.12``, ``python3`` found on
+  ``PATH`` (and this interpreter) that is Python >= 3.12 and can import ``dataknobs_data`` and
+  ``numpy``.
+
+When none qualifies, the dataknobs check is reported as skipped, with a message saying what was
+tried; the rest of the report is unaffected.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
-import glob
 import json
 import os
 import platform
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -266,33 +279,58 @@ def env_summary(extra: str = "") -> str:
 # dataknobs-data subprocess
 
 
-def find_dataknobs_python() -> tuple[str | None, list[str]]:
-    """The first candidate interpreter that imports dataknobs_data; plus what was tried."""
-    candidates: list[str] = []
-    env = os.environ.get("DKV_DATAKNOBS_PYTHON")
-    if env:
-        candidates.append(env)
-    candidates.append("/work/dk312/bin/python")
-    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python")), reverse=True)
-    tried = []
-    for py in candidates:
-        if not os.path.exists(py):
-            tried.append(f"{py} (missing)")
+DATAKNOBS_PYTHON_ENV = "DKV_DATAKNOBS_PYTHON"
+_DATAKNOBS_PATH_NAMES = ("python3.14", "python3.13", "python3.12", "python3")
+_DATAKNOBS_PROBE = "import sys, dataknobs_data, numpy; assert sys.version_info >= (3, 12), sys.version"
+
+
+def _dataknobs_candidates() -> tuple[list[str], list[str]]:
+    """Interpreters to try (absolute paths, in order) and the names that resolved to nothing."""
+    env = os.environ.get(DATAKNOBS_PYTHON_ENV, "").strip()
+    names = [env] if env else [*_DATAKNOBS_PATH_NAMES, sys.executable]
+    found: list[str] = []
+    missing: list[str] = []
+    for name in names:
+        path = shutil.which(name)
+        if path is None:
+            label = f"${DATAKNOBS_PYTHON_ENV}={name}" if env else name
+            missing.append(f"{label} (not found)")
             continue
+        path = os.path.abspath(path)  # not realpath: a venv's python is a symlink to its base
+        if path not in found:
+            found.append(path)
+    return found, missing
+
+
+def find_dataknobs_python() -> tuple[str | None, list[str]]:
+    """The first candidate interpreter that imports dataknobs_data; plus what was tried.
+
+    ``$DKV_DATAKNOBS_PYTHON`` if set (then nothing else), else ``python3.14``, ``python3.13``,
+    ``python3.12``, ``python3`` on ``PATH`` and this interpreter; a candidate qualifies when it
+    is Python >= 3.12 and imports ``dataknobs_data`` and ``numpy``.
+    """
+    candidates, tried = _dataknobs_candidates()
+    for py in candidates:
         try:
-            r = subprocess.run(
-                [py, "-c", "import sys, dataknobs_data, numpy; assert sys.version_info >= (3, 12)"],
-                capture_output=True,
-                timeout=120,
-            )
+            r = subprocess.run([py, "-c", _DATAKNOBS_PROBE], capture_output=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as e:
             tried.append(f"{py} ({type(e).__name__})")
             continue
         if r.returncode == 0:
             return py, tried
-        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-        tried.append(f"{py} ({last})")
+        lines = [ln.strip() for ln in r.stderr.decode(errors="replace").splitlines() if ln.strip()] or ["?"]
+        why = next((ln for ln in reversed(lines) if "rror" in ln), lines[0])  # ...Error, or a shim's note
+        tried.append(f"{py} ({why})")
     return None, tried
+
+
+def dataknobs_skip_message(tried: list[str], needs: str = "dataknobs-data") -> str:
+    """Why a dataknobs comparison is skipped, and how to enable it."""
+    return (
+        f"skipped: no Python >= 3.12 with {needs} found; set {DATAKNOBS_PYTHON_ENV} to such an "
+        "interpreter (or put python3.12+ with it installed on PATH). Tried: "
+        + "; ".join(tried or ["nothing"])
+    )
 
 
 def run_child(

@@ -16,7 +16,7 @@
 Usage::
 
     python benchmarks/bench_dask.py [--n 1000000] [--dim 384] [--batch 1000] [--workers 2]
-                                    [--reps 3] [--dir /fast/tmp] [--quick]
+                                    [--reps 3] [--dir DIR] [--quick]
 
 Needs the ``dask`` extra. Memory: about 1.5 GB for the vectors (memory-mapped, shared by the
 page cache between the processes) plus the kernel's score buffer of at most 128 MiB per search
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from _common import env_summary, fmt_ms, interleaved_selftimed, log, median, set_log_tag, timed
 
+import dk_vector_plugins.plugins.dask as de
 from dk_vector_plugins import DatabaseFactory
-from dk_vector_plugins.plugins import dask_executor as de
 
 # Read before anything imports distributed (which sets it for the worker processes it spawns).
 BLAS_THREADS_ENV = os.environ.get("OPENBLAS_NUM_THREADS", "unset")

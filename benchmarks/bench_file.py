@@ -21,10 +21,12 @@ d. vs dataknobs-data 0.11's file backend at N=5k (a Python >= 3.12 subprocess on
 
 Usage::
 
-    python benchmarks/bench_file.py [--n 200000] [--dim 384] [--quick] [--dir /fast/tmp]
+    python benchmarks/bench_file.py [--n 200000] [--dim 384] [--quick] [--dir DIR]
 
-The interpreter for check d is ``$DKV_DATAKNOBS_PYTHON``, else ``/work/dk312/bin/python``, else
-``~/.pyenv/versions/3.12*/bin/python`` -- the first one that can import ``dataknobs_data``.
+The interpreter for check d is ``$DKV_DATAKNOBS_PYTHON`` (a Python >= 3.12 with dataknobs-data
+installed, e.g. a venv's ``bin/python``), else the first ``python3.14`` / ``python3.13`` /
+``python3.12`` / ``python3`` on ``PATH`` that can import ``dataknobs_data``; without one, check d
+is reported as skipped (see ``_common.find_dataknobs_python``).
 The script always exits 0: it is a report; failed targets are marked FAIL.
 """
 
@@ -42,6 +44,7 @@ from typing import Any
 import numpy as np
 from _common import (
     Report,
+    dataknobs_skip_message,
     env_summary,
     find_dataknobs_python,
     fmt_ms,
@@ -328,10 +331,10 @@ def check_dataknobs(rep: Report, dk_n: int, dim: int, nq: int, k: int, work: str
     label = f"d. vs dataknobs-data file backend, N={dk_n}, per query"
     py, tried = find_dataknobs_python()
     if py is None:
-        msg = "SKIPPED: no Python >= 3.12 with dataknobs_data found (tried: " + "; ".join(tried) + ")"
+        msg = dataknobs_skip_message(tried)
         print(f"[bench_file] check d {msg}", file=sys.stderr)
         rep.add(label, "-", "-", "-", ">= 100x", None)
-        rep.note(f"d {msg}; set DKV_DATAKNOBS_PYTHON to such an interpreter")
+        rep.note(f"d {msg}")
         return
     rng = np.random.default_rng(seed + 7)
     x = rng.standard_normal((dk_n, dim), dtype=np.float32)

@@ -22,8 +22,10 @@ Usage::
 
     python benchmarks/bench_memory.py [--n 100000] [--dim 384] [--repeat 50] [--quick]
 
-The interpreter for check 4 is ``$DKV_DATAKNOBS_PYTHON``, else ``/work/dk312/bin/python``, else
-``~/.pyenv/versions/3.12*/bin/python`` -- the first one that can import ``dataknobs_data``.
+The interpreter for check 4 is ``$DKV_DATAKNOBS_PYTHON`` (a Python >= 3.12 with dataknobs-data
+installed, e.g. a venv's ``bin/python``), else the first ``python3.14`` / ``python3.13`` /
+``python3.12`` / ``python3`` on ``PATH`` that can import ``dataknobs_data``; without one, check 4
+is reported as skipped (see ``_common.find_dataknobs_python``).
 The script always exits 0: it is a report; failed targets are marked FAIL.
 """
 
@@ -42,6 +44,7 @@ import numpy as np
 from _common import (
     CATEGORIES,
     Report,
+    dataknobs_skip_message,
     env_summary,
     find_dataknobs_python,
     fmt_mb,
@@ -380,10 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     py, tried = find_dataknobs_python()
     check4 = f"4. vs dataknobs-data memory, N={dk_n}, per query"
     if py is None:
-        msg = (
-            "skipped: dataknobs-data not importable (needs Python >= 3.12 with dataknobs-data installed; "
-            "set DKV_DATAKNOBS_PYTHON); tried: " + "; ".join(tried)
-        )
+        msg = dataknobs_skip_message(tried)
         print(msg)
         rep.add(check4, "-", "skipped", "-", ">= 300x", None)
         rep.rows[-1] = (*rep.rows[-1][:5], "skipped")

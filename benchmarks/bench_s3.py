@@ -26,8 +26,10 @@ Usage::
 
     python benchmarks/bench_s3.py [--n 100000] [--dim 384] [--repeat 30] [--quick] [--profile]
 
-The interpreter for check 3 is ``$DKV_DATAKNOBS_PYTHON``, else ``/work/dk312/bin/python``, else
-``~/.pyenv/versions/3.12*/bin/python`` -- the first one that can import ``dataknobs_data``.
+The interpreter for check 3 is ``$DKV_DATAKNOBS_PYTHON`` (a Python >= 3.12 with dataknobs-data and
+boto3 installed, e.g. a venv's ``bin/python``), else the first ``python3.14`` / ``python3.13`` /
+``python3.12`` / ``python3`` on ``PATH`` that can import ``dataknobs_data``; without one, check 3
+is reported as skipped (see ``_common.find_dataknobs_python``).
 The script always exits 0: it is a report; failed targets are marked FAIL.
 """
 
@@ -61,6 +63,7 @@ import s3_server  # noqa: E402  (tests/s3_server.py: moto's server on 127.0.0.1)
 from _common import (  # noqa: E402  (helpers shared by the benchmarks)
     CATEGORIES,
     Report,
+    dataknobs_skip_message,
     env_summary,
     find_dataknobs_python,
     fmt_mb,
@@ -75,8 +78,8 @@ from _common import (  # noqa: E402  (helpers shared by the benchmarks)
 )
 
 from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory  # noqa: E402
-from dk_vector_plugins.storage.ops import load_npy  # noqa: E402
-from dk_vector_plugins.storage.table import LATEST, TableLogic, decode_rows  # noqa: E402
+from dk_vector_plugins.storage.log_format import LATEST, TableLogic, decode_rows  # noqa: E402
+from dk_vector_plugins.storage.npy import load_npy  # noqa: E402
 
 BUCKET = "dkv-bench"
 CONCURRENCY = 16  # the s3 backend's default ``concurrency``
@@ -640,10 +643,7 @@ def _run(
     # ---- check 3: dataknobs-data S3 backend ---------------------------------------------------------
     py, tried = find_dataknobs_python()
     if py is None:
-        msg = (
-            "skipped: dataknobs-data not importable (needs Python >= 3.12 with dataknobs-data and boto3; "
-            "set DKV_DATAKNOBS_PYTHON); tried: " + "; ".join(tried)
-        )
+        msg = dataknobs_skip_message(tried, needs="dataknobs-data and boto3")
         print(msg)
         for dn in dk_ns:
             rep.add(f"3. vs dataknobs-data s3, N={dn}, per query", "-", "skipped", "-", ">= 100x", None)

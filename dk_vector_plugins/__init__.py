@@ -13,15 +13,7 @@ from __future__ import annotations
 
 from .core import StoreCore, WriteBatch
 from .database import AsyncDatabase, SyncDatabase
-from .embed import (
-    BulkEmbedReport,
-    BulkEmbedRequest,
-    Embedder,
-    EmbedderSpec,
-    FunctionEmbedder,
-    HashingEmbedder,
-)
-from .engine import METRICS, normalize_metric
+from .embed import FunctionEmbedder, HashingEmbedder
 from .errors import (
     ConfigError,
     ConflictError,
@@ -36,12 +28,25 @@ from .errors import (
     RecordNotFoundError,
     StorageError,
 )
-from .factory import AsyncDatabaseFactory, BackendSpec, DatabaseFactory, OptionSpec
+from .factory import AsyncDatabaseFactory, DatabaseFactory
 from .hookspecs import hookimpl, hookspec
 from .host import PluginLoadWarning, list_plugins, make_plugin_manager
 from .query import Filter, Operator, Query, SortOrder, SortSpec, compile_filter
-from .records import Field, Record, VectorField, VectorSearchResult
-from .search import SearchRequest
+from .records import Field, Record, VectorField
+from .search import apply_threshold
+from .types import (
+    AsyncStore,
+    BackendSpec,
+    BulkEmbedReport,
+    BulkEmbedRequest,
+    Embedder,
+    EmbedderSpec,
+    OptionSpec,
+    SearchRequest,
+    Store,
+    VectorSearchResult,
+)
+from .vectors import METRICS, normalize_metric
 
 try:
     from importlib.metadata import PackageNotFoundError, version
@@ -54,6 +59,7 @@ __all__ = [
     "METRICS",
     "AsyncDatabase",
     "AsyncDatabaseFactory",
+    "AsyncStore",
     "BackendSpec",
     "BulkEmbedReport",
     "BulkEmbedRequest",
@@ -83,6 +89,7 @@ __all__ = [
     "SearchRequest",
     "SortOrder",
     "SortSpec",
+    "Store",
     "StorageError",
     "StoreCore",
     "SyncDatabase",
@@ -90,6 +97,7 @@ __all__ = [
     "VectorSearchResult",
     "WriteBatch",
     "__version__",
+    "apply_threshold",
     "compile_filter",
     "hookimpl",
     "hookspec",

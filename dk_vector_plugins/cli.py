@@ -16,7 +16,8 @@ from typing import Any
 from .errors import DkvError
 from .factory import DatabaseFactory
 from .host import list_plugins
-from .records import Record, VectorField, VectorSearchResult
+from .records import Record, VectorField
+from .types import VectorSearchResult
 
 __all__ = ["main"]
 

@@ -1,6 +1,6 @@
 """The store core shared by every backend and by the sync and async APIs.
 
-:class:`StoreCore` is a thread-safe :class:`~dk_vector_plugins.table.RecordTable` plus a
+:class:`StoreCore` is a thread-safe :class:`~dk_vector_plugins.memtable.RecordTable` plus a
 :class:`Storage`: before a read it lets the storage bring the table up to date (a no-op in memory,
 one cheap manifest check on file and S3); a write is planned against the current table (all
 validation happens here, so a rejected call changes nothing), committed by the storage, and only
@@ -10,21 +10,28 @@ again on the refreshed table.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 
 from .errors import ConflictError, DimensionMismatchError, DuplicateRecordError, InvalidRequestError
+from .memtable import RecordTable, Row, owned_copy
 from .query import Expr, Query
-from .records import Record, VectorSearchResult, is_vector_value, new_id
-from .search import SearchRequest, apply_threshold
-from .table import RecordTable, Row, _own
+from .records import Record, is_vector_value, new_id
+from .search import apply_threshold
+from .types import SearchRequest, VectorSearchResult
 
 __all__ = ["NullStorage", "Storage", "StoreCore", "WriteBatch"]
+
+T = TypeVar("T")
+
+# Async searches over more than this many floats run in a worker thread (BLAS releases the GIL).
+_THREAD_THRESHOLD = 2_000_000
 
 
 @attrs.frozen
@@ -60,13 +67,27 @@ class WriteBatch:
 
 
 class Storage(Protocol):
-    """Where a table lives. Memory keeps nothing; file and S3 keep a log-structured table."""
+    """Where a table lives. Memory keeps nothing; file and S3 keep a log-structured table.
+
+    The core calls only these; what differs between backends stays behind them.
+    """
+
+    #: Whether the table keeps the vectors a commit wrote (memory maps of the written files),
+    #: so that a caller's batch need not be copied first.
+    adopts_written: bool
 
     def refresh(self, table: RecordTable) -> None:
         """Bring ``table`` up to the latest committed version."""
 
     def commit(self, table: RecordTable, batch: WriteBatch) -> bool:
         """Persist ``batch`` on top of the version ``table`` holds; ``False`` if another writer won."""
+
+    def after_commit(self, table: RecordTable) -> None:
+        """Maintenance after a commit was applied to ``table`` (e.g. automatic compaction)."""
+
+    def compact(self, table: RecordTable) -> bool:
+        """Reclaim the space of deleted and replaced rows (``table`` is fresh); ``False`` when
+        another writer committed first."""
 
     def close(self) -> None:
         """Release resources."""
@@ -75,11 +96,23 @@ class Storage(Protocol):
 class NullStorage:
     """The storage of the memory backend: nothing to load, every commit succeeds."""
 
+    adopts_written = False
+
     def refresh(self, table: RecordTable) -> None:
         """Nothing to do."""
 
     def commit(self, table: RecordTable, batch: WriteBatch) -> bool:
         """Nothing to persist."""
+        return True
+
+    def after_commit(self, table: RecordTable) -> None:
+        """Drop dead rows once they outnumber the live ones (and 1024)."""
+        if table.dead > max(1024, len(table)):
+            table.compact()
+
+    def compact(self, table: RecordTable) -> bool:
+        """Drop dead rows in memory."""
+        table.compact()
         return True
 
     def close(self) -> None:
@@ -105,18 +138,43 @@ def apply(table: RecordTable, batch: WriteBatch) -> None:
 class StoreCore:
     """Thread-safe operations over a table and its storage. Every public method takes the lock."""
 
-    def __init__(
-        self,
-        table: RecordTable,
-        storage: Storage | None = None,
-        max_retries: int = 20,
-        auto_compact: bool = True,
-    ) -> None:
+    def __init__(self, table: RecordTable, storage: Storage | None = None, max_retries: int = 20) -> None:
         self.table = table
         self.storage: Storage = storage or NullStorage()
         self.lock = threading.RLock()
         self.max_retries = max_retries
-        self.auto_compact = auto_compact
+        #: Async stores: every call may do I/O (file, S3), so :meth:`run_async` always uses a thread.
+        self.io_bound = False
+        #: Async stores: awaited before core work (opens a connection, e.g. an aioboto3 client).
+        self.connect_async: Callable[[], Awaitable[None]] | None = None
+        #: Async stores: awaited by :meth:`close_async` after the storage is closed.
+        self.async_closers: list[Callable[[], Awaitable[None]]] = []
+
+    # -- running for an async store -----------------------------------------------------------------
+    async def run_async(self, fn: Callable[..., T], *args: Any, heavy: bool = False, connect: bool = True) -> T:
+        """Run ``fn(*args)`` for an async store: after opening its connection (unless
+        ``connect=False``), in a worker thread when it may block (I/O, or ``heavy`` CPU work)."""
+        if connect and self.connect_async is not None:
+            await self.connect_async()
+        if heavy or self.io_bound:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    async def vector_search_async(self, request: SearchRequest) -> list[list[VectorSearchResult]]:
+        """:meth:`vector_search` for an async store (a large search runs in a worker thread)."""
+        table = self.table
+        work = table.nrows * (table.vector_dimension(request.vector_field) or 0) * len(request.queries)
+        return await self.run_async(self.vector_search, request, heavy=work > _THREAD_THRESHOLD)
+
+    def close(self) -> None:
+        """Release the storage."""
+        self.storage.close()
+
+    async def close_async(self) -> None:
+        """Release the storage, then what the async store opened on its event loop."""
+        self.storage.close()
+        for closer in self.async_closers:
+            await closer()
 
     # -- plumbing -------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -134,11 +192,7 @@ class StoreCore:
                     return result
                 if self.storage.commit(self.table, batch):
                     apply(self.table, batch)
-                    after = getattr(self.storage, "after_commit", None)
-                    if after is not None:
-                        after(self.table)
-                    elif self.auto_compact and self.table.dead > max(1024, len(self.table)):
-                        self.table.compact()
+                    self.storage.after_commit(self.table)
                     return result
             raise ConflictError(
                 f"gave up after {self.max_retries} retries: concurrent writers kept committing first"
@@ -243,7 +297,7 @@ class StoreCore:
                 )
                 return batch, rids
             if metadata:
-                rows: list[Row] = [(rids[i], _own(metadata[i]), {}, {}) for i in fresh]
+                rows: list[Row] = [(rids[i], owned_copy(metadata[i]), {}, {}) for i in fresh]
             else:  # the table never changes a row's dicts in place: one empty dict serves all
                 empty: dict[str, Any] = {}
                 rows = [(rids[i], empty, empty, empty) for i in fresh]
@@ -309,11 +363,7 @@ class StoreCore:
         return list(self.read_locked(run))
 
     def compact(self) -> None:
-        """Reclaim space: the storage's compaction when it has one, else drop dead rows in memory."""
+        """Reclaim the space of deleted and replaced rows (the storage's compaction)."""
         with self.lock:
-            storage_compact = getattr(self.storage, "compact", None)
-            if storage_compact is not None:
-                self.storage.refresh(self.table)
-                storage_compact(self.table)
-            else:
-                self.table.compact()
+            self.storage.refresh(self.table)
+            self.storage.compact(self.table)

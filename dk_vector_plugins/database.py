@@ -1,46 +1,154 @@
-"""The public store classes: one sync and one async facade over a :class:`~dk_vector_plugins.core.StoreCore`.
+"""The public store classes: one sync and one async facade, both driven by one table of operations.
 
-Backends subclass :class:`SyncDatabase` / :class:`AsyncDatabase` and supply the core (memory: a
-table and no storage; file and S3: a table and their storage). Method names and signatures follow
-dataknobs-data 0.11. ``vector_search`` and ``bulk_embed_and_store`` are thin: they build and
-validate a request, call the plugin hook, and return what the first implementation answers.
+Every operation of a store is written once, as a generator method decorated with
+:class:`operation`: it validates its arguments in the caller, then ``yield``\\ s the steps that do
+the work — a :class:`Call` of the shared :class:`~dk_vector_plugins.core.StoreCore` or a
+:class:`Hook` (a plugin hook such as ``dkv_vector_search``) — and returns the result. The sync
+facade (:class:`SyncDatabase`) runs the steps in the calling thread; the async facade
+(:class:`AsyncDatabase`) awaits them (core work off the event loop when it may block, the
+``*_async`` twin of each hook). Adding an operation is one method; the two APIs cannot drift.
+
+Backends subclass :class:`SyncDatabase` / :class:`AsyncDatabase` only to supply their core
+(memory: a table and no storage; file and S3: a table and their storage). Method names and
+signatures follow dataknobs-data 0.11. ``vector_search`` and ``bulk_embed_and_store`` are thin:
+they build and validate a request, call the plugin hook, and return what the first
+implementation answers (a search hook answers one list per query; the facade alone unwraps the
+single query's list).
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+import types
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+import attrs
 import numpy.typing as npt
+import pluggy
 
 from .core import StoreCore
-from .embed import BulkEmbedReport, BulkEmbedRequest, FunctionEmbedder
-from .engine import as_vector_batch_with_norms
+from .embed import FunctionEmbedder
 from .errors import InvalidRequestError, PluginError, RecordNotFoundError
 from .query import Expr, Query, compile_filter
-from .records import Record, VectorField, VectorSearchResult
-from .search import SearchRequest, build_search_request
+from .records import Record, VectorField
+from .search import build_search_request
+from .types import BulkEmbedReport, BulkEmbedRequest, Embedder, SearchRequest, VectorSearchResult
+from .vectors import as_vector_batch_with_norms
 
-__all__ = ["AsyncDatabase", "SyncDatabase"]
+__all__ = ["AsyncDatabase", "Call", "Hook", "SyncDatabase", "operation"]
 
-# Async searches over more than this many floats run in a worker thread (BLAS releases the GIL).
-_THREAD_THRESHOLD = 2_000_000
+P = ParamSpec("P")
+R = TypeVar("R")
+R2 = TypeVar("R2")
+
+
+@attrs.frozen
+class Call:
+    """A step of an operation: run ``fn(*args)`` on the store core.
+
+    ``heavy`` marks CPU work long enough to move off an event loop even for a store that does
+    no I/O (a big batch, a large search); ``connects=False`` runs it without first opening the
+    store's connection (closing a store that never connected).
+    """
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    heavy: bool = False
+    connects: bool = True
+
+
+@attrs.frozen
+class Hook:
+    """A step of an operation: call the plugin hook ``name`` (its ``_async`` twin on an async
+    store) with ``db=`` the store and ``request``; the answer is the first non-``None`` one."""
+
+    name: str
+    request: Any
+
+
+@attrs.frozen
+class Close:
+    """A step of an operation: release the core's storage (and, on an async store, what it
+    opened on the event loop)."""
+
+
+Step = Call | Hook | Close
+#: What an operation's generator is: it yields steps and returns the operation's result.
+Steps = Generator[Step, Any, R]
+
+
+class operation(Generic[P, R]):
+    """Declares a store operation once, for both facades.
+
+    ``db.op(...)`` on a :class:`SyncDatabase` runs the steps and returns the result; on an
+    :class:`AsyncDatabase` it returns a coroutine. The signature and docstring are the
+    generator method's.
+    """
+
+    def __init__(self, fn: Callable[Concatenate[Any, P], Steps[R]], doc: str | None = None) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__ if doc is None else doc
+        self.__wrapped__ = fn
+
+        def run_sync(db: SyncDatabase, /, *args: Any, **kwargs: Any) -> Any:
+            return db._drive(fn(db, *args, **kwargs))
+
+        async def run_async(db: AsyncDatabase, /, *args: Any, **kwargs: Any) -> Any:
+            return await db._drive(fn(db, *args, **kwargs))
+
+        for runner in (run_sync, run_async):
+            functools.update_wrapper(runner, fn)
+            if doc is not None:
+                runner.__doc__ = doc
+        self._sync: Callable[..., Any] = run_sync
+        self._async: Callable[..., Any] = run_async
+
+    def then(self, after: Callable[[R], R2], doc: str) -> operation[P, R2]:
+        """The same operation (same signature) with ``after`` applied to its result."""
+        fn = self.fn
+
+        def mapped(db: Any, /, *args: P.args, **kwargs: P.kwargs) -> Steps[R2]:
+            return after((yield from fn(db, *args, **kwargs)))
+
+        functools.update_wrapper(mapped, fn)
+        return operation(mapped, doc)
+
+    @overload
+    def __get__(self, db: None, owner: type | None = None) -> operation[P, R]: ...
+
+    @overload
+    def __get__(self, db: SyncDatabase, owner: type | None = None) -> Callable[P, R]: ...
+
+    @overload
+    def __get__(
+        self, db: AsyncDatabase, owner: type | None = None
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    def __get__(self, db: Any, owner: type | None = None) -> Any:
+        if db is None:
+            return self
+        return types.MethodType(self._async if db._is_async else self._sync, db)
 
 
 class _Base:
-    """What the sync and async facades share: config, plugins, request building."""
+    """What the sync and async facades share: config, plugins, request building, operations."""
 
     #: The backend name this class serves (``"memory"``, ``"file"``, ``"s3"``).
     backend_name: ClassVar[str] = ""
+    #: Whether the operations return coroutines.
+    _is_async: ClassVar[bool] = False
+    #: Async stores only: whether every core call may do I/O (file, S3), so that it always runs
+    #: in a worker thread.
+    _io_bound: ClassVar[bool] = False
 
     def __init__(
         self,
         config: Mapping[str, Any] | None = None,
         *,
-        plugin_manager: Any = None,
+        plugin_manager: pluggy.PluginManager | None = None,
         **kwargs: Any,
     ) -> None:
         from .factory import resolve_config
@@ -49,14 +157,30 @@ class _Base:
         pm = ensure_hookspecs(plugin_manager) if plugin_manager is not None else make_plugin_manager()
         merged = {**dict(config or {}), **kwargs}
         merged.setdefault("backend", self.backend_name)
-        self.plugin_manager = pm
-        self.config: Mapping[str, Any] = MappingProxyType(resolve_config(pm, merged))
-        self._core = self._make_core()
+        self._plugin_manager = pm
+        self._config: Mapping[str, Any] = MappingProxyType(resolve_config(pm, merged))
         self._closed = False
         self._close_callbacks: list[Callable[[], Any]] = []
+        self._core = self._make_core()
+        self._core.io_bound = self._is_async and self._io_bound
 
     def _make_core(self) -> StoreCore:
         raise NotImplementedError  # pragma: no cover - each backend supplies its core
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The validated configuration, defaults filled in (read-only)."""
+        return self._config
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The plugin manager whose hooks this store calls."""
+        return self._plugin_manager
+
+    @property
+    def core(self) -> StoreCore:
+        """The store core (for plugins that answer hooks for this store)."""
+        return self._core
 
     def on_close(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` when the store is closed (plugins release what they opened for it)."""
@@ -72,16 +196,15 @@ class _Base:
         if errors:
             raise errors[0]
 
-    # -- helpers --------------------------------------------------------------------------------
-    @property
-    def core(self) -> StoreCore:
-        """The store core (for plugins that answer hooks for this store)."""
-        return self._core
-
     def vector_dimension(self, vector_field: str = "embedding") -> int | None:
         """The dimension of a vector field: configured, or fixed by the first stored vector."""
-        return self._core.table.vector_dimension(vector_field) or self.config.get("vector_dimensions")
+        dim: int | None = self._core.table.vector_dimension(vector_field)
+        return dim or self._config.get("vector_dimensions")
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self._config)!r})"
+
+    # -- argument handling (in the caller, before any step) ---------------------------------------
     def _request(
         self,
         query_vector: Any,
@@ -98,46 +221,23 @@ class _Base:
             k=k,
             filter=filter,
             metric=metric,
-            default_metric=self.config["vector_metric"],
+            default_metric=self._config["vector_metric"],
             dimension=self.vector_dimension(vector_field),
-            vector_enabled=self.config["vector_enabled"],
+            vector_enabled=self._config["vector_enabled"],
             batch=batch,
             options=options,
         )
 
-    def _embed_request(
-        self,
-        records: Iterable[Any],
-        text_field: str | Sequence[str],
-        vector_field: str,
-        embedding_fn: Any,
-        batch_size: int,
-        model_name: str | None,
-        model_version: str | None,
-        field_separator: str,
-        progress: bool | None,
-    ) -> BulkEmbedRequest:
-        return BulkEmbedRequest(
-            records=list(records),
-            text_field=text_field,
-            vector_field=vector_field,
-            embedder=self._embedder(embedding_fn, vector_field, model_name),
-            batch_size=batch_size,
-            model_name=model_name,
-            model_version=model_version,
-            field_separator=field_separator,
-            progress=progress,
-        )
-
-    def _embedder(self, embedding_fn: Any, vector_field: str, model_name: str | None) -> Any:
+    def _embedder(self, embedding_fn: Any, vector_field: str, model_name: str | None) -> Embedder:
         from .factory import make_embedder
 
         if embedding_fn is None or isinstance(embedding_fn, str):
-            name = embedding_fn or self.config["embedder"]
-            options = dict(self.config.get("embedder_options") or {})
-            return make_embedder(self.plugin_manager, name, self.vector_dimension(vector_field), options)
-        if hasattr(embedding_fn, "embed"):
-            return embedding_fn
+            name = embedding_fn or self._config["embedder"]
+            options = dict(self._config.get("embedder_options") or {})
+            return make_embedder(self._plugin_manager, name, self.vector_dimension(vector_field), options)
+        if isinstance(embedding_fn, Embedder):
+            embedder: Embedder = embedding_fn
+            return embedder
         if callable(embedding_fn):
             return FunctionEmbedder(embedding_fn, model_name)
         raise InvalidRequestError(
@@ -153,10 +253,11 @@ class _Base:
     ) -> tuple[Any, ...]:
         """Validate ``add_vectors``' arguments for :meth:`StoreCore.put_vectors`."""
         # stores that keep the vectors they write (memory maps of their files) need no copy
-        keeps_written = getattr(getattr(self, "core", None), "storage", None)
-        copy = not getattr(keeps_written, "adopt_written", False)
         mat, norms = as_vector_batch_with_norms(
-            vectors, self.vector_dimension(vector_field), what="vectors", copy=copy
+            vectors,
+            self.vector_dimension(vector_field),
+            what="vectors",
+            copy=not self._core.storage.adopts_written,
         )
         n = mat.shape[0]
         if ids is not None and len(ids) != n:
@@ -182,137 +283,171 @@ class _Base:
         return ids, mat, metadata, vector_field, merge, norms
 
     @staticmethod
-    def _query_parts(query: Any) -> tuple[Query | None, Expr | None]:
+    def _filter_of(query: Any) -> tuple[Query | None, Expr | None]:
         if query is None or isinstance(query, Query):
-            return query, None
+            return query, (query.expression() if query is not None else None)
         return None, compile_filter(query)
 
     @staticmethod
-    def _single(results: list[list[VectorSearchResult]], request: SearchRequest) -> Any:
-        return results if request.batch else results[0]
+    def _replaced(id: str, record: Record) -> Record:
+        rec = record.copy(deep=False)
+        rec.id = id
+        return rec
 
-    def _no_plugin(self, hook: str) -> PluginError:
-        return PluginError(
-            f"no plugin answered {hook} for backend {self.backend_name!r}: its plugin may be blocked"
-        )
+    def _call_hook(self, name: str, request: Any) -> Any:
+        answer = getattr(self._plugin_manager.hook, name)(db=self, request=request)
+        if answer is None:
+            raise PluginError(
+                f"no plugin answered {name} for backend {self.backend_name!r}: its plugin may be blocked"
+            )
+        return answer
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({dict(self.config)!r})"
+    @staticmethod
+    def _checked(hook: str, results: Any, request: Any) -> Any:
+        """The search hooks' contract: one list of results per query (a plugin's mistake is named)."""
+        if not isinstance(request, SearchRequest):
+            return results
+        b = request.queries.shape[0]
+        if not isinstance(results, list) or len(results) != b or not all(isinstance(r, list) for r in results):
+            raise PluginError(
+                f"{hook} answered {type(results).__name__} where one list of results per query "
+                f"({b}) is due: a search hook returns list[list[VectorSearchResult]]"
+            )
+        return results
 
-
-class SyncDatabase(_Base):
-    """The synchronous store API (thread-safe)."""
-
-    # -- CRUD -----------------------------------------------------------------------------------
-    def create(self, record: Record) -> str:
+    # -- the operations: each written once, for both facades ------------------------------------
+    @operation
+    def create(self, record: Record) -> Steps[str]:
         """Store a new record; returns its id (a fresh UUID when it has none).
 
         Raises :class:`DuplicateRecordError` when the id exists.
         """
-        return str(self._core.put([record], "create")[0])
+        ids = yield Call(self._core.put, ([record], "create"))
+        return str(ids[0])
 
-    def create_batch(self, records: Iterable[Record]) -> list[str]:
+    @operation
+    def create_batch(self, records: Iterable[Record]) -> Steps[list[str]]:
         """Store new records in one write, all or nothing; returns their ids."""
-        return [str(x) for x in self._core.put(list(records), "create")]
+        ids = yield Call(self._core.put, (list(records), "create"), heavy=True)
+        return [str(x) for x in ids]
 
-    def read(self, id: str) -> Record | None:
+    @operation
+    def read(self, id: str) -> Steps[Record | None]:
         """A copy of the record, or ``None``."""
-        return self._core.read([id])[0]
+        got = yield Call(self._core.read, ([id],))
+        return got[0]  # type: ignore[no-any-return]
 
-    def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
+    @operation
+    def read_batch(self, ids: Iterable[str]) -> Steps[list[Record | None]]:
         """Copies of the records, ``None`` for missing ids."""
-        return self._core.read(list(ids))
+        return (yield Call(self._core.read, (list(ids),)))  # type: ignore[no-any-return]
 
-    def get(self, id: str) -> Record:
+    @operation
+    def get(self, id: str) -> Steps[Record]:
         """The record, or :class:`RecordNotFoundError`."""
-        rec = self.read(id)
-        if rec is None:
+        got = yield Call(self._core.read, ([id],))
+        if got[0] is None:
             raise RecordNotFoundError(f"no record with id {id!r}")
-        return rec
+        return got[0]  # type: ignore[no-any-return]
 
-    def update(self, id: str, record: Record) -> bool:
+    @operation
+    def update(self, id: str, record: Record) -> Steps[bool]:
         """Replace the record ``id``; ``False`` (and nothing stored) when it does not exist."""
-        rec = record.copy(deep=False)
-        rec.id = id
-        return bool(self._core.put([rec], "update")[0])
+        done = yield Call(self._core.put, ([self._replaced(id, record)], "update"))
+        return bool(done[0])
 
-    def update_batch(self, records: Iterable[Record]) -> list[bool]:
+    @operation
+    def update_batch(self, records: Iterable[Record]) -> Steps[list[bool]]:
         """Replace existing records (by their ids) in one write; one bool per record."""
-        return [bool(x) for x in self._core.put(list(records), "update")]
+        done = yield Call(self._core.put, (list(records), "update"), heavy=True)
+        return [bool(x) for x in done]
 
-    def upsert(self, id_or_record: str | Record, record: Record | None = None) -> str:
+    @operation
+    def upsert(self, id_or_record: str | Record, record: Record | None = None) -> Steps[str]:
         """Create or replace: ``upsert(record)`` or ``upsert(id, record)``; returns the id."""
         if isinstance(id_or_record, Record):
             rec = id_or_record
+        elif record is None:
+            raise InvalidRequestError("upsert(id, record) needs a record")
         else:
-            if record is None:
-                raise InvalidRequestError("upsert(id, record) needs a record")
-            rec = record.copy(deep=False)
-            rec.id = id_or_record
-        return str(self._core.put([rec], "upsert")[0])
+            rec = self._replaced(id_or_record, record)
+        ids = yield Call(self._core.put, ([rec], "upsert"))
+        return str(ids[0])
 
-    def upsert_batch(self, records: Iterable[Record]) -> list[str]:
+    @operation
+    def upsert_batch(self, records: Iterable[Record]) -> Steps[list[str]]:
         """Create or replace records in one write; returns their ids."""
-        return [str(x) for x in self._core.put(list(records), "upsert")]
+        ids = yield Call(self._core.put, (list(records), "upsert"), heavy=True)
+        return [str(x) for x in ids]
 
-    def delete(self, id: str) -> bool:
+    @operation
+    def delete(self, id: str) -> Steps[bool]:
         """Delete a record; ``False`` when it did not exist."""
-        return self._core.delete([id])[0]
+        done = yield Call(self._core.delete, ([id],))
+        return bool(done[0])
 
-    def delete_batch(self, ids: Iterable[str]) -> list[bool]:
+    @operation
+    def delete_batch(self, ids: Iterable[str]) -> Steps[list[bool]]:
         """Delete records in one write; one bool per id."""
-        return self._core.delete(list(ids))
+        return (yield Call(self._core.delete, (list(ids),)))  # type: ignore[no-any-return]
 
-    def exists(self, id: str) -> bool:
+    @operation
+    def exists(self, id: str) -> Steps[bool]:
         """Whether a record with this id is stored."""
-        return self._core.exists(id)
+        return bool((yield Call(self._core.exists, (id,))))
 
-    def count(self, query: Any = None) -> int:
+    @operation
+    def count(self, query: Any = None) -> Steps[int]:
         """How many records match ``query`` (a Query, dict or Filter; all when ``None``)."""
-        q, expr = self._query_parts(query)
-        return self._core.count(q.expression() if q is not None else expr)
+        return int((yield Call(self._core.count, (self._filter_of(query)[1],))))
 
-    def search(self, query: Any = None) -> list[Record]:
+    @operation
+    def search(self, query: Any = None) -> Steps[list[Record]]:
         """Records matching ``query`` (a Query with sort/limit/offset/select, or a filter dict)."""
-        q, expr = self._query_parts(query)
-        return self._core.search(q, expr)
+        q, expr = self._filter_of(query)
+        return (yield Call(self._core.search, (q, None if q is not None else expr), heavy=True))  # type: ignore[no-any-return]
 
-    def all(self) -> list[Record]:
+    @operation
+    def all(self) -> Steps[list[Record]]:
         """Every record."""
-        return self.search(None)
+        return (yield Call(self._core.search, (None, None), heavy=True))  # type: ignore[no-any-return]
 
-    def clear(self) -> int:
+    @operation
+    def clear(self) -> Steps[int]:
         """Delete every record; returns how many there were."""
-        return self._core.clear()
+        return int((yield Call(self._core.clear)))
 
     # -- vectors --------------------------------------------------------------------------------
+    @operation
     def add_vectors(
         self,
-        vectors: Any,
+        vectors: npt.ArrayLike,
         ids: Sequence[str] | None = None,
         metadata: Sequence[Mapping[str, Any]] | None = None,
         vector_field: str = "embedding",
-    ) -> list[str]:
+    ) -> Steps[list[str]]:
         """Upsert records made of a vector and optional metadata fields; returns their ids.
 
         An existing record keeps its other fields; ``metadata`` fields are merged into it.
         """
         args = self._vector_args(vectors, ids, metadata, vector_field)
-        return self._core.put_vectors(*args)
+        return (yield Call(self._core.put_vectors, args, heavy=True))  # type: ignore[no-any-return]
 
+    @operation
     def vector_search(
         self,
+        /,
         query_vector: npt.ArrayLike | VectorField,
         vector_field: str = "embedding",
         k: int = 10,
         filter: Any = None,
         metric: str | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> Steps[list[VectorSearchResult]]:
         """Exact top-``k`` records nearest to ``query_vector``, best first.
 
-        :param query_vector: a 1-D vector; a 2-D array searches each row (see
-            :meth:`vector_search_batch`) and returns one list per row.
+        :param query_vector: a 1-D vector. (A 2-D array searches each row and returns one list
+            per row, as :meth:`vector_search_batch` does, which says so in its type.)
         :param vector_field: the field to search.
         :param k: results wanted (> 0); fewer come back when fewer records match.
         :param filter: a Query, Filter, dict shorthand or list of these, applied before top-k.
@@ -321,89 +456,122 @@ class SyncDatabase(_Base):
         :returns: list of :class:`VectorSearchResult`.
         """
         request = self._request(query_vector, vector_field, k, filter, metric, None, options)
-        return self._single(self._dispatch(request), request)
+        results = yield Hook("dkv_vector_search", request)
+        return results if request.batch else results[0]  # type: ignore[no-any-return]
 
+    @operation
     def vector_search_batch(
         self,
-        query_vectors: Any,
+        /,
+        query_vectors: npt.ArrayLike,
         vector_field: str = "embedding",
         k: int = 10,
         filter: Any = None,
         metric: str | None = None,
         **options: Any,
-    ) -> list[list[VectorSearchResult]]:
-        """One search per query vector, answered with a single matrix product."""
+    ) -> Steps[list[list[VectorSearchResult]]]:
+        """One search per query vector (rows of a 2-D array), answered with one matrix product."""
         request = self._request(query_vectors, vector_field, k, filter, metric, True, options)
-        return self._dispatch(request)
+        return (yield Hook("dkv_vector_search", request))  # type: ignore[no-any-return]
 
-    def _dispatch(self, request: SearchRequest) -> list[list[VectorSearchResult]]:
-        result = self.plugin_manager.hook.dkv_vector_search(db=self, request=request)
-        if result is None:
-            raise self._no_plugin("dkv_vector_search")
-        return _as_batch(result, request)
-
-    def bulk_embed_and_store(
+    @operation
+    def bulk_embed(
         self,
         records: Iterable[Record | Mapping[str, Any]],
         text_field: str | Sequence[str],
         vector_field: str = "embedding",
-        embedding_fn: Callable[[list[str]], Any] | str | None = None,
+        embedding_fn: Callable[[list[str]], Any] | Embedder | str | None = None,
         batch_size: int = 100,
         model_name: str | None = None,
         model_version: str | None = None,
         field_separator: str = " ",
         progress: bool | None = None,
-    ) -> list[str]:
+    ) -> Steps[BulkEmbedReport]:
+        """Like :meth:`bulk_embed_and_store`, returning the full :class:`BulkEmbedReport`."""
+        request = BulkEmbedRequest(
+            records=list(records),  # type: ignore[arg-type]
+            text_field=text_field,
+            vector_field=vector_field,
+            embedder=self._embedder(embedding_fn, vector_field, model_name),
+            batch_size=batch_size,
+            model_name=model_name,
+            model_version=model_version,
+            field_separator=field_separator,
+            progress=progress,
+        )
+        return (yield Hook("dkv_bulk_embed", request))  # type: ignore[no-any-return]
+
+    bulk_embed_and_store = bulk_embed.then(
+        lambda report: report.ids,
         """Embed the text of each record and store it with its vector; returns the ids.
 
         Batches of ``batch_size`` are embedded and written one write each; records whose stored
         copy already holds ``vector_field`` for the same text are skipped, so a re-run resumes.
-        ``embedding_fn`` is a callable ``texts -> array``, an embedder object, or the name of a
-        registered embedder (default: the store's ``embedder`` config, ``"hashing"``). A progress
-        bar shows when stderr is a terminal (``progress=False`` hides it).
-        """
-        return self.bulk_embed(
-            records,
-            text_field,
-            vector_field,
-            embedding_fn,
-            batch_size,
-            model_name,
-            model_version,
-            field_separator,
-            progress,
-        ).ids
-
-    def bulk_embed(self, *args: Any, **kwargs: Any) -> BulkEmbedReport:
-        """Like :meth:`bulk_embed_and_store`, returning the full :class:`BulkEmbedReport`."""
-        request = self._embed_request(*_embed_args(args, kwargs))
-        report = self.plugin_manager.hook.dkv_bulk_embed(db=self, request=request)
-        if report is None:
-            raise self._no_plugin("dkv_bulk_embed")
-        return report  # type: ignore[no-any-return]
+        ``embedding_fn`` is a callable ``texts -> array`` (on an async store it may be async),
+        an embedder object, or the name of a registered embedder (default: the store's
+        ``embedder`` config, ``"hashing"``). A progress bar shows when stderr is a terminal
+        (``progress=False`` hides it).
+        """,
+    )
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def compact(self) -> None:
+    @operation
+    def compact(self) -> Steps[None]:
         """Reclaim space held by deleted and replaced records."""
-        self._core.compact()
+        yield Call(self._core.compact, heavy=True)
 
-    def refresh(self) -> None:
+    @operation
+    def refresh(self) -> Steps[None]:
         """See other writers' commits now (reads do this on their own)."""
-        self._core.refresh()
+        yield Call(self._core.refresh)
 
-    def connect(self) -> None:
-        """Accepted for dataknobs-data compatibility; stores are ready when created."""
+    @operation
+    def connect(self) -> Steps[None]:
+        """Open what the store connects to now (the first call does it otherwise; a no-op for
+        stores that are ready when created). Accepted for dataknobs-data compatibility."""
+        yield Call(_nothing)
 
-    def close(self) -> None:
+    @operation
+    def close(self) -> Steps[None]:
         """Release the store's resources (and whatever plugins registered with :meth:`on_close`)."""
-        if not self._closed:
-            self._closed = True
-            try:
-                self._run_close_callbacks()
-            finally:
-                self._core.storage.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            yield Call(self._run_close_callbacks, heavy=True, connects=False)
+        finally:
+            yield Close()
 
     disconnect = close
+
+
+def _nothing() -> None:
+    return None
+
+
+class SyncDatabase(_Base):
+    """The synchronous store API (thread-safe)."""
+
+    def _drive(self, steps: Steps[R]) -> R:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(step, Call):
+                    value = step.fn(*step.args)
+                elif isinstance(step, Hook):
+                    answer = self._call_hook(step.name, step.request)
+                    value = self._checked(step.name, answer, step.request)
+                else:
+                    self._core.close()
+            except BaseException as e:  # the operation sees it where it yielded (try/finally)
+                error = e
+
 
     def __enter__(self) -> SyncDatabase:
         return self
@@ -415,264 +583,35 @@ class SyncDatabase(_Base):
 class AsyncDatabase(_Base):
     """The asyncio store API: the same operations as :class:`SyncDatabase`, awaitable.
 
-    The core is shared with the sync API; work that could hold the event loop (large searches,
-    embedding) runs in a worker thread.
+    The core is shared with the sync API; work that could hold the event loop (I/O on file and
+    S3, large searches, embedding) runs in a worker thread.
     """
 
-    #: Whether every core call may do I/O (file, S3): then it always runs in a worker thread.
-    _io_bound: ClassVar[bool] = False
+    _is_async = True
 
-    async def _run(self, fn: Callable[..., Any], *args: Any, heavy: bool = False) -> Any:
-        if heavy or self._io_bound:
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
-
-    async def create(self, record: Record) -> str:
-        """See :meth:`SyncDatabase.create`."""
-        return str((await self._run(self._core.put, [record], "create"))[0])
-
-    async def create_batch(self, records: Iterable[Record]) -> list[str]:
-        """See :meth:`SyncDatabase.create_batch`."""
-        return [str(x) for x in await self._run(self._core.put, list(records), "create", heavy=True)]
-
-    async def read(self, id: str) -> Record | None:
-        """See :meth:`SyncDatabase.read`."""
-        return (await self._run(self._core.read, [id]))[0]  # type: ignore[no-any-return]
-
-    async def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
-        """See :meth:`SyncDatabase.read_batch`."""
-        return await self._run(self._core.read, list(ids))  # type: ignore[no-any-return]
-
-    async def get(self, id: str) -> Record:
-        """See :meth:`SyncDatabase.get`."""
-        rec = await self.read(id)
-        if rec is None:
-            raise RecordNotFoundError(f"no record with id {id!r}")
-        return rec
-
-    async def update(self, id: str, record: Record) -> bool:
-        """See :meth:`SyncDatabase.update`."""
-        rec = record.copy(deep=False)
-        rec.id = id
-        return bool((await self._run(self._core.put, [rec], "update"))[0])
-
-    async def update_batch(self, records: Iterable[Record]) -> list[bool]:
-        """See :meth:`SyncDatabase.update_batch`."""
-        return [bool(x) for x in await self._run(self._core.put, list(records), "update", heavy=True)]
-
-    async def upsert(self, id_or_record: str | Record, record: Record | None = None) -> str:
-        """See :meth:`SyncDatabase.upsert`."""
-        if isinstance(id_or_record, Record):
-            rec = id_or_record
-        else:
-            if record is None:
-                raise InvalidRequestError("upsert(id, record) needs a record")
-            rec = record.copy(deep=False)
-            rec.id = id_or_record
-        return str((await self._run(self._core.put, [rec], "upsert"))[0])
-
-    async def upsert_batch(self, records: Iterable[Record]) -> list[str]:
-        """See :meth:`SyncDatabase.upsert_batch`."""
-        return [str(x) for x in await self._run(self._core.put, list(records), "upsert", heavy=True)]
-
-    async def delete(self, id: str) -> bool:
-        """See :meth:`SyncDatabase.delete`."""
-        return (await self._run(self._core.delete, [id]))[0]  # type: ignore[no-any-return]
-
-    async def delete_batch(self, ids: Iterable[str]) -> list[bool]:
-        """See :meth:`SyncDatabase.delete_batch`."""
-        return await self._run(self._core.delete, list(ids))  # type: ignore[no-any-return]
-
-    async def exists(self, id: str) -> bool:
-        """See :meth:`SyncDatabase.exists`."""
-        return await self._run(self._core.exists, id)  # type: ignore[no-any-return]
-
-    async def count(self, query: Any = None) -> int:
-        """See :meth:`SyncDatabase.count`."""
-        q, expr = self._query_parts(query)
-        return await self._run(self._core.count, q.expression() if q is not None else expr)  # type: ignore[no-any-return]
-
-    async def search(self, query: Any = None) -> list[Record]:
-        """See :meth:`SyncDatabase.search`."""
-        q, expr = self._query_parts(query)
-        return await self._run(self._core.search, q, expr, heavy=True)  # type: ignore[no-any-return]
-
-    async def all(self) -> list[Record]:
-        """See :meth:`SyncDatabase.all`."""
-        return await self.search(None)
-
-    async def clear(self) -> int:
-        """See :meth:`SyncDatabase.clear`."""
-        return await self._run(self._core.clear)  # type: ignore[no-any-return]
-
-    async def add_vectors(
-        self,
-        vectors: Any,
-        ids: Sequence[str] | None = None,
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-        vector_field: str = "embedding",
-    ) -> list[str]:
-        """See :meth:`SyncDatabase.add_vectors`."""
-        args = self._vector_args(vectors, ids, metadata, vector_field)
-        return await self._run(self._core.put_vectors, *args, heavy=True)  # type: ignore[no-any-return]
-
-    async def vector_search(
-        self,
-        query_vector: npt.ArrayLike | VectorField,
-        vector_field: str = "embedding",
-        k: int = 10,
-        filter: Any = None,
-        metric: str | None = None,
-        **options: Any,
-    ) -> Any:
-        """See :meth:`SyncDatabase.vector_search`."""
-        request = self._request(query_vector, vector_field, k, filter, metric, None, options)
-        return self._single(await self._dispatch(request), request)
-
-    async def vector_search_batch(
-        self,
-        query_vectors: Any,
-        vector_field: str = "embedding",
-        k: int = 10,
-        filter: Any = None,
-        metric: str | None = None,
-        **options: Any,
-    ) -> list[list[VectorSearchResult]]:
-        """See :meth:`SyncDatabase.vector_search_batch`."""
-        request = self._request(query_vectors, vector_field, k, filter, metric, True, options)
-        return await self._dispatch(request)
-
-    async def _dispatch(self, request: SearchRequest) -> list[list[VectorSearchResult]]:
-        awaitable = self.plugin_manager.hook.dkv_vector_search_async(db=self, request=request)
-        if awaitable is None:
-            raise self._no_plugin("dkv_vector_search_async")
-        result = await awaitable if inspect.isawaitable(awaitable) else awaitable
-        return _as_batch(result, request)
-
-    async def default_vector_search(self, request: SearchRequest) -> list[list[VectorSearchResult]]:
-        """The built-in exact search (what the built-in hook implementations await)."""
-        table = self._core.table
-        heavy = table.nrows * (table.vector_dimension(request.vector_field) or 0) * len(request.queries)
-        return await self._run(self._core.vector_search, request, heavy=heavy > _THREAD_THRESHOLD)  # type: ignore[no-any-return]
-
-    async def bulk_embed_and_store(
-        self,
-        records: Iterable[Record | Mapping[str, Any]],
-        text_field: str | Sequence[str],
-        vector_field: str = "embedding",
-        embedding_fn: Callable[[list[str]], Any] | str | None = None,
-        batch_size: int = 100,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        field_separator: str = " ",
-        progress: bool | None = None,
-    ) -> list[str]:
-        """See :meth:`SyncDatabase.bulk_embed_and_store` (``embedding_fn`` may be async)."""
-        report = await self.bulk_embed(
-            records,
-            text_field,
-            vector_field,
-            embedding_fn,
-            batch_size,
-            model_name,
-            model_version,
-            field_separator,
-            progress,
-        )
-        return report.ids
-
-    async def bulk_embed(self, *args: Any, **kwargs: Any) -> BulkEmbedReport:
-        """See :meth:`SyncDatabase.bulk_embed`."""
-        request = self._embed_request(*_embed_args(args, kwargs))
-        awaitable = self.plugin_manager.hook.dkv_bulk_embed_async(db=self, request=request)
-        if awaitable is None:
-            raise self._no_plugin("dkv_bulk_embed_async")
-        return await awaitable  # type: ignore[no-any-return]
-
-    async def compact(self) -> None:
-        """See :meth:`SyncDatabase.compact`."""
-        await self._run(self._core.compact, heavy=True)
-
-    async def refresh(self) -> None:
-        """See :meth:`SyncDatabase.refresh`."""
-        await self._run(self._core.refresh)
-
-    async def connect(self) -> None:
-        """Accepted for dataknobs-data compatibility."""
-
-    async def close(self) -> None:
-        """See :meth:`SyncDatabase.close`."""
-        if not self._closed:
-            self._closed = True
+    async def _drive(self, steps: Steps[R]) -> R:
+        value: Any = None
+        error: BaseException | None = None
+        core = self._core
+        while True:
             try:
-                await asyncio.to_thread(self._run_close_callbacks)
-            finally:
-                self._core.storage.close()
-
-    disconnect = close
+                step = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(step, Call):
+                    value = await core.run_async(step.fn, *step.args, heavy=step.heavy, connect=step.connects)
+                elif isinstance(step, Hook):
+                    name = f"{step.name}_async"
+                    value = self._checked(name, await self._call_hook(name, step.request), step.request)
+                else:
+                    await core.close_async()
+            except BaseException as e:  # the operation sees it where it yielded (try/finally)
+                error = e
 
     async def __aenter__(self) -> AsyncDatabase:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-_EMBED_PARAMS = (
-    "records",
-    "text_field",
-    "vector_field",
-    "embedding_fn",
-    "batch_size",
-    "model_name",
-    "model_version",
-    "field_separator",
-    "progress",
-)
-_EMBED_DEFAULTS: dict[str, Any] = {
-    "vector_field": "embedding",
-    "embedding_fn": None,
-    "batch_size": 100,
-    "model_name": None,
-    "model_version": None,
-    "field_separator": " ",
-    "progress": None,
-}
-
-
-def _embed_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    unknown = set(kwargs) - set(_EMBED_PARAMS)
-    if unknown:
-        raise TypeError(f"bulk_embed got unexpected argument(s): {', '.join(sorted(unknown))}")
-    values = dict(zip(_EMBED_PARAMS, args))
-    for key, value in kwargs.items():
-        if key in values:
-            raise TypeError(f"bulk_embed got multiple values for {key!r}")
-        values[key] = value
-    for key in ("records", "text_field"):
-        if key not in values:
-            raise TypeError(f"bulk_embed missing required argument {key!r}")
-    return [values.get(p, _EMBED_DEFAULTS.get(p)) for p in _EMBED_PARAMS]
-
-
-def _as_batch(result: Any, request: SearchRequest) -> list[list[VectorSearchResult]]:
-    """Accept a plugin's answer as a list (single query) or a list of lists (batch)."""
-    result = list(result)
-    if request.batch or (result and isinstance(result[0], list)):
-        return [list(r) for r in result]
-    return [result]
-
-
-def default_search(db: SyncDatabase, request: SearchRequest) -> Any:
-    """The built-in exact search of a core-backed sync store, shaped as the hook spec says."""
-    results = db.core.vector_search(request)
-    return results if request.batch else results[0]
-
-
-async def default_search_async(db: AsyncDatabase, request: SearchRequest) -> Any:
-    """The async twin of :func:`default_search`."""
-    results = await db.default_vector_search(request)
-    return results if request.batch else results[0]
-
-
-__all__ += ["default_search", "default_search_async"]

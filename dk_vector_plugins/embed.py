@@ -17,18 +17,18 @@ import hashlib
 import inspect
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from functools import lru_cache
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import attrs
 import numpy as np
 import numpy.typing as npt
 
-from .engine import as_vector_batch
 from .errors import ConfigError, DkvError, InvalidRequestError, InvalidVectorError
 from .hookspecs import hookimpl
 from .records import Record, VectorField, new_id
+from .types import AsyncStore, BulkEmbedReport, BulkEmbedRequest, Embedder, EmbedderSpec, Store
+from .vectors import as_vector_batch
 
 __all__ = [
     "BulkEmbedReport",
@@ -37,29 +37,16 @@ __all__ = [
     "EmbedderSpec",
     "FunctionEmbedder",
     "HashingEmbedder",
+    "attach_vectors",
+    "batch_slices",
+    "prepare_records",
+    "progress_bar",
     "run_bulk_embed",
     "run_bulk_embed_async",
+    "skip_mask",
 ]
 
 DEFAULT_DIMENSIONS = 384
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into vectors: ``embed(texts)`` returns a float32 array of shape ``(len(texts), d)``."""
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Embed a batch of texts."""
-        ...  # pragma: no cover
-
-
-@attrs.frozen
-class EmbedderSpec:
-    """An embedder offered by a plugin: ``factory(dimensions=..., **options)`` builds it."""
-
-    name: str
-    factory: Callable[..., Embedder]
-    description: str = ""
 
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -175,42 +162,6 @@ def dkv_register_embedders() -> list[EmbedderSpec]:
 # --- bulk embedding --------------------------------------------------------------------------
 
 
-@attrs.frozen
-class BulkEmbedRequest:
-    """What to embed and where to store it (see :func:`~dk_vector_plugins.hookspecs.dkv_bulk_embed`)."""
-
-    records: Sequence[Record]
-    text_field: str | Sequence[str]
-    vector_field: str
-    embedder: Any
-    batch_size: int = 100
-    model_name: str | None = None
-    model_version: str | None = None
-    field_separator: str = " "
-    progress: bool | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size <= 0:
-            raise InvalidRequestError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        fields = [self.text_field] if isinstance(self.text_field, str) else list(self.text_field)
-        if not fields or not all(isinstance(f, str) and f for f in fields):
-            raise InvalidRequestError(
-                f"text_field must be a field name or a list of them, got {self.text_field!r}"
-            )
-        if not isinstance(self.vector_field, str) or not self.vector_field:
-            raise InvalidRequestError(f"vector_field must be a non-empty string, got {self.vector_field!r}")
-
-
-@attrs.frozen
-class BulkEmbedReport:
-    """What a bulk embed did: ids in input order, and counts."""
-
-    ids: list[str]
-    embedded: int
-    skipped: int
-    batches: int
-
-
 def _text_of(rec: Record, request: BulkEmbedRequest, i: int) -> str:
     fields = [request.text_field] if isinstance(request.text_field, str) else list(request.text_field)
     parts = []
@@ -230,7 +181,7 @@ def _text_of(rec: Record, request: BulkEmbedRequest, i: int) -> str:
     return request.field_separator.join(parts)
 
 
-def _plan(request: BulkEmbedRequest) -> tuple[list[Record], list[str]]:
+def prepare_records(request: BulkEmbedRequest) -> tuple[list[Record], list[str]]:
     """Copies of the input records with ids assigned, and their texts (validated up front)."""
     recs: list[Record] = []
     texts: list[str] = []
@@ -247,7 +198,7 @@ def _plan(request: BulkEmbedRequest) -> tuple[list[Record], list[str]]:
     return recs, texts
 
 
-def _skip_mask(
+def skip_mask(
     stored: Sequence[Record | None], texts: Sequence[str], request: BulkEmbedRequest
 ) -> list[bool]:
     """Records whose stored copy already holds the vector for the same text."""
@@ -263,9 +214,10 @@ def _skip_mask(
     return out
 
 
-def _attach(
+def attach_vectors(
     batch: Sequence[Record], vectors: Any, request: BulkEmbedRequest, dim: int | None
 ) -> list[Record]:
+    """Copies of ``batch`` holding the embedder's ``vectors`` (checked: one per record, of ``dim``)."""
     mat = as_vector_batch(vectors, dim, what="embedder output")
     if mat.shape[0] != len(batch):
         raise InvalidVectorError(f"the embedder returned {mat.shape[0]} vectors for {len(batch)} texts")
@@ -282,67 +234,90 @@ def _attach(
     return out
 
 
-def _progress_bar(request: BulkEmbedRequest, total: int) -> Any:
+def progress_bar(request: BulkEmbedRequest, total: int) -> Any:
+    """The tqdm bar of a bulk embed of ``total`` records (shown when asked, or on a terminal)."""
     from tqdm.auto import tqdm
 
     show = request.progress if request.progress is not None else sys.stderr.isatty()
     return tqdm(total=total, desc="embedding", unit="rec", disable=not show, leave=False)
 
 
-def _batches(n: int, size: int) -> Iterator[slice]:
+def batch_slices(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` of ``range(n)``."""
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
 
 
-def run_bulk_embed(db: Any, request: BulkEmbedRequest) -> BulkEmbedReport:
+#: A step of a bulk embed: ("read", ids) -> stored records, ("embed", texts) -> vectors,
+#: ("write", records) -> ids. The sync and async drivers perform them.
+EmbedStep = tuple[str, Any]
+
+
+def bulk_embed_steps(request: BulkEmbedRequest, dim: int | None) -> Generator[EmbedStep, Any, BulkEmbedReport]:
+    """The bulk-embed algorithm, once for both drivers: per batch, read the stored copies, skip
+    records whose stored vector was made from the same text, embed the rest, write them."""
+    recs, texts = prepare_records(request)
+    embedded = skipped = batches = 0
+    with progress_bar(request, len(recs)) as bar:
+        for sl in batch_slices(len(recs), request.batch_size):
+            stored = yield ("read", [r.id for r in recs[sl]])
+            skip = skip_mask(stored, texts[sl], request)
+            todo = [i for i, s in zip(range(sl.start, sl.stop), skip) if not s]
+            skipped += len(skip) - len(todo)
+            if todo:
+                vectors = yield ("embed", [texts[i] for i in todo])
+                done = attach_vectors([recs[i] for i in todo], vectors, request, dim)
+                dim = done[0][request.vector_field].shape[0]
+                yield ("write", done)
+                embedded += len(done)
+                batches += 1
+            bar.update(sl.stop - sl.start)
+    return BulkEmbedReport([str(r.id) for r in recs], embedded, skipped, batches)
+
+
+def _advance(steps: Generator[EmbedStep, Any, BulkEmbedReport], value: Any) -> EmbedStep | BulkEmbedReport:
+    """The next step of a bulk embed, or its report when it is done."""
+    try:
+        return steps.send(value)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def run_bulk_embed(db: Store, request: BulkEmbedRequest) -> BulkEmbedReport:
     """The default bulk-embed driver for sync stores (one ``upsert_batch`` per batch)."""
-    recs, texts = _plan(request)
-    dim = db.vector_dimension(request.vector_field)
-    embedded = skipped = batches = 0
-    with _progress_bar(request, len(recs)) as bar:
-        for sl in _batches(len(recs), request.batch_size):
-            stored = db.read_batch([r.id for r in recs[sl]])
-            skip = _skip_mask(stored, texts[sl], request)
-            todo = [i for i, s in zip(range(sl.start, sl.stop), skip) if not s]
-            skipped += len(skip) - len(todo)
-            if todo:
-                vectors = request.embedder.embed([texts[i] for i in todo])
-                if inspect.isawaitable(vectors):
-                    if inspect.iscoroutine(vectors):
-                        vectors.close()  # no "coroutine was never awaited" warning on top of the error
-                    raise InvalidRequestError("an async embedding function needs the async store")
-                done = _attach([recs[i] for i in todo], vectors, request, dim)
-                dim = done[0][request.vector_field].shape[0]
-                db.upsert_batch(done)
-                embedded += len(done)
-                batches += 1
-            bar.update(sl.stop - sl.start)
-    return BulkEmbedReport([str(r.id) for r in recs], embedded, skipped, batches)
+    steps = bulk_embed_steps(request, db.vector_dimension(request.vector_field))
+    step = _advance(steps, None)
+    while not isinstance(step, BulkEmbedReport):
+        kind, arg = step
+        if kind == "read":
+            value: Any = db.read_batch(arg)
+        elif kind == "write":
+            value = db.upsert_batch(arg)
+        else:
+            value = request.embedder.embed(arg)
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()  # no "coroutine was never awaited" warning on top of the error
+                raise InvalidRequestError("an async embedding function needs the async store")
+        step = _advance(steps, value)
+    return step
 
 
-async def run_bulk_embed_async(db: Any, request: BulkEmbedRequest) -> BulkEmbedReport:
+async def run_bulk_embed_async(db: AsyncStore, request: BulkEmbedRequest) -> BulkEmbedReport:
     """The default bulk-embed driver for async stores; a sync embedder runs in a worker thread."""
-    recs, texts = _plan(request)
-    dim = db.vector_dimension(request.vector_field)
-    embedded = skipped = batches = 0
-    with _progress_bar(request, len(recs)) as bar:
-        for sl in _batches(len(recs), request.batch_size):
-            stored = await db.read_batch([r.id for r in recs[sl]])
-            skip = _skip_mask(stored, texts[sl], request)
-            todo = [i for i, s in zip(range(sl.start, sl.stop), skip) if not s]
-            skipped += len(skip) - len(todo)
-            if todo:
-                batch_texts = [texts[i] for i in todo]
-                if getattr(request.embedder, "is_async", False):
-                    vectors = await request.embedder.embed(batch_texts)
-                else:
-                    vectors = await asyncio.to_thread(request.embedder.embed, batch_texts)
-                    if inspect.isawaitable(vectors):
-                        vectors = await vectors
-                done = _attach([recs[i] for i in todo], vectors, request, dim)
-                dim = done[0][request.vector_field].shape[0]
-                await db.upsert_batch(done)
-                embedded += len(done)
-                batches += 1
-            bar.update(sl.stop - sl.start)
-    return BulkEmbedReport([str(r.id) for r in recs], embedded, skipped, batches)
+    steps = bulk_embed_steps(request, db.vector_dimension(request.vector_field))
+    step = _advance(steps, None)
+    while not isinstance(step, BulkEmbedReport):
+        kind, arg = step
+        if kind == "read":
+            value: Any = await db.read_batch(arg)
+        elif kind == "write":
+            value = await db.upsert_batch(arg)
+        elif getattr(request.embedder, "is_async", False):
+            value = await request.embedder.embed(arg)  # type: ignore[misc]
+        else:
+            value = await asyncio.to_thread(request.embedder.embed, arg)
+            if inspect.isawaitable(value):
+                value = await value
+        step = _advance(steps, value)
+    return step

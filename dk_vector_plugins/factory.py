@@ -9,13 +9,19 @@ wrong type is a :class:`ConfigError` that names the key and the choices.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import attrs
+import pluggy
 
-from .engine import normalize_metric
 from .errors import ConfigError, PluginError
+from .types import BackendSpec, Embedder, EmbedderSpec, OptionSpec
+from .vectors import normalize_metric
+
+if TYPE_CHECKING:
+    from .database import AsyncDatabase, SyncDatabase
+
+StoreT = TypeVar("StoreT", "SyncDatabase", "AsyncDatabase")
 
 __all__ = [
     "AsyncDatabaseFactory",
@@ -28,50 +34,6 @@ __all__ = [
 ]
 
 
-@attrs.frozen
-class OptionSpec:
-    """A configuration key: its type(s), default, and which backends accept it.
-
-    :ivar types: accepted Python types (``None`` is always accepted for an optional key).
-    :ivar backends: backend names that accept the key; ``None`` means every backend.
-    :ivar convert: normalizes a value (and raises :class:`ConfigError` for a bad one).
-    :ivar aliases: other spellings accepted for the key.
-    """
-
-    name: str
-    types: tuple[type, ...]
-    default: Any = None
-    doc: str = ""
-    required: bool = False
-    backends: tuple[str, ...] | None = None
-    convert: Callable[[Any], Any] | None = None
-    aliases: tuple[str, ...] = ()
-
-    def check(self, value: Any, backend: str) -> Any:
-        """Validate and normalize ``value``."""
-        if value is None and not self.required:
-            return None
-        ok = isinstance(value, self.types) and not (
-            isinstance(value, bool) and bool not in self.types and int in self.types
-        )
-        if not ok:
-            names = " or ".join(t.__name__ for t in self.types)
-            raise ConfigError(
-                f"config key {self.name!r} (backend {backend!r}) must be {names}, "
-                f"got {type(value).__name__} {value!r}"
-            )
-        return self.convert(value) if self.convert else value
-
-
-def _positive_int(name: str) -> Callable[[Any], Any]:
-    def convert(v: Any) -> Any:
-        if v <= 0:
-            raise ConfigError(f"config key {name!r} must be > 0, got {v}")
-        return v
-
-    return convert
-
-
 #: Keys every backend accepts.
 CORE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("backend", (str,), "memory", "which backend plugin stores the data"),
@@ -81,7 +43,7 @@ CORE_OPTIONS: tuple[OptionSpec, ...] = (
         (int,),
         None,
         "dimension of every vector field (default: the first vector's)",
-        convert=_positive_int("vector_dimensions"),
+        above=0,
     ),
     OptionSpec(
         "vector_metric",
@@ -94,23 +56,6 @@ CORE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("embedder_options", (dict,), None, "keyword arguments for the embedder's factory"),
     OptionSpec("schema", (object,), None, "accepted for dataknobs-data compatibility; unused"),
 )
-
-
-@attrs.frozen
-class BackendSpec:
-    """A storage backend offered by a plugin.
-
-    :ivar name: the ``backend`` config value that selects it.
-    :ivar sync_class: the class built by :class:`DatabaseFactory` (called as ``cls(config, plugin_manager=pm)``).
-    :ivar async_class: the class built by :class:`AsyncDatabaseFactory`.
-    :ivar options: the backend's own config keys.
-    """
-
-    name: str
-    sync_class: Any
-    async_class: Any = None
-    options: tuple[OptionSpec, ...] = ()
-    description: str = ""
 
 
 def _collect(pm: Any, hook: str) -> list[tuple[str, Any]]:
@@ -159,7 +104,7 @@ class _Duplicate:
         raise PluginError(self.message)
 
 
-def embedders(pm: Any) -> dict[str, Any]:
+def embedders(pm: pluggy.PluginManager) -> dict[str, EmbedderSpec]:
     """Installed embedder specs by name (the last registered wins a name clash)."""
     return {spec.name: spec for _, spec in _collect(pm, "dkv_register_embedders")}
 
@@ -213,6 +158,12 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> dict[str, Any]:
         if first != key:
             raise ConfigError(f"config keys {first!r} and {key!r} mean the same; give one")
         out[opt.name] = opt.check(value, backend)
+    for name in list(out):  # defaults implied by the given values (not overriding given keys)
+        opt = by_name[name]
+        if opt.implies is not None and out[name] is not None:
+            for key, value in opt.implies(out[name]).items():
+                if out.get(key) is None and key in by_name:
+                    out[key] = by_name[key].check(value, backend)
     for opt in options:
         if opt.name not in out or out[opt.name] is None:
             if opt.required:
@@ -223,8 +174,8 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def make_embedder(
-    pm: Any, name: str, dimensions: int | None, options: Mapping[str, Any] | None = None
-) -> Any:
+    pm: pluggy.PluginManager, name: str, dimensions: int | None, options: Mapping[str, Any] | None = None
+) -> Embedder:
     """Build the registered embedder ``name`` for vectors of ``dimensions`` (None: its default)."""
     specs = embedders(pm)
     spec = specs.get(name)
@@ -236,27 +187,24 @@ def make_embedder(
     if dimensions is not None:
         kwargs["dimensions"] = dimensions
     try:
-        return spec.factory(**kwargs)
+        embedder: Embedder = spec.factory(**kwargs)
+        return embedder
     except TypeError as e:
         raise ConfigError(f"embedder {name!r} rejected its options {kwargs!r}: {e}") from e
 
 
-class DatabaseFactory:
-    """Creates stores from configuration: ``DatabaseFactory().create(backend="memory", vector_enabled=True)``.
+class _Factory(Generic[StoreT]):
+    """What the sync and async factories share: one plugin manager, backends, embedders."""
 
-    :param plugin_manager: use this plugin manager (a host application's) instead of a fresh one.
-    :param plugins: plugin objects to register explicitly (e.g. a test's throwaway plugin).
-    :param block: plugin (entry-point) names to block.
-    :param strict: raise on a broken plugin instead of warning and going on without it.
-    :param load_entrypoints: load third-party entry points (default: unless
-        ``DKV_DISABLE_PLUGIN_AUTOLOAD`` is set).
-    """
+    _async: ClassVar[bool] = False
 
-    _async = False
+    @property
+    def _store_type(self) -> type[StoreT]:
+        raise NotImplementedError  # pragma: no cover - each factory names its store type
 
     def __init__(
         self,
-        plugin_manager: Any = None,
+        plugin_manager: pluggy.PluginManager | None = None,
         *,
         plugins: Sequence[object] = (),
         block: Iterable[str] = (),
@@ -277,12 +225,17 @@ class DatabaseFactory:
             )
 
     @property
-    def pm(self) -> Any:
+    def pm(self) -> pluggy.PluginManager:
         """The plugin manager (short name)."""
         return self.plugin_manager
 
-    def create(self, config: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Any:
-        """Create a store from a config mapping and/or keyword arguments (keywords win)."""
+    def create(self, config: Mapping[str, Any] | None = None, /, **kwargs: Any) -> StoreT:
+        """Create a store from a config mapping and/or keyword arguments (keywords win).
+
+        The store is an instance of the backend's class (e.g. ``MemoryDatabase``), a subclass of
+        :class:`~dk_vector_plugins.SyncDatabase` (:class:`~dk_vector_plugins.AsyncDatabase` from
+        the async factory).
+        """
         merged = {**dict(config or {}), **kwargs}
         backend = merged.get("backend", "memory")
         specs = backends(self.plugin_manager)
@@ -294,7 +247,13 @@ class DatabaseFactory:
         if cls is None:
             kind = "async" if self._async else "sync"
             raise ConfigError(f"backend {backend!r} has no {kind} implementation")
-        return cls(merged, plugin_manager=self.plugin_manager)
+        store = cls(merged, plugin_manager=self.plugin_manager)
+        if not isinstance(store, self._store_type):
+            raise PluginError(
+                f"backend {backend!r} built a {type(store).__name__}, not a {self._store_type.__name__}: "
+                "a backend class subclasses SyncDatabase (sync) or AsyncDatabase (async)"
+            )
+        return store
 
     def get_available_backends(self) -> list[str]:
         """Names of the installed backends."""
@@ -308,19 +267,43 @@ class DatabaseFactory:
         """Installed backends by name."""
         return backends(self.plugin_manager)
 
-    def embedders(self) -> dict[str, Any]:
+    def embedders(self) -> dict[str, EmbedderSpec]:
         """Installed embedders by name."""
         return embedders(self.plugin_manager)
 
-    def embedder(self, name: str = "hashing", dimensions: int | None = None, **options: Any) -> Any:
+    def embedder(self, name: str = "hashing", dimensions: int | None = None, **options: Any) -> Embedder:
         """Build a registered embedder."""
         return make_embedder(self.plugin_manager, name, dimensions, options)
 
 
-class AsyncDatabaseFactory(DatabaseFactory):
+class DatabaseFactory(_Factory["SyncDatabase"]):
+    """Creates sync stores: ``DatabaseFactory().create(backend="memory", vector_enabled=True)``.
+
+    :param plugin_manager: use this plugin manager (a host application's) instead of a fresh one.
+    :param plugins: plugin objects to register explicitly (e.g. a test's throwaway plugin).
+    :param block: plugin (entry-point) names to block (built-ins too).
+    :param strict: raise on a broken plugin instead of warning and going on without it.
+    :param load_entrypoints: load third-party entry points (default: unless
+        ``DKV_DISABLE_PLUGIN_AUTOLOAD`` is set).
+    """
+
+    @property
+    def _store_type(self) -> type[SyncDatabase]:
+        from .database import SyncDatabase
+
+        return SyncDatabase
+
+
+class AsyncDatabaseFactory(_Factory["AsyncDatabase"]):
     """Creates async stores: ``AsyncDatabaseFactory().create(backend="memory", vector_enabled=True)``.
 
     ``create`` itself is synchronous (as in dataknobs-data); the store's methods are awaitable.
     """
 
     _async = True
+
+    @property
+    def _store_type(self) -> type[AsyncDatabase]:
+        from .database import AsyncDatabase
+
+        return AsyncDatabase

@@ -8,24 +8,32 @@ Implementations may accept a subset of a hook's arguments (pluggy passes them by
 arguments can be added to a hook without breaking existing plugins.
 
 Dispatch order: among implementations of a ``firstresult`` hook, ``tryfirst=True`` ones run
-first, then the others (last registered first), then ``trylast=True`` ones. The built-in backends
-implement their default search and bulk embedding with ``trylast=True`` and return ``None`` for a
-store that is not theirs, so an installed override (``tryfirst=True``) always wins, and
-instrumentation is a ``wrapper=True`` implementation around any of them.
+first, then the others (last registered first), then ``trylast=True`` ones. The built-in plugin
+``defaults`` (:mod:`dk_vector_plugins.defaults`) implements search and bulk embedding with
+``trylast=True`` for every store built on the shared core, so an installed override
+(``tryfirst=True``) always wins, and instrumentation is a ``wrapper=True`` implementation around
+any of them. Backend plugins register only their :class:`~dk_vector_plugins.BackendSpec`.
+
+The types named here live in :mod:`dk_vector_plugins.types`, the one module this one imports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .embed import BulkEmbedReport, BulkEmbedRequest, EmbedderSpec
-    from .factory import BackendSpec, OptionSpec
-    from .records import VectorSearchResult
-    from .search import SearchRequest
+from .types import (
+    AsyncStore,
+    BackendSpec,
+    BulkEmbedReport,
+    BulkEmbedRequest,
+    EmbedderSpec,
+    OptionSpec,
+    SearchRequest,
+    Store,
+    VectorSearchResult,
+)
 
 #: The project name shared by the hook markers and the entry-point group.
 PROJECT_NAME = "dk_vector_plugins"
@@ -75,26 +83,32 @@ def dkv_register_options() -> Sequence[OptionSpec]:
 
 
 @hookspec(firstresult=True)
-def dkv_vector_search(db: Any, request: SearchRequest) -> list[VectorSearchResult] | None:
+def dkv_vector_search(db: Store, request: SearchRequest) -> list[list[VectorSearchResult]] | None:
     """Answer an exact (or, for an override, approximate) vector search on ``db``.
 
-    :param db: the sync store; it exposes ``backend_name`` and ``config`` (a read-only mapping).
+    :param db: the sync store (a :class:`~dk_vector_plugins.types.Store`): ``backend_name``,
+        ``config`` (a read-only mapping) and ``core``, whose ``vector_search`` is the built-in
+        exact search.
     :param request: a validated :class:`~dk_vector_plugins.SearchRequest`: ``queries`` (a
-        float32 array of shape ``(b, d)``), ``vector_field``, ``k``, ``filter`` (a compiled
-        expression or ``None``), ``metric``, ``batch`` (whether a list of lists is expected) and
-        ``options``.
-    :returns: a list of :class:`~dk_vector_plugins.VectorSearchResult` best first (for a batch
-        request, a list of such lists, one per query), or ``None`` to decline and let the next
-        implementation answer. Stops at the first non-None result.
+        float32 array of shape ``(b, d)``; a single search is a batch of one), ``vector_field``,
+        ``k``, ``filter`` (a compiled expression or ``None``), ``metric`` and ``options``.
+    :returns: one list of :class:`~dk_vector_plugins.VectorSearchResult` per query (best first),
+        also for a single query (a list holding one list); the store alone unwraps it for its
+        caller. ``None`` declines and lets the next implementation answer. Stops at the first
+        non-None result.
     """
 
 
 @hookspec(firstresult=True)
-def dkv_vector_search_async(db: Any, request: SearchRequest) -> Awaitable[list[VectorSearchResult]] | None:
+def dkv_vector_search_async(
+    db: AsyncStore, request: SearchRequest
+) -> Awaitable[list[list[VectorSearchResult]]] | None:
     """The async twin of :func:`dkv_vector_search`, for the async store classes.
 
-    Implement it as a plain (not ``async``) function that returns ``None`` to decline or an
-    awaitable (e.g. a coroutine) that the host awaits. Stops at the first non-None result.
+    ``db`` is an :class:`~dk_vector_plugins.types.AsyncStore`; core work that may block runs
+    through ``await db.core.run_async(fn, *args)``. Implement it as a plain (not ``async``)
+    function that returns ``None`` to decline or an awaitable (e.g. a coroutine) of one result
+    list per query, which the host awaits. Stops at the first non-None result.
     """
 
 
@@ -102,10 +116,10 @@ def dkv_vector_search_async(db: Any, request: SearchRequest) -> Awaitable[list[V
 
 
 @hookspec(firstresult=True)
-def dkv_bulk_embed(db: Any, request: BulkEmbedRequest) -> BulkEmbedReport | None:
+def dkv_bulk_embed(db: Store, request: BulkEmbedRequest) -> BulkEmbedReport | None:
     """Embed the texts of many records and store them with their vectors.
 
-    :param db: the sync store.
+    :param db: the sync store (a :class:`~dk_vector_plugins.types.Store`).
     :param request: a :class:`~dk_vector_plugins.BulkEmbedRequest`: the records, ``text_field``,
         ``vector_field``, the embedder, ``batch_size``, ``model_name`` and ``progress``.
     :returns: a :class:`~dk_vector_plugins.BulkEmbedReport` (ids in input order, counts of
@@ -115,7 +129,7 @@ def dkv_bulk_embed(db: Any, request: BulkEmbedRequest) -> BulkEmbedReport | None
 
 
 @hookspec(firstresult=True)
-def dkv_bulk_embed_async(db: Any, request: BulkEmbedRequest) -> Awaitable[BulkEmbedReport] | None:
+def dkv_bulk_embed_async(db: AsyncStore, request: BulkEmbedRequest) -> Awaitable[BulkEmbedReport] | None:
     """The async twin of :func:`dkv_bulk_embed`: return ``None`` or an awaitable of the report.
 
     Stops at the first non-None result.

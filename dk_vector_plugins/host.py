@@ -1,9 +1,11 @@
 """The plugin host: a fresh plugin manager per factory, entry-point discovery, switches, listing.
 
-Discovery follows the contract of ARCHITECTURE.md:
+Discovery (see ``docs/ARCHITECTURE.md``) has one loader for every plugin:
 
-* every plugin, the built-in backends included, is an entry point in the group
-  ``dk_vector_plugins``; ``pip install`` of a distribution declaring one is all it takes;
+* every plugin, the built-ins included (the ``memory``, ``file`` and ``s3`` backends, the
+  ``defaults`` search and bulk embedding, the ``hashing`` embedder, the ``dask`` executor), is an
+  entry point in the group ``dk_vector_plugins``; ``pip install`` of a distribution declaring one
+  is all it takes. A built-in is an entry point of this package's own distribution;
 * ``DKV_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the built-ins;
 * ``DKV_PLUGINS=name,name`` loads only these third-party entry points (the built-ins are always
   loaded, unless blocked: the package is unusable without them);
@@ -13,13 +15,16 @@ Discovery follows the contract of ARCHITECTURE.md:
 A plugin that fails to import or register is reported (a :class:`PluginLoadWarning` naming the
 entry point and its distribution; the error is kept in :attr:`DkvPluginManager.load_errors` and
 shown by ``dkv plugins``) and skipped, so the host keeps working with the rest. An exception
-raised inside a third-party hook implementation is re-raised as a :class:`PluginError` naming the
-plugin. With ``strict=True`` a load failure raises at once instead.
+other than a :class:`DkvError` raised inside any plugin's hook implementation (a built-in's too)
+is re-raised as a :class:`PluginError` naming the plugin: the plugin is registered as a
+:class:`GuardedPlugin`, a namespace holding a guarding wrapper of each of its hook
+implementations (pluggy's own objects are left as they are). With ``strict=True`` a load failure
+raises at once instead.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import importlib.metadata
 import inspect
 import os
@@ -35,8 +40,8 @@ from . import hookspecs
 from .errors import DkvError, PluginError
 
 __all__ = [
-    "BUILTIN_PLUGINS",
     "DkvPluginManager",
+    "GuardedPlugin",
     "PluginInfo",
     "PluginLoadError",
     "PluginLoadWarning",
@@ -47,16 +52,6 @@ __all__ = [
 
 #: The entry-point group that plugins declare (contract).
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
-
-#: Built-in plugins: entry-point name -> module. Used as a fallback when the package runs from a
-#: source tree without installed metadata; normally the same names arrive through entry points.
-BUILTIN_PLUGINS: dict[str, str] = {
-    "memory": "dk_vector_plugins.backends.memory",
-    "file": "dk_vector_plugins.backends.file",
-    "s3": "dk_vector_plugins.backends.s3",
-    "hashing": "dk_vector_plugins.embed",
-    "dask": "dk_vector_plugins.plugins.dask_executor",
-}
 
 _DIST_NAMES = {"dk_vector_plugins", "dk-vector-plugins"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -174,19 +169,6 @@ def _scan_entry_points() -> list[importlib.metadata.EntryPoint]:
     return eps
 
 
-def _guard_plugin_errors(pm: DkvPluginManager, plugin: object, name: str) -> None:
-    """Make exceptions raised inside ``plugin``'s hook implementations name the plugin."""
-    dist, version = pm.origins.get(name, (None, None))
-    where = f"plugin {name!r}" + (f" (from {dist} {version})" if dist else "")
-    for caller in pm.get_hookcallers(plugin) or []:
-        for impl in caller.get_hookimpls():
-            if impl.plugin is not plugin or impl.wrapper or impl.hookwrapper:
-                continue
-            # HookImpl.function is typed Final, but replacing it is how a hook call learns which
-            # plugin raised without wrapping every call of every hook.
-            setattr(impl, "function", _guarded(impl.function, where, caller.name))  # noqa: B010
-
-
 def _guarded(func: Callable[..., Any], where: str, hook: str) -> Callable[..., Any]:
     def wrap_error(e: Exception) -> PluginError:
         return PluginError(f"{where} raised in {hook}: {type(e).__name__}: {e}")
@@ -210,9 +192,38 @@ def _guarded(func: Callable[..., Any], where: str, hook: str) -> Callable[..., A
             return guard_awaitable(result)
         return result
 
-    guarded.__name__ = getattr(func, "__name__", hook)
-    guarded.__wrapped__ = func  # type: ignore[attr-defined]
+    functools.update_wrapper(guarded, func)  # name, docstring, the marker's options, __wrapped__
     return guarded
+
+
+class GuardedPlugin:
+    """What the host registers for a plugin: its hook implementations, each wrapped so that an
+    exception (other than a :class:`DkvError`) names the plugin as a :class:`PluginError`.
+
+    ``wrapped`` is the plugin object itself (a module, class or instance). Hook wrappers
+    (``wrapper=True``) are kept as they are: they see the other implementations' errors as
+    raised.
+    """
+
+    def __init__(self, plugin: object, where: str, project: str) -> None:
+        self.wrapped = plugin
+        self.__name__ = getattr(plugin, "__name__", type(plugin).__name__)
+        marker = f"{project}_impl"
+        for attr in dir(plugin):
+            try:
+                value = getattr(plugin, attr)
+            except Exception:  # a property that raises is no hook implementation
+                continue
+            opts = getattr(value, marker, None)
+            if not isinstance(opts, dict) or not inspect.isroutine(value):
+                continue
+            if opts.get("wrapper") or opts.get("hookwrapper"):
+                setattr(self, attr, value)
+            else:
+                setattr(self, attr, _guarded(value, where, opts.get("specname") or attr))
+
+    def __repr__(self) -> str:
+        return f"<GuardedPlugin {self.wrapped!r}>"
 
 
 def _register(
@@ -220,16 +231,14 @@ def _register(
     plugin: object,
     name: str,
     *,
-    builtin: bool,
     dist: tuple[str | None, str | None] = (None, None),
     strict: bool,
 ) -> None:
+    where = f"plugin {name!r}" + (f" (from {dist[0]} {dist[1]})" if dist[0] else "")
     try:
-        if pm.register(plugin, name=name) is None:  # blocked
+        if pm.register(GuardedPlugin(plugin, where, pm.project_name), name=name) is None:  # blocked
             return
         pm.origins[name] = dist
-        if not builtin:
-            _guard_plugin_errors(pm, plugin, name)
     except Exception as e:
         _report(pm, name, dist, e, strict)
 
@@ -259,10 +268,11 @@ def make_plugin_manager(
     strict: bool = False,
     trace: bool | None = None,
 ) -> DkvPluginManager:
-    """Build a fresh plugin manager: blocked names, then entry points, then built-in fallbacks.
+    """Build a fresh plugin manager: blocked names, then entry points, then explicit plugins.
 
     :param load_entrypoints: load third-party entry points; default: unless
-        ``DKV_DISABLE_PLUGIN_AUTOLOAD`` is set.
+        ``DKV_DISABLE_PLUGIN_AUTOLOAD`` is set. The built-ins (this distribution's entry points)
+        are always loaded unless blocked.
     :param only: load only these third-party entry-point names; default: ``DKV_PLUGINS``.
     :param block: plugin names (entry-point names) never to register, built-ins included.
     :param plugins: plugin objects (modules, classes, instances) to register explicitly.
@@ -277,7 +287,7 @@ def make_plugin_manager(
     if only is None:
         only = _env_list("DKV_PLUGINS")
     for ep, dist in _iter_entry_points():
-        builtin = _is_builtin_dist(dist[0]) and ep.name in BUILTIN_PLUGINS
+        builtin = _is_builtin_dist(dist[0])
         if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
             continue
         if not builtin and (not load_entrypoints or (only is not None and ep.name not in only)):
@@ -287,24 +297,13 @@ def make_plugin_manager(
         except Exception as e:
             _report(pm, ep.name, dist, e, strict)
             continue
-        _register(pm, plugin, ep.name, builtin=builtin, dist=dist, strict=strict)
-    for name, modname in BUILTIN_PLUGINS.items():
-        if pm.has_plugin(name) or pm.is_blocked(name):
-            continue
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name == modname:  # this built-in is not part of this version of the package
-                continue
-            _report(pm, name, (None, None), e, strict)
-            continue
-        _register(pm, module, name, builtin=True, strict=strict)
+        _register(pm, plugin, ep.name, dist=dist, strict=strict)
     for plugin in plugins:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         name = pm.get_canonical_name(plugin) if name in ("", None) else str(name)
         if pm.has_plugin(name):
             name = f"{name}-{id(plugin):x}"
-        _register(pm, plugin, name, builtin=False, strict=True)
+        _register(pm, plugin, name, strict=True)
     pm.check_pending()
     if trace is None:
         trace = _env_true("DKV_TRACE_PLUGINS")
@@ -329,7 +328,13 @@ def enable_tracing(pm: pluggy.PluginManager, out: Any = None) -> Callable[[], No
             write(f"[dkv] {hook_name} raised {type(exc).__name__}: {exc}")
         else:
             result = outcome.get_result()
-            desc = f"list of {len(result)}" if isinstance(result, list) else type(result).__name__
+            if isinstance(result, list) and all(isinstance(r, list) for r in result):
+                hits = sum(len(r) for r in result)
+                desc = f"{len(result)} result list{'s' if len(result) != 1 else ''} ({hits} hits)"
+            elif isinstance(result, list):
+                desc = f"list of {len(result)}"
+            else:
+                desc = type(result).__name__
             write(f"[dkv] {hook_name} returned {desc}")
 
     return pm.add_hookcall_monitoring(before, after)
@@ -347,6 +352,12 @@ def ensure_hookspecs(pm: pluggy.PluginManager) -> pluggy.PluginManager:
     return pm
 
 
+def is_builtin(pm: pluggy.PluginManager, name: str) -> bool:
+    """Whether the registered plugin ``name`` is one of this package's own entry points."""
+    origins: dict[str, tuple[str | None, str | None]] = getattr(pm, "origins", {})
+    return _is_builtin_dist(origins.get(name, (None, None))[0])
+
+
 def list_plugins(pm: pluggy.PluginManager, all: bool = False) -> list[PluginInfo]:
     """Every registered plugin (built-ins only with ``all=True``) and every plugin that failed."""
     origins: dict[str, tuple[str | None, str | None]] = getattr(pm, "origins", {})
@@ -355,10 +366,7 @@ def list_plugins(pm: pluggy.PluginManager, all: bool = False) -> list[PluginInfo
         if plugin is None:
             continue
         dist, version = origins.get(name, (None, None))
-        module = getattr(plugin, "__name__", None) or type(plugin).__module__
-        builtin = name in BUILTIN_PLUGINS and (
-            _is_builtin_dist(dist) or (dist is None and module == BUILTIN_PLUGINS[name])
-        )
+        builtin = is_builtin(pm, name)
         if builtin and not all:
             continue
         hooks = tuple(sorted(c.name for c in pm.get_hookcallers(plugin) or []))

@@ -1,4 +1,4 @@
-"""The record model: :class:`Record`, :class:`Field`, :class:`VectorField`, :class:`VectorSearchResult`.
+"""The record model: :class:`Record`, :class:`Field`, :class:`VectorField` (search results are in :mod:`dk_vector_plugins.types`).
 
 Names and signatures follow dataknobs-data 0.11 so that code written against it runs with only the
 import changed: ``Record(data, metadata, id)``, ``record.id``, ``record["field"]`` (the value),
@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from .errors import DimensionMismatchError
 
-__all__ = ["Field", "Record", "VectorField", "VectorSearchResult", "new_id"]
+__all__ = ["Field", "Record", "VectorField", "new_id"]
 
 _MISSING = object()
 
@@ -71,7 +71,7 @@ class VectorField:
         model_version: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        from .engine import as_vector
+        from .vectors import as_vector
 
         vec = as_vector(value, what=f"vector field {name or 'embedding'!r}")
         if dimensions is not None and vec.shape[0] != dimensions:
@@ -355,42 +355,3 @@ def lookup(rid: str | None, data: Mapping[str, Any], metadata: Mapping[str, Any]
 
 
 MISSING = _MISSING
-
-
-@attrs.frozen
-class VectorSearchResult:
-    """One hit of a vector search.
-
-    :ivar record: a copy of the matching record (with its vectors).
-    :ivar score: higher is better for every metric (cosine similarity, dot product, or
-        ``1 / (1 + distance)`` for euclidean).
-    :ivar source_text: the text the vector was computed from, when the vector field names its
-        ``source_field`` and the record holds it.
-    :ivar vector_field: the field searched.
-    :ivar metadata: extra facts: the metric, and the distance for euclidean.
-    :ivar distance: the L2 distance for euclidean searches, else ``None``.
-    """
-
-    record: Record
-    score: float
-    source_text: str | None = None
-    vector_field: str | None = None
-    metadata: dict[str, Any] = attrs.field(factory=dict)
-    distance: float | None = None
-
-    @property
-    def id(self) -> str | None:
-        """The record's id."""
-        return self.record.id
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: id, score, distance, vector field, source text and the record's data."""
-        data = {k: v for k, v in self.record.data.items() if not is_vector_value(v)}
-        return {
-            "id": self.record.id,
-            "score": self.score,
-            "distance": self.distance,
-            "vector_field": self.vector_field,
-            "source_text": self.source_text,
-            "data": data,
-        }

@@ -1,48 +1,20 @@
-"""The vector-search request: built and validated once, then handed to the ``dkv_vector_search`` hooks."""
+"""Building the vector-search request (validated once, then handed to the ``dkv_vector_search`` hooks)
+and the score threshold every answer applies."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import numpy as np
-import numpy.typing as npt
 
-from .engine import as_vector, as_vector_batch, normalize_metric
 from .errors import ConfigError, InvalidRequestError, InvalidVectorError
-from .query import Expr, compile_filter
+from .query import compile_filter
+from .types import SearchRequest, VectorSearchResult
+from .vectors import as_vector, as_vector_batch, normalize_metric
 
-__all__ = ["SearchRequest", "apply_threshold", "build_search_request"]
+__all__ = ["apply_threshold", "build_search_request"]
 
 _OPTIONS = {"score_threshold", "include_source"}
-
-
-@attrs.frozen
-class SearchRequest:
-    """A validated vector search.
-
-    :ivar queries: float32 array of shape ``(b, d)``: one row per query vector.
-    :ivar vector_field: the vector field to search.
-    :ivar k: how many results per query (> 0; more than the store holds is fine).
-    :ivar filter: the compiled filter expression, or ``None``.
-    :ivar metric: ``"cosine"``, ``"euclidean"`` or ``"dot_product"``.
-    :ivar batch: whether the caller expects one result list per query.
-    :ivar options: extra options (``score_threshold``; plugin-specific keys).
-    """
-
-    queries: npt.NDArray[np.float32]
-    vector_field: str = "embedding"
-    k: int = 10
-    filter: Expr | None = None
-    metric: str = "cosine"
-    batch: bool = False
-    options: dict[str, Any] = attrs.field(factory=dict)
-
-    @property
-    def query(self) -> npt.NDArray[np.float32]:
-        """The first (for a single search, the only) query vector."""
-        q: npt.NDArray[np.float32] = self.queries[0]
-        return q
 
 
 def build_search_request(
@@ -102,8 +74,13 @@ def build_search_request(
     )
 
 
-def apply_threshold(results: list[list[Any]], request: SearchRequest) -> list[list[Any]]:
-    """Drop hits below the request's ``score_threshold`` option (when it has one)."""
+def apply_threshold(
+    results: list[list[VectorSearchResult]], request: SearchRequest
+) -> list[list[VectorSearchResult]]:
+    """Drop hits below the request's ``score_threshold`` option (when it has one).
+
+    The built-in search applies it; a plugin that answers searches itself calls this too.
+    """
     thr = request.options.get("score_threshold")
     if thr is None:
         return results

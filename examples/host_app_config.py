@@ -94,7 +94,7 @@ class Instrumentation:
 
     @staticmethod
     def _answered_by(result: Any) -> str:
-        hits = result[0] if result and isinstance(result[0], list) else result
+        hits = result[0]  # a search hook answers one list of results per query
         return str(hits[0].metadata.get("index", "exact")) if hits else "exact"
 
     @hookimpl(wrapper=True)

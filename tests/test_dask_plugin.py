@@ -30,9 +30,13 @@ import numpy as np
 import pytest
 from distributed import KilledWorker, LocalCluster
 
+import dk_vector_plugins.plugins.dask as de
 from dk_vector_plugins import AsyncDatabaseFactory, ConfigError, DatabaseFactory, InvalidRequestError, Record
-from dk_vector_plugins.engine import TopK
-from dk_vector_plugins.plugins import dask_executor as de
+from dk_vector_plugins.kernel import TopK
+from dk_vector_plugins.plugins.dask import dispatch as dask_dispatch
+from dk_vector_plugins.plugins.dask import plan as dask_plan
+from dk_vector_plugins.plugins.dask import worker as dask_worker
+from dk_vector_plugins.storage.segments import SegmentInfo
 
 DIM = 24
 COMMITS = (701, 523, 389, 1, 250)  # rows per commit: segments of odd sizes, parts of odd sizes
@@ -296,13 +300,13 @@ def test_worker_task_in_process(stores: Callable[..., tuple[Any, Any]], backend:
                 batch=True,
                 options={},
             )
-            plan = de._plan_search(dk, request, stub, ["tcp://a:1", "tcp://b:1", "tcp://c:1"])  # type: ignore[arg-type]
+            plan = dask_plan.plan_search(dk, request, stub, ["tcp://a:1", "tcp://b:1", "tcp://c:1"])  # type: ignore[arg-type]
             assert plan is not None and len(plan.groups) == 3
             groups = [
-                de.search_group(
-                    spec, plan.names, units, request.queries, 6, metric, "embedding", request.filter
+                dask_worker.search_shards(
+                    spec, plan.names, shards, request.queries, 6, metric, "embedding", request.filter
                 )
-                for units in plan.groups.values()
+                for shards in plan.groups.values()
             ]
             merged = [de.merge_hits([g[i] for g in groups], 6, metric) for i in range(70)]
             got = dk.core.table.vector_results([TopK(r, s, d) for r, s, d, _ in merged], "embedding", metric)
@@ -346,9 +350,9 @@ def test_assignment_is_stable_and_balanced() -> None:
 
 
 def test_big_segment_is_split_into_parts() -> None:
-    segments = [{"name": "a", "rows": 1000}, {"name": "b", "rows": 0}, {"name": "c", "rows": 7}]
-    parts = de._parts(segments, 300)
-    assert [(e["name"], a, b, base) for e, a, b, base in parts] == [
+    segments = [SegmentInfo("a", 1000), SegmentInfo("b", 0), SegmentInfo("c", 7)]
+    parts = dask_plan.split_parts(segments, 300)
+    assert [(s.name, a, b, base) for s, a, b, base in parts] == [
         ("a", 0, 250, 0),
         ("a", 250, 500, 0),
         ("a", 500, 750, 0),
@@ -526,9 +530,9 @@ def test_lost_cluster_is_a_clear_error() -> None:
         def cancel(self, futures: Any) -> None:
             self.cancelled = True
 
-    from dk_vector_plugins.search import SearchRequest
+    from dk_vector_plugins.types import SearchRequest
 
-    plan = de._Plan(1, frozenset({"s"}), {"tcp://w:1": []})
+    plan = dask_plan.SearchPlan(1, frozenset({"s"}), {"tcp://w:1": []})
     request = SearchRequest(queries(1), k=3)
     for error in (
         KilledWorker("dkv-search-x", SimpleNamespace(address="tcp://w:1"), 3),
@@ -537,7 +541,7 @@ def test_lost_cluster_is_a_clear_error() -> None:
         fake = Futures(error)
         holder = type("C", (), {"client": fake})()
         with pytest.raises(de.ClusterError, match="nothing partial was returned"):
-            de._run(holder, de.StoreSpec("file", path="/x"), plan, request)  # type: ignore[arg-type]
+            dask_dispatch.run_plan(holder, de.StoreSpec("file", path="/x"), plan, request)  # type: ignore[arg-type]
         assert fake.cancelled
 
 
@@ -636,7 +640,7 @@ def test_closing_the_store_closes_its_client(stores: Callable[..., tuple[Any, An
 def test_client_of_an_s3_store_downloads_no_vectors(stores: Callable[..., tuple[Any, Any]]) -> None:
     """The store a Dask search runs from reads only the vectors of the records it shows; the
     workers hold the segments (a table larger than the client's memory)."""
-    from dk_vector_plugins.engine import LazyArray
+    from dk_vector_plugins.index import LazyArray
 
     ref, dk = stores("s3")
     fill(ref)

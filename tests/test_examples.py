@@ -182,7 +182,7 @@ def test_host_app_config_environment_overrides(tmp_path: Path) -> None:
     assert "store 'archive' is unavailable: ConfigError: unknown backend 'file'" in out
     assert "'vector_metric': 'euclidean', 'vector_dimensions': 64, 'embedder': 'hashing'" in out
     trace = line_with(proc.stderr, "[dkv] dkv_vector_search(db, request) -> impls: Instrumentation, ")
-    assert "memory" in trace and "file" not in trace  # the wrapper first; the blocked plugin absent
+    assert trace.rstrip().endswith("defaults")  # the wrapper first; the built-in exact search last
 
 
 def test_host_app_config_autoload_off_and_other_file(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from dk_vector_plugins import (
     SyncDatabase,
     VectorField,
 )
-from dk_vector_plugins.factory import CORE_OPTIONS, OptionSpec, resolve_config
+from dk_vector_plugins.factory import CORE_OPTIONS, resolve_config
+from dk_vector_plugins.types import OptionSpec
 
 
 @pytest.fixture(scope="module")

@@ -435,7 +435,7 @@ def test_corrupt_manifest_is_named(open_store: Callable[..., Any], tmp_path: Pat
 
 def test_reopen_parses_only_the_rows_it_shows(open_store: Callable[..., Any], tmp_path: Path) -> None:
     """Row data loads lazily row by row: showing 5 hits of a 3000-row segment parses ~5 rows."""
-    from dk_vector_plugins.table import UNLOADED
+    from dk_vector_plugins.memtable import UNLOADED
 
     db = open_store()
     x = np.random.default_rng(3).standard_normal((3000, DIM)).astype(np.float32)

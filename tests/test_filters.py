@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dk_vector_plugins import DatabaseFactory, Filter, FilterError, Operator, Query, Record, compile_filter
+from dk_vector_plugins.memtable import RecordTable
 from dk_vector_plugins.query import And, Cond, Expr, Not, Or
-from dk_vector_plugins.table import RecordTable
 
 # --- the naive reference ---------------------------------------------------------------------
 

@@ -41,9 +41,9 @@ from dk_vector_plugins import (
 )
 from dk_vector_plugins import hookspecs as hookspecs_module
 from dk_vector_plugins.core import StoreCore
-from dk_vector_plugins.factory import BackendSpec
 from dk_vector_plugins.host import ENTRY_POINT_GROUP, ensure_hookspecs
-from dk_vector_plugins.table import RecordTable
+from dk_vector_plugins.memtable import RecordTable
+from dk_vector_plugins.types import BackendSpec
 
 ENV_VARS = ("DKV_DISABLE_PLUGIN_AUTOLOAD", "DKV_PLUGINS", "DKV_TRACE_PLUGINS")
 
@@ -94,7 +94,7 @@ class FakeIndexOverride(IndexOption):
             [VectorSearchResult(record=Record({"fake": True}, id=f"fake-{j}"), score=1.0 - j / 10)]
             for j in range(len(request.queries))
         ]
-        return hits if request.batch else hits[0]
+        return hits  # one list of results per query, as the hook contract says
 
     @hookimpl(tryfirst=True)
     def dkv_vector_search(self, db: Any, request: Any) -> Any:
@@ -124,7 +124,7 @@ class Timing:
     @hookimpl(wrapper=True)
     def dkv_vector_search(self, db: Any, request: Any) -> Iterator[None]:
         result = yield
-        self.seen.append((db.backend_name, request.k, len(result)))
+        self.seen.append((db.backend_name, request.k, sum(len(hits) for hits in result)))
         return result  # type: ignore[no-any-return, return-value]
 
 
@@ -464,7 +464,8 @@ def test_block_memory_makes_backend_unknown() -> None:
 
 def test_no_plugin_answering_is_a_plugin_error() -> None:
     class BareDatabase(SyncDatabase):
-        """A backend whose plugin registers the class but implements no search hook."""
+        """A backend whose plugin registers the class but implements no search hook (with the
+        built-in ``defaults`` plugin blocked, nothing answers)."""
 
         backend_name = "bare"
 
@@ -476,7 +477,10 @@ def test_no_plugin_answering_is_a_plugin_error() -> None:
         def dkv_register_backends(self) -> list[BackendSpec]:
             return [BackendSpec("bare", BareDatabase)]
 
-    factory = DatabaseFactory(plugins=[BarePlugin()])
+    served = DatabaseFactory(plugins=[BarePlugin()]).create(backend="bare", vector_enabled=True)
+    served.create_batch(vec_records(2))  # a store on the shared core: the defaults plugin answers
+    assert len(served.vector_search([1, 0], k=1)) == 1
+    factory = DatabaseFactory(plugins=[BarePlugin()], block=["defaults"])
     db = factory.create(backend="bare", vector_enabled=True)
     db.create_batch(vec_records(2))  # CRUD lives in the shared core
     assert db.count() == 2
@@ -507,8 +511,10 @@ def test_ensure_hookspecs() -> None:
     ensure_hookspecs(pm)
     assert pm.hook.dkv_vector_search.spec is not None
     import dk_vector_plugins.backends.memory as memory
+    import dk_vector_plugins.defaults as defaults
 
     pm.register(memory, name="memory")
+    pm.register(defaults, name="defaults")  # the exact search, for every store on the shared core
     db = DatabaseFactory(plugin_manager=pm).create(backend="memory", vector_enabled=True)
     db.create_batch(vec_records(2))
     assert len(db.vector_search([1, 0], k=5)) == 2
@@ -608,8 +614,8 @@ def test_trace_plugins_env_prints_to_stderr(
     db.vector_search([1, 0], k=2)
     err = capsys.readouterr().err
     assert "dkv_vector_search" in err
-    assert "memory" in err
-    assert "returned list of 2" in err
+    assert "defaults" in err.split("impls:")[1]  # the built-in exact search answered
+    assert "returned 1 result list (2 hits)" in err
     monkeypatch.delenv("DKV_TRACE_PLUGINS")
     DatabaseFactory().create(backend="memory", vector_enabled=True).vector_search([1, 0], k=2)
     assert capsys.readouterr().err == ""
@@ -621,7 +627,8 @@ def test_list_plugins_all_includes_builtins() -> None:
     everything = {p.name: p for p in list_plugins(pm, all=True)}
     assert everything["memory"].builtin and everything["hashing"].builtin
     assert everything["memory"].distribution in ("dk_vector_plugins", "dk-vector-plugins")
-    assert "dkv_vector_search" in everything["memory"].hooks
+    assert everything["memory"].hooks == ("dkv_register_backends",)  # a backend registers its spec only
+    assert everything["defaults"].builtin and "dkv_vector_search" in everything["defaults"].hooks
     assert everything["hashing"].hooks == ("dkv_register_embedders",)
     third_party = [p.name for p in list_plugins(pm)]
     assert third_party == ["Timing"]

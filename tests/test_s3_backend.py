@@ -206,9 +206,9 @@ def test_error_mapping_names_bucket_and_key() -> None:
     from botocore.exceptions import ClientError
 
     from dk_vector_plugins.storage.ops import Get
-    from dk_vector_plugins.storage.s3 import _S3Base
+    from dk_vector_plugins.storage.s3 import S3Keys
 
-    base = _S3Base("bkt", prefix="p")
+    base = S3Keys("bkt", prefix="p")
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
     err = base.error(Get("LATEST.json"), denied)
     assert "access denied" in str(err) and "s3://bkt/p/LATEST.json" in str(err)
@@ -247,7 +247,7 @@ def test_two_writer_processes_race_without_losing_commits(s3_server: Any) -> Non
 def test_load_vectors_false_reads_rows_when_needed(s3_server: Any) -> None:
     """``load_vectors=False`` opens without downloading vectors: a record reads its own vector
     with a ranged GET, a local search reads the segment whole, and both answer as usual."""
-    from dk_vector_plugins.engine import LazyArray
+    from dk_vector_plugins.index import LazyArray
 
     eager = _make(s3_server)
     prefix = eager.config["prefix"]
@@ -271,9 +271,15 @@ def test_load_vectors_false_reads_rows_when_needed(s3_server: Any) -> None:
 
 
 def test_load_vectors_defaults_to_false_for_dask_stores(s3_server: Any) -> None:
+    """The Dask plugin's ``executor="dask"`` implies ``load_vectors=False`` (an ``OptionSpec.implies``:
+    the table code knows no plugin key); a value given by the user wins."""
     from dk_vector_plugins.backends.tabled import table_options
+    from dk_vector_plugins.factory import resolve_config
 
-    assert table_options({"max_segments": 32, "keep_versions": 10, "grace_s": 1.0}, True).load_vectors
-    cfg = {"max_segments": 32, "keep_versions": 10, "grace_s": 1.0, "executor": "dask"}
-    assert not table_options(cfg, True).load_vectors
-    assert table_options({**cfg, "load_vectors": True}, True).load_vectors
+    pm = DatabaseFactory().pm
+    base = {"backend": "s3", "bucket": "b"}
+    assert table_options(resolve_config(pm, base), True).load_vectors
+    cfg = resolve_config(pm, {**base, "executor": "dask"})
+    assert cfg["load_vectors"] is False and not table_options(cfg, True).load_vectors
+    assert table_options(resolve_config(pm, {**base, "executor": "dask", "load_vectors": True}), True).load_vectors
+    assert resolve_config(pm, {**base, "executor": "local"})["load_vectors"] is None

@@ -6,6 +6,11 @@ directory on ``sys.path``, where ``importlib.metadata`` finds its ``*.dist-info`
 loads the entry point ``usearch`` like any installed plugin. A second, hand-made dist-info whose
 entry point module raises ``ImportError`` stands for a broken installation.
 
+Offline: pip runs with ``--no-index --no-deps --no-build-isolation``, so it neither downloads the
+distribution's dependencies nor its build requirements; it builds with the running interpreter's
+setuptools and wheel (in the ``test`` extra), and ``--check-build-dependencies`` says so if they
+are missing. The installed copy runs against this interpreter's dk_vector_plugins, usearch, numpy.
+
 Needs ``usearch`` importable (the override's only dependency beyond this package).
 """
 
@@ -55,8 +60,9 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         DIST_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests", "*.pyc")
     )
     target = root / "site"
+    offline = ["--no-index", "--no-deps", "--no-build-isolation", "--check-build-dependencies"]
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target), str(src)],
+        [sys.executable, "-m", "pip", "install", *offline, "--quiet", "--target", str(target), str(src)],
         capture_output=True,
         text=True,
         timeout=300,

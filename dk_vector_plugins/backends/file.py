@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
-from ..database import default_search, default_search_async
-from ..embed import BulkEmbedRequest, run_bulk_embed, run_bulk_embed_async
-from ..factory import BackendSpec, OptionSpec
 from ..hookspecs import hookimpl
-from ..search import SearchRequest
 from ..storage.driver import TableStorage, sync_runner
 from ..storage.local import LocalObjectStore
+from ..types import BackendSpec, OptionSpec
 from .tabled import TABLE_OPTIONS, AsyncTableDatabase, TableDatabase, table_options
 
 __all__ = ["AsyncFileDatabase", "FileDatabase"]
@@ -28,12 +27,12 @@ __all__ = ["AsyncFileDatabase", "FileDatabase"]
 _OPTIONS = (
     OptionSpec(
         "path",
-        (str, __import__("os").PathLike),
+        (str, os.PathLike),
         None,
         "directory of the table (created if missing)",
         required=True,
         backends=("file",),
-        convert=__import__("os").fspath,
+        convert=os.fspath,
     ),
     OptionSpec("fsync", (bool,), True, "fsync files and directories before each commit", backends=("file",)),
     OptionSpec(
@@ -45,7 +44,7 @@ _OPTIONS = (
 
 class _FileStorage:
     backend_name = "file"
-    config: Any
+    config: Mapping[str, Any]
 
     def _make_storage(self) -> TableStorage:
         store = LocalObjectStore(self.config["path"], fsync=self.config["fsync"])
@@ -53,7 +52,7 @@ class _FileStorage:
         options = table_options(self.config, self.config["lazy_rows"])
         options.lazy_ids = True  # a local read costs little when a result first needs the ids
         # the table maps the vector files it writes (the page cache holds them): no second copy
-        return TableStorage(run, store.describe, options, close, adopt_written=True)
+        return TableStorage(run, store.describe, options, close, adopts_written=True)
 
 
 class FileDatabase(_FileStorage, TableDatabase):
@@ -76,27 +75,3 @@ def dkv_register_backends() -> list[BackendSpec]:
             description="durable log-structured table in a local directory",
         )
     ]
-
-
-@hookimpl(trylast=True)
-def dkv_vector_search(db: Any, request: SearchRequest) -> Any:
-    """Exact search for file stores; declines for others."""
-    return default_search(db, request) if isinstance(db, FileDatabase) else None
-
-
-@hookimpl(trylast=True)
-def dkv_vector_search_async(db: Any, request: SearchRequest) -> Any:
-    """Exact search for async file stores; declines for others."""
-    return default_search_async(db, request) if isinstance(db, AsyncFileDatabase) else None
-
-
-@hookimpl(trylast=True)
-def dkv_bulk_embed(db: Any, request: BulkEmbedRequest) -> Any:
-    """Batched embed-and-store for file stores (one commit per batch); declines for others."""
-    return run_bulk_embed(db, request) if isinstance(db, FileDatabase) else None
-
-
-@hookimpl(trylast=True)
-def dkv_bulk_embed_async(db: Any, request: BulkEmbedRequest) -> Any:
-    """Batched embed-and-store for async file stores; declines for others."""
-    return run_bulk_embed_async(db, request) if isinstance(db, AsyncFileDatabase) else None

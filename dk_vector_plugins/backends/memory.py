@@ -1,30 +1,30 @@
 """The built-in ``memory`` backend plugin: the embedded default.
 
 Records live in the process; vectors in one contiguous float32 matrix per vector field. Nothing
-is persisted. Thread-safe (sync) and task-safe (async).
+is persisted. Thread-safe (sync) and task-safe (async). Search and bulk embedding are the
+built-in ``defaults`` plugin's, as for every store on the shared core.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..core import StoreCore
-from ..database import AsyncDatabase, SyncDatabase, default_search, default_search_async
-from ..embed import BulkEmbedRequest, run_bulk_embed, run_bulk_embed_async
-from ..factory import BackendSpec
+from ..database import AsyncDatabase, SyncDatabase
 from ..hookspecs import hookimpl
-from ..search import SearchRequest
-from ..table import RecordTable
+from ..memtable import RecordTable
+from ..types import BackendSpec
 
 __all__ = ["AsyncMemoryDatabase", "MemoryDatabase"]
 
 
 class _MemoryCore:
     backend_name = "memory"
-    config: Any
+    _config: Mapping[str, Any]
 
     def _make_core(self) -> StoreCore:
-        return StoreCore(RecordTable(self.config.get("vector_dimensions")))
+        return StoreCore(RecordTable(self._config.get("vector_dimensions")))
 
 
 class MemoryDatabase(_MemoryCore, SyncDatabase):
@@ -33,10 +33,6 @@ class MemoryDatabase(_MemoryCore, SyncDatabase):
 
 class AsyncMemoryDatabase(_MemoryCore, AsyncDatabase):
     """In-memory store, async API. ``AsyncDatabaseFactory().create(backend="memory", ...)``."""
-
-
-def _ours(db: Any) -> bool:
-    return isinstance(db, (MemoryDatabase, AsyncMemoryDatabase))
 
 
 @hookimpl
@@ -50,27 +46,3 @@ def dkv_register_backends() -> list[BackendSpec]:
             description="in-process store; nothing persisted",
         )
     ]
-
-
-@hookimpl(trylast=True)
-def dkv_vector_search(db: Any, request: SearchRequest) -> Any:
-    """Exact search for memory stores; declines for others."""
-    return default_search(db, request) if isinstance(db, MemoryDatabase) else None
-
-
-@hookimpl(trylast=True)
-def dkv_vector_search_async(db: Any, request: SearchRequest) -> Any:
-    """Exact search for async memory stores; declines for others."""
-    return default_search_async(db, request) if isinstance(db, AsyncMemoryDatabase) else None
-
-
-@hookimpl(trylast=True)
-def dkv_bulk_embed(db: Any, request: BulkEmbedRequest) -> Any:
-    """Batched embed-and-store for memory stores; declines for others."""
-    return run_bulk_embed(db, request) if isinstance(db, MemoryDatabase) else None
-
-
-@hookimpl(trylast=True)
-def dkv_bulk_embed_async(db: Any, request: BulkEmbedRequest) -> Any:
-    """Batched embed-and-store for async memory stores; declines for others."""
-    return run_bulk_embed_async(db, request) if isinstance(db, AsyncMemoryDatabase) else None

@@ -28,28 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, ClassVar
+from typing import Any
 
-from ..database import default_search, default_search_async
-from ..embed import BulkEmbedRequest, run_bulk_embed, run_bulk_embed_async
+from ..core import StoreCore
 from ..errors import ConfigError
-from ..factory import BackendSpec, OptionSpec
 from ..hookspecs import hookimpl
-from ..search import SearchRequest
 from ..storage.driver import TableStorage, async_runner, sync_runner
 from ..storage.ops import Program
-from ..storage.s3 import AsyncS3ObjectStore, S3ObjectStore, _S3Base, client_kwargs, require
+from ..storage.s3 import AsyncS3ObjectStore, S3Keys, S3ObjectStore, client_kwargs, require
+from ..types import BackendSpec, OptionSpec
 from .tabled import TABLE_OPTIONS, AsyncTableDatabase, TableDatabase, table_options
 
 __all__ = ["AsyncS3Database", "S3Database"]
 
 _B = ("s3",)
-
-
-def _consistency(v: Any) -> Any:
-    if v not in ("strong", "eventual"):
-        raise ConfigError(f"config key 'consistency' must be 'strong' or 'eventual', got {v!r}")
-    return v
 
 
 _OPTIONS = (
@@ -92,7 +84,7 @@ _OPTIONS = (
         "strong",
         "'strong': check for changes on every call; 'eventual': at most every max_staleness_s",
         backends=_B,
-        convert=_consistency,
+        choices=("strong", "eventual"),
     ),
     OptionSpec("max_staleness_s", (int, float), 1.0, "with consistency='eventual'", backends=_B),
     OptionSpec(
@@ -150,8 +142,6 @@ class S3Database(_S3Config, TableDatabase):
 class AsyncS3Database(_S3Config, AsyncTableDatabase):
     """A store on S3, async API (aioboto3). The client opens on the first awaited call."""
 
-    _io_bound: ClassVar[bool] = True
-
     def _make_storage(self) -> TableStorage:
         require("aioboto3")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,7 +149,7 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
         self._client_cm: Any = None
         self.s3_client: Any = None
         self._open_lock: asyncio.Lock | None = None
-        names = _S3Base(self.config["bucket"], prefix=self.config["prefix"])  # key naming only
+        names = S3Keys(self.config["bucket"], prefix=self.config["prefix"])  # key naming only
         return self._table_storage(self._bridge, names.describe)
 
     def _bridge(self, program: Program[Any]) -> Any:
@@ -167,8 +157,14 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
             raise ConfigError("the async S3 store is not open: await one of its methods first")
         return async_runner(self._astore, self._loop)(program)
 
-    async def connect(self) -> None:
-        """Open the aioboto3 client and check the bucket (done by the first call otherwise)."""
+    def _make_core(self) -> StoreCore:
+        core = super()._make_core()
+        core.connect_async = self._open_client
+        core.async_closers.append(self._close_client)
+        return core
+
+    async def _open_client(self) -> None:
+        """Open the aioboto3 client and check the bucket (before the store's first core call)."""
         if self._astore is not None:
             return
         if self._open_lock is None:
@@ -198,18 +194,10 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
             self._loop = asyncio.get_running_loop()
             self._astore = store
 
-    async def _run(self, fn: Any, *args: Any, heavy: bool = False) -> Any:
-        await self.connect()
-        return await asyncio.to_thread(fn, *args)
-
-    async def close(self) -> None:
-        """Close the aioboto3 client (after what plugins registered with :meth:`on_close`)."""
-        if not self._closed:
-            self._closed = True
-            await asyncio.to_thread(self._run_close_callbacks)
-            if self._client_cm is not None:
-                await self._client_cm.__aexit__(None, None, None)
-                self._client_cm = None
+    async def _close_client(self) -> None:
+        if self._client_cm is not None:
+            await self._client_cm.__aexit__(None, None, None)
+            self._client_cm = None
 
 
 @hookimpl
@@ -224,27 +212,3 @@ def dkv_register_backends() -> list[BackendSpec]:
             description="log-structured table on S3 (boto3 / aioboto3)",
         )
     ]
-
-
-@hookimpl(trylast=True)
-def dkv_vector_search(db: Any, request: SearchRequest) -> Any:
-    """Exact search for S3 stores (one conditional GET when nothing changed); declines for others."""
-    return default_search(db, request) if isinstance(db, S3Database) else None
-
-
-@hookimpl(trylast=True)
-def dkv_vector_search_async(db: Any, request: SearchRequest) -> Any:
-    """Exact search for async S3 stores; declines for others."""
-    return default_search_async(db, request) if isinstance(db, AsyncS3Database) else None
-
-
-@hookimpl(trylast=True)
-def dkv_bulk_embed(db: Any, request: BulkEmbedRequest) -> Any:
-    """Batched embed-and-store for S3 stores (one commit per batch); declines for others."""
-    return run_bulk_embed(db, request) if isinstance(db, S3Database) else None
-
-
-@hookimpl(trylast=True)
-def dkv_bulk_embed_async(db: Any, request: BulkEmbedRequest) -> Any:
-    """Batched embed-and-store for async S3 stores; declines for others."""
-    return run_bulk_embed_async(db, request) if isinstance(db, AsyncS3Database) else None

@@ -1,32 +1,24 @@
 """What the file and S3 stores share: a store core over a :class:`~dk_vector_plugins.storage.driver.TableStorage`.
 
-Both backends keep the same log-structured table (see :mod:`dk_vector_plugins.storage.table`);
+Both backends keep the same log-structured table (see :mod:`dk_vector_plugins.storage.log_format`);
 they differ only in the object store underneath.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 from ..core import StoreCore
-from ..database import AsyncDatabase, SyncDatabase
-from ..factory import OptionSpec
+from ..database import AsyncDatabase, Call, Steps, SyncDatabase, operation
+from ..memtable import RecordTable
 from ..storage.driver import TableStorage
-from ..storage.table import TableOptions
-from ..table import RecordTable
+from ..storage.log_format import TableOptions
+from ..types import OptionSpec
 
 __all__ = ["TABLE_OPTIONS", "AsyncTableDatabase", "TableDatabase", "table_options"]
 
-
-def _nonneg(name: str) -> Any:
-    def convert(v: Any) -> Any:
-        if v < 0:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"config key {name!r} must be >= 0, got {v}")
-        return v
-
-    return convert
+T = TypeVar("T")
 
 
 def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
@@ -39,7 +31,7 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             32,
             "compact automatically above this many segments",
             backends=b,
-            convert=_nonneg("max_segments"),
+            minimum=0,
         ),
         OptionSpec(
             "keep_versions",
@@ -47,7 +39,7 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             10,
             "clean-up keeps what the newest N manifests name",
             backends=b,
-            convert=_nonneg("keep_versions"),
+            minimum=0,
         ),
         OptionSpec(
             "grace_s",
@@ -55,14 +47,15 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             3600.0,
             "clean-up never deletes objects younger than this",
             backends=b,
-            convert=_nonneg("grace_s"),
+            minimum=0,
         ),
         OptionSpec(
             "load_vectors",
             (bool,),
             None,
             "read vectors on open (True), or when first needed (False: for stores whose searches "
-            "run elsewhere); default: False with executor='dask', else True",
+            "run elsewhere); default True, unless a plugin's option implies otherwise "
+            "(executor='dask' implies False)",
             backends=b,
         ),
         OptionSpec(
@@ -71,78 +64,66 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             20,
             "commit attempts before ConflictError",
             backends=b,
-            convert=_nonneg("commit_retries"),
+            minimum=0,
         ),
     )
 
 
-def table_options(config: Any, lazy_rows: bool) -> TableOptions:
+def table_options(config: Mapping[str, Any], lazy_rows: bool) -> TableOptions:
     """TableOptions from a validated config."""
     load = config.get("load_vectors")
-    if load is None:  # searches that run on other processes need no vectors here
-        load = config.get("executor") in (None, "local")
     return TableOptions(
         max_segments=int(config["max_segments"]),
         keep_versions=max(1, int(config["keep_versions"])),
         grace_s=float(config["grace_s"]),
         lazy_rows=lazy_rows,
-        load_vectors=bool(load),
+        load_vectors=True if load is None else bool(load),
     )
 
 
 class _TableMixin:
-    config: Any
-    _core: StoreCore
-
     def _make_storage(self) -> TableStorage:
         raise NotImplementedError  # pragma: no cover - each backend supplies its storage
 
-    def _make_core(self) -> StoreCore:
+    def _make_core(self: Any) -> StoreCore:
         storage = self._make_storage()
         core = StoreCore(
-            RecordTable(self.config.get("vector_dimensions")),
-            storage,
-            max_retries=int(self.config["commit_retries"]),
-            auto_compact=False,
+            RecordTable(self.config.get("vector_dimensions")), storage, max_retries=int(self.config["commit_retries"])
         )
-        if not getattr(self, "_io_bound", False):
+        if not self._is_async:
             core.refresh()  # sync stores load at once (errors surface here); async ones on first call
         return core
 
     @property
-    def storage(self) -> TableStorage:
+    def storage(self: Any) -> TableStorage:
         """The table storage (manifest state, statistics)."""
-        return self._core.storage  # type: ignore[return-value]
+        return self._core.storage  # type: ignore[no-any-return]
 
     @property
     def version(self) -> int:
         """The committed table version this store has loaded."""
         return self.storage.state.version
 
+    @operation
+    def verify(self: Any) -> Steps[dict[str, Any]]:
+        """Integrity check of the newest committed version; raises :class:`StorageError` if broken."""
+        return (yield Call(self._locked, (self.storage.verify,)))  # type: ignore[no-any-return]
+
+    @operation
+    def vacuum(self: Any, grace_s: float | None = None) -> Steps[int]:
+        """Delete objects that no recent version names (older than ``grace_s``); returns how many."""
+        return (yield Call(self._locked, (self.storage.gc, grace_s)))  # type: ignore[no-any-return]
+
+    def _locked(self: Any, fn: Callable[..., T], *args: Any) -> T:
+        with self._core.lock:
+            return fn(*args)
+
 
 class TableDatabase(_TableMixin, SyncDatabase):
     """A sync store over a log-structured table."""
-
-    def verify(self) -> dict[str, Any]:
-        """Integrity check of the newest committed version; raises :class:`StorageError` if broken."""
-        with self._core.lock:
-            return self.storage.verify()
-
-    def vacuum(self, grace_s: float | None = None) -> int:
-        """Delete objects that no recent version names (older than ``grace_s``); returns how many."""
-        with self._core.lock:
-            return self.storage.gc(grace_s)
 
 
 class AsyncTableDatabase(_TableMixin, AsyncDatabase):
     """An async store over a log-structured table; all table work runs off the event loop."""
 
     _io_bound: ClassVar[bool] = True
-
-    async def verify(self) -> dict[str, Any]:
-        """See :meth:`TableDatabase.verify`."""
-        return await self._run(self.storage.verify)  # type: ignore[no-any-return]
-
-    async def vacuum(self, grace_s: float | None = None) -> int:
-        """See :meth:`TableDatabase.vacuum`."""
-        return await self._run(self.storage.gc, grace_s)  # type: ignore[no-any-return]

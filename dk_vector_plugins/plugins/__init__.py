@@ -1,6 +1,6 @@
 """Optional built-in plugins that need extra dependencies (installed with an extra, imported lazily).
 
-* :mod:`.dask_executor` (entry point ``dask``, extra ``dask``): exact vector search and bulk
+* :mod:`.dask` (entry point ``dask``, extra ``dask``): exact vector search and bulk
   embedding of file and S3 stores across a Dask cluster, for stores configured with
   ``executor="dask"``.
 """

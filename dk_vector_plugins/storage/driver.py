@@ -1,6 +1,6 @@
 """The :class:`~dk_vector_plugins.core.Storage` of the file and S3 backends: table programs run on an object store.
 
-:class:`TableStorage` runs the programs of :mod:`.table` with a caller-supplied runner: on a sync
+:class:`TableStorage` runs the programs of :mod:`.log_format` with a caller-supplied runner: on a sync
 store (thread pool for parallel requests), or on an async store from a worker thread by handing
 each program to the event loop (so the async classes share the very same core and never block
 their loop).
@@ -19,9 +19,9 @@ import numpy as np
 
 from ..core import WriteBatch, apply
 from ..errors import StorageError
-from ..table import RecordTable
+from ..memtable import RecordTable
+from .log_format import TableLogic, TableOptions, TableState
 from .ops import AsyncObjectStore, Program, SyncObjectStore, run_async, run_sync
-from .table import TableLogic, TableOptions, TableState
 
 __all__ = ["TableStorage", "async_runner", "sync_runner"]
 
@@ -68,12 +68,12 @@ class TableStorage:
         options: TableOptions,
         closer: Callable[[], None] | None = None,
         max_staleness_s: float = 0.0,
-        adopt_written: bool = False,
+        adopts_written: bool = False,
     ) -> None:
         self.run = runner
         #: After a commit, the table holds the vectors as read back from storage (memory maps of
         #: the files just written) instead of the batch's arrays, which may be the caller's own.
-        self.adopt_written = adopt_written
+        self.adopts_written = adopts_written
         self.logic = TableLogic(options, describe)
         self.state = TableState()
         self._closer = closer
@@ -97,7 +97,7 @@ class TableStorage:
         """Commit a batch; on a lost race back off (with jitter) and report ``False``."""
         if self.run(self.logic.commit(self.state, batch)):
             self._conflicts = 0
-            if self.adopt_written and batch.batches:
+            if self.adopts_written and batch.batches:
                 try:
                     self.run(self.logic.read_back(self.state.segments[-1], batch))
                 except StorageError:  # committed all the same: keep copies of the batch's arrays

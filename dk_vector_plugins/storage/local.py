@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StorageError
+from .npy import open_npy
 from .ops import (
     Data,
     Delete,
@@ -34,7 +35,6 @@ from .ops import (
     PutIfAbsent,
     PutIfMatch,
     Versioned,
-    open_npy,
 )
 
 try:  # POSIX

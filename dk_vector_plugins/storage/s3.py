@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError, StorageError
+from .npy import load_npy, open_npy
 from .ops import (
     Delete,
     Flush,
@@ -41,8 +42,6 @@ from .ops import (
     Versioned,
     data_len,
     joined,
-    load_npy,
-    open_npy,
 )
 
 __all__ = ["AsyncS3ObjectStore", "S3ObjectStore", "client_kwargs", "require"]
@@ -91,7 +90,7 @@ def _status(e: Exception) -> int | None:
     return resp.get("ResponseMetadata", {}).get("HTTPStatusCode")  # type: ignore[no-any-return]
 
 
-class _S3Base:
+class S3Keys:
     """Key naming, error mapping and the segment cache shared by the sync and async stores."""
 
     def __init__(
@@ -174,7 +173,7 @@ class Call:
 Request = Generator[Call, Any, Any]
 
 
-class _S3Programs(_S3Base):
+class _S3Programs(S3Keys):
     """The S3 requests of every operation, written once for both drivers (sans I/O)."""
 
     _client_error: type[Exception]

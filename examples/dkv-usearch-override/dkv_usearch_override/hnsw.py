@@ -1,10 +1,10 @@
 """A usearch HNSW index that mirrors one vector field of a store's table, kept in step with writes.
 
-The store's :class:`~dk_vector_plugins.table.RecordTable` is append-only: a write appends rows
+The store's :class:`~dk_vector_plugins.memtable.RecordTable` is append-only: a write appends rows
 and retires the rows it replaces, so a table row never changes once written. That makes the row
 number a stable usearch key, and lets a mirror catch up cheaply:
 
-* the mirror remembers *which* :class:`~dk_vector_plugins.engine.VectorIndex` object it copied
+* the mirror remembers *which* :class:`~dk_vector_plugins.index.VectorIndex` object it copied
   (``table.indexes[field]``), how many rows it spans (``nrows``) and how many vectors it holds
   (``count``); a search on an unchanged table costs no work at all;
 * new rows (appends, the new half of an update) are added, retired rows (deletes, the old half of
@@ -13,7 +13,7 @@ number a stable usearch key, and lets a mirror catch up cheaply:
   or too many removals piled up, means a rebuild.
 
 Searches ask usearch for candidate rows, drop those the filter rejects, then score the survivors
-exactly with the package's own kernel (:func:`dk_vector_plugins.engine.top_k`), so scores,
+exactly with the package's own kernel (:func:`dk_vector_plugins.kernel.top_k`), so scores,
 distances and tie-breaking are exactly those of the built-in search: only *which* rows are
 considered is approximate.
 """
@@ -31,7 +31,9 @@ import numpy as np
 from usearch.index import Index, MetricKind  # type: ignore[attr-defined]
 
 from dk_vector_plugins import SearchRequest, VectorSearchResult
-from dk_vector_plugins.engine import VectorIndex, rank_ids, squared_norms, top_k
+from dk_vector_plugins.index import VectorIndex
+from dk_vector_plugins.kernel import rank_ids, top_k
+from dk_vector_plugins.vectors import squared_norms
 
 __all__ = ["HnswMirror", "Settings", "answer", "mirror_for", "mirrors_of"]
 

@@ -12,29 +12,24 @@ Three hook implementations:
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from collections.abc import Awaitable
 
-from dk_vector_plugins import ConfigError, OptionSpec, SearchRequest, hookimpl
+from dk_vector_plugins import (
+    AsyncStore,
+    OptionSpec,
+    SearchRequest,
+    Store,
+    VectorSearchResult,
+    apply_threshold,
+    hookimpl,
+)
 
 from .hnsw import Settings, answer
 
+#: One list of results per query: what a search hook answers.
+Results = list[list[VectorSearchResult]]
+
 __all__ = ["OPTIONS", "dkv_register_options", "dkv_vector_search", "dkv_vector_search_async"]
-
-
-def _at_least(name: str, low: float) -> Any:
-    def convert(value: Any) -> Any:
-        if value < low:
-            raise ConfigError(f"config key {name!r} must be >= {low}, got {value!r}")
-        return value
-
-    return convert
-
-
-def _fraction(value: Any) -> Any:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"config key 'hnsw_min_selectivity' must be between 0 and 1, got {value!r}")
-    return float(value)
 
 
 #: The configuration keys this plugin adds to every backend.
@@ -47,42 +42,44 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "anything else: the exact search",
     ),
     OptionSpec(
-        "hnsw_connectivity", (int,), 16, "HNSW graph degree (M)", convert=_at_least("hnsw_connectivity", 2)
+        "hnsw_connectivity", (int,), 16, "HNSW graph degree (M)", minimum=2
     ),
     OptionSpec(
         "hnsw_ef_construction",
         (int,),
         128,
         "HNSW search width while building (efConstruction)",
-        convert=_at_least("hnsw_ef_construction", 1),
+        minimum=1,
     ),
     OptionSpec(
         "hnsw_ef",
         (int,),
         64,
         "HNSW search width per query (ef): recall vs speed",
-        convert=_at_least("hnsw_ef", 1),
+        minimum=1,
     ),
     OptionSpec(
         "hnsw_min_rows",
         (int,),
         0,
         "answer exactly while a field holds fewer vectors than this",
-        convert=_at_least("hnsw_min_rows", 0),
+        minimum=0,
     ),
     OptionSpec(
         "hnsw_min_selectivity",
         (int, float),
         0.05,
         "answer exactly when a filter keeps less than this fraction of the rows",
-        convert=_fraction,
+        minimum=0.0,
+        maximum=1.0,
+        convert=float,
     ),
     OptionSpec(
         "hnsw_threads",
         (int,),
         0,
         "usearch worker threads (0: all cores)",
-        convert=_at_least("hnsw_threads", 0),
+        minimum=0,
     ),
 )
 
@@ -93,14 +90,14 @@ def dkv_register_options() -> tuple[OptionSpec, ...]:
     return OPTIONS
 
 
-def _settings(db: Any) -> Settings | None:
+def _settings(db: Store | AsyncStore) -> Settings | None:
     if getattr(db, "core", None) is None:  # a third-party store without the shared core
         return None
     return Settings.from_config(db.config)
 
 
 @hookimpl(tryfirst=True)
-def dkv_vector_search(db: Any, request: SearchRequest) -> Any:
+def dkv_vector_search(db: Store, request: SearchRequest) -> Results | None:
     """HNSW search for stores configured with ``index="hnsw"``; ``None`` (decline) for the rest."""
     settings = _settings(db)
     if settings is None:
@@ -109,16 +106,16 @@ def dkv_vector_search(db: Any, request: SearchRequest) -> Any:
     results = core.read_locked(lambda table: answer(core, table, request, settings))
     if results is None:
         return None  # e.g. a very selective filter: the built-in exact search answers
-    return _shape(results, request)
+    return apply_threshold(results, request)
 
 
 @hookimpl(tryfirst=True)
-def dkv_vector_search_async(db: Any, request: SearchRequest) -> Any:
+def dkv_vector_search_async(db: AsyncStore, request: SearchRequest) -> Awaitable[Results] | None:
     """The async twin: decides from the config at once, searches in a worker thread.
 
     An async implementation cannot decline once it has returned its awaitable, so when the
     index declines after looking at the table (a very selective filter), this one awaits the
-    store's own exact search (``db.default_vector_search``) instead.
+    built-in exact search (``db.core.vector_search``) instead.
     """
     settings = _settings(db)
     if settings is None:
@@ -126,17 +123,9 @@ def dkv_vector_search_async(db: Any, request: SearchRequest) -> Any:
     return _search_async(db, request, settings)
 
 
-async def _search_async(db: Any, request: SearchRequest, settings: Settings) -> Any:
-    await db.connect()  # opens the aioboto3 client of an async S3 store; a no-op elsewhere
-    core = db.core
-    results = await asyncio.to_thread(core.read_locked, lambda table: answer(core, table, request, settings))
-    if results is None:
-        results = await db.default_vector_search(request)
-    return _shape(results, request)
-
-
-def _shape(results: list[list[Any]], request: SearchRequest) -> Any:
-    thr = request.options.get("score_threshold")
-    if thr is not None:
-        results = [[h for h in hits if h.score >= thr] for hits in results]
-    return results if request.batch else results[0]
+async def _search_async(db: AsyncStore, request: SearchRequest, settings: Settings) -> Results:
+    core = db.core  # run_async opens an async S3 store's client first, and runs in a thread
+    results = await core.run_async(core.read_locked, lambda table: answer(core, table, request, settings), heavy=True)
+    if results is None:  # declined after looking at the table: the exact search answers
+        return await core.run_async(core.vector_search, request, heavy=True)
+    return apply_threshold(results, request)

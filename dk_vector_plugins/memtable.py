@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .engine import TopK, VectorIndex, as_vector_batch
 from .errors import DimensionMismatchError, DkvError, InvalidRequestError, InvalidVectorError
+from .index import VectorIndex
+from .kernel import TopK
 from .query import Column, Expr, Query, SortOrder
-from .records import MISSING, Record, VectorField, VectorSearchResult, is_vector_value, lookup
+from .records import MISSING, Record, VectorField, is_vector_value, lookup
+from .types import VectorSearchResult
+from .vectors import as_vector_batch
 
 __all__ = ["Row", "RecordTable"]
 
@@ -41,7 +44,7 @@ Row = tuple[str, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _own(d: Mapping[str, Any]) -> dict[str, Any]:
+def owned_copy(d: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``d`` sharing nothing mutable with it (scalars are not copied: cheap)."""
     if not d:
         return {}
@@ -210,9 +213,9 @@ class RecordTable:
                 lst = by_field.setdefault(name, ([], []))
                 lst[0].append(i)
                 lst[1].append(vf.value)
-                vinfo[name] = _own(vf.info())
+                vinfo[name] = owned_copy(vf.info())
             # the table keeps its own copy: a caller mutating its record later must not reach it
-            rows.append((str(rec.id), _own(data), _own(rec.metadata), vinfo))
+            rows.append((str(rec.id), owned_copy(data), owned_copy(rec.metadata), vinfo))
         batches: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
         for name, (positions, values) in by_field.items():
             dim = self.vector_dimension(name)

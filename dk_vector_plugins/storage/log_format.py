@@ -48,9 +48,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import WriteBatch
-from ..engine import LazyArray, squared_norms
 from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
-from ..table import RecordTable
+from ..index import LazyArray
+from ..memtable import RecordTable
+from ..vectors import squared_norms
+from .npy import dump_npy, npy_header
 from .ops import (
     Data,
     Delete,
@@ -66,8 +68,6 @@ from .ops import (
     PutIfAbsent,
     PutIfMatch,
     data_len,
-    dump_npy,
-    npy_header,
 )
 
 __all__ = ["FORMAT_VERSION", "TableLogic", "TableOptions", "TableState"]
@@ -524,7 +524,7 @@ class TableLogic:
 
             def ids() -> Sequence[str]:
                 if not read:
-                    got, _ = decode_ids(entry, [runner(self._get_bytes(ids_key))], self.describe)
+                    got, _ = decode_ids(entry, [runner(self.get_bytes(ids_key))], self.describe)
                     read.append(got() if callable(got) else got)
                 return read[0]
 
@@ -566,11 +566,11 @@ class TableLogic:
             else:  # read when a search needs them all, or a record its own vector
                 mat = LazyArray(
                     shape,
-                    functools.partial(self._read_array, runner, key, shape),
-                    functools.partial(self._read_vectors, runner, key, shape),
+                    functools.partial(self.read_array, runner, key, shape),
+                    functools.partial(self.read_vectors, runner, key, shape),
                 )
                 if f.get("sq"):
-                    sq = LazyArray((m,), functools.partial(self._read_array, runner, skey, (m,)))
+                    sq = LazyArray((m,), functools.partial(self.read_array, runner, skey, (m,)))
             present = None
             if f["count"] < m:
                 mkey = f"{base}.{f['key']}.mask.npy"
@@ -584,7 +584,7 @@ class TableLogic:
         def loader() -> LazyRows:
             # read once, parse row by row on demand (the table asks again for later rows)
             if not cache:
-                got = runner(self._get_rows(rows_key))
+                got = runner(self.get_rows(rows_key))
                 if len(got) != m:
                     raise StorageError(
                         f"segment file {self.describe(rows_key)} holds {len(got)} rows, expected {m}"
@@ -609,16 +609,18 @@ class TableLogic:
             )
         return arr
 
-    def _read_array(
+    def read_array(
         self, runner: Callable[[Program[Any]], Any], key: str, shape: tuple[int, ...]
     ) -> npt.NDArray[np.float32]:
-        return self._checked(key, runner(self._get_array(key)), shape)
+        """A whole float32 ``.npy`` object of ``shape`` (memory-mapped where the store is local)."""
+        return self._checked(key, runner(self.get_array(key)), shape)
 
-    def _get_array(self, key: str) -> Program[npt.NDArray[Any]]:
+    def get_array(self, key: str) -> Program[npt.NDArray[Any]]:
+        """Load a ``.npy`` object (any dtype and shape)."""
         arr: npt.NDArray[Any] = yield GetArray(key)
         return arr
 
-    def _read_vectors(
+    def read_vectors(
         self, runner: Callable[[Program[Any]], Any], key: str, shape: tuple[int, int], rows: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
         """Some rows of a segment's vectors: ranged reads of just those rows."""
@@ -640,6 +642,12 @@ class TableLogic:
             self._data_offsets[key] = offset
         if len(rows) and (rows.min() < 0 or rows.max() >= shape[0]):
             raise IndexError(f"rows out of range 0..{shape[0] - 1}")
+        if len(rows) and int(rows[-1]) - int(rows[0]) == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
+            a, b = int(rows[0]), int(rows[-1]) + 1  # one run in order (a shard): no copy of the block
+            (data,) = yield Many([GetRange(key, offset + a * shape[1] * 4, (b - a) * shape[1] * 4)])
+            if len(data) != (b - a) * shape[1] * 4:
+                raise StorageError(f"segment file {self.describe(key)} is truncated")
+            return np.frombuffer(data, dtype=np.float32).reshape(b - a, shape[1])
         wanted = np.unique(rows)
         breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
         runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, breaks) if len(r)]
@@ -664,12 +672,14 @@ class TableLogic:
             and int(entry["rows"]) > 0
         )
 
-    def _get_bytes(self, key: str) -> Program[bytes]:
+    def get_bytes(self, key: str) -> Program[bytes]:
+        """An object's bytes."""
         got = yield Get(key)
         data: bytes = got.data
         return data
 
-    def _get_rows(self, key: str) -> Program[LazyRows]:
+    def get_rows(self, key: str) -> Program[LazyRows]:
+        """A segment's rows file, parsed row by row on access."""
         got = yield Get(key)
         return LazyRows(got.data, self.describe(key))
 

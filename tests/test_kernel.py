@@ -21,19 +21,17 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory, Record, VectorField
-from dk_vector_plugins.engine import (
+from dk_vector_plugins.errors import ConfigError, DimensionMismatchError, InvalidVectorError
+from dk_vector_plugins.index import VectorIndex
+from dk_vector_plugins.kernel import exact_scores, rank_ids, top_k
+from dk_vector_plugins.vectors import (
     METRIC_ALIASES,
     METRICS,
-    VectorIndex,
     as_vector,
     as_vector_batch,
-    exact_scores,
     normalize_metric,
-    rank_ids,
     squared_norms,
-    top_k,
 )
-from dk_vector_plugins.errors import ConfigError, DimensionMismatchError, InvalidVectorError
 
 # --- the reference ---------------------------------------------------------------------------
 
@@ -590,7 +588,7 @@ def test_vector_index_take_compacts() -> None:
 def test_rows_without_a_vector_hold_zeros_after_growth(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: growing the matrix without zero-fill left whatever the memory held (even NaN)
     in rows that a sparse batch skips; masked out, but the matrix product warned about NaN."""
-    import dk_vector_plugins.engine as engine
+    import dk_vector_plugins.index as index_module
 
     real_empty = np.empty
 
@@ -600,7 +598,7 @@ def test_rows_without_a_vector_hold_zeros_after_growth(monkeypatch: pytest.Monke
             out.fill(np.nan)  # what uninitialized memory may hold
         return out
 
-    monkeypatch.setattr(engine.np, "empty", poisoned_empty)
+    monkeypatch.setattr(index_module.np, "empty", poisoned_empty)
     index = VectorIndex(4)
     index.set_rows(np.arange(3, dtype=np.int64), np.ones((3, 4), dtype=np.float32))
     for step in range(5):  # sparse batches: every other new row holds no vector

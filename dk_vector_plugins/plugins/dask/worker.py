@@ -1,0 +1,219 @@
+"""The worker side: a cache of loaded parts per Dask worker, and the search task.
+
+A worker loads each part once (ids; the field's rows of the ``.npy`` -- memory-mapped for a file
+store, one ranged GET on S3; row data only when a filter needs it) through a read-only
+:class:`~dk_vector_plugins.storage.segments.SegmentReader`, and keeps it on the
+``distributed.Worker`` object, keyed by store and segment name (segments are immutable). It
+computes ``mask = live & filter`` with the core's compiled filter, runs the core's one search
+kernel (:meth:`VectorIndex.search <dk_vector_plugins.index.VectorIndex.search>`) and returns its
+local top-``k``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...index import VectorIndex
+from ...kernel import TopK, rank_ids
+from ...memtable import RecordTable
+from ...query import Expr
+from ...storage.log_format import RowParts
+from ...storage.segments import SegmentReader, StoreSpec, open_reader
+from .merge import Hits, merge_hits
+from .plan import ShardRange
+
+__all__ = ["SegmentShard", "WorkerCache", "cached_parts", "query_chunks", "search_shards", "worker_cache"]
+
+FloatArray = npt.NDArray[np.float32]
+
+# A worker scores at least this many queries per kernel call and at most about _CHUNK_FLOATS
+# scores at once (bounds a worker's memory for big batches). How a batch is split does not change
+# any score: the kernel ranks by exact scores, which do not depend on the product's shape.
+_MIN_CHUNK = 128
+_CHUNK_FLOATS = 1 << 25
+#: The embedders of the latest bulk embeds a worker keeps built.
+_KEEP_EMBEDDERS = 4
+
+
+def query_chunks(queries: FloatArray, nrows: int) -> list[FloatArray]:
+    """Split a big batch so that one kernel call scores at most about ``_CHUNK_FLOATS`` values."""
+    b = queries.shape[0]
+    size = max(_MIN_CHUNK, _CHUNK_FLOATS // max(1, nrows))
+    n = max(1, b // size)
+    return [queries] if n == 1 else list(np.array_split(queries, n))
+
+
+class SegmentShard:
+    """A worker's loaded part of a segment: ids, vector indexes per field, rows for filters."""
+
+    def __init__(self, reader: SegmentReader, shard: ShardRange) -> None:
+        self.reader = reader
+        self.segment = shard.segment
+        self.start, self.stop = shard.start, shard.stop
+        self.id_list = list(reader.ids(self.segment)[self.start : self.stop])
+        self.ids = rank_ids(self.id_list)
+        self.lock = threading.Lock()
+        self._indexes: dict[str, VectorIndex | None] = {}
+        self._table: RecordTable | None = None
+
+    def index(self, field: str) -> VectorIndex | None:
+        """The part's vectors of ``field`` (loaded on first use), ``None`` when it has none."""
+        with self.lock:
+            if field not in self._indexes:
+                self._indexes[field] = self._load_index(field)
+            return self._indexes[field]
+
+    def _load_index(self, field: str) -> VectorIndex | None:
+        f = self.segment.field(field)
+        if f is None or self.stop <= self.start:
+            return None
+        mat = self.reader.vectors(self.segment, f, self.start, self.stop)
+        return VectorIndex.from_matrix(mat, self.reader.presence(self.segment, f, self.start, self.stop))
+
+    def _load_rows(self) -> list[RowParts]:
+        return self.reader.rows(self.segment, self.start, self.stop)
+
+    def _filter_mask(self, expr: Expr) -> npt.NDArray[np.bool_]:
+        with self.lock:  # building filter columns mutates the table
+            if self._table is None:
+                table = RecordTable()
+                loader = self._load_rows if self.segment.has_rows else None
+                table.load_segment(self.id_list, len(self.id_list), [], {}, loader, fresh=True)
+                self._table = table
+            return self._table.mask(expr)
+
+    def search(
+        self,
+        queries: FloatArray,
+        k: int,
+        metric: str,
+        field: str,
+        expr: Expr | None,
+        dead: npt.NDArray[np.int64],
+    ) -> list[TopK]:
+        """The kernel's top-``k`` of this part per query (rows local to the part)."""
+        index = self.index(field)
+        if index is None or index.count == 0:
+            return [TopK(np.empty(0, np.int64), np.empty(0, np.float64), None) for _ in range(len(queries))]
+        mask = None if expr is None else self._filter_mask(expr)
+        if len(dead):
+            if mask is None:
+                mask = np.ones(self.stop - self.start, dtype=np.bool_)
+            mask[dead] = False
+        out: list[TopK] = []
+        for chunk in query_chunks(queries, self.stop - self.start):
+            out.extend(index.search(chunk, k, metric, self.ids, mask))
+        return out
+
+
+class WorkerCache:
+    """What one worker keeps between tasks: segment readers, loaded parts (immutable), embedders."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.readers: dict[tuple[str, ...], SegmentReader] = {}
+        self.parts: dict[tuple[Any, ...], SegmentShard] = {}
+        self.loading: dict[tuple[Any, ...], threading.Lock] = {}
+        self.stats = {"parts_loaded": 0, "searches": 0}
+        self.embedders: dict[str, Any] = {}
+
+    def reader(self, spec: StoreSpec) -> SegmentReader:
+        """The reader of a store (opened on first use)."""
+        with self.lock:
+            reader = self.readers.get(spec.key)
+            if reader is None:
+                reader = self.readers[spec.key] = open_reader(spec)
+            return reader
+
+    def part(self, spec: StoreSpec, shard: ShardRange) -> SegmentShard:
+        """The loaded part ``shard`` names (loaded once, even with several threads per worker)."""
+        key = (spec.key, shard.segment.name, shard.start, shard.stop)
+        with self.lock:
+            part = self.parts.get(key)
+            if part is not None:
+                return part
+            loading = self.loading.setdefault(key, threading.Lock())
+        with loading:
+            with self.lock:
+                part = self.parts.get(key)
+            if part is None:
+                part = SegmentShard(self.reader(spec), shard)
+                with self.lock:
+                    self.parts[key] = part
+                    self.loading.pop(key, None)
+                    self.stats["parts_loaded"] += 1
+        return part
+
+    def evict(self, store: tuple[str, ...], live: frozenset[str]) -> None:
+        """Forget parts of ``store``'s segments that its current version no longer names."""
+        with self.lock:
+            for key in [k for k in self.parts if k[0] == store and k[1] not in live]:
+                del self.parts[key]
+
+    def embedder(self, token: str, build: Any) -> Any:
+        """The embedder ``token`` names, built by ``build()`` on first use."""
+        with self.lock:
+            emb = self.embedders.get(token)
+            if emb is None:
+                emb = self.embedders[token] = build()
+                while len(self.embedders) > _KEEP_EMBEDDERS:
+                    self.embedders.pop(next(iter(self.embedders)))
+            return emb
+
+
+_LOCAL_CACHE_LOCK = threading.Lock()
+_LOCAL_HOLDER = type("_LocalHolder", (), {})()
+
+
+def worker_cache() -> WorkerCache:
+    """The cache of the current Dask worker (an in-process fallback outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        holder: Any = get_worker()
+    except (ImportError, ValueError):
+        holder = _LOCAL_HOLDER
+    cache: WorkerCache | None = getattr(holder, "_dkv_cache", None)
+    if cache is None:
+        with _LOCAL_CACHE_LOCK:
+            cache = getattr(holder, "_dkv_cache", None)
+            if cache is None:
+                cache = WorkerCache()
+                holder._dkv_cache = cache
+    return cache
+
+
+def cached_parts(dask_worker: Any = None) -> dict[str, Any]:
+    """What a worker holds (``client.run(cached_parts)``): its parts per store, and counters."""
+    cache: WorkerCache = getattr(dask_worker, "_dkv_cache", None) or worker_cache()
+    with cache.lock:
+        return {"parts": sorted(cache.parts), "stats": dict(cache.stats)}
+
+
+def search_shards(
+    spec: StoreSpec,
+    live_segments: frozenset[str],
+    shards: Sequence[ShardRange],
+    queries: FloatArray,
+    k: int,
+    metric: str,
+    field: str,
+    expr: Expr | None,
+) -> list[Hits]:
+    """The worker task: the merged top-``k`` of ``shards`` for each query (table rows, best first)."""
+    cache = worker_cache()
+    cache.evict(spec.key, live_segments)
+    per_query: list[list[Hits]] = [[] for _ in range(len(queries))]
+    for shard in shards:
+        part = cache.part(spec, shard)
+        for qi, top in enumerate(part.search(queries, k, metric, field, expr, shard.dead)):
+            if len(top.rows):
+                ids = [part.id_list[r] for r in top.rows.tolist()]
+                per_query[qi].append((top.rows + shard.base, top.scores, top.distances, ids))
+    cache.stats["searches"] += 1
+    return [merge_hits(lists, k, metric) for lists in per_query]

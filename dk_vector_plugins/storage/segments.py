@@ -1,0 +1,304 @@
+"""Read-only access to a table's segments from another process (e.g. a Dask worker).
+
+A store's own reads go through :class:`~dk_vector_plugins.storage.driver.TableStorage`, which
+loads a version whole. A process that searches *some* rows of *some* segments of that version
+needs less, and must not write:
+
+* :func:`snapshot` describes the version a store has loaded (:class:`TableSnapshot`): its
+  segments in table order (:class:`SegmentInfo`: name, rows, vector fields, object keys), with no
+  manifest dicts to interpret;
+* :class:`StoreSpec` names the objects of a file or S3 store in a picklable form (it travels with
+  tasks), and :func:`open_reader` opens them read-only where it arrives;
+* :class:`SegmentReader` reads a segment's ids, a row range of its vectors (memory-mapped on a
+  local store; only that range's bytes on S3), its presence masks and its rows, with the table's
+  own programs (:class:`~dk_vector_plugins.storage.log_format.TableLogic`) on the object stores
+  the backends use (:class:`~dk_vector_plugins.storage.local.LocalObjectStore`,
+  :class:`~dk_vector_plugins.storage.s3.S3ObjectStore`).
+
+Segments are immutable, so what a reader returns may be cached by segment name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import StorageError
+from .driver import TableStorage, sync_runner
+from .local import LocalObjectStore
+from .log_format import (
+    SEGMENTS,
+    RowParts,
+    TableLogic,
+    TableOptions,
+    TableState,
+    decode_ids,
+    has_row_data,
+    id_keys,
+)
+from .ops import SyncObjectStore
+from .s3 import S3ObjectStore, client_kwargs, require
+
+__all__ = [
+    "SegmentInfo",
+    "SegmentReader",
+    "StoreSpec",
+    "TableSnapshot",
+    "VectorFieldInfo",
+    "open_reader",
+    "snapshot",
+]
+
+#: Parallel requests (and pooled connections) of a reader on S3.
+READER_CONCURRENCY = 16
+
+
+# --- what a version holds ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class VectorFieldInfo:
+    """One vector field of a segment.
+
+    :ivar name: the field's name.
+    :ivar dim: its dimension.
+    :ivar count: how many of the segment's rows hold a vector of this field.
+    :ivar vectors_key: the object holding the vectors (float32 ``.npy``, rows x dim; rows without a
+        vector hold zeros).
+    :ivar mask_key: the object saying which rows hold one (``None``: every row does).
+    """
+
+    name: str
+    dim: int
+    count: int
+    vectors_key: str
+    mask_key: str | None = None
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether some rows hold no vector of this field (a presence mask is stored)."""
+        return self.mask_key is not None
+
+
+@attrs.frozen
+class SegmentInfo:
+    """One immutable segment of a table version.
+
+    :ivar name: the segment's name (unique for ever: a key for caches).
+    :ivar rows: its row count.
+    :ivar fields: its vector fields, by name order.
+    :ivar has_rows: whether it stores row data (data, metadata); without, every row is empty.
+    :ivar id_format: how its ids are stored (``"txt"``: one per line; ``"json"``).
+    :ivar deletes: how many ids it deletes (tombstones of earlier rows).
+    """
+
+    name: str
+    rows: int
+    fields: tuple[VectorFieldInfo, ...] = ()
+    has_rows: bool = False
+    id_format: str = "json"
+    deletes: int = 0
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> SegmentInfo:
+        """The segment a manifest entry describes."""
+        base = f"{SEGMENTS}{entry['name']}"
+        rows = int(entry["rows"])
+        fields = tuple(
+            VectorFieldInfo(
+                name,
+                int(f["dim"]),
+                int(f["count"]),
+                f"{base}.{f['key']}.npy",
+                f"{base}.{f['key']}.mask.npy" if int(f["count"]) < rows else None,
+            )
+            for name, f in sorted(entry.get("fields", {}).items())
+        )
+        return cls(
+            str(entry["name"]),
+            rows,
+            fields,
+            has_row_data(entry),
+            str(entry.get("ids") or "json"),
+            int(entry.get("deletes") or 0),
+        )
+
+    def field(self, name: str) -> VectorFieldInfo | None:
+        """The vector field ``name`` of this segment, or ``None`` when none of its rows has it."""
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+    @property
+    def rows_key(self) -> str | None:
+        """The object holding the row data (``None``: the segment stores none)."""
+        return f"{SEGMENTS}{self.name}.rows.jsonl" if self.has_rows else None
+
+    @property
+    def id_keys(self) -> tuple[str, ...]:
+        """The objects holding the ids (and deletes)."""
+        return tuple(id_keys(_id_entry(self)))
+
+
+def _id_entry(segment: SegmentInfo) -> dict[str, Any]:
+    """What the table format's id decoder reads of a segment's manifest entry."""
+    return {"name": segment.name, "rows": segment.rows, "ids": segment.id_format, "deletes": segment.deletes}
+
+
+@attrs.frozen
+class TableSnapshot:
+    """The segment list of one table version; segment ``i`` holds table rows
+    ``[sum of the rows of segments 0..i-1, + rows)``."""
+
+    version: int
+    segments: tuple[SegmentInfo, ...]
+
+    @property
+    def rows(self) -> int:
+        """The table rows of this version (live or not)."""
+        return sum(s.rows for s in self.segments)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The names of its segments."""
+        return frozenset(s.name for s in self.segments)
+
+
+def snapshot(storage: TableStorage | TableState) -> TableSnapshot:
+    """The version ``storage`` has loaded (call it under the store's lock, so that it matches the
+    store's table)."""
+    state = storage.state if isinstance(storage, TableStorage) else storage
+    return TableSnapshot(int(state.version), tuple(SegmentInfo.from_entry(e) for e in state.segments))
+
+
+# --- where the objects are ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class StoreSpec:
+    """How another process opens a store's objects: a directory (``kind="file"``), or a bucket and
+    prefix (``kind="s3"``).
+
+    Explicit S3 credentials of the store's config travel with the spec (never in its ``repr`` or
+    :attr:`key`); without them, a reader uses boto3's usual chain (environment, instance role).
+    """
+
+    kind: str
+    path: str | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    client_kwargs: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The store's identity, e.g. in a cache (no credentials)."""
+        if self.kind == "file":
+            return ("file", str(self.path))
+        return ("s3", str(self.client_kwargs.get("endpoint_url") or ""), str(self.bucket), self.prefix)
+
+    @classmethod
+    def from_config(cls, backend: str, config: Mapping[str, Any]) -> StoreSpec:
+        """The spec of a validated ``file`` or ``s3`` store config."""
+        if backend == "file":
+            return cls("file", path=os.path.abspath(os.fspath(config["path"])))
+        if backend != "s3":
+            raise StorageError(f"backend {backend!r} keeps no table segments (file or s3 do)")
+        prefix = str(config.get("prefix") or "").strip("/")
+        return cls(
+            "s3",
+            bucket=config["bucket"],
+            prefix=prefix + "/" if prefix else "",
+            client_kwargs=client_kwargs(config),
+        )
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+
+
+class SegmentReader:
+    """Reads segments of one store, read-only, with the table's programs.
+
+    ``mapped``: the store is local and :class:`~dk_vector_plugins.storage.ops.GetArray`
+    memory-maps, so a row range of vectors is a view of the mapped file (no copy, shared through
+    the page cache); otherwise a row range is fetched by one ranged read after the ``.npy`` header.
+    """
+
+    def __init__(self, store: SyncObjectStore, mapped: bool = False) -> None:
+        self.store = store
+        self.mapped = mapped
+        self.run, self._close = sync_runner(store)
+        self.logic = TableLogic(TableOptions(), store.describe)
+
+    def describe(self, key: str) -> str:
+        """A human name of an object (a path, or ``s3://bucket/key``)."""
+        return self.store.describe(key)
+
+    def ids(self, segment: SegmentInfo) -> Sequence[str]:
+        """The ids of the segment's rows, in row order."""
+        raw = [self.run(self.logic.get_bytes(k)) for k in segment.id_keys]
+        got, _ = decode_ids(_id_entry(segment), raw, self.describe)
+        return got() if callable(got) else got
+
+    def vectors(self, segment: SegmentInfo, field: VectorFieldInfo, start: int, stop: int) -> FloatArray:
+        """Rows ``[start, stop)`` of the vectors of one of the segment's fields (zeros where a row
+        holds none: see :meth:`presence`)."""
+        shape = (segment.rows, field.dim)
+        if self.mapped:
+            return self.logic.read_array(self.run, field.vectors_key, shape)[start:stop]
+        wanted = np.arange(start, stop, dtype=np.int64)
+        return self.logic.read_vectors(self.run, field.vectors_key, shape, wanted)
+
+    def presence(
+        self, segment: SegmentInfo, field: VectorFieldInfo, start: int, stop: int
+    ) -> BoolArray | None:
+        """Which of rows ``[start, stop)`` hold a vector of the field (``None``: all of them)."""
+        if field.mask_key is None:
+            return None
+        full = self.run(self.logic.get_array(field.mask_key))
+        if full.shape != (segment.rows,):
+            raise StorageError(
+                f"segment file {self.describe(field.mask_key)} has shape {full.shape}, "
+                f"expected {(segment.rows,)}"
+            )
+        return np.array(full[start:stop], dtype=np.bool_)
+
+    def rows(self, segment: SegmentInfo, start: int, stop: int) -> list[RowParts]:
+        """(data, metadata, vector info) of rows ``[start, stop)`` (empty ones without row data)."""
+        key = segment.rows_key
+        if key is None:
+            return [({}, {}, {}) for _ in range(start, stop)]
+        parsed = self.run(self.logic.get_rows(key))
+        if len(parsed) != segment.rows:
+            raise StorageError(
+                f"segment file {self.describe(key)} holds {len(parsed)} rows, expected {segment.rows}"
+            )
+        return list(parsed[start:stop])
+
+    def close(self) -> None:
+        """Release the reader's I/O threads."""
+        self._close()
+
+
+def open_reader(spec: StoreSpec) -> SegmentReader:
+    """A reader of the store ``spec`` names; creates and writes nothing."""
+    if spec.kind == "file":
+        root = str(spec.path)
+        if not os.path.isdir(root):
+            raise StorageError(f"store directory {root} does not exist (or is not reachable from here)")
+        return SegmentReader(LocalObjectStore(root, fsync=False), mapped=True)
+    boto3 = require("boto3")
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard"}, max_pool_connections=READER_CONCURRENCY)
+    client = boto3.client("s3", config=config, **spec.client_kwargs)
+    store = S3ObjectStore(client, str(spec.bucket), prefix=spec.prefix, concurrency=READER_CONCURRENCY)
+    return SegmentReader(store)

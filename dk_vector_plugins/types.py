@@ -1,0 +1,336 @@
+"""The contract's value types: what hooks receive and return, and what a store offers a plugin.
+
+This is a leaf module: at run time it imports only ``attrs``, ``numpy``, ``pluggy`` and the
+exception classes, so :mod:`dk_vector_plugins.hookspecs` (which imports only this module) has no
+import cycle, also for a type checker. Everything here is re-exported from the package.
+
+* requests and results: :class:`SearchRequest`, :class:`VectorSearchResult`,
+  :class:`BulkEmbedRequest`, :class:`BulkEmbedReport`;
+* registrations: :class:`BackendSpec`, :class:`OptionSpec`, :class:`EmbedderSpec`,
+  :class:`Embedder`;
+* what a hook implementation is given as ``db``: :class:`Store` (sync) or :class:`AsyncStore`,
+  both exposing the shared :class:`Core`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import pluggy
+
+from .errors import ConfigError, InvalidRequestError
+
+if TYPE_CHECKING:  # annotations only: records and query never import this module's importers
+    from .query import Expr
+    from .records import Record
+
+__all__ = [
+    "AsyncStore",
+    "BackendSpec",
+    "BulkEmbedReport",
+    "BulkEmbedRequest",
+    "Core",
+    "Embedder",
+    "EmbedderSpec",
+    "OptionSpec",
+    "SearchRequest",
+    "Store",
+    "VectorSearchResult",
+]
+
+T = TypeVar("T")
+
+#: One result list per query: what every search hook returns.
+Results = list[list["VectorSearchResult"]]
+
+
+# --- search ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class SearchRequest:
+    """A validated vector search (built by the store; hooks receive it).
+
+    :ivar queries: float32 array of shape ``(b, d)``: one row per query vector. A single search
+        is a batch of one; hooks always answer one result list per row.
+    :ivar vector_field: the vector field to search.
+    :ivar k: how many results per query (> 0; more than the store holds is fine).
+    :ivar filter: the compiled filter expression, or ``None``.
+    :ivar metric: ``"cosine"``, ``"euclidean"`` or ``"dot_product"``.
+    :ivar batch: whether the caller asked for one list per query (the store unwraps a single
+        query's list itself; hooks never look at this).
+    :ivar options: extra options (``score_threshold``; plugin-specific keys).
+    """
+
+    queries: npt.NDArray[np.float32]
+    vector_field: str = "embedding"
+    k: int = 10
+    filter: Expr | None = None
+    metric: str = "cosine"
+    batch: bool = False
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def query(self) -> npt.NDArray[np.float32]:
+        """The first (for a single search, the only) query vector."""
+        q: npt.NDArray[np.float32] = self.queries[0]
+        return q
+
+
+@attrs.frozen
+class VectorSearchResult:
+    """One hit of a vector search.
+
+    :ivar record: a copy of the matching record (with its vectors).
+    :ivar score: higher is better for every metric (cosine similarity, dot product, or
+        ``1 / (1 + distance)`` for euclidean).
+    :ivar source_text: the text the vector was computed from, when the vector field names its
+        ``source_field`` and the record holds it.
+    :ivar vector_field: the field searched.
+    :ivar metadata: extra facts: the metric, and the distance for euclidean.
+    :ivar distance: the L2 distance for euclidean searches, else ``None``.
+    """
+
+    record: Record
+    score: float
+    source_text: str | None = None
+    vector_field: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    distance: float | None = None
+
+    @property
+    def id(self) -> str | None:
+        """The record's id."""
+        return self.record.id
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: id, score, distance, vector field, source text and the record's data."""
+        vectors = self.record.vector_fields()
+        data = {k: v for k, v in self.record.data.items() if k not in vectors}
+        return {
+            "id": self.record.id,
+            "score": self.score,
+            "distance": self.distance,
+            "vector_field": self.vector_field,
+            "source_text": self.source_text,
+            "data": data,
+        }
+
+
+# --- configuration and registration ------------------------------------------------------------
+
+
+@attrs.frozen
+class OptionSpec:
+    """A configuration key: its type(s), default, and which backends accept it.
+
+    :ivar types: accepted Python types (``None`` is always accepted for an optional key).
+    :ivar backends: backend names that accept the key; ``None`` means every backend.
+    :ivar convert: normalizes a value (and raises :class:`ConfigError` for a bad one).
+    :ivar aliases: other spellings accepted for the key.
+    :ivar implies: for a given value, defaults of *other* keys that follow from it (applied only
+        where the configuration leaves those keys unset), e.g. a plugin's ``executor="dask"``
+        implies ``load_vectors=False``.
+    :ivar minimum: the smallest accepted number (inclusive), checked before ``convert``.
+    :ivar above: numbers must be greater than this (exclusive lower bound).
+    :ivar maximum: the largest accepted number (inclusive).
+    :ivar choices: the accepted values (for a string key such as ``consistency``).
+    """
+
+    name: str
+    types: tuple[type, ...]
+    default: Any = None
+    doc: str = ""
+    required: bool = False
+    backends: tuple[str, ...] | None = None
+    convert: Callable[[Any], Any] | None = None
+    aliases: tuple[str, ...] = ()
+    implies: Callable[[Any], Mapping[str, Any]] | None = None
+    minimum: float | None = None
+    above: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def check(self, value: Any, backend: str) -> Any:
+        """Validate and normalize ``value``: type, range and choices, then ``convert``."""
+        if value is None and not self.required:
+            return None
+        ok = isinstance(value, self.types) and not (
+            isinstance(value, bool) and bool not in self.types and int in self.types
+        )
+        if not ok:
+            names = " or ".join(t.__name__ for t in self.types)
+            raise ConfigError(
+                f"config key {self.name!r} (backend {backend!r}) must be {names}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(
+                f"config key {self.name!r} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+            )
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            bounds = (
+                (self.minimum, value >= self.minimum if self.minimum is not None else True, ">="),
+                (self.above, value > self.above if self.above is not None else True, ">"),
+                (self.maximum, value <= self.maximum if self.maximum is not None else True, "<="),
+            )
+            for bound, ok, op in bounds:
+                if not ok:
+                    raise ConfigError(f"config key {self.name!r} must be {op} {bound}, got {value!r}")
+        return self.convert(value) if self.convert else value
+
+
+@attrs.frozen
+class BackendSpec:
+    """A storage backend offered by a plugin.
+
+    :ivar name: the ``backend`` config value that selects it.
+    :ivar sync_class: the class built by :class:`~dk_vector_plugins.DatabaseFactory` (called as
+        ``cls(config, plugin_manager=pm)``).
+    :ivar async_class: the class built by :class:`~dk_vector_plugins.AsyncDatabaseFactory`.
+    :ivar options: the backend's own config keys.
+    """
+
+    name: str
+    sync_class: Callable[..., Store]
+    async_class: Callable[..., AsyncStore] | None = None
+    options: tuple[OptionSpec, ...] = ()
+    description: str = ""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors: ``embed(texts)`` returns a float32 array of shape ``(len(texts), d)``."""
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Embed a batch of texts."""
+        ...  # pragma: no cover
+
+
+@attrs.frozen
+class EmbedderSpec:
+    """An embedder offered by a plugin: ``factory(dimensions=..., **options)`` builds it."""
+
+    name: str
+    factory: Callable[..., Embedder]
+    description: str = ""
+
+
+# --- bulk embedding --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BulkEmbedRequest:
+    """What to embed and where to store it (see :func:`~dk_vector_plugins.hookspecs.dkv_bulk_embed`)."""
+
+    records: Sequence[Record]
+    text_field: str | Sequence[str]
+    vector_field: str
+    embedder: Embedder
+    batch_size: int = 100
+    model_name: str | None = None
+    model_version: str | None = None
+    field_separator: str = " "
+    progress: bool | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size <= 0:
+            raise InvalidRequestError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        fields = [self.text_field] if isinstance(self.text_field, str) else list(self.text_field)
+        if not fields or not all(isinstance(f, str) and f for f in fields):
+            raise InvalidRequestError(
+                f"text_field must be a field name or a list of them, got {self.text_field!r}"
+            )
+        if not isinstance(self.vector_field, str) or not self.vector_field:
+            raise InvalidRequestError(f"vector_field must be a non-empty string, got {self.vector_field!r}")
+
+
+def _ids_repr(ids: list[str]) -> str:
+    head = ", ".join(map(repr, ids[:3]))
+    return f"[{head}{', ...' if len(ids) > 3 else ''}] ({len(ids)} ids)"
+
+
+@attrs.frozen
+class BulkEmbedReport:
+    """What a bulk embed did: ids in input order, and counts (its repr shows the first ids only)."""
+
+    ids: list[str] = attrs.field(repr=_ids_repr)
+    embedded: int = 0
+    skipped: int = 0
+    batches: int = 0
+
+
+# --- what a hook implementation is given -------------------------------------------------------
+
+
+class Core(Protocol):
+    """The shared store core (:class:`~dk_vector_plugins.core.StoreCore`), as plugins see it.
+
+    Every built-in store runs on one; a third-party backend may too (subclass a built-in store
+    class or build one), and then the default search and bulk-embed implementations serve it.
+    """
+
+    def refresh(self) -> None:
+        """Bring the in-memory table up to date with its storage (one cheap check on file/S3)."""
+
+    def vector_search(self, request: SearchRequest) -> Results:
+        """The built-in exact search: one result list per query of ``request``."""
+
+    def read_locked(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn`` on the refreshed in-memory table (a ``RecordTable``) under the store's lock."""
+
+    async def run_async(self, fn: Callable[..., T], *args: Any, heavy: bool = False) -> T:
+        """Run core work for an async store: in a worker thread when it may block (I/O, or
+        ``heavy`` CPU work), after opening the store's connection if it has one."""
+
+
+class _StoreBase(Protocol):
+    """What every store offers a hook implementation, sync or async."""
+
+    @property
+    def backend_name(self) -> str:
+        """The backend name (``"memory"``, ``"file"``, ``"s3"``, or a plugin's)."""
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The validated configuration (read-only)."""
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The plugin manager the store calls its hooks on."""
+
+    @property
+    def core(self) -> Core:
+        """The shared store core."""
+
+    def vector_dimension(self, vector_field: str = "embedding") -> int | None:
+        """The dimension of a vector field: configured, or fixed by the first stored vector."""
+
+    def on_close(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` when the store is closed."""
+
+
+@runtime_checkable
+class Store(_StoreBase, Protocol):
+    """What a sync store offers the hook implementations it is passed to as ``db``."""
+
+    def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
+        """Copies of the records, ``None`` for missing ids."""
+
+    def upsert_batch(self, records: Iterable[Record]) -> list[str]:
+        """Create or replace records in one write; returns their ids."""
+
+
+@runtime_checkable
+class AsyncStore(_StoreBase, Protocol):
+    """What an async store offers the hook implementations it is passed to as ``db``."""
+
+    def read_batch(self, ids: Iterable[str]) -> Awaitable[list[Record | None]]:
+        """Copies of the records, ``None`` for missing ids."""
+
+    def upsert_batch(self, records: Iterable[Record]) -> Awaitable[list[str]]:
+        """Create or replace records in one write; returns their ids."""
