@@ -78,8 +78,9 @@ from _common import (  # noqa: E402  (helpers shared by the benchmarks)
 )
 
 from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory  # noqa: E402
-from dk_vector_plugins.storage.log_format import LATEST, TableLogic, decode_rows  # noqa: E402
+from dk_vector_plugins.storage.log_format import LATEST, TableLogic  # noqa: E402
 from dk_vector_plugins.storage.npy import load_npy  # noqa: E402
+from dk_vector_plugins.storage.row_codec import decode_rows  # noqa: E402
 
 BUCKET = "dkv-bench"
 CONCURRENCY = 16  # the s3 backend's default ``concurrency``

@@ -33,8 +33,6 @@ and that are older than a grace period, so a reader still on an older version ke
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import functools
 import json
 import time
@@ -48,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import WriteBatch
-from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
+from ..errors import DkvPerformanceWarning, StorageError
 from ..index import LazyArray
 from ..memtable import RecordTable
 from ..vectors import squared_norms
@@ -69,6 +67,7 @@ from .ops import (
     PutIfMatch,
     data_len,
 )
+from .row_codec import EMPTY_ROW, LazyRows, encode_row, line_at
 
 __all__ = ["FORMAT_VERSION", "TableLogic", "TableOptions", "TableState"]
 
@@ -122,111 +121,6 @@ class TableState:
     segments: list[dict[str, Any]] = attrs.field(factory=list)
     probe: bool = True  # probe for manifests newer than LATEST.json on the next refresh
     stats: dict[str, int] = attrs.field(factory=lambda: {"segments_loaded": 0, "bytes_loaded": 0})
-
-
-# --- JSON codec for row data -------------------------------------------------------------------
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return {"$datetime": value.isoformat()}
-    if isinstance(value, dt.date):
-        return {"$date": value.isoformat()}
-    if isinstance(value, (bytes, bytearray)):
-        return {"$bytes": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, (set, frozenset)):
-        raise TypeError("sets are not stored; use a list")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"a value of type {type(value).__name__} cannot be stored")
-
-
-def _decode(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1:
-        key, value = next(iter(obj.items()))
-        if key == "$datetime":
-            return dt.datetime.fromisoformat(value)
-        if key == "$date":
-            return dt.date.fromisoformat(value)
-        if key == "$bytes":
-            return base64.b64decode(value)
-    return obj
-
-
-def encode_row(rid: str, data: Mapping[str, Any], meta: Mapping[str, Any], vinfo: Mapping[str, Any]) -> bytes:
-    """One row as a JSON line; a value JSON cannot hold raises :class:`InvalidRequestError`."""
-    try:
-        return (
-            json.dumps({"d": data, "m": meta, "v": vinfo}, default=_encode, ensure_ascii=False).encode()
-            + b"\n"
-        )
-    except (TypeError, ValueError) as e:
-        raise InvalidRequestError(f"record {rid!r} cannot be stored by this backend: {e}") from e
-
-
-def decode_rows(raw: bytes, where: str) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-    """Parse a segment's rows."""
-    out = []
-    try:
-        for line in raw.splitlines():
-            if line:
-                obj = json.loads(line, object_hook=_decode)
-                out.append((obj["d"], obj["m"], obj["v"]))
-    except (ValueError, KeyError, TypeError) as e:
-        raise StorageError(f"corrupt segment rows {where}: {e}") from e
-    return out
-
-
-RowParts = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
-
-
-def _line_at(ends: npt.NDArray[np.intp], i: int) -> tuple[int, int, int]:
-    """(index, start, end) of line ``i`` (negative from the end) of a buffer whose newlines are
-    at ``ends``; ``end`` is the newline's offset."""
-    n = len(ends)
-    if i < 0:
-        i += n
-    if not 0 <= i < n:
-        raise IndexError(i)
-    return i, int(ends[i - 1]) + 1 if i else 0, int(ends[i])
-
-
-class LazyRows(Sequence[RowParts]):
-    """A segment's rows parsed one at a time on access: opening a big segment to show a few
-    search hits parses those rows, not all of them. Only complete (newline-ended) lines count."""
-
-    def __init__(self, raw: bytes, where: str) -> None:
-        self._raw = raw
-        self._where = where
-        self._ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
-
-    def __len__(self) -> int:
-        return len(self._ends)
-
-    @overload
-    def __getitem__(self, i: int) -> RowParts: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[RowParts]: ...
-    def __getitem__(self, i: int | slice) -> RowParts | list[RowParts]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        i, start, end = _line_at(self._ends, i)
-        line = self._raw[start : end + 1]
-        if line == _EMPTY_ROW:
-            return {}, {}, {}
-        try:
-            obj = _DECODER.decode(line.decode())
-            return obj["d"], obj["m"], obj["v"]
-        except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError is a ValueError
-            raise StorageError(f"corrupt segment rows {self._where} (row {i}): {e}") from e
-
-
-#: A row with no data, metadata or vector info (vector-only records): encoded once.
-_EMPTY_ROW = b'{"d": {}, "m": {}, "v": {}}\n'
-#: One decoder for every row (``json.loads(..., object_hook=...)`` builds a new one per call).
-_DECODER = json.JSONDecoder(object_hook=_decode)
 
 
 def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
@@ -328,7 +222,7 @@ class LazyIds(Sequence[str]):
             return self.all()[i]
         if self._all is not None:
             return self._all[i]
-        i, start, end = _line_at(self._ends, i)
+        i, start, end = line_at(self._ends, i)
         try:
             return self._raw[start:end].decode()
         except UnicodeDecodeError as e:
@@ -376,10 +270,10 @@ class TableLogic:
         has_data = False
         if batch.rows:
             lines = [
-                _EMPTY_ROW if not (r[1] or r[2] or (r[3] and any(r[3].values()))) else encode_row(*r)
+                EMPTY_ROW if not (r[1] or r[2] or (r[3] and any(r[3].values()))) else encode_row(*r)
                 for r in batch.rows
             ]
-            has_data = any(line is not _EMPTY_ROW for line in lines)
+            has_data = any(line is not EMPTY_ROW for line in lines)
             if has_data:  # rows that are all empty (vectors only) need no file
                 objects[f"{base}.rows.jsonl"] = b"".join(lines)
         m = len(ids)

@@ -33,7 +33,6 @@ from .driver import TableStorage, sync_runner
 from .local import LocalObjectStore
 from .log_format import (
     SEGMENTS,
-    RowParts,
     TableLogic,
     TableOptions,
     TableState,
@@ -42,6 +41,7 @@ from .log_format import (
     id_keys,
 )
 from .ops import SyncObjectStore
+from .row_codec import RowParts
 from .s3 import S3ObjectStore, client_kwargs, require
 
 __all__ = [

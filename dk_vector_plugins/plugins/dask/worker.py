@@ -22,7 +22,7 @@ from ...index import VectorIndex
 from ...kernel import TopK, rank_ids
 from ...memtable import RecordTable
 from ...query import Expr
-from ...storage.log_format import RowParts
+from ...storage.row_codec import RowParts
 from ...storage.segments import SegmentReader, StoreSpec, open_reader
 from .merge import Hits, merge_hits
 from .plan import ShardRange
