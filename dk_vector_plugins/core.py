@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -143,6 +144,8 @@ class StoreCore:
         self.storage: Storage = storage or NullStorage()
         self.lock = threading.RLock()
         self.max_retries = max_retries
+        #: How long a batch that only appends keeps rebasing onto other writers' commits.
+        self.rebase_timeout_s = 120.0
         #: Async stores: every call may do I/O (file, S3), so :meth:`run_async` always uses a thread.
         self.io_bound = False
         #: Async stores: awaited before core work (opens a connection, e.g. an aioboto3 client).
@@ -183,9 +186,18 @@ class StoreCore:
             self.storage.refresh(self.table)
 
     def write(self, plan: Callable[[RecordTable], tuple[WriteBatch, Any]]) -> Any:
-        """Plan a write on the fresh table, commit it, apply it; retry planning after a lost race."""
+        """Plan a write on the fresh table, commit it, apply it; after a lost race, plan again on
+        the winner's version (a rebase).
+
+        A batch that deletes nothing and does not clear (creates, upserts, ``add_vectors``, bulk
+        embedding) cannot conflict with another writer's: it is planned again as often as it
+        takes, for up to :attr:`rebase_timeout_s`. Other batches give up with
+        :class:`ConflictError` after :attr:`max_retries` lost races.
+        """
         with self.lock:
-            for _ in range(self.max_retries + 1):
+            lost = 0
+            deadline = time.monotonic() + self.rebase_timeout_s
+            while True:
                 self.storage.refresh(self.table)
                 batch, result = plan(self.table)
                 if batch.empty:
@@ -194,9 +206,14 @@ class StoreCore:
                     apply(self.table, batch)
                     self.storage.after_commit(self.table)
                     return result
-            raise ConflictError(
-                f"gave up after {self.max_retries} retries: concurrent writers kept committing first"
-            )
+                lost += 1
+                appends_only = not batch.deletes and not batch.clear
+                if (not appends_only and lost > self.max_retries) or time.monotonic() > deadline:
+                    raise ConflictError(
+                        f"gave up after {lost} lost commit races"
+                        + ("" if appends_only else f" (commit_retries={self.max_retries})")
+                        + ": concurrent writers kept committing first"
+                    )
 
     def read_locked(self, fn: Callable[[RecordTable], Any]) -> Any:
         """Run ``fn`` on the refreshed table under the lock."""

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tests/helpers_file_writer.py creates <path> <prefix> <n> [fsync]
+    python tests/helpers_file_writer.py creates <path> <prefix> <n> [fsync] [commit_retries]
     python tests/helpers_file_writer.py crashloop <path> <first-batch> <seed>
     python tests/helpers_file_writer.py batches <path> <first-batch> <count> <batch-size>
 
@@ -45,8 +45,10 @@ def batch_records(b: int, gen: int, rng: np.random.Generator) -> list[Record]:
     ]
 
 
-def creates(path: str, prefix: str, n: int, fsync: bool) -> None:
-    db = DatabaseFactory().create(backend="file", path=path, vector_enabled=True, fsync=fsync)
+def creates(path: str, prefix: str, n: int, fsync: bool, retries: int = 20) -> None:
+    db = DatabaseFactory().create(
+        backend="file", path=path, vector_enabled=True, fsync=fsync, commit_retries=retries
+    )
     say("ready")
     sys.stdin.readline()  # the parent's "go"
     rng = np.random.default_rng(abs(hash(prefix)) % 2**32)
@@ -112,7 +114,7 @@ def batches(path: str, first: int, count: int, size: int) -> None:
 def main(argv: list[str]) -> None:
     mode, path = argv[0], argv[1]
     if mode == "creates":
-        creates(path, argv[2], int(argv[3]), len(argv) < 5 or argv[4] == "1")
+        creates(path, argv[2], int(argv[3]), len(argv) < 5 or argv[4] == "1", int(argv[5]) if len(argv) > 5 else 20)
     elif mode == "crashloop":
         crashloop(path, int(argv[2]), int(argv[3]))
     elif mode == "batches":

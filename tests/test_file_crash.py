@@ -47,6 +47,37 @@ def open_file(path: Path, **config: Any) -> Any:
     return DatabaseFactory().create(backend="file", path=str(path), vector_enabled=True, **config)
 
 
+def test_four_writers_that_only_append_never_give_up(tmp_path: Path) -> None:
+    """Creates cannot conflict: a writer that lost a commit race plans again on the winner's
+    version (a rebase) as often as it takes. With ``commit_retries=0`` every lost race used to be
+    a ConflictError; 4 processes on this machine lose many."""
+    path = tmp_path / "s"
+    n = 120
+    prefixes = [f"w{k}" for k in range(4)]
+    procs = [popen_helper("creates", str(path), prefix, str(n), "0", "0") for prefix in prefixes]
+    try:
+        for p in procs:
+            wait_ready(p)
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err  # no ConflictError
+        assert out.strip().splitlines()[-1].startswith("done")
+    db = open_file(path)
+    try:
+        assert {r.id for r in db.all()} == {f"{p}-{i}" for p in prefixes for i in range(n)}
+    finally:
+        db.close()
+
+
 def test_two_processes_racing_single_creates_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "s"
     n = 500
