@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
@@ -151,14 +150,14 @@ class _Base:
         plugin_manager: pluggy.PluginManager | None = None,
         **kwargs: Any,
     ) -> None:
-        from .factory import resolve_config
+        from .factory import merged_config, resolve_config
         from .host import ensure_hookspecs, make_plugin_manager
 
         pm = ensure_hookspecs(plugin_manager) if plugin_manager is not None else make_plugin_manager()
-        merged = {**dict(config or {}), **kwargs}
+        merged = merged_config(config, kwargs)
         merged.setdefault("backend", self.backend_name)
         self._plugin_manager = pm
-        self._config: Mapping[str, Any] = MappingProxyType(resolve_config(pm, merged))
+        self._config: Mapping[str, Any] = resolve_config(pm, merged)
         self._closed = False
         self._close_callbacks: list[Callable[[], Any]] = []
         self._core = self._make_core()
@@ -202,7 +201,8 @@ class _Base:
         return dim or self._config.get("vector_dimensions")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({dict(self._config)!r})"
+        return f"{type(self).__name__}({self._config!r})"  # secrets shown as '***'
+
 
     # -- argument handling (in the caller, before any step) ---------------------------------------
     def _request(

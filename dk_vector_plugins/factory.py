@@ -9,7 +9,7 @@ wrong type is a :class:`ConfigError` that names the key and the choices.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pluggy
@@ -29,6 +29,7 @@ __all__ = [
     "CORE_OPTIONS",
     "DatabaseFactory",
     "OptionSpec",
+    "StoreConfig",
     "make_embedder",
     "resolve_config",
 ]
@@ -125,10 +126,46 @@ def _unknown_backend(pm: Any, name: Any, known: Iterable[str]) -> ConfigError | 
     return ConfigError(msg)
 
 
-def resolve_config(pm: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+class StoreConfig(Mapping[str, Any]):
+    """A store's validated configuration: a read-only mapping whose ``repr`` hides secrets."""
+
+    __slots__ = ("_data", "_secret")
+
+    def __init__(self, data: Mapping[str, Any], secret: Iterable[str] = ()) -> None:
+        self._data = dict(data)
+        self._secret = frozenset(k for k in secret if self._data.get(k) is not None)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k!r}: {'***' if k in self._secret else repr(v)}" for k, v in self._data.items())
+        return "{" + shown + "}"
+
+    __str__ = __repr__
+
+
+def merged_config(config: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping (or ``None``) and keyword arguments as one dict (keywords win)."""
+    if config is not None and not isinstance(config, Mapping):
+        raise ConfigError(
+            f"configuration must be a mapping (a dict of config keys), got {type(config).__name__}"
+        )
+    return {**dict(config or {}), **kwargs}
+
+
+def resolve_config(pm: Any, config: Mapping[str, Any]) -> StoreConfig:
     """Validate a configuration and fill in defaults; raises :class:`ConfigError` naming the key."""
     if not isinstance(config, Mapping):
-        raise ConfigError(f"configuration must be a mapping, got {type(config).__name__}")
+        raise ConfigError(
+            f"configuration must be a mapping (a dict of config keys), got {type(config).__name__}"
+        )
     config = dict(config)
     backend = config.get("backend", "memory")
     if not isinstance(backend, str) or not backend:
@@ -170,7 +207,7 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"backend {backend!r} needs config key {opt.name!r}: {opt.doc}")
             if opt.name not in out or opt.default is not None:
                 out[opt.name] = opt.default() if callable(opt.default) else opt.default
-    return out
+    return StoreConfig(out, (o.name for o in options if o.secret))
 
 
 def make_embedder(
@@ -236,7 +273,7 @@ class _Factory(Generic[StoreT]):
         :class:`~dk_vector_plugins.SyncDatabase` (:class:`~dk_vector_plugins.AsyncDatabase` from
         the async factory).
         """
-        merged = {**dict(config or {}), **kwargs}
+        merged = merged_config(config, kwargs)
         backend = merged.get("backend", "memory")
         specs = backends(self.plugin_manager)
         spec = specs.get(backend) if isinstance(backend, str) else None

@@ -451,16 +451,57 @@ class Query:
 
 
 def _as_expr(item: Any) -> Expr:
-    expr = compile_filter(item)
+    expr = _compile(item)
     return And(()) if expr is None else expr
+
+
+#: How deep a filter may nest (``$and``/``$or``/``$not``, lists, expression trees). Real filters
+#: stay far below it; a deeper one would exhaust Python's recursion on the way to a mask.
+MAX_FILTER_DEPTH = 200
+
+
+def _nesting(spec: Any) -> int:
+    """How deep ``spec`` nests (dicts, lists and expressions), counted without recursion and
+    stopping once past :data:`MAX_FILTER_DEPTH`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(spec, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_FILTER_DEPTH:
+            return depth
+        deepest = max(deepest, depth)
+        if isinstance(node, Mapping):
+            children: Any = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        elif isinstance(node, (And, Or)):
+            children = node.parts
+        elif isinstance(node, Not):
+            children = (node.part,)
+        elif isinstance(node, Query):
+            children = (node.expression(),)
+        else:
+            continue
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def compile_filter(spec: Any) -> Expr | None:
     """Compile any accepted filter form to an expression (``None`` means no condition).
 
     Accepts ``None``, a :class:`Query`, a :class:`Filter`, an :class:`Expr`, a dict (the shorthand),
-    or a list/tuple of these (ANDed). Anything else raises :class:`FilterError`.
+    or a list/tuple of these (ANDed). Anything else raises :class:`FilterError`, and so does a
+    filter nested deeper than :data:`MAX_FILTER_DEPTH` levels.
     """
+    if spec is not None and not isinstance(spec, (Cond, Filter)) and _nesting(spec) > MAX_FILTER_DEPTH:
+        raise FilterError(
+            f"the filter is nested more than {MAX_FILTER_DEPTH} levels deep: flatten it "
+            "(an $and or $or takes any number of conditions)"
+        )
+    return _compile(spec)
+
+
+def _compile(spec: Any) -> Expr | None:
     if spec is None:
         return None
     if isinstance(spec, Expr):
@@ -472,7 +513,7 @@ def compile_filter(spec: Any) -> Expr | None:
     if isinstance(spec, Mapping):
         return _compile_dict(spec)
     if isinstance(spec, (list, tuple)):
-        parts = [e for e in (compile_filter(s) for s in spec) if e is not None]
+        parts = [e for e in (_compile(s) for s in spec) if e is not None]
         return None if not parts else parts[0] if len(parts) == 1 else And(tuple(parts))
     raise FilterError(
         f"a filter must be a Query, Filter, dict or list of them, got {type(spec).__name__}: {spec!r}"

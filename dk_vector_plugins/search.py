@@ -16,6 +16,9 @@ __all__ = ["apply_threshold", "build_search_request"]
 
 _OPTIONS = {"score_threshold", "include_source"}
 
+#: A larger ``k`` is answered as this one: no store holds more rows (the kernel works in int64).
+MAX_K = 2**40
+
 
 def build_search_request(
     query_vector: Any,
@@ -37,6 +40,7 @@ def build_search_request(
         raise InvalidRequestError(f"k must be an int, got {type(k).__name__} {k!r}")
     if k <= 0:
         raise InvalidRequestError(f"k must be > 0, got {k}")
+    k = min(int(k), MAX_K)  # more than any store holds: as many results as there are
     if not isinstance(vector_field, str) or not vector_field:
         raise InvalidRequestError(f"vector_field must be a non-empty string, got {vector_field!r}")
     unknown = set(options) - _OPTIONS
@@ -66,7 +70,7 @@ def build_search_request(
     return SearchRequest(
         queries=queries,
         vector_field=vector_field,
-        k=int(k),
+        k=k,
         filter=compile_filter(filter),
         metric=metric_name,
         batch=bool(batch),

@@ -139,6 +139,8 @@ class OptionSpec:
     :ivar above: numbers must be greater than this (exclusive lower bound).
     :ivar maximum: the largest accepted number (inclusive).
     :ivar choices: the accepted values (for a string key such as ``consistency``).
+    :ivar secret: the value is a credential: never shown (``repr`` of the store and of its
+        config, error messages, the CLI).
     """
 
     name: str
@@ -154,6 +156,11 @@ class OptionSpec:
     above: float | None = None
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
+    secret: bool = False
+
+    def shown(self, value: Any) -> str:
+        """``value`` as messages and reprs show it (``'***'`` for a secret)."""
+        return "'***'" if self.secret and value is not None else repr(value)
 
     def check(self, value: Any, backend: str) -> Any:
         """Validate and normalize ``value``: type, range and choices, then ``convert``."""
@@ -166,11 +173,11 @@ class OptionSpec:
             names = " or ".join(t.__name__ for t in self.types)
             raise ConfigError(
                 f"config key {self.name!r} (backend {backend!r}) must be {names}, "
-                f"got {type(value).__name__} {value!r}"
+                f"got {type(value).__name__} {self.shown(value)}"
             )
         if self.choices is not None and value not in self.choices:
             raise ConfigError(
-                f"config key {self.name!r} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+                f"config key {self.name!r} must be one of {', '.join(map(repr, self.choices))}, got {self.shown(value)}"
             )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             bounds = (
@@ -180,7 +187,7 @@ class OptionSpec:
             )
             for bound, ok, op in bounds:
                 if not ok:
-                    raise ConfigError(f"config key {self.name!r} must be {op} {bound}, got {value!r}")
+                    raise ConfigError(f"config key {self.name!r} must be {op} {bound}, got {self.shown(value)}")
         return self.convert(value) if self.convert else value
 
 

@@ -20,7 +20,7 @@ from ..hookspecs import hookimpl
 from ..storage.driver import TableStorage, sync_runner
 from ..storage.local import LocalObjectStore
 from ..types import BackendSpec, OptionSpec
-from .tabled import TABLE_OPTIONS, AsyncTableDatabase, TableDatabase, table_options
+from .tabled import TABLE_OPTIONS, AsyncTableDatabase, TableDatabase, local_path, table_options
 
 __all__ = ["AsyncFileDatabase", "FileDatabase"]
 
@@ -32,7 +32,7 @@ _OPTIONS = (
         "directory of the table (created if missing)",
         required=True,
         backends=("file",),
-        convert=os.fspath,
+        convert=local_path("path"),
     ),
     OptionSpec("fsync", (bool,), True, "fsync files and directories before each commit", backends=("file",)),
     OptionSpec(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.parse
 from typing import Any
 
 from ..core import StoreCore
@@ -37,17 +38,33 @@ from ..storage.driver import TableStorage, async_runner, sync_runner
 from ..storage.ops import Program
 from ..storage.s3 import AsyncS3ObjectStore, S3Keys, S3ObjectStore, client_kwargs, require
 from ..types import BackendSpec, OptionSpec
-from .tabled import TABLE_OPTIONS, AsyncTableDatabase, TableDatabase, table_options
+from .tabled import TABLE_OPTIONS, AsyncTableDatabase, TableDatabase, local_path, table_options
 
 __all__ = ["AsyncS3Database", "S3Database"]
 
 _B = ("s3",)
 
 
+def _endpoint_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ConfigError(
+            f"config key 'endpoint_url' must be an http:// or https:// URL with a host, got {value!r}"
+        )
+    return value
+
+
 _OPTIONS = (
     OptionSpec("bucket", (str,), None, "the bucket holding the table", required=True, backends=_B),
     OptionSpec("prefix", (str,), "", "key prefix of the table inside the bucket", backends=_B),
-    OptionSpec("endpoint_url", (str,), None, "S3-compatible endpoint (e.g. a local server)", backends=_B),
+    OptionSpec(
+        "endpoint_url",
+        (str,),
+        None,
+        "S3-compatible endpoint, an http(s) URL (e.g. a local server)",
+        backends=_B,
+        convert=_endpoint_url,
+    ),
     OptionSpec("region_name", (str,), None, "AWS region", backends=_B, aliases=("region",)),
     OptionSpec(
         "aws_access_key_id",
@@ -56,11 +73,26 @@ _OPTIONS = (
         "access key (default: boto3's chain)",
         backends=_B,
         aliases=("access_key_id",),
+        secret=True,
     ),
     OptionSpec(
-        "aws_secret_access_key", (str,), None, "secret key", backends=_B, aliases=("secret_access_key",)
+        "aws_secret_access_key",
+        (str,),
+        None,
+        "secret key (default: boto3's chain)",
+        backends=_B,
+        aliases=("secret_access_key",),
+        secret=True,
     ),
-    OptionSpec("aws_session_token", (str,), None, "session token", backends=_B, aliases=("session_token",)),
+    OptionSpec(
+        "aws_session_token",
+        (str,),
+        None,
+        "session token (default: boto3's chain)",
+        backends=_B,
+        aliases=("session_token",),
+        secret=True,
+    ),
     OptionSpec("create_bucket", (bool,), False, "create the bucket if it does not exist", backends=_B),
     OptionSpec(
         "concurrency",
@@ -69,6 +101,7 @@ _OPTIONS = (
         "parallel requests of a cold load or commit",
         backends=_B,
         aliases=("max_pool_connections",),
+        minimum=1,
     ),
     OptionSpec(
         "cache_dir",
@@ -76,7 +109,7 @@ _OPTIONS = (
         None,
         "local cache of (immutable) segments",
         backends=_B,
-        convert=os.fspath,
+        convert=local_path("cache_dir"),
     ),
     OptionSpec(
         "consistency",
@@ -86,12 +119,24 @@ _OPTIONS = (
         backends=_B,
         choices=("strong", "eventual"),
     ),
-    OptionSpec("max_staleness_s", (int, float), 1.0, "with consistency='eventual'", backends=_B),
     OptionSpec(
-        "warn_download_bytes", (int,), 1 << 30, "warn before a cold load larger than this", backends=_B
+        "max_staleness_s", (int, float), 1.0, "with consistency='eventual'", backends=_B, minimum=0
     ),
     OptionSpec(
-        "multipart_threshold", (int,), 64 << 20, "upload objects above this size in parts", backends=_B
+        "warn_download_bytes",
+        (int,),
+        1 << 30,
+        "warn before a cold load larger than this",
+        backends=_B,
+        minimum=0,
+    ),
+    OptionSpec(
+        "multipart_threshold",
+        (int,),
+        64 << 20,
+        "upload objects above this size in parts",
+        backends=_B,
+        minimum=0,
     ),
     OptionSpec("lazy_rows", (bool,), False, "fetch row data on first use instead of on load", backends=_B),
     *TABLE_OPTIONS("s3"),
@@ -126,13 +171,16 @@ class S3Database(_S3Config, TableDatabase):
         boto3 = require("boto3")
         from botocore.config import Config
 
-        self.s3_client = boto3.client(
-            "s3",
-            config=Config(
-                max_pool_connections=max(10, self.config["concurrency"]), retries={"mode": "standard"}
-            ),
-            **client_kwargs(self.config),
-        )
+        try:
+            self.s3_client = boto3.client(
+                "s3",
+                config=Config(
+                    max_pool_connections=max(10, self.config["concurrency"]), retries={"mode": "standard"}
+                ),
+                **client_kwargs(self.config),
+            )
+        except ValueError as e:  # botocore's check of the endpoint, region, ...
+            raise ConfigError(f"the S3 client rejected this store's config: {e}") from e
         store = S3ObjectStore(self.s3_client, self.config["bucket"], **self._store_kwargs())
         store.check_bucket(self.config["create_bucket"])
         run, close = sync_runner(store)
@@ -149,6 +197,7 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
         self._client_cm: Any = None
         self.s3_client: Any = None
         self._open_lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         names = S3Keys(self.config["bucket"], prefix=self.config["prefix"])  # key naming only
         return self._table_storage(self._bridge, names.describe)
 
@@ -164,14 +213,22 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
         return core
 
     async def _open_client(self) -> None:
-        """Open the aioboto3 client and check the bucket (before the store's first core call)."""
-        if self._astore is not None:
+        """Open the aioboto3 client and check the bucket (before the store's first core call).
+
+        The client belongs to the event loop that opened it. A store used from another loop
+        later (``asyncio.run`` twice) opens a new client there; the old one, whose loop is gone,
+        is dropped. One store serves one event loop at a time.
+        """
+        loop = asyncio.get_running_loop()
+        if self._astore is not None and self._loop is loop:
             return
-        if self._open_lock is None:
-            self._open_lock = asyncio.Lock()
+        if self._open_lock is None or self._lock_loop is not loop:
+            self._open_lock, self._lock_loop = asyncio.Lock(), loop
         async with self._open_lock:
-            if self._astore is not None:
+            if self._astore is not None and self._loop is loop:
                 return
+            if self._astore is not None:  # opened on a loop that has ended: its client is unusable
+                self._astore, self._client_cm, self.s3_client = None, None, None
             aioboto3 = require("aioboto3")
             from aiobotocore.config import AioConfig
 
@@ -183,7 +240,11 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
                 ),
                 **client_kwargs(self.config),
             )
-            client = await self._client_cm.__aenter__()
+            try:
+                client = await self._client_cm.__aenter__()
+            except ValueError as e:  # botocore's check of the endpoint, region, ...
+                self._client_cm = None
+                raise ConfigError(f"the S3 client rejected this store's config: {e}") from e
             store = AsyncS3ObjectStore(client, self.config["bucket"], **self._store_kwargs())
             try:
                 await store.check_bucket(self.config["create_bucket"])
@@ -191,7 +252,7 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
                 await self._client_cm.__aexit__(None, None, None)
                 raise
             self.s3_client = client
-            self._loop = asyncio.get_running_loop()
+            self._loop = loop
             self._astore = store
 
     async def _close_client(self) -> None:

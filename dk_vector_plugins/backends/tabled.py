@@ -6,19 +6,37 @@ they differ only in the object store underneath.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from ..core import StoreCore
 from ..database import AsyncDatabase, Call, Steps, SyncDatabase, operation
+from ..errors import ConfigError
 from ..memtable import RecordTable
 from ..storage.driver import TableStorage
 from ..storage.log_format import TableOptions
 from ..types import OptionSpec
 
-__all__ = ["TABLE_OPTIONS", "AsyncTableDatabase", "TableDatabase", "table_options"]
+__all__ = ["TABLE_OPTIONS", "AsyncTableDatabase", "TableDatabase", "local_path", "table_options"]
 
 T = TypeVar("T")
+
+
+def local_path(key: str) -> Callable[[Any], str]:
+    """A converter for a config key naming a local directory: a non-empty path without NUL."""
+
+    def convert(value: Any) -> str:
+        path: str | bytes = os.fspath(value)
+        if isinstance(path, bytes):
+            raise ConfigError(f"config key {key!r} must be a text path, got bytes {path!r}")
+        if not path or "\0" in path:
+            raise ConfigError(
+                f"config key {key!r} must name a directory (non-empty, without NUL characters), got {path!r}"
+            )
+        return path
+
+    return convert
 
 
 def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
