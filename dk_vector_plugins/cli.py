@@ -1,4 +1,4 @@
-"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest`` and ``search``.
+"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest``, ``search`` and ``info``.
 
 Stores are configured with ``--backend``, ``--config FILE.toml`` (top-level keys, or a ``[dkv]``
 table) and ``--option key=value`` (the value parsed as JSON when it parses, else a string).
@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
+from .database import SyncDatabase
 from .errors import DkvError
-from .factory import DatabaseFactory
+from .factory import DatabaseFactory, resolve_config
 from .host import list_plugins
 from .records import Record, VectorField
 from .types import VectorSearchResult
@@ -93,7 +96,10 @@ def _hits_table(hits: Sequence[VectorSearchResult], text_field: str) -> str:
 
 
 def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    src = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        src = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        raise DkvError(f"cannot read {path}: {e.strerror or e}") from e
     try:
         for lineno, line in enumerate(src, 1):
             if not line.strip():
@@ -113,6 +119,12 @@ def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
 # --- commands --------------------------------------------------------------------------------
 
 
+def _status(status: str, reason: str | None) -> str:
+    if status == "error":
+        return f"ERROR: {reason}"
+    return f"{status} ({reason})" if reason else status
+
+
 def cmd_plugins(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """List plugins, their distribution, version and hooks."""
     infos = list_plugins(factory.plugin_manager, all=args.all)
@@ -127,7 +139,7 @@ def cmd_plugins(args: argparse.Namespace, factory: DatabaseFactory) -> int:
             i.name,
             i.distribution or "-",
             i.version or "-",
-            "builtin" if i.builtin else ("ERROR: " + i.error if i.error else "loaded"),
+            _status(i.status, i.reason),
             ", ".join(i.hooks),
         ]
         for i in infos
@@ -209,6 +221,34 @@ def cmd_ingest(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     return 0
 
 
+def _location(config: dict[str, Any]) -> str:
+    if config.get("backend") == "file":
+        return repr(str(config.get("path")))
+    if config.get("backend") == "s3":
+        return f"s3://{config.get('bucket')}/{config.get('prefix') or ''}"
+    return f"backend {config.get('backend')!r}"
+
+
+def _open_existing(factory: DatabaseFactory, config: dict[str, Any]) -> SyncDatabase:
+    """Open a store that must already hold a table: searching or describing an empty location
+    is an error that says why, never an empty answer (and creates nothing)."""
+    resolve_config(factory.plugin_manager, config)  # a bad key or value is reported first
+    backend = config.get("backend")
+    if backend == "memory":
+        raise DkvError(
+            "the memory backend keeps nothing between commands, so there is nothing to search: "
+            "ingest into a file or s3 store (dkv ingest FILE --backend file -o path=DIR) and search that"
+        )
+    path = config.get("path")
+    if backend == "file" and isinstance(path, str) and not os.path.isdir(path):
+        raise DkvError(f"no table at {path!r}: the directory does not exist (dkv ingest creates one)")
+    db = factory.create(config)
+    if getattr(db, "version", None) == 0:
+        db.close()
+        raise DkvError(f"no table at {_location(config)}: nothing was ever committed there")
+    return db
+
+
 def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Search a store with a text (embedded) or a vector."""
     config = _store_config(args)
@@ -218,23 +258,85 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
             flt = json.loads(args.filter)
         except json.JSONDecodeError as e:
             raise DkvError(f'--filter must be JSON, e.g. \'{{"category": "a"}}\': {e.msg}') from e
-    with factory.create(config) as db:
-        if args.vector:
-            try:
-                vec = json.loads(args.vector)
-            except json.JSONDecodeError as e:
-                raise DkvError(f"--vector must be a JSON list of numbers: {e.msg}") from e
-        elif args.text:
+    vec: Any = None
+    if args.vector:
+        try:
+            vec = json.loads(args.vector)
+        except json.JSONDecodeError as e:
+            raise DkvError(f"--vector must be a JSON list of numbers: {e.msg}") from e
+    elif not args.text:
+        raise DkvError("give a query text or --vector")
+    with _open_existing(factory, config) as db:
+        if vec is None:
             dim = db.vector_dimension(args.vector_field)
             embedder = factory.embedder(args.embedder or config.get("embedder", "hashing"), dim)
             vec = embedder.embed([args.text])[0]
-        else:
-            raise DkvError("give a query text or --vector")
         hits = db.vector_search(vec, vector_field=args.vector_field, k=args.k, filter=flt, metric=args.metric)
         if args.format == "json":
             print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
         else:
             print(_hits_table(hits, args.text_field) if hits else "no results")
+    return 0
+
+
+def _location_config(location: str) -> dict[str, Any]:
+    """``DIR`` (a file store) or ``s3://bucket/prefix`` as config keys."""
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[len("s3://") :].partition("/")
+        return {"backend": "s3", "bucket": bucket, "prefix": prefix}
+    return {"backend": "file", "path": location}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """Describe a stored table: counts, vector fields, segments, versions and size."""
+    config = {**_store_config(args), **_location_config(args.location)}
+    if args.backend:
+        config["backend"] = args.backend
+    with _open_existing(factory, config) as db:
+        state = db.storage.state  # type: ignore[attr-defined]
+        fields: dict[str, list[int]] = {}
+        for seg in state.segments:
+            for name, f in (seg.get("fields") or {}).items():
+                dim_count = fields.setdefault(name, [int(f.get("dim", 0)), 0])
+                dim_count[1] += int(f.get("count", 0))
+        info: dict[str, Any] = {
+            "location": _location(config).strip("'"),
+            "backend": config["backend"],
+            "version": state.version,
+            "records": db.count(),
+            "segments": len(state.segments),
+            "rows stored": sum(int(seg.get("rows", 0)) for seg in state.segments),
+            "vector fields": {n: {"dimensions": d, "vectors stored": c} for n, (d, c) in fields.items()},
+            "metric": db.config["vector_metric"],
+        }
+        sizes: list[int] | None = None
+        if config["backend"] == "file":
+            sizes = [p.stat().st_size for p in Path(config["path"]).rglob("*") if p.is_file()]
+        elif config["backend"] == "s3":
+            pages = db.s3_client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
+                Bucket=config["bucket"], Prefix=config.get("prefix") or ""
+            )
+            sizes = [int(o["Size"]) for page in pages for o in page.get("Contents", [])]
+        if sizes is not None:
+            info["objects"] = len(sizes)
+            info["size"] = _size(sum(sizes))
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            for key, value in info.items():
+                if isinstance(value, dict):
+                    value = "; ".join(
+                        f"{k} ({', '.join(f'{a} {b}' for a, b in v.items())})" for k, v in value.items()
+                    ) or "none"
+                print(f"{key + ':':<15} {value}")
     return 0
 
 
@@ -281,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=None, help="cosine, euclidean or dot_product")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("info", help="describe a stored table (counts, vector fields, segments, size)")
+    p.add_argument("location", help="a file store's directory, or s3://bucket/prefix")
+    _add_store_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
     return parser
 
 

@@ -86,6 +86,10 @@ class PluginInfo:
     hooks: tuple[str, ...]
     builtin: bool
     error: str | None = None
+    #: ``"builtin"``, ``"loaded"``, ``"error"``, ``"blocked"`` (``block=`` / ``--block``), or
+    #: ``"not loaded"`` (autoload off, or left out by ``DKV_PLUGINS``); ``reason`` says which.
+    status: str = "loaded"
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -102,6 +106,8 @@ class DkvPluginManager(pluggy.PluginManager):
         self.load_errors: list[PluginLoadError] = []
         #: plugin name -> (distribution name, version) for plugins that came from entry points.
         self.origins: dict[str, tuple[str | None, str | None]] = {}
+        #: Installed entry points that were not loaded: name -> (distribution, version, status, reason).
+        self.skipped: dict[str, tuple[str | None, str | None, str, str]] = {}
 
 
 def _env_true(name: str) -> bool:
@@ -286,11 +292,19 @@ def make_plugin_manager(
         load_entrypoints = not _env_true("DKV_DISABLE_PLUGIN_AUTOLOAD")
     if only is None:
         only = _env_list("DKV_PLUGINS")
-    for ep, dist in _iter_entry_points():
+    found = _iter_entry_points()
+    for ep, dist in found:
         builtin = _is_builtin_dist(dist[0])
-        if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+        if pm.has_plugin(ep.name):
             continue
-        if not builtin and (not load_entrypoints or (only is not None and ep.name not in only)):
+        if pm.is_blocked(ep.name):
+            pm.skipped[ep.name] = (*dist, "blocked", "blocked by block= / --block")
+            continue
+        if not builtin and not load_entrypoints:
+            pm.skipped[ep.name] = (*dist, "not loaded", "DKV_DISABLE_PLUGIN_AUTOLOAD / load_entrypoints=False")
+            continue
+        if not builtin and only is not None and ep.name not in only:
+            pm.skipped[ep.name] = (*dist, "not loaded", "not named in DKV_PLUGINS")
             continue
         try:
             plugin = ep.load()
@@ -298,6 +312,7 @@ def make_plugin_manager(
             _report(pm, ep.name, dist, e, strict)
             continue
         _register(pm, plugin, ep.name, dist=dist, strict=strict)
+    _warn_unmatched(found, block, only)
     for plugin in plugins:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         name = pm.get_canonical_name(plugin) if name in ("", None) else str(name)
@@ -310,6 +325,21 @@ def make_plugin_manager(
     if trace:
         enable_tracing(pm)
     return pm
+
+
+def _warn_unmatched(found: list[Found], block: Iterable[str], only: Sequence[str] | None) -> None:
+    """Warn about names in ``block`` / ``DKV_PLUGINS`` that name no installed entry point (a typo
+    would otherwise be ignored silently)."""
+    installed = sorted({ep.name for ep, _ in found})
+    for what, names in (("block= / --block", list(block)), ("DKV_PLUGINS", list(only or ()))):
+        unknown = [n for n in names if n not in installed]
+        if unknown:
+            warnings.warn(
+                f"dk_vector_plugins: {what} names no installed plugin: {', '.join(map(repr, unknown))} "
+                f"(installed: {', '.join(installed) or 'none'})",
+                PluginLoadWarning,
+                stacklevel=3,
+            )
 
 
 def enable_tracing(pm: pluggy.PluginManager, out: Any = None) -> Callable[[], None]:
@@ -370,16 +400,13 @@ def list_plugins(pm: pluggy.PluginManager, all: bool = False) -> list[PluginInfo
         if builtin and not all:
             continue
         hooks = tuple(sorted(c.name for c in pm.get_hookcallers(plugin) or []))
-        out.append(PluginInfo(name, dist, version, hooks, builtin))
+        out.append(PluginInfo(name, dist, version, hooks, builtin, status="builtin" if builtin else "loaded"))
     for err in getattr(pm, "load_errors", []):
-        out.append(
-            PluginInfo(
-                err.name,
-                err.distribution,
-                err.version,
-                (),
-                False,
-                f"{type(err.error).__name__}: {err.error}",
-            )
-        )
+        message = f"{type(err.error).__name__}: {err.error}"
+        out.append(PluginInfo(err.name, err.distribution, err.version, (), False, message, "error", message))
+    skipped: dict[str, tuple[str | None, str | None, str, str]] = getattr(pm, "skipped", {})
+    for name, (dist, version, status, reason) in skipped.items():
+        builtin = _is_builtin_dist(dist)
+        if all or not builtin:
+            out.append(PluginInfo(name, dist, version, (), builtin, None, status, reason))
     return sorted(out, key=lambda p: (not p.builtin, p.name))

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -156,3 +157,66 @@ def test_output_cut_short_by_a_pipe_is_not_an_error() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err
+
+
+# --- errors that used to be silent, and `dkv info` ----------------------------------------------
+
+
+def test_search_on_the_memory_backend_says_why_it_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "anything"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dkv: error: the memory backend keeps nothing between commands")
+    assert "--backend file" in err
+
+
+def test_search_of_a_location_without_a_table_is_an_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "typo"
+    assert main(["search", "x", "--backend", "file", "-o", f"path={typo}"]) == 2
+    assert "no table at" in capsys.readouterr().err
+    assert not typo.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["search", "x", "--backend", "file", "-o", f"path={empty}"]) == 2
+    assert "no table at" in capsys.readouterr().err
+    assert main(["info", str(typo)]) == 2
+
+
+def test_a_missing_input_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", str(tmp_path / "missing.jsonl"), "--backend", "file", "-o", f"path={tmp_path / 's'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dkv: error: cannot read") and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_info_describes_a_file_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": f"r{i}", "text": f"document number {i}", "n": i} for i in range(5)]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    store = tmp_path / "store"
+    assert main(["ingest", str(src), "--backend", "file", "-o", f"path={store}", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "records:" in out and " 5" in out
+    assert "embedding (dimensions 384, vectors stored 5)" in out
+    assert main(["info", str(store), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["records"] == 5 and info["version"] >= 1 and info["segments"] >= 1
+    assert info["vector fields"] == {"embedding": {"dimensions": 384, "vectors stored": 5}}
+    assert info["objects"] > 0 and info["size"].endswith(("KiB", "MiB", "B"))
+
+
+def test_info_describes_an_s3_store(s3_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from dk_vector_plugins import DatabaseFactory
+
+    cfg = s3_server.config()
+    db = DatabaseFactory().create(backend="s3", vector_enabled=True, **cfg)
+    db.add_vectors(np.eye(3, dtype=np.float32), ids=["a", "b", "c"])
+    db.close()
+    opts = [arg for k, v in cfg.items() if k not in ("bucket", "prefix") for arg in ("-o", f"{k}={json.dumps(v)}")]
+    assert main(["info", f"s3://{cfg['bucket']}/{cfg['prefix']}", *opts, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["records"] == 3 and info["backend"] == "s3" and info["objects"] > 0
+    secret = cfg.get("aws_secret_access_key")
+    assert not secret or secret not in json.dumps(info)

@@ -76,7 +76,7 @@ def test_secrets_never_show_in_repr_str_or_errors(
         DatabaseFactory().create(backend="s3", **{**cfg, key: secret.encode()})
     assert secret not in str(err.value) and key in str(err.value)
     # the CLI's answers and errors
-    code = dkv_main(["search", "hello", "--backend", "s3", *sum((["-o", f"{k}={v}"] for k, v in cfg.items()), [])])
+    code = dkv_main(["search", "hello", "--backend", "s3", *(a for k, v in cfg.items() for a in ("-o", f"{k}={v}"))])
     out = capsys.readouterr()
     assert secret not in out.out and secret not in out.err, (code, out)
     assert all(secret not in r.getMessage() for r in caplog.records)

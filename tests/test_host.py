@@ -568,7 +568,11 @@ def test_blocking_an_entry_point(fake_entry_points: Any) -> None:
         warnings.simplefilter("error", PluginLoadWarning)
         factory = DatabaseFactory(block=["broken", "toy"])
     assert "toy" not in factory.get_available_backends()
-    assert [p.name for p in list_plugins(factory.pm)] == []
+    # listed as blocked (never imported, so no hooks), not hidden
+    assert [(p.name, p.status, p.hooks) for p in list_plugins(factory.pm)] == [
+        ("broken", "blocked", ()),
+        ("toy", "blocked", ()),
+    ]
 
 
 def test_disable_plugin_autoload_env(fake_entry_points: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -645,3 +649,38 @@ def test_same_plugin_class_twice_gets_distinct_names() -> None:
     factory.create(backend="memory", vector_enabled=True).vector_search([1, 0], k=1)
     assert len(a.seen) == 1 and len(b.seen) == 1
     assert len([p for p in list_plugins(factory.pm) if p.name.startswith("Timing")]) == 2
+
+
+# --- listing what was not loaded, and names that match nothing ---------------------------------------
+
+
+def test_blocked_and_filtered_plugins_are_listed_as_such(
+    fake_entry_points: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dk_vector_plugins.cli import main
+
+    fake_entry_points(toy_ep())
+    infos = {p.name: p for p in list_plugins(DatabaseFactory(block=["toy"]).pm)}
+    assert infos["toy"].status == "blocked" and infos["toy"].distribution == "dkv-toy"
+    monkeypatch.setenv("DKV_PLUGINS", "someone-else")
+    with pytest.warns(PluginLoadWarning, match="DKV_PLUGINS names no installed plugin: 'someone-else'"):
+        infos = {p.name: p for p in list_plugins(DatabaseFactory().pm)}
+    assert infos["toy"].status == "not loaded" and "DKV_PLUGINS" in str(infos["toy"].reason)
+    monkeypatch.delenv("DKV_PLUGINS")
+    assert main(["--block", "toy", "plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "no third-party plugins" not in out
+    assert "toy" in out and "blocked" in out
+    monkeypatch.setenv("DKV_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "toy" in out and "not loaded" in out and "DKV_DISABLE_PLUGIN_AUTOLOAD" in out
+
+
+def test_a_misspelled_block_name_is_warned_about(fake_entry_points: Any) -> None:
+    fake_entry_points(toy_ep())
+    with pytest.warns(PluginLoadWarning, match=r"block= / --block names no installed plugin: 'tyo' \(installed: .*toy"):
+        DatabaseFactory(block=["tyo"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DatabaseFactory(block=["toy", "memory"])  # names that exist: no warning
