@@ -1,4 +1,4 @@
-"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest``, ``search`` and ``info``.
+"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest``, ``search``, ``info`` and ``options``.
 
 Stores are configured with ``--backend``, ``--config FILE.toml`` (top-level keys, or a ``[dkv]``
 table) and ``--option key=value`` (the value parsed as JSON when it parses, else a string).
@@ -17,10 +17,10 @@ from typing import Any
 
 from .database import SyncDatabase
 from .errors import DkvError
-from .factory import DatabaseFactory, resolve_config
+from .factory import CORE_OPTIONS, DatabaseFactory, backends, extra_options, resolve_config
 from .host import list_plugins
 from .records import Record, VectorField
-from .types import VectorSearchResult
+from .types import OptionSpec, VectorSearchResult
 
 __all__ = ["main"]
 
@@ -340,6 +340,94 @@ def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     return 0
 
 
+def _type_names(opt: OptionSpec) -> str:
+    names = [t.__name__ for t in opt.types]
+    return " or ".join("path" if n == "PathLike" else n for n in names)
+
+
+def _bounds(opt: OptionSpec) -> str:
+    out = []
+    if opt.choices is not None:
+        out.append("one of " + ", ".join(f"`{c!r}`" for c in opt.choices))
+    if opt.minimum is not None:
+        out.append(f">= {opt.minimum}")
+    if opt.above is not None:
+        out.append(f"> {opt.above}")
+    if opt.maximum is not None:
+        out.append(f"<= {opt.maximum}")
+    if opt.secret:
+        out.append("secret (never shown)")
+    return "; ".join(out)
+
+
+def config_reference(factory: DatabaseFactory, backend_names: Sequence[str] | None = None) -> str:
+    """Markdown: every config key of every backend (its own keys, the keys all backends share,
+    and the keys plugins add), generated from the ``OptionSpec`` declarations."""
+    pm = factory.plugin_manager
+    specs = backends(pm)
+    names = sorted(specs) if backend_names is None else list(backend_names)
+    extra = extra_options(pm)
+
+    def table(options: Sequence[OptionSpec]) -> list[str]:
+        rows = ["| key | type | default | accepted | meaning |", "|---|---|---|---|---|"]
+        for o in options:
+            default = "required" if o.required else ("—" if o.default is None else f"`{o.default!r}`")
+            aliases = f" (also: {', '.join(f'`{a}`' for a in o.aliases)})" if o.aliases else ""
+            doc = o.doc.replace("|", "\\|")
+            rows.append(f"| `{o.name}`{aliases} | {_type_names(o)} | {default} | {_bounds(o)} | {doc} |")
+        return rows
+
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every configuration key of the built-in backends and plugins: its type, default, accepted",
+        "values and meaning. Generated from the keys' declarations (`OptionSpec`) by",
+        "`dkv options --markdown` (with `DKV_DISABLE_PLUGIN_AUTOLOAD=1`, so that only the built-ins",
+        "appear); a test fails when this page and the code disagree. A configuration is a dict, keyword",
+        "arguments, or a TOML file given to the CLI (`--config`); an unknown key or a value of the wrong",
+        "type is a `ConfigError` naming the key.",
+        "",
+        "## Keys every backend accepts",
+        "",
+        *table(CORE_OPTIONS),
+    ]
+    for name in names:
+        spec = specs[name]
+        lines += ["", f"## Backend `{name}`", "", spec.description + ".", "", *table(spec.options)]
+    if extra:
+        lines += [
+            "",
+            "## Keys added by plugins",
+            "",
+            "Declared with `dkv_register_options`; the plugin that declares a key says which backends",
+            "accept it.",
+            "",
+            *table(extra),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_options(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """Print the configuration keys (as a table, or as the Markdown reference page)."""
+    specs = backends(factory.plugin_manager)
+    if args.backend and args.backend not in specs:
+        raise DkvError(f"unknown backend {args.backend!r}; installed backends: {', '.join(sorted(specs))}")
+    names = [args.backend] if args.backend else None
+    if args.markdown:
+        sys.stdout.write(config_reference(factory, names))
+        return 0
+    options = [*CORE_OPTIONS]
+    for name in names or sorted(specs):
+        options += [o for o in specs[name].options if o not in options]
+    options += [o for o in extra_options(factory.plugin_manager) if o not in options]
+    rows = [
+        [o.name, _type_names(o), "required" if o.required else repr(o.default), _bounds(o), o.doc]
+        for o in options
+    ]
+    print(_table(rows, ["key", "type", "default", "accepted", "meaning"], width=90))
+    return 0
+
+
 def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", help="backend name (default: memory, or the config file's)")
     p.add_argument("--config", metavar="FILE.toml", help="store configuration (TOML)")
@@ -383,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=None, help="cosine, euclidean or dot_product")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("options", help="list the configuration keys of the backends and plugins")
+    p.add_argument("--backend", help="only this backend's keys (and the shared ones)")
+    p.add_argument("--markdown", action="store_true", help="print the Markdown reference page")
+    p.set_defaults(func=cmd_options)
 
     p = sub.add_parser("info", help="describe a stored table (counts, vector fields, segments, size)")
     p.add_argument("location", help="a file store's directory, or s3://bucket/prefix")

@@ -220,3 +220,24 @@ def test_info_describes_an_s3_store(s3_server: Any, capsys: pytest.CaptureFixtur
     assert info["records"] == 3 and info["backend"] == "s3" and info["objects"] > 0
     secret = cfg.get("aws_secret_access_key")
     assert not secret or secret not in json.dumps(info)
+
+
+def test_the_configuration_reference_is_generated_from_the_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/CONFIGURATION.md is `dkv options --markdown` of the built-ins: a key added, removed or
+    changed in the code without regenerating the page fails here."""
+    from dk_vector_plugins import DatabaseFactory
+    from dk_vector_plugins.cli import config_reference
+    from dk_vector_plugins.factory import CORE_OPTIONS, backends, extra_options
+
+    factory = DatabaseFactory(load_entrypoints=False)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "CONFIGURATION.md").read_text(encoding="utf-8")
+    assert page == config_reference(factory), "regenerate: DKV_DISABLE_PLUGIN_AUTOLOAD=1 dkv options --markdown > docs/CONFIGURATION.md"
+    keys = {o.name for o in CORE_OPTIONS} | {o.name for o in extra_options(factory.pm)}
+    for spec in backends(factory.pm).values():
+        keys |= {o.name for o in spec.options}
+    for key in keys:
+        assert f"| `{key}`" in page, key
+    assert main(["options", "--backend", "s3"]) == 0
+    out = capsys.readouterr().out
+    assert "aws_secret_access_key" in out and "secret (never shown)" in out
+    assert "directory of the table" not in out  # the file backend's path

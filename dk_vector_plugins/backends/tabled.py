@@ -80,7 +80,8 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             "commit_retries",
             (int,),
             20,
-            "commit attempts before ConflictError",
+            "lost commit races before a delete or clear gives up with ConflictError (writes that only "
+            "append are planned again on the winner's version instead)",
             backends=b,
             minimum=0,
         ),
