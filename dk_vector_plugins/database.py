@@ -19,6 +19,7 @@ single query's list).
 from __future__ import annotations
 
 import functools
+import inspect
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
@@ -89,8 +90,15 @@ class operation(Generic[P, R]):
     def __init__(self, fn: Callable[Concatenate[Any, P], Steps[R]], doc: str | None = None) -> None:
         self.fn = fn
         self.__name__ = fn.__name__
+        self.__qualname__ = fn.__qualname__
+        self.__module__ = fn.__module__
         self.__doc__ = fn.__doc__ if doc is None else doc
-        self.__wrapped__ = fn
+        # the signature users see: the generator's, returning what the operation returns
+        sig = inspect.signature(fn)
+        ret = sig.return_annotation
+        if isinstance(ret, str) and ret.startswith("Steps[") and ret.endswith("]"):
+            sig = sig.replace(return_annotation=ret[len("Steps[") : -1])
+        self.__signature__ = sig
 
         def run_sync(db: SyncDatabase, /, *args: Any, **kwargs: Any) -> Any:
             return db._drive(fn(db, *args, **kwargs))
@@ -100,20 +108,26 @@ class operation(Generic[P, R]):
 
         for runner in (run_sync, run_async):
             functools.update_wrapper(runner, fn)
-            if doc is not None:
-                runner.__doc__ = doc
+            runner.__doc__ = self.__doc__
+            setattr(runner, "__signature__", sig)  # noqa: B010
         self._sync: Callable[..., Any] = run_sync
         self._async: Callable[..., Any] = run_async
 
-    def then(self, after: Callable[[R], R2], doc: str) -> operation[P, R2]:
-        """The same operation (same signature) with ``after`` applied to its result."""
+    def then(self, after: Callable[[R], R2], doc: str, returns: str) -> operation[P, R2]:
+        """The same operation (same parameters) with ``after`` applied to its result, which is
+        of the type named ``returns``."""
         fn = self.fn
 
         def mapped(db: Any, /, *args: P.args, **kwargs: P.kwargs) -> Steps[R2]:
             return after((yield from fn(db, *args, **kwargs)))
 
         functools.update_wrapper(mapped, fn)
+        mapped.__signature__ = self.__signature__.replace(return_annotation=f"Steps[{returns}]")  # type: ignore[attr-defined]
         return operation(mapped, doc)
+
+    def __call__(self, db: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """``SyncDatabase.create(db, record)``: the operation called through the class."""
+        return self.__get__(db, type(db))(*args, **kwargs)
 
     @overload
     def __get__(self, db: None, owner: type | None = None) -> operation[P, R]: ...
@@ -512,6 +526,7 @@ class _Base:
         ``embedder`` config, ``"hashing"``). A progress bar shows when stderr is a terminal
         (``progress=False`` hides it).
         """,
+        returns="list[str]",
     )
 
     # -- lifecycle ------------------------------------------------------------------------------

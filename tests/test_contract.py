@@ -186,7 +186,7 @@ def test_a_builtin_raising_is_attributed_and_pluggy_is_untouched(monkeypatch: py
 
 def test_blocking_a_builtin_works_like_any_plugin() -> None:
     factory = DatabaseFactory(block=["defaults"])
-    assert "defaults" not in {p.name for p in list_plugins(factory.pm, all=True)}
+    assert {p.name: p.status for p in list_plugins(factory.pm, all=True)}["defaults"] == "blocked"
     db = factory.create(backend="memory", vector_enabled=True)
     db.create(Record({"embedding": VectorField([1.0, 0.0])}, id="a"))
     with pytest.raises(PluginError, match="no plugin answered dkv_vector_search for backend 'memory'"):
