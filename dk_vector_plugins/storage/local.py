@@ -77,7 +77,11 @@ class LocalObjectStore:
         return str(self.root / key)
 
     def path(self, key: str) -> Path:
-        """The file's path (as a Path)."""
+        """The file's path (as a Path); a key that could name a file outside ``root`` (an
+        absolute path, an empty, ``.`` or ``..`` part, a backslash, a NUL) is a
+        :class:`StorageError`."""
+        if not key or "\\" in key or "\x00" in key or any(p in ("", ".", "..") for p in key.split("/")):
+            raise StorageError(f"invalid object key {key!r} in the store at {self.root}")
         return self.root / key
 
     def do(self, op: Op) -> Any:
@@ -127,7 +131,7 @@ class LocalObjectStore:
                 raise StorageError(f"missing file {p}")
             try:
                 return open_npy(p)
-            except (ValueError, EOFError, OSError) as e:
+            except (ValueError, OSError) as e:
                 raise StorageError(f"corrupt or truncated file {p}: {e}") from e
         if isinstance(op, Put):
             tmp = self._write_tmp(op.key, op.data)

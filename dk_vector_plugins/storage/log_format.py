@@ -29,28 +29,44 @@ Deletes and updates are tombstones: a segment lists the ids it deletes, and a la
 id replaces the earlier one. Compaction writes the live rows as one segment flagged ``clear`` in a
 new manifest. Clean-up deletes only objects that none of the last ``keep_versions`` manifests name
 and that are older than a grace period, so a reader still on an older version keeps working.
+
+Integrity (format 3). Every object of a segment has a checksum in the segment's manifest entry
+(``"checksums": {"algorithm": "xxh3_64", "block": 262144, "objects": {"ids.txt": <hex>, ...}}``):
+the xxh3_64 of the list of xxh3_64 digests of its 256 KiB blocks (little-endian uint64s). A
+``.npy`` object carries that list after its data (``trailer``), so a ranged read of a few rows
+checks the blocks it reads against the trailer, and the trailer against the manifest. An object
+is verified when it is first loaded (a memory-mapped file is hashed once, on open); a mismatch is
+a :class:`StorageError` naming the object. Segments written in formats 1 and 2 have no checksums
+(a manifest of those formats is never read for any); compaction rewrites them with checksums.
+
+Manifests and ``LATEST.json`` are untrusted input: :func:`validate_manifest` checks them before
+use (segment names are plain file names, counts are bounded integers, keys are known), and no
+count read from them sizes anything before an object has confirmed it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 import attrs
 import numpy as np
 import numpy.typing as npt
+import xxhash
 
 from ..core import WriteBatch
 from ..errors import DkvPerformanceWarning, StorageError
 from ..index import LazyArray
 from ..memtable import RecordTable
 from ..vectors import squared_norms
-from .npy import dump_npy, npy_header
+from .npy import dump_npy, npy_header, npy_header_bytes, npy_source
 from .ops import (
     Data,
     Delete,
@@ -67,13 +83,19 @@ from .ops import (
     PutIfMatch,
     data_len,
 )
-from .row_codec import EMPTY_ROW, LazyRows, encode_row, line_at
+from .row_codec import EMPTY_ROW, LazyRows, RowParts, encode_row, line_at
 
-__all__ = ["FORMAT_VERSION", "TableLogic", "TableOptions", "TableState"]
+__all__ = ["FORMAT_VERSION", "Checksums", "TableLogic", "TableOptions", "TableState", "validate_manifest"]
 
 #: The table format this version writes; a manifest with a higher number is refused.
-#: 1: ids in ``.ids.json``; 2: adds ``.ids.txt``, ``.deletes.json``, ``.sq.npy`` and ``fresh``.
-FORMAT_VERSION = 2
+#: 1: ids in ``.ids.json``; 2: adds ``.ids.txt``, ``.deletes.json``, ``.sq.npy`` and ``fresh``;
+#: 3: adds checksums of every segment object (and block digests after ``.npy`` data).
+FORMAT_VERSION = 3
+#: The first format whose manifests hold checksums.
+CHECKSUM_FORMAT = 3
+CHECKSUM_ALGORITHM = "xxh3_64"
+#: Bytes per checksum block: what a ranged read reads at least (and verifies) per row it wants.
+CHECKSUM_BLOCK = 1 << 18
 LATEST = "LATEST.json"
 MANIFESTS = "manifests/"
 SEGMENTS = "segments/"
@@ -123,22 +145,249 @@ class TableState:
     stats: dict[str, int] = attrs.field(factory=lambda: {"segments_loaded": 0, "bytes_loaded": 0})
 
 
+# --- checksums ---------------------------------------------------------------------------------
+
+Buffer = bytes | bytearray | memoryview
+_digest = xxhash.xxh3_64_intdigest
+
+
+def block_digests(parts: Sequence[Any], block: int) -> npt.NDArray[np.uint64]:
+    """The xxh3_64 digest of every ``block`` bytes of the concatenation of ``parts`` (buffers)."""
+    out: list[int] = []
+    pending: Any = None  # a block begun in one part and continued in the next
+    filled = 0
+    for part in parts:
+        view = memoryview(part).cast("B")
+        n = len(view)
+        at = 0
+        if pending is not None:
+            at = min(block - filled, n)
+            pending.update(view[:at])
+            filled += at
+            if filled == block:
+                out.append(pending.intdigest())
+                pending = None
+        whole = (n - at) // block
+        out.extend(_digest(view[i : i + block]) for i in range(at, at + whole * block, block))
+        at += whole * block
+        if at < n:
+            pending, filled = xxhash.xxh3_64(view[at:]), n - at
+    if pending is not None:
+        out.append(pending.intdigest())
+    return np.array(out, dtype="<u8")
+
+
+def digest_list_checksum(digests: Buffer) -> str:
+    """The checksum of an object whose block digests are ``digests`` (little-endian uint64s)."""
+    return xxhash.xxh3_64_hexdigest(digests)
+
+
+def object_checksum(parts: Sequence[Any], block: int = CHECKSUM_BLOCK) -> str:
+    """The checksum of an object of ``parts``: xxh3_64 of its block digests."""
+    return digest_list_checksum(block_digests(parts, block).tobytes())
+
+
+@attrs.frozen
+class Checksums:
+    """The checksums of one segment's objects (a format-3 manifest entry's ``checksums``).
+
+    :ivar block: bytes per checksum block.
+    :ivar objects: object key -> checksum (hex).
+    """
+
+    block: int
+    objects: Mapping[str, str]
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> Checksums | None:
+        """Those of a validated manifest entry (``None``: a segment of format 1 or 2)."""
+        sums = entry.get("checksums")
+        if sums is None:
+            return None
+        base = f"{SEGMENTS}{entry['name']}."
+        return cls(int(sums["block"]), {base + k: v for k, v in sums["objects"].items()})
+
+    def expected(self, key: str) -> str:
+        """The checksum of ``key`` (every object of the segment has one: validated)."""
+        return self.objects[key]
+
+
+def _mismatch(where: str, detail: str) -> StorageError:
+    return StorageError(f"checksum mismatch in segment file {where}: {detail} (the object is damaged)")
+
+
+def verify_bytes(data: Buffer, key: str, sums: Checksums | None, describe: Callable[[str], str]) -> None:
+    """Check an object's bytes against its checksum (nothing to check without checksums)."""
+    if sums is None:
+        return
+    want = sums.expected(key)
+    got = object_checksum([data], sums.block)
+    if got != want:
+        raise _mismatch(describe(key), f"xxh3_64 {got}, the manifest says {want}")
+
+
+def verify_npy(array: npt.NDArray[Any], key: str, sums: Checksums | None, describe: Callable[[str], str]) -> None:
+    """Check a loaded ``.npy`` object (its header, data and trailer of block digests, and that
+    nothing follows) against its checksum."""
+    if sums is None:
+        return
+    whole = npy_source(array)
+    if whole is None:  # pragma: no cover - the stores load arrays with npy.open_npy / load_npy
+        raise StorageError(f"cannot verify {describe(key)}: not loaded from its object")
+    view = memoryview(whole).cast("B")
+    # where the array's data lies in the object (its header was parsed when it was loaded)
+    start = array.__array_interface__["data"][0] - np.frombuffer(whole, dtype=np.uint8).__array_interface__["data"][0]
+    end = start + array.nbytes
+    trailer = 8 * math.ceil(end / sums.block)
+    if len(view) != end + trailer:
+        raise _mismatch(describe(key), f"{len(view)} bytes, its checksum covers {end + trailer}")
+    digests = block_digests([view[:end]], sums.block).tobytes()
+    if digests != view[end:]:
+        raise _mismatch(describe(key), "its data does not match its block digests")
+    if digest_list_checksum(digests) != sums.expected(key):
+        raise _mismatch(describe(key), "its block digests do not match the manifest")
+
+
+def _block_spans(spans: Sequence[tuple[int, int]], block: int, end: int) -> list[tuple[int, int]]:
+    """Byte spans (ascending) widened to whole checksum blocks of an object's first ``end``
+    bytes, overlapping ones merged."""
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        a, b = a // block * block, min(-(-b // block) * block, end)
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def npy_object(array: npt.NDArray[Any], block: int) -> tuple[tuple[Buffer, ...], str]:
+    """A ``.npy`` object with its trailer of block digests, and its checksum."""
+    head, body = dump_npy(array)
+    digests = block_digests([head, body], block).tobytes()
+    return (head, body, digests), digest_list_checksum(digests)
+
+
+# --- untrusted manifests -----------------------------------------------------------------------
+
+#: A segment name is a plain file name: no separator, no "..", not hidden.
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+FIELD_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
+_HEX64 = re.compile(r"[0-9a-f]{16}")
+#: Sanity bounds of counts and dimensions (an object must still confirm every count).
+MAX_COUNT = 1 << 48
+MAX_DIM = 1 << 24
+MAX_VERSION = 10**20 - 1  # manifest keys have 20 digits
+
+
+class _Invalid(Exception):
+    """A manifest violates the schema (the message says where)."""
+
+
+def _int(value: Any, at: str, low: int = 0, high: int = MAX_COUNT) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise _Invalid(f"{at} is {value!r}, not an integer in [{low}, {high}]")
+    return value
+
+
+def _opt(entry: Mapping[str, Any], key: str, kind: type, at: str) -> None:
+    if key in entry and type(entry[key]) is not kind:
+        raise _Invalid(f"{at}.{key} is {entry[key]!r}, not a {kind.__name__}")
+
+
+def validate_manifest(m: Any, where: str) -> dict[str, Any]:
+    """Check a parsed manifest (or ``LATEST.json``) against the table format's schema.
+
+    Returns it with, for formats 1 and 2, no checksums (they are not read from such a manifest).
+    Any violation is a :class:`StorageError` naming ``where`` and the offending value.
+    """
+    try:
+        if not isinstance(m, dict):
+            raise _Invalid(f"not a JSON object but {type(m).__name__}")
+        fmt = _int(m.get("format"), "format", 1, 2**31)
+        if fmt > FORMAT_VERSION:
+            raise StorageError(
+                f"{where} was written in table format {fmt} by a newer dk_vector_plugins; this version "
+                f"reads format {FORMAT_VERSION} and older: upgrade the package"
+            )
+        _int(m.get("version"), "version", 0, MAX_VERSION)
+        if "created" in m and (type(m["created"]) not in (int, float) or not math.isfinite(m["created"])):
+            raise _Invalid(f"created is {m['created']!r}, not a time")
+        if "rows" in m:
+            _int(m["rows"], "rows")
+        segs = m.get("segments")
+        if not isinstance(segs, list):
+            raise _Invalid(f"segments is {type(segs).__name__}, not a list")
+        entries = [_valid_entry(e, f"segments[{i}]", fmt) for i, e in enumerate(segs)]
+        if len({e["name"] for e in entries}) != len(entries):
+            raise _Invalid("a segment name appears twice")
+    except _Invalid as e:
+        raise StorageError(f"corrupt manifest {where}: {e}") from None
+    return {**m, "segments": entries}
+
+
+def _valid_entry(e: Any, at: str, fmt: int) -> dict[str, Any]:
+    if not isinstance(e, dict):
+        raise _Invalid(f"{at} is {type(e).__name__}, not a JSON object")
+    name = e.get("name")
+    if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name) or ".." in name:
+        raise _Invalid(f"{at}.name is {name!r}, not a plain file name ([A-Za-z0-9._-], no '..')")
+    rows = _int(e.get("rows"), f"{at}.rows")
+    if "deletes" in e:
+        _int(e["deletes"], f"{at}.deletes")
+    for key in ("clear", "fresh", "data"):
+        _opt(e, key, bool, at)
+    if e.get("ids", "json") not in ("txt", "json"):
+        raise _Invalid(f"{at}.ids is {e['ids']!r}, not 'txt' or 'json'")
+    if "bytes" in e:
+        _int(e["bytes"], f"{at}.bytes", 0, 2**63)
+    fields = e.get("fields")
+    if not isinstance(fields, dict):
+        raise _Invalid(f"{at}.fields is {type(fields).__name__}, not a JSON object")
+    keys: set[str] = set()
+    for fname, f in fields.items():
+        fat = f"{at}.fields[{fname!r}]"
+        if not fname or not isinstance(f, dict):
+            raise _Invalid(f"{fat} is not a named JSON object")
+        fkey = f.get("key")
+        if not isinstance(fkey, str) or not FIELD_KEY.fullmatch(fkey) or fkey in keys:
+            raise _Invalid(f"{fat}.key is {fkey!r}, not a new key of [A-Za-z0-9_]")
+        keys.add(fkey)
+        _int(f.get("dim"), f"{fat}.dim", 1, MAX_DIM)
+        _int(f.get("count"), f"{fat}.count", 0, rows)
+        _opt(f, "sq", bool, fat)
+    out = {k: v for k, v in e.items() if k != "checksums"}
+    if fmt >= CHECKSUM_FORMAT and "checksums" in e:
+        out["checksums"] = _valid_checksums(e["checksums"], out, f"{at}.checksums")
+    return out
+
+
+def _valid_checksums(sums: Any, entry: Mapping[str, Any], at: str) -> dict[str, Any]:
+    if not isinstance(sums, dict) or sums.get("algorithm") != CHECKSUM_ALGORITHM:
+        raise _Invalid(f"{at} is not {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'block': ..., 'objects': ...}}")
+    block = _int(sums.get("block"), f"{at}.block", 4096, 1 << 30)
+    if block & (block - 1):
+        raise _Invalid(f"{at}.block is {block}, not a power of two")
+    objects = sums.get("objects")
+    base = len(SEGMENTS) + len(entry["name"]) + 1
+    want = {k[base:] for k in segment_keys(entry)}
+    if not isinstance(objects, dict) or set(objects) != want:
+        raise _Invalid(f"{at}.objects does not name exactly the segment's objects {sorted(want)}")
+    for k, v in objects.items():
+        if not isinstance(v, str) or not _HEX64.fullmatch(v):
+            raise _Invalid(f"{at}.objects[{k!r}] is {v!r}, not 16 hex digits")
+    return sums
+
+
 def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
     try:
         m = json.loads(raw)
-        version = int(m["version"])
-        fmt = int(m["format"])
-        segs = m["segments"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise StorageError(f"corrupt manifest {where}: {e}") from e
-    if fmt > FORMAT_VERSION:
-        raise StorageError(
-            f"{where} was written in table format {fmt} by a newer dk_vector_plugins; this version reads "
-            f"format {FORMAT_VERSION} and older: upgrade the package"
-        )
-    if not isinstance(segs, list) or version < 0:
-        raise StorageError(f"corrupt manifest {where}")
-    return m  # type: ignore[no-any-return]
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise StorageError(f"corrupt manifest {where}: {type(e).__name__}: {e}") from None
+    return validate_manifest(m, where)
+
+
+# --- segment entries and their objects ---------------------------------------------------------
 
 
 def has_row_data(entry: Mapping[str, Any]) -> bool:
@@ -157,31 +406,62 @@ def id_keys(entry: Mapping[str, Any]) -> list[str]:
     return keys
 
 
+def segment_keys(entry: Mapping[str, Any]) -> list[str]:
+    """Every object key of a segment."""
+    base = f"{SEGMENTS}{entry['name']}"
+    keys = list(id_keys(entry))
+    if has_row_data(entry):
+        keys.append(f"{base}.rows.jsonl")
+    for f in entry["fields"].values():
+        keys.append(f"{base}.{f['key']}.npy")
+        if f.get("sq"):
+            keys.append(f"{base}.{f['key']}.sq.npy")
+        if f["count"] < entry["rows"]:
+            keys.append(f"{base}.{f['key']}.mask.npy")
+    return keys
+
+
+def _strings(raw: Any, where: str) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise StorageError(f"corrupt segment file {where}: not a list of ids")
+    return raw
+
+
+def _json(raw: bytes, where: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise StorageError(f"corrupt segment file {where}: {type(e).__name__}: {e}") from None
+
+
 def decode_ids(
     entry: Mapping[str, Any], raw: Sequence[bytes], describe: Callable[[str], str]
 ) -> tuple[Sequence[str] | Callable[[], Sequence[str]], list[str]]:
     """A segment's ids and deletes from the objects :func:`id_keys` names.
 
-    Text ids are checked by count now and decoded when first asked for (a function).
+    Text ids are checked by count now (at most one id per byte) and decoded when first asked
+    for (a function).
     """
     keys = id_keys(entry)
     m = int(entry["rows"])
     if entry.get("ids") != "txt":
-        try:
-            meta = json.loads(raw[0])
-            ids = list(map(str, meta["ids"]))
-            deletes = list(map(str, meta["deletes"]))
-        except (ValueError, KeyError, TypeError) as e:
-            raise StorageError(f"corrupt segment file {describe(keys[0])}: {e}") from e
+        meta = _json(raw[0], describe(keys[0]))
+        if not isinstance(meta, dict):
+            raise StorageError(f"corrupt segment file {describe(keys[0])}: not a JSON object")
+        ids = _strings(meta.get("ids"), describe(keys[0]))
+        deletes = _strings(meta.get("deletes"), describe(keys[0]))
         if len(ids) != m:
             raise StorageError(f"segment file {describe(keys[0])} lists {len(ids)} ids, its manifest says {m}")
         return ids, deletes
     deletes = []
     if len(keys) > 1:
-        try:
-            deletes = list(map(str, json.loads(raw[1])))
-        except (ValueError, TypeError) as e:
-            raise StorageError(f"corrupt segment file {describe(keys[1])}: {e}") from e
+        deletes = _strings(_json(raw[1], describe(keys[1])), describe(keys[1]))
+        if len(deletes) != int(entry["deletes"]):
+            raise StorageError(
+                f"segment file {describe(keys[1])} lists {len(deletes)} ids, its manifest says {entry['deletes']}"
+            )
+    if m > len(raw[0]) or (m == 0) != (len(raw[0]) == 0):  # one line per id, each ended by "\n"
+        raise StorageError(f"segment file {describe(keys[0])} cannot hold the {m} ids its manifest says")
     lazy = LazyIds(raw[0], describe(keys[0]), m)
     return lambda: lazy, deletes
 
@@ -241,6 +521,48 @@ class LazyIds(Sequence[str]):
         return self._all
 
 
+class CheckedRows(LazyRows):
+    """A segment's rows, parsed row by row on access (:class:`LazyRows`) and each checked: data,
+    metadata and vector info are JSON objects, the info of each vector field too. Anything else,
+    or a row nested too deeply to decode, is a :class:`StorageError` naming the object."""
+
+    def __init__(self, raw: bytes, where: str) -> None:
+        super().__init__(raw, where)
+        self._object = where
+
+    def __getitem__(self, i: Any) -> Any:  # as LazyRows (a slice: row by row, through here)
+        if isinstance(i, slice):
+            return super().__getitem__(i)
+        try:
+            row = super().__getitem__(i)
+        except RecursionError:
+            raise StorageError(f"corrupt segment rows {self._object} (row {i}): nested too deeply") from None
+        data, meta, vinfo = row
+        if not (
+            type(data) is dict
+            and type(meta) is dict
+            and type(vinfo) is dict
+            and all(type(v) is dict and type(v.get("metadata", {})) is dict for v in vinfo.values())
+        ):
+            raise StorageError(
+                f"corrupt segment rows {self._object} (row {i}): not a record's data, metadata and vector info"
+            )
+        return row
+
+
+#: A segment read and checked, not yet applied to a table (see :meth:`RecordTable.load_segment`).
+StoredVectors = tuple[Any, "npt.NDArray[np.bool_] | None", Any]
+
+
+@attrs.frozen
+class _ReadSegment:
+    entry: Mapping[str, Any]
+    ids: Sequence[str] | Callable[[], Sequence[str]]
+    deletes: list[str]
+    vectors: dict[str, StoredVectors]
+    loader: Callable[[], Sequence[RowParts]] | None
+
+
 class TableLogic:
     """The table programs. ``describe(key)`` names an object in error messages."""
 
@@ -248,7 +570,8 @@ class TableLogic:
         self.options = options
         self.describe = describe
         self.check_norms = False  # verify(): recompute stored norms
-        self._data_offsets: dict[str, int] = {}  # .npy key -> where its data starts (row reads)
+        # .npy key -> (where its data starts, its verified block digests or None): row reads
+        self._layouts: dict[str, tuple[int, npt.NDArray[np.uint64] | None]] = {}
 
     # -- encoding -------------------------------------------------------------------------------
     def encode_segment(
@@ -257,16 +580,26 @@ class TableLogic:
         """The manifest entry and the objects of a batch's segment (validates JSON-ability)."""
         name = f"{version:012d}-{uuid.uuid4().hex[:16]}"
         base = f"{SEGMENTS}{name}"
+        block = CHECKSUM_BLOCK
+        sums: dict[str, str] = {}
+        objects: dict[str, Data] = {}
+
+        def put(suffix: str, data: bytes) -> None:
+            objects[f"{base}.{suffix}"] = data
+            sums[suffix] = object_checksum([data], block)
+
+        def put_npy(suffix: str, array: npt.NDArray[Any]) -> None:
+            objects[f"{base}.{suffix}"], sums[suffix] = npy_object(array, block)
+
         ids = batch.row_ids()
         text_ids = "\n".join(ids)
-        objects: dict[str, Data] = {}
         id_format = "txt" if text_ids.count("\n") == max(len(ids) - 1, 0) else "json"  # no id holds one
         if id_format == "txt":
-            objects[f"{base}.ids.txt"] = (text_ids + "\n").encode() if ids else b""
+            put("ids.txt", (text_ids + "\n").encode() if ids else b"")
             if batch.deletes:
-                objects[f"{base}.deletes.json"] = json.dumps(list(batch.deletes)).encode()
+                put("deletes.json", json.dumps(list(batch.deletes)).encode())
         else:
-            objects[f"{base}.ids.json"] = json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode()
+            put("ids.json", json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode())
         has_data = False
         if batch.rows:
             lines = [
@@ -275,7 +608,7 @@ class TableLogic:
             ]
             has_data = any(line is not EMPTY_ROW for line in lines)
             if has_data:  # rows that are all empty (vectors only) need no file
-                objects[f"{base}.rows.jsonl"] = b"".join(lines)
+                put("rows.jsonl", b"".join(lines))
         m = len(ids)
         fields: dict[str, Any] = {}
         for i, (field, (positions, mat)) in enumerate(sorted(batch.batches.items())):
@@ -286,16 +619,16 @@ class TableLogic:
             else:
                 full = np.zeros((m, mat.shape[1]), dtype=np.float32)
                 full[positions] = mat
-            objects[f"{base}.{key}.npy"] = dump_npy(full)
+            put_npy(f"{key}.npy", full)
             known = batch.norms.get(field)
             sq = np.zeros(m, dtype=np.float32)
             sq[positions] = known if known is not None and len(known) == len(mat) else squared_norms(mat)
-            objects[f"{base}.{key}.sq.npy"] = dump_npy(sq)
+            put_npy(f"{key}.sq.npy", sq)
             count = m if dense else len(np.unique(positions))
             if count < m:
                 present = np.zeros(m, dtype=np.bool_)
                 present[positions] = True
-                objects[f"{base}.{key}.mask.npy"] = dump_npy(present)
+                put_npy(f"{key}.mask.npy", present)
             fields[field] = {"key": key, "dim": int(mat.shape[1]), "count": count, "sq": True}
         entry = {
             "name": name,
@@ -307,23 +640,14 @@ class TableLogic:
             "data": has_data,
             "fields": fields,
             "bytes": sum(data_len(v) for v in objects.values()),
+            "checksums": {"algorithm": CHECKSUM_ALGORITHM, "block": block, "objects": sums},
         }
         return entry, objects
 
     @staticmethod
     def segment_keys(entry: Mapping[str, Any]) -> list[str]:
         """Every object key of a segment."""
-        base = f"{SEGMENTS}{entry['name']}"
-        keys = list(id_keys(entry))
-        if has_row_data(entry):
-            keys.append(f"{base}.rows.jsonl")
-        for f in entry["fields"].values():
-            keys.append(f"{base}.{f['key']}.npy")
-            if f.get("sq"):
-                keys.append(f"{base}.{f['key']}.sq.npy")
-            if f["count"] < entry["rows"]:
-                keys.append(f"{base}.{f['key']}.mask.npy")
-        return keys
+        return segment_keys(entry)
 
     # -- reading --------------------------------------------------------------------------------
     def refresh(
@@ -364,11 +688,8 @@ class TableLogic:
     ) -> Program[None]:
         segs = manifest["segments"]
         old = [s["name"] for s in state.segments]
-        if [s["name"] for s in segs[: len(old)]] == old:
-            new = segs[len(old) :]
-        else:  # compacted or cleared by another writer: rebuild from its segments
-            table.clear()
-            new = segs
+        rebuild = [s["name"] for s in segs[: len(old)]] != old
+        new = segs if rebuild else segs[len(old) :]  # rebuild: compacted or cleared by another writer
         total = sum(int(e.get("bytes", 0)) for e in new)
         if self.options.warn_load_bytes is not None and total > self.options.warn_load_bytes:
             warnings.warn(
@@ -393,65 +714,85 @@ class TableLogic:
                 if f["count"] < entry["rows"]:
                     ops.append(GetArray(f"{base}.{f['key']}.mask.npy"))
         results = iter((yield Many(ops)) if ops else [])
-        table.expect_rows(table.nrows + sum(int(e["rows"]) for e in new))
-        for entry in new:
-            self._load_segment(table, entry, results, runner)
-            state.stats["segments_loaded"] += 1
-            state.stats["bytes_loaded"] += int(entry.get("bytes", 0))
-        table.expect_rows(0)
+        # every object is checked (and every count confirmed by one) before the table changes
+        read = [self._read_segment(entry, results, runner) for entry in new]
+        if rebuild:
+            table.clear()
+        table.expect_rows(table.nrows + sum(int(r.entry["rows"]) for r in read))
+        try:
+            for r in read:
+                self._check_dimensions(table, r)
+                table.load_segment(
+                    r.ids,
+                    int(r.entry["rows"]),
+                    r.deletes,
+                    r.vectors,
+                    r.loader,
+                    clear=bool(r.entry.get("clear")),
+                    fresh=bool(r.entry.get("fresh")),
+                )
+                state.stats["segments_loaded"] += 1
+                state.stats["bytes_loaded"] += int(r.entry.get("bytes", 0))
+        finally:
+            table.expect_rows(0)
         state.version = int(manifest["version"])
         state.segments = list(segs)
 
-    def _load_segment(
-        self,
-        table: RecordTable,
-        entry: Mapping[str, Any],
-        results: Any,
-        runner: Callable[[Program[Any]], Any],
-    ) -> None:
-        base = f"{SEGMENTS}{entry['name']}"
-        m = int(entry["rows"])
-        ids: Sequence[str] | Callable[[], Sequence[str]]
-        if self._ids_later(entry):
-            ids_key = id_keys(entry)[0]
-            read: list[Sequence[str]] = []
-
-            def ids() -> Sequence[str]:
-                if not read:
-                    got, _ = decode_ids(entry, [runner(self.get_bytes(ids_key))], self.describe)
-                    read.append(got() if callable(got) else got)
-                return read[0]
-
-            deletes: list[str] = []
-        else:
-            ids, deletes = decode_ids(entry, [next(results).data for _ in id_keys(entry)], self.describe)
-        rows_key = f"{base}.rows.jsonl"
-        cache: list[LazyRows] = []
-        if not self.options.lazy_rows and has_row_data(entry):
-            # fetched with the vectors (no request later), parsed row by row when first used
-            fetched = LazyRows(next(results).data, self.describe(rows_key))
-            if len(fetched) != m:
-                raise StorageError(
-                    f"segment file {self.describe(rows_key)} holds {len(fetched)} rows, expected {m}"
-                )
-            cache.append(fetched)
-        vectors: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None, Any]] = {}
-        for field, f in entry["fields"].items():
-            key = f"{base}.{f['key']}.npy"
-            skey = f"{base}.{f['key']}.sq.npy"
-            shape = (m, int(f["dim"]))
+    def _check_dimensions(self, table: RecordTable, read: _ReadSegment) -> None:
+        for field, f in read.entry["fields"].items():
             dim = table.vector_dimension(field)
             if dim is not None and dim != f["dim"]:
+                key = f"{SEGMENTS}{read.entry['name']}.{f['key']}.npy"
                 raise StorageError(
                     f"segment file {self.describe(key)} has {f['dim']}-dimensional vectors for field "
                     f"{field!r}, the store has {dim}"
                 )
+
+    def _read_segment(
+        self, entry: Mapping[str, Any], results: Iterator[Any], runner: Callable[[Program[Any]], Any]
+    ) -> _ReadSegment:
+        """Check the objects of one segment fetched by :meth:`_apply_manifest` (in its order) and
+        set up those read later."""
+        base = f"{SEGMENTS}{entry['name']}"
+        sums = Checksums.of(entry)
+        m = int(entry["rows"])
+        ids: Sequence[str] | Callable[[], Sequence[str]]
+        deletes: list[str] = []
+        if self._ids_later(entry):
+            ids_key = id_keys(entry)[0]
+            ids_read: list[Sequence[str]] = []
+
+            def ids() -> Sequence[str]:
+                if not ids_read:
+                    got, _ = decode_ids(entry, [runner(self.get_bytes(ids_key, sums))], self.describe)
+                    ids_read.append(got() if callable(got) else got)
+                return ids_read[0]
+
+        else:
+            raw = []
+            for k in id_keys(entry):
+                data = next(results).data
+                verify_bytes(data, k, sums, self.describe)
+                raw.append(data)
+            ids, deletes = decode_ids(entry, raw, self.describe)
+        rows_key = f"{base}.rows.jsonl"
+        cache: list[CheckedRows] = []
+        if not self.options.lazy_rows and has_row_data(entry):
+            # fetched with the vectors (no request later), parsed row by row when first used
+            data = next(results).data
+            verify_bytes(data, rows_key, sums, self.describe)
+            cache.append(self._rows(rows_key, data, m))
+        vectors: dict[str, StoredVectors] = {}
+        for field, f in entry["fields"].items():
+            key = f"{base}.{f['key']}.npy"
+            skey = f"{base}.{f['key']}.sq.npy"
+            shape = (m, int(f["dim"]))
             mat: Any
             sq: Any = None
             if self.options.load_vectors:
-                mat = self._checked(key, next(results), shape)
+                mat = self._checked(key, next(results), shape, sums)
                 if f.get("sq"):
-                    sq = self._checked(skey, next(results), (m,))
+                    sq = self._checked(skey, next(results), (m,), sums)
                     if self.check_norms and not np.allclose(sq, squared_norms(mat), rtol=1e-5, atol=1e-30):
                         raise StorageError(
                             f"segment file {self.describe(skey)} does not hold the squared norms of "
@@ -460,122 +801,191 @@ class TableLogic:
             else:  # read when a search needs them all, or a record its own vector
                 mat = LazyArray(
                     shape,
-                    functools.partial(self.read_array, runner, key, shape),
-                    functools.partial(self.read_vectors, runner, key, shape),
+                    functools.partial(self.read_array, runner, key, shape, sums),
+                    functools.partial(self.read_vectors, runner, key, shape, sums=sums),
                 )
                 if f.get("sq"):
-                    sq = LazyArray((m,), functools.partial(self.read_array, runner, skey, (m,)))
+                    sq = LazyArray((m,), functools.partial(self.read_array, runner, skey, (m,), sums))
             present = None
             if f["count"] < m:
                 mkey = f"{base}.{f['key']}.mask.npy"
-                present = np.array(next(results), dtype=np.bool_)
-                if present.shape != (m,):
-                    raise StorageError(
-                        f"segment file {self.describe(mkey)} has shape {present.shape}, expected {(m,)}"
-                    )
+                present = self._checked(mkey, next(results), (m,), sums, np.dtype(np.bool_))
             vectors[field] = (mat, present, sq)
 
-        def loader() -> LazyRows:
+        def loader() -> CheckedRows:
             # read once, parse row by row on demand (the table asks again for later rows)
             if not cache:
-                got = runner(self.get_rows(rows_key))
-                if len(got) != m:
-                    raise StorageError(
-                        f"segment file {self.describe(rows_key)} holds {len(got)} rows, expected {m}"
-                    )
-                cache.append(got)
+                cache.append(self._rows(rows_key, runner(self.get_bytes(rows_key, sums)), m))
             return cache[0]
 
-        table.load_segment(
-            ids,
-            m,
-            deletes,
-            vectors,
-            loader if has_row_data(entry) else None,
-            clear=bool(entry.get("clear")),
-            fresh=bool(entry.get("fresh")),
-        )
+        return _ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None)
 
-    def _checked(self, key: str, arr: npt.NDArray[Any], shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
-        if arr.dtype != np.float32 or arr.shape != shape:
+    def _rows(self, key: str, data: bytes, expected: int) -> CheckedRows:
+        rows = CheckedRows(data, self.describe(key))
+        if len(rows) != expected:
+            raise StorageError(f"segment file {self.describe(key)} holds {len(rows)} rows, expected {expected}")
+        return rows
+
+    def _checked(
+        self,
+        key: str,
+        arr: npt.NDArray[Any],
+        shape: tuple[int, ...],
+        sums: Checksums | None,
+        dtype: np.dtype[Any] = np.dtype(np.float32),
+    ) -> npt.NDArray[Any]:
+        """A loaded ``.npy`` object, checked: its dtype, shape and C order, then its checksum."""
+        if arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
             raise StorageError(
-                f"segment file {self.describe(key)} holds {arr.dtype} {arr.shape}, expected float32 {shape}"
+                f"segment file {self.describe(key)} holds {arr.dtype} {arr.shape}, expected {dtype} {shape}"
             )
+        verify_npy(arr, key, sums, self.describe)
         return arr
 
     def read_array(
-        self, runner: Callable[[Program[Any]], Any], key: str, shape: tuple[int, ...]
-    ) -> npt.NDArray[np.float32]:
-        """A whole float32 ``.npy`` object of ``shape`` (memory-mapped where the store is local)."""
-        return self._checked(key, runner(self.get_array(key)), shape)
+        self,
+        runner: Callable[[Program[Any]], Any],
+        key: str,
+        shape: tuple[int, ...],
+        sums: Checksums | None = None,
+        dtype: np.dtype[Any] = np.dtype(np.float32),
+    ) -> npt.NDArray[Any]:
+        """A whole ``.npy`` object of ``shape`` and ``dtype`` (memory-mapped where the store is
+        local), verified against ``sums``."""
+        return self._checked(key, runner(self.get_array(key)), shape, sums, dtype)
 
     def get_array(self, key: str) -> Program[npt.NDArray[Any]]:
-        """Load a ``.npy`` object (any dtype and shape)."""
+        """Load a ``.npy`` object (any dtype and shape; unchecked)."""
         arr: npt.NDArray[Any] = yield GetArray(key)
         return arr
 
     def read_vectors(
-        self, runner: Callable[[Program[Any]], Any], key: str, shape: tuple[int, int], rows: npt.NDArray[np.int64]
+        self,
+        runner: Callable[[Program[Any]], Any],
+        key: str,
+        shape: tuple[int, int],
+        rows: npt.NDArray[np.int64],
+        sums: Checksums | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Some rows of a segment's vectors: ranged reads of just those rows."""
-        out: npt.NDArray[np.float32] = runner(self._vector_rows(key, shape, rows))
+        """Some rows of a segment's vectors: ranged reads of just those rows (of the checksum
+        blocks holding them, each verified, when the segment has checksums)."""
+        out: npt.NDArray[np.float32] = runner(self._vector_rows(key, shape, rows, sums))
         return out
 
-    def _vector_rows(self, key: str, shape: tuple[int, int], rows: npt.NDArray[np.int64]) -> Program[Any]:
-        offset = self._data_offsets.get(key)
-        if offset is None:
-            head = yield GetRange(key, 0, 4096)
-            try:
-                got_shape, fortran, dtype, offset = npy_header(head)
-            except (ValueError, EOFError) as e:
-                raise StorageError(f"corrupt segment file {self.describe(key)}: {e}") from e
-            if fortran or dtype != np.float32 or got_shape != shape:
-                raise StorageError(
-                    f"segment file {self.describe(key)} holds {dtype} {got_shape}, expected float32 {shape}"
-                )
-            self._data_offsets[key] = offset
+    def _layout(
+        self, key: str, shape: tuple[int, int], sums: Checksums | None
+    ) -> Program[tuple[int, npt.NDArray[np.uint64] | None]]:
+        """Where a vectors object's data starts, and (with checksums) its verified block digests.
+
+        With checksums the header is not read: the trailer of block digests is looked for where
+        the header this version writes would put it, and found there (its checksum matching the
+        manifest's) it proves that offset. Only if it is not there is the header asked.
+        """
+        if sums is None:
+            return (yield from self._header_offset(key, shape)), None
+        guess = len(npy_header_bytes(shape, np.dtype(np.float32)))
+        digests = yield from self._trailer(key, guess, shape, sums)
+        if digests is not None:
+            return guess, digests
+        offset = yield from self._header_offset(key, shape)
+        digests = None if offset == guess else (yield from self._trailer(key, offset, shape, sums))
+        if digests is None:
+            raise _mismatch(self.describe(key), "its block digests do not match the manifest")
+        return offset, digests
+
+    def _trailer(
+        self, key: str, offset: int, shape: tuple[int, int], sums: Checksums
+    ) -> Program[npt.NDArray[np.uint64] | None]:
+        """The block digests after the data of a vectors object whose data starts at ``offset``,
+        if they are there (and nothing follows them) and match the manifest."""
+        end = offset + shape[0] * shape[1] * 4
+        size = 8 * math.ceil(end / sums.block)
+        trailer = yield GetRange(key, end, size + 1)
+        if len(trailer) != size or digest_list_checksum(trailer) != sums.expected(key):
+            return None
+        return np.frombuffer(trailer, dtype="<u8")
+
+    def _header_offset(self, key: str, shape: tuple[int, int]) -> Program[int]:
+        """Where the data of a vectors object starts, by its header (checked against ``shape``)."""
+        head = yield GetRange(key, 0, 4096)
+        try:
+            got_shape, fortran, dtype, offset = npy_header(head)
+        except ValueError as e:
+            raise StorageError(f"corrupt segment file {self.describe(key)}: {e}") from e
+        if fortran or dtype != np.float32 or got_shape != shape:
+            raise StorageError(
+                f"segment file {self.describe(key)} holds {dtype} {got_shape}, expected float32 {shape}"
+            )
+        return offset
+
+    def _vector_rows(
+        self, key: str, shape: tuple[int, int], rows: npt.NDArray[np.int64], sums: Checksums | None
+    ) -> Program[Any]:
         if len(rows) and (rows.min() < 0 or rows.max() >= shape[0]):
             raise IndexError(f"rows out of range 0..{shape[0] - 1}")
-        if len(rows) and int(rows[-1]) - int(rows[0]) == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
-            a, b = int(rows[0]), int(rows[-1]) + 1  # one run in order (a shard): no copy of the block
-            (data,) = yield Many([GetRange(key, offset + a * shape[1] * 4, (b - a) * shape[1] * 4)])
-            if len(data) != (b - a) * shape[1] * 4:
-                raise StorageError(f"segment file {self.describe(key)} is truncated")
-            return np.frombuffer(data, dtype=np.float32).reshape(b - a, shape[1])
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = yield from self._layout(key, shape, sums)
+        offset, digests = layout
+        width = shape[1] * 4
         wanted = np.unique(rows)
         breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
         runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, breaks) if len(r)]
-        width = shape[1] * 4
-        parts = yield Many([GetRange(key, offset + a * width, (b - a) * width) for a, b in runs])
+        # byte spans to read: the runs' rows, or (with checksums) the blocks holding them
+        spans = [(offset + a * width, offset + b * width) for a, b in runs]
+        if digests is not None and sums is not None:
+            spans = _block_spans(spans, sums.block, offset + shape[0] * width)
+        parts = yield Many([GetRange(key, a, b - a) for a, b in spans])
+        for (a, b), data in zip(spans, parts):
+            if len(data) != b - a:
+                raise StorageError(f"segment file {self.describe(key)} is truncated")
+            if digests is not None and sums is not None:
+                first = a // sums.block
+                got = block_digests([data], sums.block)
+                if not np.array_equal(got, digests[first : first + len(got)]):
+                    raise _mismatch(self.describe(key), f"bytes {a}..{b} do not match their block digests")
+        starts = np.array([a for a, _ in spans], dtype=np.int64)
+
+        def rows_of(a: int, b: int) -> npt.NDArray[np.float32]:
+            at = offset + a * width
+            i = int(np.searchsorted(starts, at, side="right")) - 1
+            return np.frombuffer(parts[i], dtype=np.float32, count=(b - a) * shape[1], offset=at - int(starts[i])).reshape(
+                b - a, shape[1]
+            )
+
+        if len(runs) == 1 and len(wanted) == len(rows) and bool(np.all(np.diff(rows) == 1)):
+            return rows_of(*runs[0])  # one run in order (a shard): no copy of the block
         block = np.empty((len(wanted), shape[1]), dtype=np.float32)
         at = 0
-        for (a, b), data in zip(runs, parts):
-            if len(data) != (b - a) * width:
-                raise StorageError(f"segment file {self.describe(key)} is truncated")
-            block[at : at + b - a] = np.frombuffer(data, dtype=np.float32).reshape(b - a, shape[1])
+        for a, b in runs:
+            block[at : at + b - a] = rows_of(a, b)
             at += b - a
         return block[np.searchsorted(wanted, rows)]
 
     def _ids_later(self, entry: Mapping[str, Any]) -> bool:
-        """Whether a segment's ids are read on first use (a fresh segment that deletes nothing)."""
+        """Whether a segment's ids are read on first use: a fresh segment that deletes nothing,
+        whose row count its vectors confirm when it loads (an untrusted count sizes nothing)."""
         return (
             self.options.lazy_ids
+            and self.options.load_vectors
+            and bool(entry["fields"])
             and bool(entry.get("fresh"))
             and entry.get("ids") == "txt"
             and not entry.get("deletes")
             and int(entry["rows"]) > 0
         )
 
-    def get_bytes(self, key: str) -> Program[bytes]:
-        """An object's bytes."""
+    def get_bytes(self, key: str, sums: Checksums | None = None) -> Program[bytes]:
+        """An object's bytes, verified against ``sums``."""
         got = yield Get(key)
         data: bytes = got.data
+        verify_bytes(data, key, sums, self.describe)
         return data
 
-    def get_rows(self, key: str) -> Program[LazyRows]:
-        """A segment's rows file, parsed row by row on access."""
-        got = yield Get(key)
-        return LazyRows(got.data, self.describe(key))
+    def get_rows(self, key: str, sums: Checksums | None = None) -> Program[CheckedRows]:
+        """A segment's rows file (verified against ``sums``), parsed row by row on access."""
+        data = yield from self.get_bytes(key, sums)
+        return CheckedRows(data, self.describe(key))
 
     # -- writing --------------------------------------------------------------------------------
     def commit(self, state: TableState, batch: WriteBatch) -> Program[bool]:
@@ -604,7 +1014,8 @@ class TableLogic:
 
     def read_back(self, entry: Mapping[str, Any], batch: WriteBatch) -> Program[None]:
         """Replace the vectors of ``batch`` by those of its committed segment ``entry`` where
-        every row holds one (a memory map of the file, for a local store)."""
+        every row holds one (a memory map of the file, for a local store), verified like any
+        segment loaded."""
         base = f"{SEGMENTS}{entry['name']}"
         fields = [
             (name, f)
@@ -613,11 +1024,12 @@ class TableLogic:
         ]
         if not fields:
             return
-        got = yield Many([GetArray(f"{base}.{f['key']}.npy") for _, f in fields])
-        for (name, _), arr in zip(fields, got):
+        keys = [f"{base}.{f['key']}.npy" for _, f in fields]
+        got = yield Many([GetArray(k) for k in keys])
+        sums = Checksums.of(entry)
+        for (name, _), key, arr in zip(fields, keys, got):
             pos, mat = batch.batches[name]
-            if arr.shape == mat.shape and len(pos) == len(arr):
-                batch.batches[name] = (pos, arr)
+            batch.batches[name] = (pos, self._checked(key, arr, mat.shape, sums))
 
     def publish_latest(self, manifest: Mapping[str, Any], state: TableState) -> Program[None]:
         """Advance LATEST.json to ``manifest`` by compare-and-swap, never backwards.

@@ -1,8 +1,18 @@
 """The row codec: a segment's ``rows.jsonl`` (one JSON object per row: data, metadata, vector info).
 
 :func:`encode_row` writes a row; :func:`decode_rows` and :class:`LazyRows` read them (the latter
-one row at a time, on access). Values JSON cannot carry natively are written as one-key tagged
-objects (``{"$datetime": ...}``, ``{"$date": ...}``, ``{"$bytes": ...}``).
+one row at a time, on access). The values are those of :mod:`dk_vector_plugins.values`. The ones
+JSON cannot carry natively are written as one-key objects whose key is a tag::
+
+    {"$datetime": "2024-01-01T12:00:00+00:00"}   {"$date": "2024-01-01"}   {"$bytes": "AP8="}
+    {"$tuple": [1, "a"]}                         {"$dict": [["$date", "garbage"]]}
+
+A one-key object whose key starts with ``$`` is reserved for tags: a user's dict of that shape is
+written as ``$dict`` (its items as ``[key, value]`` pairs, so that nothing in it is read as a tag),
+and any other dict as it is. Rows without tuples or such dicts are written exactly as by earlier
+versions, whose readers parse the new tags too (as the plain dicts they are). Reading is lenient
+the other way: a tag whose content does not decode (``{"$date": "garbage"}``, a user's dict that
+an earlier version wrote unescaped) reads back as that dict.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
@@ -20,6 +31,9 @@ from ..errors import InvalidRequestError, StorageError
 
 __all__ = ["EMPTY_ROW", "LazyRows", "RowParts", "decode_rows", "encode_row", "line_at"]
 
+#: Values stored as JSON scalars or by :func:`_encode` (nothing inside them to escape).
+_LEAVES = frozenset({str, int, float, bool, type(None), dt.datetime, dt.date, bytes})
+
 
 def _encode(value: Any) -> Any:
     if isinstance(value, dt.datetime):
@@ -28,24 +42,58 @@ def _encode(value: Any) -> Any:
         return {"$date": value.isoformat()}
     if isinstance(value, (bytes, bytearray)):
         return {"$bytes": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, (set, frozenset)):
-        raise TypeError("sets are not stored; use a list")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
     raise TypeError(f"a value of type {type(value).__name__} cannot be stored")
 
 
+def _escaped(value: Any) -> Any:
+    """``value`` with its tuples and its one-key dicts with a ``$`` key written as tags: the
+    value itself when it holds none (the common case: a type check per container, no copy)."""
+    t = type(value)
+    if t is dict:
+        if len(value) == 1:
+            key = next(iter(value))
+            if isinstance(key, str) and key[:1] == "$":
+                return {"$dict": [[key, _escaped(value[key])]]}
+        if _LEAVES.issuperset(map(type, value.values())):
+            return value
+        out = None
+        for k, v in value.items():
+            if type(v) not in _LEAVES and (e := _escaped(v)) is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = e
+        return value if out is None else out
+    if t is list:
+        if _LEAVES.issuperset(map(type, value)):
+            return value
+        items = [_escaped(v) for v in value]
+        return value if all(map(operator.is_, items, value)) else items
+    if t is tuple:
+        return {"$tuple": [_escaped(v) for v in value]}
+    return value
+
+
+def _pairs(value: Any) -> bool:
+    return type(value) is list and all(type(p) is list and len(p) == 2 and type(p[0]) is str for p in value)
+
+
 def _decode(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1:
-        key, value = next(iter(obj.items()))
+    if len(obj) != 1:
+        return obj
+    key, value = next(iter(obj.items()))
+    try:
         if key == "$datetime":
             return dt.datetime.fromisoformat(value)
         if key == "$date":
             return dt.date.fromisoformat(value)
         if key == "$bytes":
-            return base64.b64decode(value)
+            return base64.b64decode(value, validate=True)
+    except (TypeError, ValueError):  # binascii.Error is a ValueError
+        return obj  # not a tag: a user's dict written unescaped by an earlier version
+    if key == "$tuple" and type(value) is list:
+        return tuple(value)
+    if key == "$dict" and _pairs(value):
+        return dict(value)
     return obj
 
 
@@ -53,7 +101,11 @@ def encode_row(rid: str, data: Mapping[str, Any], meta: Mapping[str, Any], vinfo
     """One row as a JSON line; a value JSON cannot hold raises :class:`InvalidRequestError`."""
     try:
         return (
-            json.dumps({"d": data, "m": meta, "v": vinfo}, default=_encode, ensure_ascii=False).encode()
+            json.dumps(
+                {"d": _escaped(data), "m": _escaped(meta), "v": _escaped(vinfo)},
+                default=_encode,
+                ensure_ascii=False,
+            ).encode()
             + b"\n"
         )
     except (TypeError, ValueError) as e:

@@ -21,6 +21,7 @@ Segments are immutable, so what a reader returns may be cached by segment name.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from .driver import TableStorage, sync_runner
 from .local import LocalObjectStore
 from .log_format import (
     SEGMENTS,
+    Checksums,
     TableLogic,
     TableOptions,
     TableState,
@@ -95,6 +97,8 @@ class SegmentInfo:
     :ivar has_rows: whether it stores row data (data, metadata); without, every row is empty.
     :ivar id_format: how its ids are stored (``"txt"``: one per line; ``"json"``).
     :ivar deletes: how many ids it deletes (tombstones of earlier rows).
+    :ivar checksums: the checksums of its objects, which a reader verifies (``None``: a segment
+        written in table format 1 or 2, which has none).
     """
 
     name: str
@@ -103,6 +107,7 @@ class SegmentInfo:
     has_rows: bool = False
     id_format: str = "json"
     deletes: int = 0
+    checksums: Checksums | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> SegmentInfo:
@@ -126,6 +131,7 @@ class SegmentInfo:
             has_row_data(entry),
             str(entry.get("ids") or "json"),
             int(entry.get("deletes") or 0),
+            Checksums.of(entry),
         )
 
     def field(self, name: str) -> VectorFieldInfo | None:
@@ -230,13 +236,22 @@ class SegmentReader:
     ``mapped``: the store is local and :class:`~dk_vector_plugins.storage.ops.GetArray`
     memory-maps, so a row range of vectors is a view of the mapped file (no copy, shared through
     the page cache); otherwise a row range is fetched by one ranged read after the ``.npy`` header.
+
+    What a reader returns is verified against the segment's checksums (format 3): ids, rows and
+    masks whole, a mapped vectors file whole when first mapped (then kept mapped), a ranged read
+    block by block (the checksum blocks holding the rows, and their digests).
     """
+
+    #: Mapped vector files kept (verified once, sliced by every range asked for).
+    KEEP_MAPPED = 64
 
     def __init__(self, store: SyncObjectStore, mapped: bool = False) -> None:
         self.store = store
         self.mapped = mapped
         self.run, self._close = sync_runner(store)
         self.logic = TableLogic(TableOptions(), store.describe)
+        self._mapped: dict[str, FloatArray] = {}
+        self._mapped_lock = threading.Lock()
 
     def describe(self, key: str) -> str:
         """A human name of an object (a path, or ``s3://bucket/key``)."""
@@ -244,7 +259,7 @@ class SegmentReader:
 
     def ids(self, segment: SegmentInfo) -> Sequence[str]:
         """The ids of the segment's rows, in row order."""
-        raw = [self.run(self.logic.get_bytes(k)) for k in segment.id_keys]
+        raw = [self.run(self.logic.get_bytes(k, segment.checksums)) for k in segment.id_keys]
         got, _ = decode_ids(_id_entry(segment), raw, self.describe)
         return got() if callable(got) else got
 
@@ -253,9 +268,18 @@ class SegmentReader:
         holds none: see :meth:`presence`)."""
         shape = (segment.rows, field.dim)
         if self.mapped:
-            return self.logic.read_array(self.run, field.vectors_key, shape)[start:stop]
+            key = field.vectors_key
+            with self._mapped_lock:
+                mat = self._mapped.get(key)
+            if mat is None:
+                mat = self.logic.read_array(self.run, key, shape, segment.checksums)
+                with self._mapped_lock:
+                    while len(self._mapped) >= self.KEEP_MAPPED:
+                        self._mapped.pop(next(iter(self._mapped)))
+                    self._mapped[key] = mat
+            return mat[start:stop]
         wanted = np.arange(start, stop, dtype=np.int64)
-        return self.logic.read_vectors(self.run, field.vectors_key, shape, wanted)
+        return self.logic.read_vectors(self.run, field.vectors_key, shape, wanted, segment.checksums)
 
     def presence(
         self, segment: SegmentInfo, field: VectorFieldInfo, start: int, stop: int
@@ -263,12 +287,9 @@ class SegmentReader:
         """Which of rows ``[start, stop)`` hold a vector of the field (``None``: all of them)."""
         if field.mask_key is None:
             return None
-        full = self.run(self.logic.get_array(field.mask_key))
-        if full.shape != (segment.rows,):
-            raise StorageError(
-                f"segment file {self.describe(field.mask_key)} has shape {full.shape}, "
-                f"expected {(segment.rows,)}"
-            )
+        full = self.logic.read_array(
+            self.run, field.mask_key, (segment.rows,), segment.checksums, np.dtype(np.bool_)
+        )
         return np.array(full[start:stop], dtype=np.bool_)
 
     def rows(self, segment: SegmentInfo, start: int, stop: int) -> list[RowParts]:
@@ -276,7 +297,7 @@ class SegmentReader:
         key = segment.rows_key
         if key is None:
             return [({}, {}, {}) for _ in range(start, stop)]
-        parsed = self.run(self.logic.get_rows(key))
+        parsed = self.run(self.logic.get_rows(key, segment.checksums))
         if len(parsed) != segment.rows:
             raise StorageError(
                 f"segment file {self.describe(key)} holds {len(parsed)} rows, expected {segment.rows}"
