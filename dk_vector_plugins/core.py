@@ -21,11 +21,12 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ConflictError, DimensionMismatchError, DuplicateRecordError, InvalidRequestError
-from .memtable import RecordTable, Row, owned_copy
+from .memtable import RecordTable, Row
 from .query import Expr, Query
-from .records import Record, is_vector_value, new_id
+from .records import Record, new_id
 from .search import apply_threshold
 from .types import SearchRequest, VectorSearchResult
+from .values import check_ids, normalize_dicts
 
 __all__ = ["NullStorage", "Storage", "StoreCore", "WriteBatch"]
 
@@ -234,6 +235,7 @@ class StoreCore:
             if not isinstance(r, Record):
                 raise InvalidRequestError(f"records[{i}] must be a Record, got {type(r).__name__}")
         ids = [r.id if r.id is not None else new_id() for r in recs]
+        check_ids(ids, "records")  # every mode: an update of a bad id is no silent miss
         if mode == "create":
             seen: set[str] = set()
             for rid in ids:
@@ -285,11 +287,9 @@ class StoreCore:
             rids = list(ids)
         else:
             rids = [str(x) for x in ids]
-        for i, meta in enumerate(metadata or ()):
-            if not isinstance(meta, Mapping):
-                raise InvalidRequestError(f"metadata[{i}] must be a dict, got {type(meta).__name__}")
-            if any(is_vector_value(v) for v in meta.values()):
-                raise InvalidRequestError(f"metadata[{i}] holds a vector; store it with create/upsert")
+        check_ids(rids, "ids")
+        # the rows' own copies, as every backend reads them back (a value no store holds raises)
+        metas = normalize_dicts(metadata, rids, "metadata") if metadata else None
 
         def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
             dim = table.vector_dimension(field)
@@ -308,16 +308,18 @@ class StoreCore:
             batches = {field: (np.arange(len(fresh), dtype=np.int64), matrix[fresh] if stored else matrix)}
             all_new = not stored and len(new_rows) == m
             sq = {} if norms is None or stored else {field: norms}
-            if not metadata and not stored:  # vectors only: no row tuples at all
+            if not metas and not stored:  # vectors only: no row tuples at all
                 batch = WriteBatch(
                     batches=batches, fresh=all_new, bare_ids=rids, norms=sq, id_rows=new_rows if all_new else None
                 )
                 return batch, rids
-            if metadata:
-                rows: list[Row] = [(rids[i], owned_copy(metadata[i]), {}, {}) for i in fresh]
-            else:  # the table never changes a row's dicts in place: one empty dict serves all
-                empty: dict[str, Any] = {}
-                rows = [(rids[i], empty, empty, empty) for i in fresh]
+            empty: dict[str, Any] = {}  # the table never changes a row's dicts in place: one serves all
+            empties = [empty] * m
+            datas = metas or empties
+            if stored:
+                rows: list[Row] = [(rids[i], datas[i], empty, empty) for i in fresh]
+            else:
+                rows = list(zip(rids, datas, empties, empties))
             if merged:
                 more, more_batches = table.prepare(merged)
                 off = len(rows)

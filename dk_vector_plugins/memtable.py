@@ -22,6 +22,7 @@ from .kernel import TopK
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Record, VectorField, is_vector_value, lookup
 from .types import VectorSearchResult
+from .values import check_names, normalize_dicts
 from .vectors import as_vector_batch
 
 __all__ = ["Row", "RecordTable"]
@@ -39,16 +40,6 @@ StoredVectors = tuple[npt.NDArray[np.float32], "BoolArray | None", "npt.NDArray[
 
 #: One row's parts: (id, data without vectors, metadata, vector field -> info).
 Row = tuple[str, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def owned_copy(d: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``d`` sharing nothing mutable with it (scalars are not copied: cheap)."""
-    if not d:
-        return {}
-    return {k: v if isinstance(v, _SCALARS) else copy.deepcopy(v) for k, v in d.items()}
 
 
 def _stacked(values: list[Any]) -> Any:
@@ -200,10 +191,15 @@ class RecordTable:
     ) -> tuple[list[Row], dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]]:
         """Validate records and split them into rows and per-field vector batches.
 
-        Raises before anything changes: a bad vector names the record. Record ids must be set.
+        Raises before anything changes: a bad vector or a value no store holds names the record
+        (:mod:`dk_vector_plugins.values`). Record ids must be set.
         """
-        rows: list[Row] = []
         by_field: dict[str, tuple[list[int], list[Any]]] = {}
+        ids: list[str] = []
+        datas: list[dict[str, Any]] = []
+        metas: list[dict[str, Any]] = []
+        vinfos: list[dict[str, dict[str, Any]]] = []
+        infos: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}  # field -> rows, non-empty info
         for i, rec in enumerate(records):
             if not isinstance(rec, Record):
                 raise InvalidVectorError(f"{what}[{i}] must be a Record, got {type(rec).__name__}")
@@ -213,9 +209,25 @@ class RecordTable:
                 lst = by_field.setdefault(name, ([], []))
                 lst[0].append(i)
                 lst[1].append(vf.value)
-                vinfo[name] = owned_copy(vf.info())
-            # the table keeps its own copy: a caller mutating its record later must not reach it
-            rows.append((str(rec.id), owned_copy(data), owned_copy(rec.metadata), vinfo))
+                vinfo[name] = info = vf.info()
+                if info:
+                    got = infos.setdefault(name, ([], []))
+                    got[0].append(i)
+                    got[1].append(info)
+            ids.append(str(rec.id))
+            datas.append(data)
+            metas.append(rec.metadata)
+            vinfos.append(vinfo)
+        # the table keeps its own copies of the values as every backend reads them back: a caller
+        # mutating its record later must not reach them, and memory must answer as file and S3 do
+        datas = normalize_dicts(datas, ids, "data")
+        metas = normalize_dicts(metas, ids, "metadata")
+        check_names(by_field, {name: ids[pos[0]] for name, (pos, _) in by_field.items()}, "data")
+        for name, (positions, found) in infos.items():
+            owners = [ids[p] for p in positions]
+            for p, info in zip(positions, normalize_dicts(found, owners, f"vector field {name!r}:")):
+                vinfos[p][name] = info
+        rows: list[Row] = list(zip(ids, datas, metas, vinfos))
         batches: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
         for name, (positions, values) in by_field.items():
             dim = self.vector_dimension(name)

@@ -7,7 +7,8 @@ import changed: ``Record(data, metadata, id)``, ``record.id``, ``record["field"]
 model_version=None)`` holding a 1-D float32 array.
 
 A field holds a vector when its value is a :class:`VectorField` or a 1-D numeric ``numpy`` array;
-everything else is ordinary (filterable) data.
+everything else is ordinary (filterable) data, of the types :mod:`dk_vector_plugins.values`
+describes (checked when a store writes the record, the same way on every backend).
 """
 
 from __future__ import annotations
