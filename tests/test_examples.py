@@ -34,6 +34,8 @@ TESTED_EXAMPLES = {
     "s3_vector_search.py",
     "async_vector_search.py",
     "host_app_config.py",
+    "langchain_example.py",
+    "llamaindex_example.py",
 }
 
 
@@ -197,6 +199,32 @@ def test_host_app_config_autoload_off_and_other_file(tmp_path: Path) -> None:
     assert "DKV_* switches in effect: {'DKV_DISABLE_PLUGIN_AUTOLOAD': '1'}" in out
     assert "store 'only': {'backend': 'memory'" in out and "Instrumentation" not in out
     assert "instrumentation plugin" not in out
+
+
+def test_langchain_example() -> None:
+    out = run_example("langchain_example.py").stdout
+    assert "DkvVectorStore(backend='memory', embedding=DkvEmbeddings" in out and "holds 40 documents" in out
+    assert (
+        "filter {'category': 'cooking', 'year': {'$gte': 2020}}: "
+        "[('cooking-1', 2024), ('cooking-8', 2021), ('cooking-7', 2020)]"
+    ) in out
+    assert line_with(out, "similarity_search 'the moon and the earth'").count("'astronomy-") >= 2
+    assert "retriever.invoke('forest animals'): ['nature-" in out
+    assert "after deleting note-1 and the programming documents: 32 documents" in out
+    assert "async answers: [['cooking-1'], ['sports-8']" in out
+    assert "async add, sync read: ['Saturn has rings of ice']" in out
+    assert "LangChainEmbedder(DeterministicFakeEmbedding" in out and "5 records, dimension 16" in out
+
+
+def test_llamaindex_example() -> None:
+    out = run_example("llamaindex_example.py").stdout
+    assert "indexed 40 nodes in the memory backend" in out
+    assert "cooking, year >= 2020: ['cooking-1', 'cooking-8', 'cooking-7']" in out
+    assert all(c in ("astronomy", "nature", "sports") for c in re.findall(r"'(\w+)-\d'", line_with(out, "sports, nature or astronomy")))
+    assert line_with(out, "mmr 'planet in the solar system'").startswith("mmr 'planet in the solar system': ['astronomy-")
+    assert "after delete_ref_doc('astronomy-8'): ['astronomy-1'" in out
+    assert "async answers: ['note-1', 'cooking-1', 'sports-8']" in out
+    assert "after the async delete: 39 nodes" in out
 
 
 # --- the docs ----------------------------------------------------------------------------------------
