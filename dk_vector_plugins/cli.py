@@ -269,7 +269,9 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     with _open_existing(factory, config) as db:
         if vec is None:
             dim = db.vector_dimension(args.vector_field)
-            embedder = factory.embedder(args.embedder or config.get("embedder", "hashing"), dim)
+            name = args.embedder or config.get("embedder", "hashing")
+            options = dict(config.get("embedder_options") or {}) if name == config.get("embedder", "hashing") else {}
+            embedder = factory.embedder(name, dim, **options)
             vec = embedder.embed([args.text])[0]
         hits = db.vector_search(vec, vector_field=args.vector_field, k=args.k, filter=flt, metric=args.metric)
         if args.format == "json":

@@ -142,6 +142,10 @@ class operation(Generic[P, R]):
 
     def __get__(self, db: Any, owner: type | None = None) -> Any:
         if db is None:
+            # through a facade class: its plain function (``AsyncDatabase.create`` is a coroutine
+            # function, as a method written by hand would be); through the base: the operation
+            if owner is not None and owner is not _Base and issubclass(owner, _Base):
+                return self._async if owner._is_async else self._sync
             return self
         return types.MethodType(self._async if db._is_async else self._sync, db)
 

@@ -315,6 +315,8 @@ async def run_bulk_embed_async(db: AsyncStore, request: BulkEmbedRequest) -> Bul
             value = await db.upsert_batch(arg)
         elif getattr(request.embedder, "is_async", False):
             value = await request.embedder.embed(arg)  # type: ignore[misc]
+        elif callable(getattr(request.embedder, "aembed", None)):  # an embedder with an async path
+            value = await request.embedder.aembed(arg)  # type: ignore[attr-defined]
         else:
             value = await asyncio.to_thread(request.embedder.embed, arg)
             if inspect.isawaitable(value):

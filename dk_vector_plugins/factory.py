@@ -126,6 +126,21 @@ def _unknown_backend(pm: Any, name: Any, known: Iterable[str]) -> ConfigError | 
     return ConfigError(msg)
 
 
+#: Keys of nested option dicts (e.g. ``embedder_options``) whose values are never shown.
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
+
+
+def _masked(value: Any) -> str:
+    """``repr(value)``, with the values of credential-like keys of a dict shown as ``'***'``."""
+    if isinstance(value, Mapping):
+        items = (
+            f"{k!r}: {'***' if isinstance(k, str) and any(w in k.lower() for w in _SECRET_WORDS) else _masked(v)}"
+            for k, v in value.items()
+        )
+        return "{" + ", ".join(items) + "}"
+    return repr(value)
+
+
 class StoreConfig(Mapping[str, Any]):
     """A store's validated configuration: a read-only mapping whose ``repr`` hides secrets."""
 
@@ -145,7 +160,7 @@ class StoreConfig(Mapping[str, Any]):
         return len(self._data)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k!r}: {'***' if k in self._secret else repr(v)}" for k, v in self._data.items())
+        shown = ", ".join(f"{k!r}: {'***' if k in self._secret else _masked(v)}" for k, v in self._data.items())
         return "{" + shown + "}"
 
     __str__ = __repr__

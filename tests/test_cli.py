@@ -49,7 +49,11 @@ def test_plugins_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
 def test_plugins_without_third_party(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DKV_DISABLE_PLUGIN_AUTOLOAD", "1")
     assert main(["plugins"]) == 0
-    assert "no third-party plugins" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # nothing third-party is loaded; one that is installed (e.g. the usearch example) is listed
+    # as not loaded, never hidden
+    rows = out.splitlines()[2:]
+    assert "no third-party plugins" in out or all("not loaded" in row for row in rows), out
 
 
 def test_ingest_and_search_file_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -219,3 +219,36 @@ def test_env_has_no_stray_credentials_in_errors(s3_server: Any) -> None:
     assert os.environ.get("AWS_SECRET_ACCESS_KEY") is None or os.environ["AWS_SECRET_ACCESS_KEY"] not in str(
         err.value
     )
+
+
+def test_credentials_inside_embedder_options_are_not_shown() -> None:
+    db = DatabaseFactory().create(
+        backend="memory", embedder_options={"api_key": "sk-VERYSECRET", "model": "m", "headers": {"X-Token": "t0k"}}
+    )
+    text = repr(db) + str(db.config)
+    assert "sk-VERYSECRET" not in text and "t0k" not in text
+    assert "'model': 'm'" in text
+    assert db.config["embedder_options"]["api_key"] == "sk-VERYSECRET"
+
+
+def test_the_async_bulk_embed_awaits_an_embedders_async_path() -> None:
+    calls: list[str] = []
+
+    class TwoPaths:
+        def embed(self, texts: Any) -> Any:
+            calls.append("sync")
+            return [[1.0, float(len(t))] for t in texts]
+
+        async def aembed(self, texts: Any) -> Any:
+            calls.append("async")
+            return [[1.0, float(len(t))] for t in texts]
+
+    async def run() -> list[str]:
+        db = AsyncDatabaseFactory().create(backend="memory", vector_enabled=True)
+        return await db.bulk_embed_and_store([Record({"t": "abc"}, id="a")], "t", embedding_fn=TwoPaths())
+
+    assert asyncio.run(run()) == ["a"]
+    assert calls == ["async"]
+    sync_db = DatabaseFactory().create(backend="memory", vector_enabled=True)
+    sync_db.bulk_embed_and_store([Record({"t": "abc"}, id="a")], "t", embedding_fn=TwoPaths())
+    assert calls == ["async", "sync"]
