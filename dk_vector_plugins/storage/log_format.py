@@ -89,7 +89,9 @@ __all__ = ["FORMAT_VERSION", "Checksums", "TableLogic", "TableOptions", "TableSt
 
 #: The table format this version writes; a manifest with a higher number is refused.
 #: 1: ids in ``.ids.json``; 2: adds ``.ids.txt``, ``.deletes.json``, ``.sq.npy`` and ``fresh``;
-#: 3: adds checksums of every segment object (and block digests after ``.npy`` data).
+#: 3: adds checksums of every segment object (and block digests after ``.npy`` data); rows may
+#: hold the row codec's ``$dict`` and ``$tuple`` tags (escaped user dicts, tuples), which format-2
+#: readers would read as plain dicts, so they refuse format 3.
 FORMAT_VERSION = 3
 #: The first format whose manifests hold checksums.
 CHECKSUM_FORMAT = 3
