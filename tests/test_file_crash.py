@@ -47,6 +47,28 @@ def open_file(path: Path, **config: Any) -> Any:
     return DatabaseFactory().create(backend="file", path=str(path), vector_enabled=True, **config)
 
 
+def race_creators(path: Path, prefixes: list[str], n: int, *extra: str, timeout: float) -> None:
+    """Start one ``creates`` child per prefix (fsync off: atomicity does not depend on it), let
+    them go at once, and check that each created its ``n`` records and exited cleanly."""
+    procs = [popen_helper("creates", str(path), prefix, str(n), "0", *extra) for prefix in prefixes]
+    try:
+        for p in procs:
+            wait_ready(p)
+        for p in procs:  # all start together
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert out.strip().splitlines()[-1].startswith("done")
+
+
 def test_four_writers_that_only_append_never_give_up(tmp_path: Path) -> None:
     """Creates cannot conflict: a writer that lost a commit race plans again on the winner's
     version (a rebase) as often as it takes. With ``commit_retries=0`` every lost race used to be
@@ -54,23 +76,7 @@ def test_four_writers_that_only_append_never_give_up(tmp_path: Path) -> None:
     path = tmp_path / "s"
     n = 120
     prefixes = [f"w{k}" for k in range(4)]
-    procs = [popen_helper("creates", str(path), prefix, str(n), "0", "0") for prefix in prefixes]
-    try:
-        for p in procs:
-            wait_ready(p)
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outs = [p.communicate(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err  # no ConflictError
-        assert out.strip().splitlines()[-1].startswith("done")
+    race_creators(path, prefixes, n, "0", timeout=240)  # commit_retries=0: no ConflictError
     db = open_file(path)
     try:
         assert {r.id for r in db.all()} == {f"{p}-{i}" for p in prefixes for i in range(n)}
@@ -81,24 +87,7 @@ def test_four_writers_that_only_append_never_give_up(tmp_path: Path) -> None:
 def test_two_processes_racing_single_creates_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "s"
     n = 500
-    # fsync off keeps this quick; atomicity (link() of the manifest) does not depend on it
-    procs = [popen_helper("creates", str(path), prefix, str(n), "0") for prefix in ("p0", "p1")]
-    try:
-        for p in procs:
-            wait_ready(p)
-        for p in procs:  # both start together
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err
-        assert out.strip().splitlines()[-1].startswith("done")
+    race_creators(path, ["p0", "p1"], n, timeout=120)
     db = open_file(path)
     try:
         assert db.count() == 2 * n
