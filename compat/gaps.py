@@ -150,6 +150,11 @@ RULES: list[tuple[str, str, str]] = [
         "Record.to_dict(include_metadata=..., flatten=...) and the nested 'fields' dict form",
     ),
     (
+        "record-attribute-set",
+        r"'Record' object has no attribute '\w+' and no __dict__ for setting new attributes",
+        "record.name = value sets a field (ours: AttributeError; record['name'] = value does)",
+    ),
+    (
         "record-methods",
         r"'Record' object has no attribute '(set_field|has_field|field_names|remove_field|merge|project|"
         r"validate|generate_id|name)'",
@@ -184,16 +189,26 @@ RULES: list[tuple[str, str, str]] = [
         "VectorSearchResult ordering (sorted() by score)",
     ),
     (
+        "duplicate-error-id",
+        r"'DuplicateRecordError' object has no attribute 'id'|fails_closed_on_collision.*assert None == ",
+        "DuplicateRecordError.id: the colliding id (the store must pass it when raising)",
+    ),
+    (
         "payload-id",
         r"test_create_payload_id_resolution",
         "create() takes the record id from the payload ('id' / record_id field)",
     ),
-    ("duplicate-error-id", r"'DuplicateRecordError' object has no attribute 'id'", "DuplicateRecordError.id"),
+    (
+        "s3-metadata-id",
+        r"test_async_s3_native\.py::test_create_read_roundtrip.*KeyError: 'id'",
+        "dataknobs's S3 backend puts the record id into the metadata of the record it reads (metadata['id'])",
+    ),
     # --- queries
     (
         "filter-operand-at-build",
         r"FilterError: operator '\w+' on field '[^']*' needs",
-        "Filter / Query.filter accept any operand (dataknobs validates nothing when a filter is built)",
+        "BETWEEN / NOT_BETWEEN with a malformed range: ours raises when the filter is used, "
+        "dataknobs matches nothing / every present value",
     ),
     (
         "operator-unknown-spelling",
@@ -256,7 +271,10 @@ DESIGN_CONFLICTS = {
     "file-is-one-file": "the file store is a directory holding a log-structured table, not one JSON/CSV/Parquet file",
     "file-formats-lock": "no JSON/CSV/Parquet codecs or lock file: the table format (segments, .npy) replaces them",
     "file-format-compression": "same: format and compression are the table's",
-    "filter-operand-at-build": "filters are validated when built, so a bad operand fails at the call site",
+    "filter-operand-at-build": "a filter's operand is checked when the filter is first used (compiled): a "
+    "malformed one raises FilterError rather than being read as 'no match'",
+    "record-attribute-set": "fields are not set as attributes: a Python-level __setattr__ would cost every "
+    "record a store builds; record['name'] = value sets a field",
     "vector-mixins": "vector methods are operations of the one facade, not mixin classes",
     "bulk-embed-coroutine": "operations are written once as generators; the async facade's methods are not `async def`",
     "s3-session": "a private attribute of dataknobs's S3 backend (its aioboto3 session pool)",

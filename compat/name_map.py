@@ -29,6 +29,11 @@ _S3 = "dk_vector_plugins.backends.s3"
 # the names shared by dataknobs_data and several of its submodules
 _DATABASE = {"AsyncDatabase": f"{_TOP}:AsyncDatabase", "SyncDatabase": f"{_TOP}:SyncDatabase"}
 _QUERY = {n: f"{_TOP}:{n}" for n in ("Filter", "Operator", "Query", "SortOrder", "SortSpec")}
+_QUERY_LOGIC = {
+    n: f"{_TOP}:{n}"
+    for n in ("ComplexQuery", "FilterCondition", "LogicCondition", "LogicOperator", "QueryBuilder")
+}
+_STREAMING = {n: f"{_TOP}:{n}" for n in ("ConflictPolicy", "StreamConfig", "StreamResult")}
 _FACTORY = {n: f"{_TOP}:{n}" for n in ("AsyncDatabaseFactory", "DatabaseFactory")}
 _ERRORS = {
     "DataknobsDataError": f"{_TOP}:DkvError",
@@ -47,14 +52,37 @@ NAME_MAP: dict[str, dict[str, str]] = {
         "Record": f"{_TOP}:Record",
         "Field": f"{_TOP}:Field",
         "VectorField": f"{_TOP}:VectorField",
+        "FieldType": f"{_TOP}:FieldType",
         **_QUERY,
+        **_QUERY_LOGIC,
+        "ConflictPolicy": f"{_TOP}:ConflictPolicy",
+        "StreamConfig": f"{_TOP}:StreamConfig",
+        "StreamResult": f"{_TOP}:StreamResult",
         **_FACTORY,
         **_ERRORS,
     },
     "dataknobs_data.database": dict(_DATABASE),
     "dataknobs_data.records": {"Record": f"{_TOP}:Record"},
-    "dataknobs_data.fields": {"Field": f"{_TOP}:Field", "VectorField": f"{_TOP}:VectorField"},
-    "dataknobs_data.query": dict(_QUERY),
+    "dataknobs_data.fields": {
+        "Field": f"{_TOP}:Field",
+        "FieldType": f"{_TOP}:FieldType",
+        "VectorField": f"{_TOP}:VectorField",
+    },
+    "dataknobs_data.query": {
+        **_QUERY,
+        "VectorQuery": f"{_TOP}:VectorQuery",
+        "coerce_operator": f"{_TOP}:coerce_operator",
+        "coerce_sort_order": f"{_TOP}:coerce_sort_order",
+    },
+    "dataknobs_data.query_logic": {
+        **_QUERY_LOGIC,
+        "Condition": "dk_vector_plugins.query_logic:Condition",
+        "condition_from_dict": "dk_vector_plugins.query_logic:condition_from_dict",
+    },
+    "dataknobs_data.streaming": {
+        **_STREAMING,
+        "resolve_conflict_write": "dk_vector_plugins.streaming:resolve_conflict_write",
+    },
     "dataknobs_data.factory": dict(_FACTORY),
     "dataknobs_data.exceptions": dict(_ERRORS),
     "dataknobs_data.backends": {},
@@ -69,11 +97,15 @@ NAME_MAP: dict[str, dict[str, str]] = {
     "dataknobs_data.backends.s3": {"SyncS3Database": f"{_S3}:S3Database"},
     "dataknobs_data.backends.s3_async": {"AsyncS3Database": f"{_S3}:AsyncS3Database"},
     "dataknobs_data.vector": {
+        "DistanceMetric": f"{_TOP}:DistanceMetric",
         "VectorField": f"{_TOP}:VectorField",
         "VectorSearchResult": f"{_TOP}:VectorSearchResult",
         **_VECTOR_ERRORS,
     },
-    "dataknobs_data.vector.types": {"VectorSearchResult": f"{_TOP}:VectorSearchResult"},
+    "dataknobs_data.vector.types": {
+        "DistanceMetric": f"{_TOP}:DistanceMetric",
+        "VectorSearchResult": f"{_TOP}:VectorSearchResult",
+    },
     "dataknobs_data.vector.exceptions": dict(_VECTOR_ERRORS),
 }
 
@@ -86,35 +118,14 @@ CLASS_RENAMES: dict[str, str] = {
 }
 
 UNMAPPED: dict[str, list[str]] = {
-    "dataknobs_data": [
-        "ComplexQuery",
-        "ConflictPolicy",
-        "FieldType",
-        "FilterCondition",
-        "LogicCondition",
-        "LogicOperator",
-        "QueryBuilder",
-        "StreamConfig",
-        "database_factory",
-    ],
+    "dataknobs_data": ["database_factory"],
     "dataknobs_data.backends": ["async_backends", "sync_backends"],
     "dataknobs_data.backends.file": ["CSVFormat", "FileFormat", "FileLock", "JSONFormat", "ParquetFormat"],
     "dataknobs_data.factory": ["async_database_factory", "database_factory"],
-    "dataknobs_data.fields": ["FieldType"],
-    "dataknobs_data.query": ["VectorQuery", "coerce_operator", "coerce_sort_order"],
-    "dataknobs_data.query_logic": [
-        "ComplexQuery",
-        "FilterCondition",
-        "LogicCondition",
-        "LogicOperator",
-        "QueryBuilder",
-    ],
-    "dataknobs_data.streaming": ["StreamConfig", "resolve_conflict_write"],
     "dataknobs_data.testing": ["DeterministicEmbedder"],
     "dataknobs_data.vector": [
         "AsyncVectorOperationsMixin",
         "ChangeTracker",
-        "DistanceMetric",
         "SyncVectorOperationsMixin",
         "VectorConfig",
         "VectorIndexConfig",
@@ -136,7 +147,6 @@ UNMAPPED: dict[str, list[str]] = {
     "dataknobs_data.vector.embedding_fn": ["call_embedding_fn"],
     "dataknobs_data.vector.migration": ["IncrementalVectorizer"],
     "dataknobs_data.vector.sync": ["VectorTextSynchronizer"],
-    "dataknobs_data.vector.types": ["DistanceMetric"],
 }
 
 OUT_OF_SCOPE: dict[str, list[str]] = {

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidVectorError",
     "PluginError",
     "RecordNotFoundError",
+    "SchemaMismatchError",
     "StorageError",
 ]
 
@@ -54,7 +55,18 @@ class InvalidRequestError(DkvError, ValueError):
 
 
 class DuplicateRecordError(DkvError, ValueError):
-    """``create`` was given an id that the store already holds (use ``upsert`` to replace)."""
+    """``create`` was given an id that the store already holds (use ``upsert`` to replace).
+
+    ``DuplicateRecordError(message, id=None)``; :attr:`id` is the colliding record id (as in
+    dataknobs-data) when the raiser gives it.
+    """
+
+    def __init__(self, *args: object, id: str | None = None) -> None:
+        super().__init__(*args)
+        self.id = id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_duplicate_record_error, (self.args, self.id))
 
 
 class RecordNotFoundError(DkvError, KeyError):
@@ -70,6 +82,15 @@ class ConflictError(DkvError):
 
 class StorageError(DkvError):
     """The storage under a store is unreachable, missing, corrupt, or refused an operation."""
+
+
+class SchemaMismatchError(ConfigError):
+    """A setting given when opening a store contradicts the schema stored with its table
+    (dimensions, metric, embedder, source text field); the message names both values."""
+
+
+def _duplicate_record_error(args: tuple[object, ...], id: str | None) -> DuplicateRecordError:
+    return DuplicateRecordError(*args, id=id)
 
 
 class DkvPerformanceWarning(UserWarning):

@@ -13,6 +13,9 @@ so also what the memory backend keeps):
 * an aware ``datetime`` as the datetime with its fixed UTC offset (what ISO 8601 text keeps: a
   ``zoneinfo`` zone becomes ``datetime.timezone(offset)``, still equal to the original).
 
+A :class:`~dk_vector_plugins.records.Field` object is stored as its value (its type and metadata
+belong to the record object, not to the store).
+
 A 1-D numeric numpy array or a :class:`~dk_vector_plugins.records.VectorField` is a vector when it
 is a field of its own (:func:`~dk_vector_plugins.records.is_vector_value`); an array anywhere else,
 and every other type (sets, complex numbers, ``Decimal``, arbitrary objects, ``dict`` keys that are
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidRequestError
+from .records import Field
 
 __all__ = ["MAX_INT_DIGITS", "check_ids", "check_names", "normalize_dicts"]
 
@@ -185,6 +189,8 @@ def _value(v: Any) -> Any:
 
 def _converted(v: Any) -> Any:
     """A value of another type: the equal value of a stored type, or :class:`_Unstorable`."""
+    if isinstance(v, Field):
+        return _value(v.value)
     if isinstance(v, np.generic) and not isinstance(v, (np.str_, np.bytes_)):  # those: str, bytes
         if isinstance(v, np.bool_):
             return bool(v)

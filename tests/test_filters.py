@@ -9,17 +9,32 @@ module docstring of ``query.py``), also after updates, deletes, compaction and w
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dk_vector_plugins import DatabaseFactory, Filter, FilterError, Operator, Query, Record, compile_filter
 from dk_vector_plugins.memtable import RecordTable
-from dk_vector_plugins.query import And, Cond, Expr, Not, Or
+from dk_vector_plugins.query import (
+    And,
+    Cond,
+    DistanceMetric,
+    Expr,
+    Not,
+    Or,
+    SortOrder,
+    SortSpec,
+    VectorQuery,
+    coerce_operator,
+    coerce_sort_order,
+)
 
 # --- the naive reference ---------------------------------------------------------------------
 
@@ -51,8 +66,25 @@ def like_regex(pattern: str) -> str:
     return "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
 
 
+def naive_iso(a: Any, b: Any) -> tuple[Any, Any]:
+    """An ISO-8601 string facing a date or datetime, read as one (documented in query.py)."""
+    if isinstance(a, str) and isinstance(b, dt.date):
+        got = dt.datetime.fromisoformat(a.replace("Z", "+00:00"))  # ValueError: no match
+        return (got if isinstance(b, dt.datetime) else got.date()), b
+    if isinstance(b, str) and isinstance(a, dt.date):
+        y, x = naive_iso(b, a)
+        return x, y
+    return a, b
+
+
 def naive_positive(op: str, operand: Any, v: Any) -> bool:
     try:
+        if op in (">", ">=", "<", "<="):
+            v, operand = naive_iso(v, operand)
+        if op == "between":
+            lo_v, lo = naive_iso(v, operand[0])
+            hi_v, hi = naive_iso(v, operand[1])
+            return bool(lo <= lo_v) and bool(hi_v <= hi)
         if op == "=":
             return bool(v == operand)
         if op == ">":
@@ -63,8 +95,6 @@ def naive_positive(op: str, operand: Any, v: Any) -> bool:
             return bool(v < operand)
         if op == "<=":
             return bool(v <= operand)
-        if op == "between":
-            return bool(operand[0] <= v) and bool(v <= operand[1])
         if op == "in":
             return any(bool(v == x) for x in operand)
         if op == "like":
@@ -73,7 +103,7 @@ def naive_positive(op: str, operand: Any, v: Any) -> bool:
             return isinstance(v, str) and re.search(operand, v) is not None
         if op == "starts_with":
             return isinstance(v, str) and v.startswith(operand)
-    except TypeError:
+    except (TypeError, ValueError):
         return False
     raise AssertionError(op)
 
@@ -158,7 +188,17 @@ _NUMBERS = st.one_of(
     st.sampled_from([0.0, -0.0, 0.5, 1.0, 2.5, -3.5, math.nan, math.inf, -math.inf, 1e300]),
     st.floats(-5, 5),
 )
-_SCALARS = st.one_of(st.none(), st.booleans(), _NUMBERS, _TEXT)
+# datetimes, dates and ISO-8601 strings (an aware one too): ordering reads a string facing a date as one
+_DATES = st.sampled_from(
+    [
+        dt.datetime(2025, 1, 15, 12),
+        dt.date(2025, 1, 14),
+        "2025-01-15T12:00:00",
+        "2025-01-15",
+        "2025-01-14T23:59:59Z",
+    ]
+)
+_SCALARS = st.one_of(st.none(), st.booleans(), _NUMBERS, _TEXT, _DATES)
 VALUES = st.one_of(_SCALARS, _SCALARS, st.lists(st.integers(0, 2) | _TEXT, max_size=2))
 
 FIELDS = ["a", "b", "d", "d.x", "d.y.z", "id", "metadata.m", "m", "nope"]
@@ -198,14 +238,14 @@ def operand_for(op: Operator) -> st.SearchStrategy[Any]:
     if op in (Operator.IN, Operator.NOT_IN):
         return st.lists(_SCALARS, max_size=3)
     if op in (Operator.BETWEEN, Operator.NOT_BETWEEN):
-        return st.tuples(_NUMBERS | _TEXT, _NUMBERS | _TEXT).map(list)
+        return st.tuples(_NUMBERS | _TEXT | _DATES, _NUMBERS | _TEXT | _DATES).map(list)
     if op in (Operator.LIKE, Operator.NOT_LIKE, Operator.STARTS_WITH):
         return _TEXT
     if op is Operator.REGEX:
         return st.sampled_from(REGEXES)
     if op in (Operator.EQ, Operator.NEQ):
         return VALUES
-    return st.one_of(st.booleans(), _NUMBERS, _TEXT)
+    return st.one_of(st.booleans(), _NUMBERS, _TEXT, _DATES)
 
 
 @st.composite
@@ -481,15 +521,15 @@ def test_query_builders_compile_like_dicts(people: RecordTable) -> None:
     [
         ("=", Operator.EQ),
         ("==", Operator.EQ),
-        ("eq", Operator.EQ),
-        ("EQ", Operator.EQ),
         ("$eq", Operator.EQ),
         ("!=", Operator.NEQ),
         ("<>", Operator.NEQ),
         ("$ne", Operator.NEQ),
         ("$gte", Operator.GTE),
         (">=", Operator.GTE),
-        ("gte", Operator.GTE),
+        (" >= ", Operator.GTE),
+        ("IN", Operator.IN),
+        ("NOT BETWEEN", Operator.NOT_BETWEEN),
         ("$nin", Operator.NOT_IN),
         ("not in", Operator.NOT_IN),
         ("NOT_IN", Operator.NOT_IN),
@@ -505,6 +545,32 @@ def test_query_builders_compile_like_dicts(people: RecordTable) -> None:
 )
 def test_operator_coerce_aliases(alias: Any, op: Operator) -> None:
     assert Operator.coerce(alias) is op
+    assert coerce_operator(alias) is op
+    assert Query().filter("f", alias, 1).filters[0].operator is op
+
+
+@pytest.mark.parametrize("spelling", ["eq", "EQ", "gte", "ne", "gt", "contains", "", "  ", "$bogus", 7, None])
+def test_operator_names_that_are_not_values_are_refused(spelling: Any) -> None:
+    """dataknobs-data 0.11's vocabulary: ``"ne"`` is no spelling of ``!=``, so it fails loudly."""
+    with pytest.raises(FilterError, match="Unknown query operator") as err:
+        Query().filter("f", spelling, 1)
+    assert "!=" in str(err.value)
+    with pytest.raises(ValueError, match="operator"):
+        coerce_operator(spelling)
+
+
+@pytest.mark.parametrize(
+    "order, want", [("asc", SortOrder.ASC), (" DESC ", SortOrder.DESC), (SortOrder.DESC, SortOrder.DESC)]
+)
+def test_coerce_sort_order(order: Any, want: SortOrder) -> None:
+    assert coerce_sort_order(order) is want
+    assert Query().sort_by("f", order).sort_specs == [SortSpec("f", want)]
+
+
+@pytest.mark.parametrize("order", ["ascending", "up", "", 1, None])
+def test_unknown_sort_order_is_refused(order: Any) -> None:
+    with pytest.raises(FilterError, match="sort order"):
+        coerce_sort_order(order)
 
 
 def test_all_sixteen_operators_exist() -> None:
@@ -519,16 +585,7 @@ def test_all_sixteen_operators_exist() -> None:
         lambda: Filter("a", None, 1),
         lambda: Filter("", "=", 1),
         lambda: Filter(None, "=", 1),
-        lambda: Filter("a", "between", [1]),
-        lambda: Filter("a", "between", [1, 2, 3]),
-        lambda: Filter("a", "between", "ab"),
-        lambda: Filter("a", "between", 5),
-        lambda: Filter("a", "in", "abc"),
-        lambda: Filter("a", "not_in", 5),
-        lambda: Filter("a", "like", 5),
-        lambda: Filter("a", "regex", "(unclosed"),
-        lambda: Filter("a", "starts_with", None),
-        lambda: Filter("a", ">", None),
+        lambda: Query().filter("a", "eq", 1),
         lambda: Filter.from_dict({"operator": "="}),
         lambda: compile_filter({"$foo": 1}),
         lambda: compile_filter({"a": {"$foo": 1}}),
@@ -547,6 +604,52 @@ def test_malformed_filters_raise_filter_error_when_built(build: Any) -> None:
     with pytest.raises(FilterError):
         build()
     assert issubclass(FilterError, ValueError)
+
+
+BAD_OPERANDS = [
+    ("between", [1]),
+    ("between", [1, 2, 3]),
+    ("between", "ab"),
+    ("between", 5),
+    ("not_between", 5),
+    ("in", "abc"),
+    ("not_in", 5),
+    ("like", 5),
+    ("not_like", None),
+    ("regex", "(unclosed"),
+    ("starts_with", None),
+    (">", None),
+]
+
+
+@pytest.mark.parametrize("op, operand", BAD_OPERANDS)
+def test_bad_operands_build_and_raise_when_used(op: str, operand: Any) -> None:
+    """As in dataknobs-data, a filter stores its operand unchecked; the first use checks it, so a
+    search never runs with it: compiling, evaluating, or searching raises FilterError."""
+    flt = Filter("a", op, operand)  # builds
+    query = Query().filter("a", op, operand)  # builds
+    assert query.filters[0].operator is Operator.coerce(op) and query.filters[0].value == operand
+    assert query.to_dict()["filters"] == [
+        {"field": "a", "operator": Operator.coerce(op).value, "value": operand}
+    ]
+    for use in (
+        lambda: flt.operand,
+        lambda: flt.matches(1),
+        query.expression,
+        lambda: compile_filter(query),
+        lambda: compile_filter(flt),
+        lambda: compile_filter({"a": {"$" + Operator.coerce(op).name.lower(): operand}}),
+        lambda: Query().or_(flt),
+        lambda: Query(filters=[flt]).matches(Record({"a": 1})),
+    ):
+        with pytest.raises(FilterError, match="'a'"):
+            use()
+    db = DatabaseFactory().create(backend="memory")
+    db.create(Record({"a": 1}, id="r1"))
+    with pytest.raises(FilterError):
+        db.search(query)
+    with pytest.raises(FilterError):
+        db.count(Query(filters=[flt]))
 
 
 def test_filter_round_trips_through_dict() -> None:
@@ -573,3 +676,114 @@ def test_equal_operands_of_different_types_are_not_confused() -> None:
     assert masked_ids(table, compile_filter(Filter("a", "=", [1, 2]))) == ["list"]
     assert masked_ids(table, compile_filter(Filter("a", "=", (1, 2)))) == ["tuple"]
     assert masked_ids(table, compile_filter(Filter("a", "=", [1, 2]))) == ["list"]
+
+
+# --- dataknobs-data's Query API: serialization, fluent helpers, vector queries -------------------
+
+
+def test_query_fluent_helpers_and_properties() -> None:
+    q = Query().filter("a", "=", 1).filter("b", "=", 2).sort_by("c").sort("d", "DESC").limit(10).offset(20)
+    assert (q.limit_property, q.offset_property, q.sort_property) == (10, 20, q.sort_specs)
+    assert q.clear_filters() is q and q.filters == [] and len(q.sort_specs) == 2
+    assert q.clear_sort().sort_specs == []
+    assert Query().select().fields is None and Query().fields is None
+    assert Query().select("a", "b").fields == ["a", "b"]
+    assert Query().filter("f", "=", None).filters[0].value is None
+
+
+def test_query_and_sort_spec_round_trip_through_dicts() -> None:
+    q = (
+        Query()
+        .filter("age", ">=", 18)
+        .filter("dept", "IN", ["eng", "sales"])
+        .sort("dept")
+        .sort("salary", "desc")
+        .limit(100)
+        .offset(200)
+        .select("id", "name")
+        .similar_to([0.1, 0.2], k=5, score_threshold=0.9, metric=DistanceMetric.DOT_PRODUCT)
+    )
+    d = q.to_dict()
+    assert d["filters"][1] == {"field": "dept", "operator": "in", "value": ["eng", "sales"]}
+    assert d["sort"] == [{"field": "dept", "order": "asc"}, {"field": "salary", "order": "desc"}]
+    assert (d["limit"], d["offset"], d["fields"]) == (5, 200, ["id", "name"])  # similar_to set the limit
+    assert d["vector_query"]["metric"] == "dot_product"
+    back = Query.from_dict(json.loads(json.dumps(d)))
+    assert back.filters == q.filters and back.sort_specs == q.sort_specs and back.fields == q.fields
+    assert back.vector_query is not None and back.vector_query.metric is DistanceMetric.DOT_PRODUCT
+    again = back.to_dict()
+    assert np.allclose(again["vector_query"].pop("vector"), d["vector_query"].pop("vector"))  # float32
+    assert again == d
+    assert Query().to_dict() == {"filters": [], "sort": []}
+    assert Query.from_dict({"filters": [{"field": "a", "operator": ">", "value": 1}]}).sort_specs == []
+    assert SortSpec.from_dict(SortSpec("s", SortOrder.DESC).to_dict()) == SortSpec("s", SortOrder.DESC)
+    assert SortSpec.from_dict({"field": "s"}).order is SortOrder.ASC
+    with pytest.raises(ValueError, match="sort order"):
+        SortSpec.from_dict({"field": "s", "order": "up"})
+    with pytest.raises(FilterError):
+        Query.from_dict({"limit": -1})
+
+
+def test_vector_query_and_query_vector_helpers() -> None:
+    vq = VectorQuery([0.1, 0.2], field_name="vec", k=5, metric="euclidean")
+    assert vq.vector == [0.1, 0.2] and vq.include_source and vq.score_threshold is None
+    d = VectorQuery(
+        np.array([0.5, 0.25], dtype=np.float32), rerank=True, rerank_k=3, metadata={"a": 1}
+    ).to_dict()
+    assert d == {
+        "vector": [0.5, 0.25],
+        "field": "embedding",
+        "k": 10,
+        "metric": "cosine",
+        "include_source": True,
+        "rerank": True,
+        "rerank_k": 3,
+        "metadata": {"a": 1},
+    }
+    back = VectorQuery.from_dict(d)
+    assert back.vector.dtype == np.float32 and back.metric is DistanceMetric.COSINE and back.rerank_k == 3
+    assert VectorQuery.from_dict({"vector": [1], "metric": "mystery"}).metric == "mystery"
+    q = Query().near_text("abc", lambda t: [float(len(t))] * 2, field="te", k=4)
+    assert q.vector_query is not None and q.vector_query.vector == [3.0, 3.0] and q.limit_value == 4
+    q.with_reranking()
+    assert q.vector_query.rerank and q.vector_query.rerank_k == 8
+    c = q.copy()
+    c.vector_query.k = 99  # type: ignore[union-attr]
+    assert q.vector_query.k == 4
+    assert q.clear_vector().vector_query is None
+    h = Query().hybrid("important doc", [0.1, 0.2], alpha=0.7, k=25)
+    assert h.filters == [Filter("content", "like", "%important doc%")]
+    assert (
+        h.vector_query is not None
+        and h.vector_query.metadata == {"hybrid_alpha": 0.7}
+        and h.limit_value == 25
+    )
+    assert Query().hybrid(text_query="t").vector_query is None
+    assert DistanceMetric.DOT_PRODUCT.get_aliases() == ["inner_product", "ip"]
+
+
+def test_distance_metric_is_accepted_by_vector_search() -> None:
+    db = DatabaseFactory().create(backend="memory", vector_enabled=True, vector_dimensions=2)
+    db.add_vectors(np.array([[1.0, 0.0], [0.0, 1.0]]), ids=["x", "y"])
+    hits = db.vector_search([1.0, 0.1], k=1, metric=DistanceMetric.COSINE)
+    assert [h.id for h in hits] == ["x"]
+
+
+def test_datetimes_compare_with_iso_strings() -> None:
+    base = dt.datetime(2025, 1, 15, 12)
+    db = DatabaseFactory().create(backend="memory")
+    db.create_batch(
+        [Record({"ts": (base + dt.timedelta(days=d)).isoformat()}, id=str(d)) for d in (-1, 0, 1)]
+        + [Record({"ts": "not a date"}, id="bad"), Record({"ts": base}, id="dt")]
+    )
+
+    def ids(flt: Filter) -> list[str]:
+        return sorted(r.id for r in db.search(Query(filters=[flt])))  # type: ignore[type-var]
+
+    assert ids(Filter("ts", ">", base)) == ["1"]
+    assert ids(Filter("ts", "<=", base)) == ["-1", "0", "dt"]
+    lo, hi = base - dt.timedelta(hours=1), base + dt.timedelta(days=3)
+    assert ids(Filter("ts", "between", [lo, hi])) == ["0", "1", "dt"]
+    assert ids(Filter("ts", "between", [lo.isoformat(), hi.isoformat()])) == ["0", "1", "dt"]
+    assert ids(Filter("ts", ">=", dt.date(2025, 1, 15))) == ["0", "1"]  # a date compares dates
+    assert ids(Filter("ts", "=", base)) == ["dt"]  # equality is not ordering: no conversion

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import pickle
 
 import numpy as np
 import pytest
 
 from dk_vector_plugins import (
     DimensionMismatchError,
+    DuplicateRecordError,
     Field,
+    FieldType,
     InvalidVectorError,
     Record,
     VectorField,
     VectorSearchResult,
 )
-from dk_vector_plugins.records import is_vector_value, new_id
+from dk_vector_plugins.records import detect_field_type, is_vector_value, new_id
 
 
 def test_record_positional_constructor_and_id() -> None:
@@ -222,3 +226,192 @@ def test_vector_search_result() -> None:
         "data": {"text": "hello"},
     }
     json.dumps(d)
+
+
+# --- dataknobs-data's record API: FieldType, Field, and the Record methods ------------------------
+
+
+@pytest.mark.parametrize(
+    "value, ftype",
+    [
+        (None, FieldType.STRING),
+        (True, FieldType.BOOLEAN),
+        (42, FieldType.INTEGER),
+        (3.5, FieldType.FLOAT),
+        ("hi", FieldType.STRING),
+        ("x" * 1001, FieldType.TEXT),
+        (dt.datetime(2024, 1, 1), FieldType.DATETIME),
+        ({"k": 1}, FieldType.JSON),
+        ([1], FieldType.JSON),
+        (b"\x00", FieldType.BINARY),
+        (VectorField([1.0]), FieldType.VECTOR),
+    ],
+)
+def test_field_type_is_detected(value: object, ftype: FieldType) -> None:
+    assert detect_field_type(value) is ftype
+    assert Field("f", value).type is ftype
+
+
+def test_field_type_values_validate_convert_and_dict() -> None:
+    assert [t.value for t in FieldType][:8] == [
+        "string",
+        "integer",
+        "float",
+        "boolean",
+        "datetime",
+        "json",
+        "binary",
+        "text",
+    ]
+    assert FieldType.VECTOR == "vector"  # a member equals its value
+    f = Field("age", 25, "integer", {"unit": "years"})
+    assert f.type is FieldType.INTEGER and f.validate()
+    assert not Field("bad", "text", FieldType.INTEGER).validate()
+    assert not Field("b", 1, FieldType.BOOLEAN).validate()
+    assert Field("n", None, FieldType.INTEGER).validate()
+    assert f.convert_to(FieldType.STRING).value == "25"
+    assert Field("s", "true").convert_to("boolean").value is True
+    assert f.convert_to(FieldType.INTEGER) is f
+    with pytest.raises(ValueError):
+        Field("s", "x").convert_to(FieldType.INTEGER)
+    with pytest.raises(ValueError, match="no conversion"):
+        Field("j", {}).convert_to(FieldType.INTEGER)
+    with pytest.raises(ValueError, match="unknown field type"):
+        Field("x", 1, "decimal")  # type: ignore[arg-type]
+    d = Field("w", 70.5, FieldType.FLOAT, {"unit": "kg"}).to_dict()
+    assert d == {"name": "w", "value": 70.5, "type": "float", "metadata": {"unit": "kg"}}
+    assert Field.from_dict(d) == Field("w", 70.5) and Field.from_dict(d).metadata == {"unit": "kg"}
+    assert Field.from_dict({"name": "a", "value": 25}).type is FieldType.INTEGER
+    vf = Field.from_dict(VectorField([1, 2], name="e", model_name="m", metadata={"k": 1}).to_dict())
+    assert isinstance(vf, VectorField) and vf.model_name == "m" and vf.metadata == {"k": 1}
+    c = f.copy()
+    c.metadata["unit"] = "days"
+    assert f.metadata == {"unit": "years"}
+
+
+def test_vector_field_dict_similarity_and_validate() -> None:
+    vf = VectorField([3, 4], name="e", source_field="text", model_name="m", model_version="1")
+    d = vf.to_dict()
+    assert d["type"] == "vector" and d["dimensions"] == 2 and d["value"] == [3.0, 4.0]
+    assert d["metadata"] == {"dimensions": 2, "source_field": "text", "model": {"name": "m", "version": "1"}}
+    back = VectorField.from_dict(d)
+    assert back == vf and back.metadata == {}
+    json.dumps(d)
+    assert vf.euclidean_distance([0, 0]) == pytest.approx(5.0)
+    assert vf.cosine_similarity(VectorField([6, 8])) == pytest.approx(1.0)
+    assert vf.cosine_similarity(np.array([-4.0, 3.0])) == pytest.approx(0.0)
+    assert vf.validate()
+    made = VectorField.from_text("abc", lambda t: [float(len(t)), 1.0], model_name="len")
+    assert made.to_list() == [3.0, 1.0] and made.source_field == "text" and made.model_name == "len"
+
+
+def test_record_field_methods() -> None:
+    r = Record({"a": 1, "b": 2, "c": 3})
+    assert r.field_names() == ["a", "b", "c"] and r.field_count() == 3
+    assert r.has_field("a") and not r.has_field("z")
+    assert r.remove_field("b") is True and r.remove_field("b") is False
+    assert r.get_field("zz") is None
+    r.set_field("t", 25.5, FieldType.FLOAT, {"unit": "c"})
+    t = r.get_field("t")
+    assert isinstance(t, Field) and t.type is FieldType.FLOAT and t.metadata == {"unit": "c"}
+    assert r.get_field_object("t") is t
+    with pytest.raises(KeyError):
+        r.get_field_object("zz")
+    r.set_value("t", 30.0)  # a typed field keeps its type and metadata
+    assert r["t"] == 30.0 and r.get_field("t") is t and t.value == 30.0
+    assert r.validate()
+    r.fields["bad"] = Field("bad", "text", FieldType.INTEGER)
+    assert not r.validate()
+
+
+def test_record_fields_is_live() -> None:
+    r = Record({"n": 1})
+    r.fields["emb"] = VectorField([1, 2])
+    assert "emb" in r and r.vector_fields()["emb"].name == "emb"
+    field = r.fields["n"]
+    assert r.fields["n"] is field  # kept: the same object on the next read
+    field.value = 2
+    assert r["n"] == 2 and r.data == {"n": 2, "emb": r["emb"]}
+    del r.fields["emb"]
+    assert list(r.fields) == ["n"] and len(r.fields) == 1 and dict(r.fields) == {"n": Field("n", 2)}
+    r.fields = {"x": 5}
+    assert r.data == {"x": 5}
+    raw = Record({"v": np.array([1.0, 2.0])})
+    assert isinstance(raw.fields["v"], VectorField)
+    assert raw["v"].dtype == np.float64  # reading a vector's field object does not change the data
+
+
+def test_record_positional_and_attribute_access() -> None:
+    r = Record({"name": "Test", "value": 42})
+    assert r[0] == Field("name", "Test") and r[1].value == 42
+    with pytest.raises(IndexError):
+        r[2]
+    with pytest.raises(IndexError):
+        r[-1]
+    assert r.name == "Test" and r.value == 42  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        r.missing  # type: ignore[attr-defined]  # noqa: B018
+    r["_private"] = "s"
+    assert r["_private"] == "s"
+    with pytest.raises(AttributeError):
+        r._private  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(AttributeError):  # fields are not set as attributes (see Record)
+        r.country = "USA"  # type: ignore[attr-defined]
+    assert hasattr(r, "fields") and hasattr(r, "metadata") and hasattr(r, "id")
+
+
+def test_record_merge_project_and_ids() -> None:
+    a = Record({"a": 1, "b": 2}, metadata={"v": 1}, id="ra")
+    b = Record({"b": 3, "c": 4}, metadata={"v": 2}, id="rb")
+    m = a.merge(b)
+    assert m.data == {"a": 1, "b": 3, "c": 4} and m.metadata == {"v": 2} and m.id == "ra"
+    m = a.merge(b, overwrite=False)
+    assert m.data == {"a": 1, "b": 2, "c": 4} and m.metadata == {"v": 1}
+    assert Record({"x": 1}).merge(b).id == "rb"
+    p = Record({"n": "T", "age": 3, "e": "x"}, metadata={"k": 1}, id="r").project(["n", "e", "zz"])
+    assert p.data == {"n": "T", "e": "x"} and p.id == "r" and p.metadata == {"k": 1}
+    r = Record({"name": "t"}, metadata={})
+    assert r.has_storage_id() is False
+    rid = r.generate_id()
+    assert r.id == rid and len(rid) == 36 and r.metadata == {} and r.has_storage_id()
+    assert Record({"id": 7}).get_user_id() == "7" and Record({"x": 1}).get_user_id() is None
+
+
+def test_record_payload_id_resolution() -> None:
+    """As dataknobs-data: data "id", then metadata "id", then data "record_id"; none is moved."""
+    r = Record({"record_id": "rec-1", "name": "t"}, metadata={"source": "api"})
+    assert r.id == "rec-1" and r.metadata == {"source": "api"} and r["record_id"] == "rec-1"
+    assert Record({"id": "d", "record_id": "x"}, metadata={"id": "m"}).id == "d"
+    assert Record({"record_id": "x"}, metadata={"id": "m"}).id == "m"
+    assert Record({"id": None, "record_id": 5}).id == "5"
+    r = Record({"id": 7})
+    assert r.id == "7" and r.get_value("id") == 7  # the data field keeps its value
+
+
+def test_record_to_dict_structured_and_from_dict() -> None:
+    r = Record({"name": "T", "value": 42, "v": VectorField([1, 2])}, metadata={"version": 1}, id="r1")
+    full = r.to_dict(include_metadata=True, flatten=False)
+    assert full["id"] == "r1" and full["metadata"] == {"version": 1}
+    assert full["fields"]["name"] == {"name": "name", "value": "T", "type": "string", "metadata": {}}
+    assert full["fields"]["v"]["value"] == [1.0, 2.0]
+    json.dumps(full)
+    assert r.to_dict(flatten=False, include_field_objects=False) == {
+        "fields": {"name": "T", "value": 42, "v": [1.0, 2.0]},
+        "id": "r1",
+    }
+    back = Record.from_dict(full)
+    assert back.id == "r1" and back.metadata == {"version": 1} and back["name"] == "T"
+    assert isinstance(back.fields["v"], VectorField) and back.get_field("value").type is FieldType.INTEGER
+    typed = Record.from_dict({"fields": {"age": {"name": "age", "value": "30", "type": "string"}}})
+    assert typed.get_field("age").type is FieldType.STRING and typed.id is None
+    # a flat record with a data field called "fields" stays flat
+    flat = Record.from_dict({"fields": {"a": 1}, "other": 2})
+    assert flat.data == {"fields": {"a": 1}, "other": 2}
+
+
+def test_duplicate_record_error_carries_the_id() -> None:
+    err = DuplicateRecordError("a record with id 'x' already exists", id="x")
+    assert err.id == "x" and isinstance(err, ValueError)
+    again = pickle.loads(pickle.dumps(err))
+    assert again.id == "x" and str(again) == str(err)
+    assert DuplicateRecordError("no id given").id is None

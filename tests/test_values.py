@@ -25,7 +25,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dk_vector_plugins import DatabaseFactory, DkvError, InvalidRequestError, Record, VectorField
+from dk_vector_plugins import (
+    DatabaseFactory,
+    DkvError,
+    Field,
+    FieldType,
+    InvalidRequestError,
+    Record,
+    VectorField,
+)
 from dk_vector_plugins.storage import row_codec
 from dk_vector_plugins.storage.row_codec import LazyRows, decode_rows, encode_row
 
@@ -322,7 +330,23 @@ NORMALIZED: list[tuple[str, Any, Any]] = [
     ("inf", float("-inf"), float("-inf")),
     ("big-int", 2**100, 2**100),
     ("empty", {}, {}),
+    # a Field object is stored as its value (its type and metadata belong to the record object)
+    ("field", Field("f", 5, FieldType.FLOAT, {"unit": "kg"}), 5),
+    ("field-nested", {"k": [Field("g", "a")]}, {"k": ["a"]}),
 ]
+
+
+def test_typed_fields_are_stored_as_their_values(table: Table) -> None:
+    db = table.open()
+    rec = Record({"plain": 1}, id="t1")
+    rec.set_field("temp", 25.5, FieldType.FLOAT, {"unit": "celsius"})
+    rec.fields["n"] = Field("n", 3, FieldType.INTEGER)
+    db.create(rec)
+    for handle in (db, table.open()):
+        got = handle.get("t1")
+        assert got.data == {"plain": 1, "temp": 25.5, "n": 3}
+        assert handle.search({"temp": {"$gt": 20}, "n": 3})[0].id == "t1"
+    assert rec.get_field("temp").metadata == {"unit": "celsius"}  # the caller's record keeps them
 
 
 def test_every_backend_reads_back_the_same_value(table: Table) -> None:
