@@ -152,19 +152,18 @@ def cmd_demo(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Ingest the bundled sample with the hashing embedder and run a few searches."""
     text = resources.files("dk_vector_plugins").joinpath("data/sample.jsonl").read_text("utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    db = factory.create(backend="memory", vector_enabled=True, vector_dimensions=args.dimensions)
+    db = factory.create(backend="memory", text_field="text", vector_dimensions=args.dimensions)
     with db:
-        records = [Record(r) for r in rows]
-        db.bulk_embed_and_store(records, text_field="text", progress=False)
+        db.create_batch([Record(r) for r in rows])  # the store embeds each record's text
         print(
             f"dkv demo: {db.count()} records embedded with the built-in hashing embedder "
             f"({args.dimensions} dimensions), memory backend, exact cosine search\n"
+            "(hashing matches words, not meaning; for a real model: pip install "
+            "'dk_vector_plugins[model2vec]' and create the store with embedder=\"model2vec\")\n"
         )
         queries = [(q, None) for q in args.query] if args.query else _DEMO_QUERIES
-        embedder = factory.embedder("hashing", args.dimensions)
         for q, flt in queries:
-            vec = embedder.embed([q])[0]
-            hits = db.vector_search(vec, k=args.k, filter=flt)
+            hits = db.vector_search(q, k=args.k, filter=flt)
             where = f"  filter {json.dumps(flt)}" if flt else ""
             print(f"query: {q!r}{where}")
             print(_hits_table(hits, "text"))
@@ -189,12 +188,27 @@ def _to_record(obj: dict[str, Any], args: argparse.Namespace, where: str) -> Rec
 def cmd_ingest(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Load JSON Lines into a store: given vectors are stored, texts are embedded."""
     config = _store_config(args)
-    records = [_to_record(obj, args, f"{args.file}:{n}") for n, obj in _read_jsonl(args.file)]
+    rows = list(_read_jsonl(args.file))  # a missing or malformed file fails before the store opens
     if config["backend"] == "memory":
         print(
             "note: the memory backend keeps nothing after this command; use --backend file", file=sys.stderr
         )
+    if args.embedder:
+        config["embedder"] = args.embedder
+    if args.vector_field:
+        config["vector_field"] = args.vector_field
+    if args.text_field:
+        config["text_field"] = args.text_field
+    with factory.create(config) as probe:  # a new store records its text field (and embedder)
+        field = probe.schema.field()
+        if field is None or field.source is None:
+            config.setdefault("text_field", "text")
+        else:
+            args.text_field = args.text_field or field.source[0]
     with factory.create(config) as db:
+        args.vector_field = db.schema.default_field
+        args.text_field = args.text_field or config["text_field"]
+        records = [_to_record(obj, args, f"{args.file}:{n}") for n, obj in rows]
         with_vec = [r for r in records if args.vector_field in r]
         to_embed = [r for r in records if args.vector_field not in r]
         if with_vec:
@@ -206,7 +220,6 @@ def cmd_ingest(args: argparse.Namespace, factory: DatabaseFactory) -> int:
                 to_embed,
                 args.text_field,
                 vector_field=args.vector_field,
-                embedding_fn=args.embedder,
                 batch_size=args.batch_size,
                 progress=None if not args.no_progress else False,
             )
@@ -267,17 +280,27 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     elif not args.text:
         raise DkvError("give a query text or --vector")
     with _open_existing(factory, config) as db:
+        field_name = args.vector_field or db.schema.default_field
+        field = db.schema.field(field_name)
+        query: Any = vec
         if vec is None:
-            dim = db.vector_dimension(args.vector_field)
-            name = args.embedder or config.get("embedder", "hashing")
-            options = dict(config.get("embedder_options") or {}) if name == config.get("embedder", "hashing") else {}
-            embedder = factory.embedder(name, dim, **options)
-            vec = embedder.embed([args.text])[0]
-        hits = db.vector_search(vec, vector_field=args.vector_field, k=args.k, filter=flt, metric=args.metric)
+            if args.embedder:  # an embedder named on the command line embeds the query
+                options = dict(config.get("embedder_options") or {}) if args.embedder == config.get("embedder") else {}
+                embedder = factory.embedder(args.embedder, db.vector_dimension(field_name), **options)
+                query = embedder.embed([args.text])[0]
+            elif field is None or field.embedder is None:
+                raise DkvError(
+                    f"the store's vector field {field_name!r} has no embedder (its vectors were given, "
+                    "not embedded by the store): pass --vector, or --embedder NAME to embed the text"
+                )
+            else:
+                query = args.text  # the store embeds it with its own embedder
+        hits = db.vector_search(query, vector_field=field_name, k=args.k, filter=flt, metric=args.metric)
+        text_field = args.text_field or (field.source[0] if field is not None and field.source else "text")
         if args.format == "json":
             print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
         else:
-            print(_hits_table(hits, args.text_field) if hits else "no results")
+            print(_hits_table(hits, text_field) if hits else "no results")
     return 0
 
 
@@ -317,7 +340,7 @@ def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
             "segments": len(state.segments),
             "rows stored": sum(int(seg.get("rows", 0)) for seg in state.segments),
             "vector fields": {n: {"dimensions": d, "vectors stored": c} for n, (d, c) in fields.items()},
-            "metric": db.config["vector_metric"],
+            "schema": _schema_info(db),
         }
         sizes: list[int] | None = None
         if config["backend"] == "file":
@@ -340,6 +363,22 @@ def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
                     ) or "none"
                 print(f"{key + ':':<15} {value}")
     return 0
+
+
+def _schema_info(db: SyncDatabase) -> dict[str, Any]:
+    """Each vector field's stored settings, as ``dkv info`` shows them."""
+    out: dict[str, Any] = {}
+    for name, f in db.schema.fields.items():
+        entry: dict[str, Any] = {"dimensions": f.dim or db.vector_dimension(name), "metric": f.metric}
+        if f.source is not None:
+            entry["text"] = "+".join(f.source)
+        if f.embedder is not None:
+            opts = ",".join(f"{k}={v}" for k, v in f.embedder.options.items())
+            entry["embedder"] = f.embedder.name + (f"({opts})" if opts else "")
+            if f.embedder.model:
+                entry["model"] = f.embedder.model
+        out[name + (" (default)" if name == db.schema.default_field else "")] = entry
+    return out
 
 
 def _type_names(opt: OptionSpec) -> str:
@@ -434,8 +473,8 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", help="backend name (default: memory, or the config file's)")
     p.add_argument("--config", metavar="FILE.toml", help="store configuration (TOML)")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="a config key (repeatable)")
-    p.add_argument("--vector-field", default="embedding", help="vector field (default: embedding)")
-    p.add_argument("--text-field", default="text", help="text field (default: text)")
+    p.add_argument("--vector-field", default=None, help="vector field (default: the store's, else embedding)")
+    p.add_argument("--text-field", default=None, help="text field (default: the store's, else text)")
     p.add_argument("--embedder", default=None, help="registered embedder name (default: the store's)")
 
 

@@ -57,6 +57,8 @@ class WriteBatch:
     bare_ids: list[str] | None = None
     norms: dict[str, npt.NDArray[np.float32]] = attrs.field(factory=dict)
     id_rows: dict[str, int] | None = None
+    #: Commit even when nothing else changes (a new schema: a manifest without a new segment).
+    touch: bool = False
 
     def row_ids(self) -> list[str]:
         """The ids of the rows the batch appends."""
@@ -65,7 +67,12 @@ class WriteBatch:
     @property
     def empty(self) -> bool:
         """Whether the batch changes nothing."""
-        return not self.rows and not self.bare_ids and not self.deletes and not self.clear
+        return not self.rows and not self.bare_ids and not self.deletes and not self.clear and not self.touch
+
+    @property
+    def changes_rows(self) -> bool:
+        """Whether the batch adds, deletes or clears rows (a ``touch`` alone does not)."""
+        return bool(self.rows or self.bare_ids or self.deletes or self.clear)
 
 
 class Storage(Protocol):
@@ -153,6 +160,8 @@ class StoreCore:
         self.connect_async: Callable[[], Awaitable[None]] | None = None
         #: Async stores: awaited by :meth:`close_async` after the storage is closed.
         self.async_closers: list[Callable[[], Awaitable[None]]] = []
+        #: Whether the table was loaded from its storage at least once (memory: always).
+        self.opened = storage is None
 
     # -- running for an async store -----------------------------------------------------------------
     async def run_async(self, fn: Callable[..., T], *args: Any, heavy: bool = False, connect: bool = True) -> T:
@@ -185,6 +194,7 @@ class StoreCore:
         """Bring the table up to date with its storage."""
         with self.lock:
             self.storage.refresh(self.table)
+            self.opened = True
 
     def write(self, plan: Callable[[RecordTable], tuple[WriteBatch, Any]]) -> Any:
         """Plan a write on the fresh table, commit it, apply it; after a lost race, plan again on
@@ -200,6 +210,7 @@ class StoreCore:
             deadline = time.monotonic() + self.rebase_timeout_s
             while True:
                 self.storage.refresh(self.table)
+                self.opened = True
                 batch, result = plan(self.table)
                 if batch.empty:
                     return result
@@ -220,6 +231,7 @@ class StoreCore:
         """Run ``fn`` on the refreshed table under the lock."""
         with self.lock:
             self.storage.refresh(self.table)
+            self.opened = True
             return fn(self.table)
 
     # -- writes ---------------------------------------------------------------------------------
@@ -240,7 +252,7 @@ class StoreCore:
             seen: set[str] = set()
             for rid in ids:
                 if rid in seen:
-                    raise DuplicateRecordError(f"record id {rid!r} appears twice in one batch")
+                    raise DuplicateRecordError(f"record id {rid!r} appears twice in one batch", id=rid)
                 seen.add(rid)
 
         def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
@@ -248,7 +260,7 @@ class StoreCore:
                 for rid in ids:
                     if rid in table:
                         raise DuplicateRecordError(
-                            f"a record with id {rid!r} already exists; use upsert to replace it"
+                            f"a record with id {rid!r} already exists; use upsert to replace it", id=rid
                         )
             keep = [i for i, rid in enumerate(ids) if mode != "update" or rid in table]
             staged = []
@@ -380,6 +392,10 @@ class StoreCore:
             return apply_threshold(results, request)
 
         return list(self.read_locked(run))
+
+    def touch(self) -> None:
+        """Commit the store's current schema (a new manifest naming the same segments)."""
+        self.write(lambda table: (WriteBatch(touch=True), None))
 
     def compact(self) -> None:
         """Reclaim the space of deleted and replaced rows (the storage's compaction)."""

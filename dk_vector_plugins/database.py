@@ -21,23 +21,33 @@ from __future__ import annotations
 import functools
 import inspect
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
+import numpy as np
 import numpy.typing as npt
 import pluggy
 
+from .content import assemble_source_text, compute_content_hash, content_hash_metadata
 from .core import StoreCore
-from .embed import FunctionEmbedder
-from .errors import InvalidRequestError, PluginError, RecordNotFoundError
+from .embed import FunctionEmbedder, batch_slices, embed_texts, embed_texts_async, progress_bar
+from .errors import (
+    InvalidRequestError,
+    InvalidVectorError,
+    PluginError,
+    RecordNotFoundError,
+    SchemaMismatchError,
+)
 from .query import Expr, Query, compile_filter
 from .records import Record, VectorField
+from .schema import PROBE_TEXT, EmbedderRef, FieldSchema, StoreSchema, fingerprint_of, text_fields
 from .search import build_search_request
 from .types import BulkEmbedReport, BulkEmbedRequest, Embedder, SearchRequest, VectorSearchResult
-from .vectors import as_vector_batch_with_norms
+from .vectors import as_vector_batch, as_vector_batch_with_norms
 
-__all__ = ["AsyncDatabase", "Call", "Hook", "SyncDatabase", "operation"]
+__all__ = ["AsyncDatabase", "Call", "Close", "Embed", "Hook", "SyncDatabase", "operation"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,14 +79,34 @@ class Hook:
 
 
 @attrs.frozen
+class Embed:
+    """A step of an operation: embed ``texts`` with ``embedder`` (awaited, or in a worker thread,
+    on an async store); the answer is the embedder's raw output."""
+
+    embedder: Embedder
+    texts: list[str]
+
+
+@attrs.frozen
 class Close:
     """A step of an operation: release the core's storage (and, on an async store, what it
     opened on the event loop)."""
 
 
-Step = Call | Hook | Close
+Step = Call | Hook | Embed | Close
 #: What an operation's generator is: it yields steps and returns the operation's result.
 Steps = Generator[Step, Any, R]
+
+
+#: How many recent embeddings a store keeps (by embedder and content hash).
+_CACHE_SIZE = 4096
+#: Vector metadata key: which embedder (name, options, fingerprint) made the vector.
+_EMBEDDER_KEY = "dkv_embedder"
+
+
+def _identity(key: tuple[Any, ...]) -> str:
+    """A stable id of an embedder (name, options, fingerprint) from its cache key."""
+    return compute_content_hash(repr(key[2:]))[:16]
 
 
 class operation(Generic[P, R]):
@@ -175,7 +205,13 @@ class _Base:
         merged = merged_config(config, kwargs)
         merged.setdefault("backend", self.backend_name)
         self._plugin_manager = pm
-        self._config: Mapping[str, Any] = resolve_config(pm, merged)
+        self._config = resolve_config(pm, merged)
+        #: Vector fields: given settings, then (file, S3) the table's stored ones.
+        self._schema = StoreSchema(self._config, self._config.given)
+        #: Built embedders per vector field, with the schema generation they were built for.
+        self._embedders: dict[str, tuple[tuple[Any, ...], Embedder]] = {}
+        #: Recent embeddings by (embedder, content hash): unchanged text is not embedded twice.
+        self._embedded: OrderedDict[tuple[Any, ...], npt.NDArray[np.float32]] = OrderedDict()
         self._closed = False
         self._close_callbacks: list[Callable[[], Any]] = []
         self._core = self._make_core()
@@ -186,8 +222,18 @@ class _Base:
 
     @property
     def config(self) -> Mapping[str, Any]:
-        """The validated configuration, defaults filled in (read-only)."""
-        return self._config
+        """The validated configuration, defaults filled in (read-only); the settings of the
+        vector field are the table's stored ones once it is loaded (at once for a sync store;
+        after :meth:`connect` or the first call for an async one)."""
+        if self._schema.stored_at is None and not self._schema.generation:
+            return self._config
+        return self._config.updated(self._schema.config_values())
+
+    @property
+    def schema(self) -> StoreSchema:
+        """The store's vector fields: dimensions, metric, source text and embedder (stored with
+        the table on file and S3)."""
+        return self._schema
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -213,10 +259,20 @@ class _Base:
         if errors:
             raise errors[0]
 
-    def vector_dimension(self, vector_field: str = "embedding") -> int | None:
-        """The dimension of a vector field: configured, or fixed by the first stored vector."""
-        dim: int | None = self._core.table.vector_dimension(vector_field)
-        return dim or self._config.get("vector_dimensions")
+    def vector_dimension(self, vector_field: str | None = None) -> int | None:
+        """The dimension of a vector field (default: the store's ``vector_field``): configured,
+        stored, or fixed by the first stored vector."""
+        name = vector_field or self._schema.default_field
+        dim: int | None = self._core.table.vector_dimension(name)
+        field = self._schema.field(name)
+        return dim or (field.dim if field is not None else None)
+
+    def _field(self, vector_field: str | None) -> str:
+        if vector_field is None:
+            return self._schema.default_field
+        if not isinstance(vector_field, str) or not vector_field:
+            raise InvalidRequestError(f"vector_field must be a non-empty string, got {vector_field!r}")
+        return vector_field
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._config!r})"  # secrets shown as '***'
@@ -239,9 +295,8 @@ class _Base:
             k=k,
             filter=filter,
             metric=metric,
-            default_metric=self._config["vector_metric"],
+            default_metric=self._schema.metric(vector_field),
             dimension=self.vector_dimension(vector_field),
-            vector_enabled=self._config["vector_enabled"],
             batch=batch,
             options=options,
         )
@@ -250,8 +305,13 @@ class _Base:
         from .factory import make_embedder
 
         if embedding_fn is None or isinstance(embedding_fn, str):
-            name = embedding_fn or self._config["embedder"]
-            options = dict(self._config.get("embedder_options") or {})
+            field = self._schema.field(vector_field)
+            ref = field.embedder if field is not None else None
+            if ref is not None and embedding_fn in (None, ref.name):  # the store's own embedder
+                name, options = ref.name, ref.build_options()
+            else:
+                name = embedding_fn or self._config["embedder"]
+                options = dict(self._config.get("embedder_options") or {})
             return make_embedder(self._plugin_manager, name, self.vector_dimension(vector_field), options)
         if isinstance(embedding_fn, Embedder):
             embedder: Embedder = embedding_fn
@@ -300,6 +360,145 @@ class _Base:
 
         return ids, mat, metadata, vector_field, merge, norms
 
+    # -- text in, text out (steps shared by the operations) ---------------------------------------
+    def _opened(self) -> Steps[None]:
+        """Load the table once before the schema is used (async stores load on first call)."""
+        if not self._core.opened:
+            yield Call(self._core.refresh)
+
+    def _field_embedder(self, field: str) -> Steps[tuple[tuple[Any, ...], Embedder]]:
+        """The embedder of a vector field and its cache key, built once per schema; the first
+        build in a process checks (or records) the stored fingerprint."""
+        fs = self._schema.field(field)
+        if fs is None or fs.embedder is None:
+            raise InvalidRequestError(
+                f"vector field {field!r} of this store has no embedder, so it cannot embed text: create "
+                "the store with text_field=... (and embedder=..., default 'hashing'), or pass a vector"
+            )
+        key = (self._schema.generation, field, fs.embedder.name, repr(sorted(fs.embedder.options.items())))
+        cached = self._embedders.get(field)
+        if cached is not None and cached[0][:-1] == key:
+            return cached[0], cached[1]
+        built = yield from self._build_embedder(field, fs.embedder, key, self.vector_dimension(field))
+        if fs.embedder.fingerprint is None:
+            model = getattr(built[1], "model_name", None)
+            self._schema.set_fingerprint(field, list(built[0][-1]), model if isinstance(model, str) else None)
+        self._embedders[field] = built
+        return built
+
+    def _build_embedder(
+        self, field: str, ref: EmbedderRef, key: tuple[Any, ...], dimensions: int | None
+    ) -> Steps[tuple[tuple[Any, ...], Embedder]]:
+        """Build the embedder ``ref`` names and check its fingerprint against the stored one;
+        returns its cache key (``key`` plus the fingerprint: the vectors' identity) and it."""
+        from .factory import make_embedder
+
+        embedder = make_embedder(self._plugin_manager, ref.name, dimensions, ref.build_options())
+        probe = as_vector_batch((yield Embed(embedder, [PROBE_TEXT])), None, what="embedder output")
+        fingerprint = fingerprint_of(probe[0])
+        if not ref.matches(fingerprint):
+            raise SchemaMismatchError(
+                f"embedder {ref.describe()} of vector field {field!r} now embeds differently from the one "
+                "that wrote the store (its fingerprint changed: a different model behind the same name); "
+                "re-embed the store with db.reembed(...) or open it with the original model"
+            )
+        return (*key, tuple(ref.fingerprint or fingerprint)), embedder
+
+    def _embed_texts(
+        self, field: str, texts: Sequence[str], built: tuple[tuple[Any, ...], Embedder] | None = None
+    ) -> Steps[npt.NDArray[np.float32]]:
+        """Vectors of ``texts`` from the field's embedder (or ``built``: a key and an embedder),
+        unique texts once, recent ones cached."""
+        key, embedder = built if built is not None else (yield from self._field_embedder(field))
+        hashes = [compute_content_hash(t) for t in texts]
+        todo = list(dict.fromkeys(h for h in hashes if (key, h) not in self._embedded))
+        if todo:
+            text_of = dict(zip(hashes, texts))
+            raw = yield Embed(embedder, [text_of[h] for h in todo])
+            mat = as_vector_batch(raw, None if built else self.vector_dimension(field), what="embedder output")
+            if mat.shape[0] != len(todo):
+                raise InvalidRequestError(f"the embedder returned {mat.shape[0]} vectors for {len(todo)} texts")
+            for h, vec in zip(todo, mat):
+                self._embedded[(key, h)] = vec
+        rows = []
+        for h in hashes:
+            self._embedded.move_to_end((key, h))
+            rows.append(self._embedded[(key, h)])
+        while len(self._embedded) > _CACHE_SIZE:
+            self._embedded.popitem(last=False)
+        return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def _with_vectors(self, records: list[Any], mode: str) -> Steps[list[Any]]:
+        """Records with the vectors of every field embedded from source text filled in: a record
+        that gives its text but not the vector is embedded (a stored vector of the same text and
+        embedder is reused); one with neither is rejected (its vector would be lost)."""
+        yield from self._opened()
+        fields = self._schema.embedding_fields()
+        if not fields:
+            return records
+        out = [r.copy(deep=False) if isinstance(r, Record) else r for r in records]
+        for name, fs in fields:
+            assert fs.source is not None and fs.embedder is not None
+            need: list[tuple[int, str]] = []
+            for i, rec in enumerate(out):
+                if not isinstance(rec, Record) or rec.get(name) is not None:
+                    continue  # the caller's own vector is kept
+                text = assemble_source_text(rec.data, fs.source, fs.separator)
+                if not text:
+                    who = f"record {rec.id!r}" if rec.id is not None else f"records[{i}] (no id yet)"
+                    raise InvalidRequestError(
+                        f"{who} has neither text in {', '.join(map(repr, fs.source))} nor a "
+                        f"vector {name!r}: the store embeds {name!r} from that text; give one of them"
+                    )
+                need.append((i, text))
+            if not need:
+                continue
+            key, _ = yield from self._field_embedder(name)
+            identity = _identity(key)
+            hashes = [compute_content_hash(t) for _, t in need]
+            reuse: dict[str, Any] = {}
+            if mode != "create":
+                ids = [out[i].id for i, _ in need if out[i].id is not None]
+                stored = (yield Call(self._core.read, (ids,))) if ids else []
+                for rec in stored:
+                    vf = rec.fields.get(name) if rec is not None else None
+                    if isinstance(vf, VectorField) and vf.metadata.get(_EMBEDDER_KEY) == identity:
+                        reuse[str(rec.id)] = (vf.metadata.get("content_hash"), vf.value)
+            todo = [
+                (i, t, h) for (i, t), h in zip(need, hashes) if reuse.get(str(out[i].id), (None,))[0] != h
+            ]
+            mat = (yield from self._embed_texts(name, [t for _, t, _ in todo])) if todo else None
+            fresh = {i: mat[j] for j, (i, _, _) in enumerate(todo)} if mat is not None else {}
+            model = fs.embedder.model or fs.embedder.name
+            for (i, _), h in zip(need, hashes):
+                vec = fresh[i] if i in fresh else reuse[str(out[i].id)][1]
+                meta = {**content_hash_metadata(fs.source, fs.separator, h), _EMBEDDER_KEY: identity}
+                out[i][name] = VectorField(
+                    vec,
+                    name=name,
+                    source_field=fs.source[0] if len(fs.source) == 1 else None,
+                    model_name=model,
+                    metadata=meta,
+                )
+        return out
+
+    def _query_vectors(self, query: Any, field: str) -> Steps[Any]:
+        """A text query (a string, or a list of strings) as the field's embedding; else as given."""
+        texts = isinstance(query, str) or (
+            isinstance(query, (list, tuple)) and bool(query) and all(isinstance(q, str) for q in query)
+        )
+        fs = self._schema.field(field)
+        if texts and (fs is None or fs.embedder is None):
+            raise InvalidVectorError(
+                f"the query is text, but vector field {field!r} of this store has no embedder: pass a "
+                "vector, or create the store with text_field=... (and embedder=..., default 'hashing')"
+            )
+        if isinstance(query, str):
+            return (yield from self._embed_texts(field, [query]))[0]
+        if isinstance(query, (list, tuple)) and query and all(isinstance(q, str) for q in query):
+            return (yield from self._embed_texts(field, list(query)))
+        return query
+
     @staticmethod
     def _filter_of(query: Any) -> tuple[Query | None, Expr | None]:
         if query is None or isinstance(query, Query):
@@ -340,13 +539,15 @@ class _Base:
 
         Raises :class:`DuplicateRecordError` when the id exists.
         """
-        ids = yield Call(self._core.put, ([record], "create"))
+        recs = yield from self._with_vectors([record], "create")
+        ids = yield Call(self._core.put, (recs, "create"))
         return str(ids[0])
 
     @operation
     def create_batch(self, records: Iterable[Record]) -> Steps[list[str]]:
         """Store new records in one write, all or nothing; returns their ids."""
-        ids = yield Call(self._core.put, (list(records), "create"), heavy=True)
+        recs = yield from self._with_vectors(list(records), "create")
+        ids = yield Call(self._core.put, (recs, "create"), heavy=True)
         return [str(x) for x in ids]
 
     @operation
@@ -371,13 +572,15 @@ class _Base:
     @operation
     def update(self, id: str, record: Record) -> Steps[bool]:
         """Replace the record ``id``; ``False`` (and nothing stored) when it does not exist."""
-        done = yield Call(self._core.put, ([self._replaced(id, record)], "update"))
+        recs = yield from self._with_vectors([self._replaced(id, record)], "update")
+        done = yield Call(self._core.put, (recs, "update"))
         return bool(done[0])
 
     @operation
     def update_batch(self, records: Iterable[Record]) -> Steps[list[bool]]:
         """Replace existing records (by their ids) in one write; one bool per record."""
-        done = yield Call(self._core.put, (list(records), "update"), heavy=True)
+        recs = yield from self._with_vectors(list(records), "update")
+        done = yield Call(self._core.put, (recs, "update"), heavy=True)
         return [bool(x) for x in done]
 
     @operation
@@ -389,13 +592,15 @@ class _Base:
             raise InvalidRequestError("upsert(id, record) needs a record")
         else:
             rec = self._replaced(id_or_record, record)
-        ids = yield Call(self._core.put, ([rec], "upsert"))
+        recs = yield from self._with_vectors([rec], "upsert")
+        ids = yield Call(self._core.put, (recs, "upsert"))
         return str(ids[0])
 
     @operation
     def upsert_batch(self, records: Iterable[Record]) -> Steps[list[str]]:
         """Create or replace records in one write; returns their ids."""
-        ids = yield Call(self._core.put, (list(records), "upsert"), heavy=True)
+        recs = yield from self._with_vectors(list(records), "upsert")
+        ids = yield Call(self._core.put, (recs, "upsert"), heavy=True)
         return [str(x) for x in ids]
 
     @operation
@@ -442,21 +647,23 @@ class _Base:
         vectors: npt.ArrayLike,
         ids: Sequence[str] | None = None,
         metadata: Sequence[Mapping[str, Any]] | None = None,
-        vector_field: str = "embedding",
+        vector_field: str | None = None,
     ) -> Steps[list[str]]:
         """Upsert records made of a vector and optional metadata fields; returns their ids.
 
         An existing record keeps its other fields; ``metadata`` fields are merged into it.
+        ``vector_field`` defaults to the store's (config key ``vector_field``, ``"embedding"``).
         """
-        args = self._vector_args(vectors, ids, metadata, vector_field)
+        yield from self._opened()
+        args = self._vector_args(vectors, ids, metadata, self._field(vector_field))
         return (yield Call(self._core.put_vectors, args, heavy=True))  # type: ignore[no-any-return]
 
     @operation
     def vector_search(
         self,
         /,
-        query_vector: npt.ArrayLike | VectorField,
-        vector_field: str = "embedding",
+        query_vector: npt.ArrayLike | VectorField | str,
+        vector_field: str | None = None,
         k: int = 10,
         filter: Any = None,
         metric: str | None = None,
@@ -464,16 +671,22 @@ class _Base:
     ) -> Steps[list[VectorSearchResult]]:
         """Exact top-``k`` records nearest to ``query_vector``, best first.
 
-        :param query_vector: a 1-D vector. (A 2-D array searches each row and returns one list
-            per row, as :meth:`vector_search_batch` does, which says so in its type.)
-        :param vector_field: the field to search.
+        :param query_vector: a 1-D vector, or a text that the field's embedder embeds (a store
+            with ``text_field``/``embedder`` settings). (A 2-D array or a list of texts searches
+            each and returns one list per query, as :meth:`vector_search_batch` does, which says
+            so in its type.)
+        :param vector_field: the field to search (default: the store's ``vector_field``).
         :param k: results wanted (> 0); fewer come back when fewer records match.
         :param filter: a Query, Filter, dict shorthand or list of these, applied before top-k.
         :param metric: override the store's ``vector_metric``.
         :param options: ``score_threshold`` (drop weaker hits); ``include_source`` is accepted.
         :returns: list of :class:`VectorSearchResult`.
         """
-        request = self._request(query_vector, vector_field, k, filter, metric, None, options)
+        yield from self._opened()
+        field = self._field(vector_field)
+        query = yield from self._query_vectors(query_vector, field)
+        batch = True if isinstance(query_vector, (list, tuple)) and query is not query_vector else None
+        request = self._request(query, field, k, filter, metric, batch, options)
         results = yield Hook("dkv_vector_search", request)
         return results if request.batch else results[0]  # type: ignore[no-any-return]
 
@@ -481,23 +694,27 @@ class _Base:
     def vector_search_batch(
         self,
         /,
-        query_vectors: npt.ArrayLike,
-        vector_field: str = "embedding",
+        query_vectors: npt.ArrayLike | Sequence[str],
+        vector_field: str | None = None,
         k: int = 10,
         filter: Any = None,
         metric: str | None = None,
         **options: Any,
     ) -> Steps[list[list[VectorSearchResult]]]:
-        """One search per query vector (rows of a 2-D array), answered with one matrix product."""
-        request = self._request(query_vectors, vector_field, k, filter, metric, True, options)
+        """One search per query vector (rows of a 2-D array, or texts the field's embedder
+        embeds), answered with one matrix product."""
+        yield from self._opened()
+        field = self._field(vector_field)
+        queries = yield from self._query_vectors(query_vectors, field)
+        request = self._request(queries, field, k, filter, metric, True, options)
         return (yield Hook("dkv_vector_search", request))  # type: ignore[no-any-return]
 
     @operation
     def bulk_embed(
         self,
         records: Iterable[Record | Mapping[str, Any]],
-        text_field: str | Sequence[str],
-        vector_field: str = "embedding",
+        text_field: str | Sequence[str] | None = None,
+        vector_field: str | None = None,
         embedding_fn: Callable[[list[str]], Any] | Embedder | str | None = None,
         batch_size: int = 100,
         model_name: str | None = None,
@@ -506,11 +723,20 @@ class _Base:
         progress: bool | None = None,
     ) -> Steps[BulkEmbedReport]:
         """Like :meth:`bulk_embed_and_store`, returning the full :class:`BulkEmbedReport`."""
+        yield from self._opened()
+        field = self._field(vector_field)
+        fs = self._schema.field(field)
+        if text_field is None:
+            if fs is None or fs.source is None:
+                raise InvalidRequestError(
+                    "bulk_embed_and_store needs text_field= (this store has no text_field setting)"
+                )
+            text_field = list(fs.source)
         request = BulkEmbedRequest(
             records=list(records),  # type: ignore[arg-type]
             text_field=text_field,
-            vector_field=vector_field,
-            embedder=self._embedder(embedding_fn, vector_field, model_name),
+            vector_field=field,
+            embedder=self._embedder(embedding_fn, field, model_name),
             batch_size=batch_size,
             model_name=model_name,
             model_version=model_version,
@@ -526,12 +752,113 @@ class _Base:
         Batches of ``batch_size`` are embedded and written one write each; records whose stored
         copy already holds ``vector_field`` for the same text are skipped, so a re-run resumes.
         ``embedding_fn`` is a callable ``texts -> array`` (on an async store it may be async),
-        an embedder object, or the name of a registered embedder (default: the store's
-        ``embedder`` config, ``"hashing"``). A progress bar shows when stderr is a terminal
+        an embedder object, or the name of a registered embedder (default: the store's own, as
+        stored with its table, else its ``embedder`` config, ``"hashing"``). ``text_field``
+        defaults to the store's. A progress bar shows when stderr is a terminal
         (``progress=False`` hides it).
         """,
         returns="list[str]",
     )
+
+    @operation
+    def reembed(
+        self,
+        embedder: str | None = None,
+        embedder_options: Mapping[str, Any] | None = None,
+        text_field: str | Sequence[str] | None = None,
+        vector_field: str | None = None,
+        batch_size: int = 256,
+        progress: bool | None = None,
+    ) -> Steps[BulkEmbedReport]:
+        """Re-embed every record of a vector field from its source text, and make that embedder
+        (and source) the field's, stored with the table.
+
+        This is the way to change a store's embedder or its options (opening the store with other
+        ones is a :class:`SchemaMismatchError`). Each batch of ``batch_size`` records is one
+        write; a record whose vector the new embedder already made from the same text is
+        skipped, so running it again after an interruption resumes where it stopped. The schema
+        changes with the last write; until then searches use the old embedder for text queries.
+        Run it while no other process writes the store.
+
+        :param embedder: the registered embedder (default: the field's current one).
+        :param embedder_options: its options (default: the current ones if the name is the same).
+        :param text_field: the source field(s) (default: the field's current source).
+        :param vector_field: the field to (re-)embed (default: the store's). A new field name
+            embeds into a new field, e.g. for an embedder of another dimension.
+        :param progress: show a progress bar (default: when stderr is a terminal).
+        :returns: a :class:`BulkEmbedReport` (ids, embedded, skipped, batches).
+        """
+        from .schema import public_options, secret_options
+
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise InvalidRequestError(f"batch_size must be a positive int, got {batch_size!r}")
+        yield from self._opened()
+        field = self._field(vector_field)
+        # a new field starts from the default field's settings (source, metric, embedder)
+        old = self._schema.field(field) or attrs.evolve(self._schema.fields[self._schema.default_field], dim=None)
+        source = text_fields(text_field) if text_field is not None else old.source
+        if source is None:
+            raise InvalidRequestError(f"vector field {field!r} has no source text field: pass text_field=...")
+        current = old.embedder
+        name = embedder or (current.name if current is not None else str(self._config["embedder"]))
+        if embedder_options is None:
+            options: Mapping[str, Any] = current.build_options() if current and current.name == name else {}
+        else:
+            options = embedder_options
+        ref = EmbedderRef(name, public_options(options), secret_options(options))
+        key = (-1, field, ref.name, repr(sorted(ref.options.items())))
+        built = yield from self._build_embedder(field, ref, key, options.get("dimensions"))
+        new = FieldSchema(metric=old.metric, source=source, separator=old.separator, embedder=ref)
+        new.embedder.fingerprint = list(built[0][-1])  # type: ignore[union-attr]
+        model = getattr(built[1], "model_name", None)
+        new.embedder.model = model if isinstance(model, str) else None  # type: ignore[union-attr]
+        identity = _identity(built[0])
+        ids: list[str] = yield Call(self._core.read_locked, (_live_ids,))
+        embedded = skipped = batches = 0
+        with progress_bar(progress, len(ids), desc="re-embedding") as bar:
+            for sl in batch_slices(len(ids), batch_size):
+                stored: list[Record | None] = yield Call(self._core.read, (ids[sl],))
+                todo: list[tuple[Record, str, str]] = []
+                for rec in stored:
+                    if rec is None:  # deleted meanwhile
+                        continue
+                    text = assemble_source_text(rec.data, source, new.separator)
+                    if not text:
+                        raise InvalidRequestError(
+                            f"record {rec.id!r} has no text in {', '.join(map(repr, source))} to re-embed "
+                            f"{field!r} from; give it text (or delete it) and run reembed again to resume"
+                        )
+                    h = compute_content_hash(text)
+                    vf = rec.fields.get(field)
+                    meta = vf.metadata if isinstance(vf, VectorField) else {}
+                    if meta.get(_EMBEDDER_KEY) == identity and meta.get("content_hash") == h:
+                        skipped += 1
+                        continue
+                    todo.append((rec, text, h))
+                if todo:
+                    mat = yield from self._embed_texts(field, [t for _, t, _ in todo], built)
+                    if mat.shape[0] and (dim := self._core.table.vector_dimension(field)) and mat.shape[1] != dim:
+                        raise InvalidRequestError(
+                            f"embedder {ref.describe()} makes {mat.shape[1]}-dimensional vectors, field "
+                            f"{field!r} holds {dim}-dimensional ones: re-embed into a new vector field "
+                            f"(vector_field='{field}_{mat.shape[1]}') or a new store"
+                        )
+                    for (rec, _, h), vec in zip(todo, mat):
+                        rec[field] = VectorField(
+                            vec,
+                            name=field,
+                            source_field=source[0] if len(source) == 1 else None,
+                            model_name=new.embedder.model or name,  # type: ignore[union-attr]
+                            metadata={**content_hash_metadata(source, new.separator, h), _EMBEDDER_KEY: identity},
+                        )
+                    yield Call(self._core.put, ([r for r, _, _ in todo], "update"), heavy=True)
+                    embedded += len(todo)
+                    batches += 1
+                bar.update(sl.stop - sl.start)
+        self._schema.replace_field(field, new)
+        self._embedders.pop(field, None)
+        yield Call(self._core.touch)  # store the new schema (even when every record was done)
+        return BulkEmbedReport(ids, embedded, skipped, batches)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @operation
@@ -546,9 +873,11 @@ class _Base:
 
     @operation
     def connect(self) -> Steps[None]:
-        """Open what the store connects to now (the first call does it otherwise; a no-op for
-        stores that are ready when created). Accepted for dataknobs-data compatibility."""
+        """Open what the store connects to now and load its table (the first call does it
+        otherwise; a no-op for stores that are ready when created, as sync ones are). After it,
+        an async store's ``config`` and ``schema`` show the table's stored settings."""
         yield Call(_nothing)
+        yield from self._opened()
 
     @operation
     def close(self) -> Steps[None]:
@@ -566,6 +895,11 @@ class _Base:
 
 def _nothing() -> None:
     return None
+
+
+def _live_ids(table: Any) -> list[str]:
+    """The live ids of a table."""
+    return table.ids()  # type: ignore[no-any-return]
 
 
 class SyncDatabase(_Base):
@@ -586,6 +920,8 @@ class SyncDatabase(_Base):
                 elif isinstance(step, Hook):
                     answer = self._call_hook(step.name, step.request)
                     value = self._checked(step.name, answer, step.request)
+                elif isinstance(step, Embed):
+                    value = embed_texts(step.embedder, step.texts)
                 else:
                     self._core.close()
             except BaseException as e:  # the operation sees it where it yielded (try/finally)
@@ -624,6 +960,8 @@ class AsyncDatabase(_Base):
                 elif isinstance(step, Hook):
                     name = f"{step.name}_async"
                     value = self._checked(name, await self._call_hook(name, step.request), step.request)
+                elif isinstance(step, Embed):
+                    value = await embed_texts_async(step.embedder, step.texts)
                 else:
                     await core.close_async()
             except BaseException as e:  # the operation sees it where it yielded (try/finally)

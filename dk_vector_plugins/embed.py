@@ -39,6 +39,8 @@ __all__ = [
     "HashingEmbedder",
     "attach_vectors",
     "batch_slices",
+    "embed_texts",
+    "embed_texts_async",
     "prepare_records",
     "progress_bar",
     "run_bulk_embed",
@@ -234,12 +236,13 @@ def attach_vectors(
     return out
 
 
-def progress_bar(request: BulkEmbedRequest, total: int) -> Any:
-    """The tqdm bar of a bulk embed of ``total`` records (shown when asked, or on a terminal)."""
+def progress_bar(show: bool | None, total: int, desc: str = "embedding") -> Any:
+    """A tqdm bar over ``total`` records: shown when ``show`` is true, or (``None``) when stderr
+    is a terminal."""
     from tqdm.auto import tqdm
 
-    show = request.progress if request.progress is not None else sys.stderr.isatty()
-    return tqdm(total=total, desc="embedding", unit="rec", disable=not show, leave=False)
+    visible = show if show is not None else sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="rec", disable=not visible, leave=False)
 
 
 def batch_slices(n: int, size: int) -> Iterator[slice]:
@@ -258,7 +261,7 @@ def bulk_embed_steps(request: BulkEmbedRequest, dim: int | None) -> Generator[Em
     records whose stored vector was made from the same text, embed the rest, write them."""
     recs, texts = prepare_records(request)
     embedded = skipped = batches = 0
-    with progress_bar(request, len(recs)) as bar:
+    with progress_bar(request.progress, len(recs)) as bar:
         for sl in batch_slices(len(recs), request.batch_size):
             stored = yield ("read", [r.id for r in recs[sl]])
             skip = skip_mask(stored, texts[sl], request)
@@ -283,6 +286,29 @@ def _advance(steps: Generator[EmbedStep, Any, BulkEmbedReport], value: Any) -> E
         return stop.value  # type: ignore[no-any-return]
 
 
+def embed_texts(embedder: Embedder, texts: list[str]) -> Any:
+    """``embedder.embed(texts)`` for a sync caller (an async embedder is an error here)."""
+    value = embedder.embed(texts)
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # no "coroutine was never awaited" warning on top of the error
+        raise InvalidRequestError("an async embedding function needs the async store")
+    return value
+
+
+async def embed_texts_async(embedder: Embedder, texts: list[str]) -> Any:
+    """Embed for an async caller: an async function or ``aembed`` is awaited, a sync embedder
+    runs in a worker thread."""
+    if getattr(embedder, "is_async", False):
+        return await embedder.embed(texts)  # type: ignore[misc]
+    if callable(getattr(embedder, "aembed", None)):  # an embedder with an async path
+        return await embedder.aembed(texts)  # type: ignore[attr-defined]
+    value = await asyncio.to_thread(embedder.embed, texts)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
 def run_bulk_embed(db: Store, request: BulkEmbedRequest) -> BulkEmbedReport:
     """The default bulk-embed driver for sync stores (one ``upsert_batch`` per batch)."""
     steps = bulk_embed_steps(request, db.vector_dimension(request.vector_field))
@@ -294,11 +320,7 @@ def run_bulk_embed(db: Store, request: BulkEmbedRequest) -> BulkEmbedReport:
         elif kind == "write":
             value = db.upsert_batch(arg)
         else:
-            value = request.embedder.embed(arg)
-            if inspect.isawaitable(value):
-                if inspect.iscoroutine(value):
-                    value.close()  # no "coroutine was never awaited" warning on top of the error
-                raise InvalidRequestError("an async embedding function needs the async store")
+            value = embed_texts(request.embedder, arg)
         step = _advance(steps, value)
     return step
 
@@ -313,13 +335,7 @@ async def run_bulk_embed_async(db: AsyncStore, request: BulkEmbedRequest) -> Bul
             value: Any = await db.read_batch(arg)
         elif kind == "write":
             value = await db.upsert_batch(arg)
-        elif getattr(request.embedder, "is_async", False):
-            value = await request.embedder.embed(arg)  # type: ignore[misc]
-        elif callable(getattr(request.embedder, "aembed", None)):  # an embedder with an async path
-            value = await request.embedder.aembed(arg)  # type: ignore[attr-defined]
         else:
-            value = await asyncio.to_thread(request.embedder.embed, arg)
-            if inspect.isawaitable(value):
-                value = await value
+            value = await embed_texts_async(request.embedder, arg)
         step = _advance(steps, value)
     return step

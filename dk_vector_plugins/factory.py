@@ -9,12 +9,13 @@ wrong type is a :class:`ConfigError` that names the key and the choices.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pluggy
 
 from .errors import ConfigError, PluginError
+from .schema import is_credential_key, text_fields
 from .types import BackendSpec, Embedder, EmbedderSpec, OptionSpec
 from .vectors import normalize_metric
 
@@ -35,10 +36,38 @@ __all__ = [
 ]
 
 
+def _nonempty(key: str) -> Callable[[str], str]:
+    def convert(value: str) -> str:
+        if not value:
+            raise ConfigError(f"config key {key!r} must be a non-empty field name")
+        return value
+
+    return convert
+
+
+def _text_fields(value: str | list[Any]) -> str | list[str]:
+    names = text_fields(value)
+    assert names is not None
+    return value if isinstance(value, str) else list(names)
+
+
 #: Keys every backend accepts.
 CORE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("backend", (str,), "memory", "which backend plugin stores the data"),
-    OptionSpec("vector_enabled", (bool,), False, "allow vector search on this store"),
+    OptionSpec(
+        "vector_enabled",
+        (bool,),
+        False,
+        "accepted for dataknobs-data compatibility; vector search works on every store that holds vectors",
+    ),
+    OptionSpec(
+        "vector_field",
+        (str,),
+        "embedding",
+        "the vector field that the vector_*, text_field and embedder keys describe, and that "
+        "searches and writes use by default",
+        convert=_nonempty("vector_field"),
+    ),
     OptionSpec(
         "vector_dimensions",
         (int,),
@@ -53,8 +82,28 @@ CORE_OPTIONS: tuple[OptionSpec, ...] = (
         "default metric: cosine, euclidean or dot_product",
         convert=normalize_metric,
     ),
-    OptionSpec("embedder", (str,), "hashing", "name of the registered embedder bulk_embed uses"),
-    OptionSpec("embedder_options", (dict,), None, "keyword arguments for the embedder's factory"),
+    OptionSpec(
+        "text_field",
+        (str, list),
+        None,
+        "source text field(s) of the vector field: writes embed it with the embedder (unchanged "
+        "text is not embedded again), and vector_search takes a string; stored with the table",
+        convert=_text_fields,
+    ),
+    OptionSpec("text_separator", (str,), " ", "joins the values of several text fields before embedding"),
+    OptionSpec(
+        "embedder",
+        (str,),
+        "hashing",
+        "registered embedder for text_field, string queries and bulk_embed_and_store; stored with "
+        "the table (by name, options and a fingerprint)",
+    ),
+    OptionSpec(
+        "embedder_options",
+        (dict,),
+        None,
+        "keyword arguments for the embedder's factory (credentials are never stored)",
+    ),
     OptionSpec("schema", (object,), None, "accepted for dataknobs-data compatibility; unused"),
 )
 
@@ -126,17 +175,10 @@ def _unknown_backend(pm: Any, name: Any, known: Iterable[str]) -> ConfigError | 
     return ConfigError(msg)
 
 
-#: Keys of nested option dicts (e.g. ``embedder_options``) whose values are never shown.
-_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
-
-
 def _masked(value: Any) -> str:
     """``repr(value)``, with the values of credential-like keys of a dict shown as ``'***'``."""
     if isinstance(value, Mapping):
-        items = (
-            f"{k!r}: {'***' if isinstance(k, str) and any(w in k.lower() for w in _SECRET_WORDS) else _masked(v)}"
-            for k, v in value.items()
-        )
+        items = (f"{k!r}: {'***' if is_credential_key(k) else _masked(v)}" for k, v in value.items())
         return "{" + ", ".join(items) + "}"
     return repr(value)
 
@@ -144,11 +186,17 @@ def _masked(value: Any) -> str:
 class StoreConfig(Mapping[str, Any]):
     """A store's validated configuration: a read-only mapping whose ``repr`` hides secrets."""
 
-    __slots__ = ("_data", "_secret")
+    __slots__ = ("_data", "_secret", "given")
 
-    def __init__(self, data: Mapping[str, Any], secret: Iterable[str] = ()) -> None:
+    def __init__(self, data: Mapping[str, Any], secret: Iterable[str] = (), given: Iterable[str] = ()) -> None:
         self._data = dict(data)
         self._secret = frozenset(k for k in secret if self._data.get(k) is not None)
+        #: The keys the caller gave (by their canonical names); the others hold defaults.
+        self.given: frozenset[str] = frozenset(given)
+
+    def updated(self, values: Mapping[str, Any]) -> StoreConfig:
+        """A copy with ``values`` replacing those of their keys."""
+        return StoreConfig({**self._data, **values}, self._secret, self.given)
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -222,7 +270,8 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> StoreConfig:
                 raise ConfigError(f"backend {backend!r} needs config key {opt.name!r}: {opt.doc}")
             if opt.name not in out or opt.default is not None:
                 out[opt.name] = opt.default() if callable(opt.default) else opt.default
-    return StoreConfig(out, (o.name for o in options if o.secret))
+    explicit = (name for name, key in given.items() if config[key] is not None)
+    return StoreConfig(out, (o.name for o in options if o.secret), explicit)
 
 
 def make_embedder(

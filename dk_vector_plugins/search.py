@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, InvalidRequestError, InvalidVectorError
+from .errors import InvalidRequestError, InvalidVectorError
 from .query import compile_filter
 from .types import SearchRequest, VectorSearchResult
 from .vectors import as_vector, as_vector_batch, normalize_metric
@@ -29,13 +29,10 @@ def build_search_request(
     metric: Any,
     default_metric: str,
     dimension: int | None,
-    vector_enabled: bool,
     batch: bool | None,
     options: dict[str, Any],
 ) -> SearchRequest:
     """Validate the arguments of ``vector_search`` and return the request (nothing is searched)."""
-    if not vector_enabled:
-        raise ConfigError("vector search is disabled on this store: create it with vector_enabled=True")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise InvalidRequestError(f"k must be an int, got {type(k).__name__} {k!r}")
     if k <= 0:

@@ -38,6 +38,7 @@ __all__ = [
     "EmbedderSpec",
     "OptionSpec",
     "SearchRequest",
+    "Secret",
     "Store",
     "VectorSearchResult",
 ]
@@ -341,3 +342,47 @@ class AsyncStore(_StoreBase, Protocol):
 
     def upsert_batch(self, records: Iterable[Record]) -> Awaitable[list[str]]:
         """Create or replace records in one write; returns their ids."""
+
+
+# --- credentials in configuration -----------------------------------------------------------
+
+
+class Secret:
+    """A credential (an API key) that is never shown: its ``repr`` and ``str`` are ``'***'``.
+
+    Give an API key in a store's config as ``embedder_options={"api_key": Secret("sk-...")}`` so
+    that the store's ``repr`` hides it too; :meth:`get` returns the value.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | Secret) -> None:
+        if isinstance(value, Secret):
+            value = value.get()
+        if not isinstance(value, str):
+            raise ConfigError(f"a secret must be a string, got {type(value).__name__}")
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value (for the request header only)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __getstate__(self) -> str:
+        return self._value
+
+    def __setstate__(self, state: str) -> None:
+        self._value = state

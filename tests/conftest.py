@@ -175,6 +175,43 @@ def make_store_for(
         db.close()
 
 
+def _opener_at_one_location(
+    pair: tuple[str, bool], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Any]]:
+    backend_name, is_async = pair
+    location = {"backend": backend_name, **BACKEND_CONFIG[backend_name](tmp_path, request)}
+    made: list[Any] = []
+
+    def open_(factory_kwargs: dict[str, Any] | None = None, **config: Any) -> Any:
+        factory_cls = AsyncDatabaseFactory if is_async else DatabaseFactory
+        db = factory_cls(**(factory_kwargs or {})).create({**location, **config})
+        db = SyncAdapter(db) if is_async else db
+        made.append(db)
+        return db
+
+    open_.backend = backend_name  # type: ignore[attr-defined]
+    yield open_
+    for db in reversed(made):
+        db.close()
+
+
+@pytest.fixture
+def open_at(backend: tuple[str, bool], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """``open(factory_kwargs=None, **config)``: a store of the parametrized backend at ONE
+    location per test, so a second call reopens what the first wrote; closes every store."""
+    yield from _opener_at_one_location(backend, tmp_path, request)
+
+
+#: The (backend, is_async) pairs whose stores persist (reopening them finds what was written).
+PERSISTED = [b for b in BACKENDS if b[0] != "memory"]
+
+
+@pytest.fixture(params=PERSISTED, ids=backend_id)
+def reopen_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """:func:`open_at` over the backends that persist (file and S3, sync and async)."""
+    yield from _opener_at_one_location(request.param, tmp_path, request)
+
+
 @pytest.fixture
 def store(make_store_for: Callable[..., Any]) -> Any:
     """A vector-enabled store of each backend, sync and async (through :class:`SyncAdapter`)."""

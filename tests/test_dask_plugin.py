@@ -296,7 +296,6 @@ def test_worker_task_in_process(stores: Callable[..., tuple[Any, Any]], backend:
                 metric=metric,
                 default_metric="cosine",
                 dimension=DIM,
-                vector_enabled=True,
                 batch=True,
                 options={},
             )

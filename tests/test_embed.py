@@ -179,7 +179,7 @@ def test_bulk_embed_assigns_ids_and_accepts_dicts(db: Any) -> None:
 def test_bulk_embed_bad_arguments(db: Any) -> None:
     with pytest.raises(TypeError):
         db.bulk_embed(docs(1), "text", colour="red")
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidRequestError, match="text_field"):  # the store has no text_field setting
         db.bulk_embed(docs(1))
     with pytest.raises(InvalidRequestError):
         db.bulk_embed(docs(1), "")

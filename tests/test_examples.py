@@ -313,4 +313,7 @@ def test_getting_started_runs_top_to_bottom(
     out = capsys.readouterr().out
     assert "5 2" in out  # count after the update and the delete, and the work notes
     assert "['n4', 'n5', 'n3']" in out  # the async answers the doc shows
+    assert "text 256" in out  # reopened with the location only: the stored settings
+    assert "refused: vector_metric='dot_product' was given" in out
+    assert "5 {'dimensions': 256, 'seed': 1}" in out  # reembed's report and the new stored embedder
     assert (tmp_path / "notes-store" / "manifests").is_dir()

@@ -412,7 +412,7 @@ def test_a_damaged_npy_header_is_a_storage_error(table: tuple[Path, dict[str, An
 def test_every_segment_object_has_a_checksum(table: tuple[Path, dict[str, Any]]) -> None:
     root, _ = table
     m = json.loads(newest_manifest(root).read_text())
-    assert m["format"] == FORMAT_VERSION == 3
+    assert m["format"] == FORMAT_VERSION == 4
     covered = set()
     for e in m["segments"]:
         sums = e["checksums"]
@@ -473,7 +473,7 @@ def test_format_2_tables_are_read_and_gain_checksums(table: tuple[Path, dict[str
     _strip_to_format_2(root)
     assert probe(lambda: open_file(root), want) == dict.fromkeys(OPS, "ok")
     db = open_file(root)
-    db.add_vectors(np.stack([vec(70)]), ids=["new"])  # the next commit writes format 3
+    db.add_vectors(np.stack([vec(70)]), ids=["new"])  # the next commit writes the current format
     m = json.loads(newest_manifest(root).read_text())
     assert m["format"] == FORMAT_VERSION
     assert ["checksums" in e for e in m["segments"]] == [False] * 5 + [True]

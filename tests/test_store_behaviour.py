@@ -733,15 +733,14 @@ def test_write_non_record_raises(store: Any) -> None:
     assert store.count() == 0
 
 
-def test_vector_disabled_store_raises_config_error(make_store_for: Any) -> None:
-    db = make_store_for()  # vector_enabled defaults to False
+def test_vector_search_works_without_vector_enabled(make_store_for: Any) -> None:
+    # as in dataknobs-data: vector_enabled=False (the default) does not stop a search of the
+    # vectors a store holds (a reopened store must not need the flag to search its own vectors)
+    db = make_store_for()
     db.create(rec("a", [1, 0, 0]))
-    before = snapshot(db)
-    with pytest.raises(ConfigError):
-        db.vector_search([1, 0, 0], k=1)
-    with pytest.raises(ConfigError):
-        db.vector_search_batch([[1, 0, 0]], k=1)
-    assert snapshot(db) == before
+    db.create(rec("b", [0, 1, 0]))
+    assert ids(db.vector_search([1, 0, 0], k=1)) == ["a"]
+    assert [ids(r) for r in db.vector_search_batch([[0, 1, 0]], k=1)] == [["b"]]
 
 
 def test_configured_dimension_is_enforced(make_store_for: Any) -> None:

@@ -7,11 +7,9 @@ built-in ``defaults`` plugin's, as for every store on the shared core.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from ..core import StoreCore
 from ..database import AsyncDatabase, SyncDatabase
+from ..factory import StoreConfig
 from ..hookspecs import hookimpl
 from ..memtable import RecordTable
 from ..types import BackendSpec
@@ -21,7 +19,7 @@ __all__ = ["AsyncMemoryDatabase", "MemoryDatabase"]
 
 class _MemoryCore:
     backend_name = "memory"
-    _config: Mapping[str, Any]
+    _config: StoreConfig
 
     def _make_core(self) -> StoreCore:
         return StoreCore(RecordTable(self._config.get("vector_dimensions")))

@@ -106,6 +106,7 @@ class _TableMixin:
 
     def _make_core(self: Any) -> StoreCore:
         storage = self._make_storage()
+        storage.logic.schema = self._schema  # adopted from the table's manifests, written into new ones
         core = StoreCore(
             RecordTable(self.config.get("vector_dimensions")), storage, max_retries=int(self.config["commit_retries"])
         )

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ConfigError, DkvError, InvalidRequestError
+from ..types import Secret
 
 __all__ = [
     "EmbeddingError",
@@ -47,47 +48,6 @@ class EmbeddingError(DkvError):
     """An embedding model or service failed, or answered something unusable (an HTTP error after
     the retries, a malformed response, vectors of the wrong dimension). The message names the
     service's URL or the model and, for HTTP, the status; it never holds a credential."""
-
-
-class Secret:
-    """A credential (an API key) that is never shown: its ``repr`` and ``str`` are ``'***'``.
-
-    Give an API key in a store's config as ``embedder_options={"api_key": Secret("sk-...")}`` so
-    that the store's ``repr`` hides it too; :meth:`get` returns the value.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | Secret) -> None:
-        if isinstance(value, Secret):
-            value = value.get()
-        if not isinstance(value, str):
-            raise ConfigError(f"a secret must be a string, got {type(value).__name__}")
-        self._value = value
-
-    def get(self) -> str:
-        """The secret value (for the request header only)."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __getstate__(self) -> str:
-        return self._value
-
-    def __setstate__(self, state: str) -> None:
-        self._value = state
 
 
 def import_extra(module: str, extra: str, embedder: str) -> ModuleType:

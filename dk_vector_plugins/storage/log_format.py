@@ -39,6 +39,11 @@ is verified when it is first loaded (a memory-mapped file is hashed once, on ope
 a :class:`StorageError` naming the object. Segments written in formats 1 and 2 have no checksums
 (a manifest of those formats is never read for any); compaction rewrites them with checksums.
 
+Schema (format 4). Every manifest carries the store's schema (``"schema": {"default_field":
+"embedding", "fields": {"embedding": {"dim": 384, "metric": "cosine", "source": ["text"],
+"separator": " ", "embedder": {"name": ..., "options": ..., "model": ..., "fingerprint": [...]}}}}``,
+see :mod:`dk_vector_plugins.schema`), so a store reopens with its location only.
+
 Manifests and ``LATEST.json`` are untrusted input: :func:`validate_manifest` checks them before
 use (segment names are plain file names, counts are bounded integers, keys are known), and no
 count read from them sizes anything before an object has confirmed it.
@@ -65,6 +70,7 @@ from ..core import WriteBatch
 from ..errors import DkvPerformanceWarning, StorageError
 from ..index import LazyArray
 from ..memtable import RecordTable
+from ..schema import StoreSchema
 from ..vectors import squared_norms
 from .npy import dump_npy, npy_header, npy_header_bytes, npy_source
 from .ops import (
@@ -91,8 +97,10 @@ __all__ = ["FORMAT_VERSION", "Checksums", "TableLogic", "TableOptions", "TableSt
 #: 1: ids in ``.ids.json``; 2: adds ``.ids.txt``, ``.deletes.json``, ``.sq.npy`` and ``fresh``;
 #: 3: adds checksums of every segment object (and block digests after ``.npy`` data); rows may
 #: hold the row codec's ``$dict`` and ``$tuple`` tags (escaped user dicts, tuples), which format-2
-#: readers would read as plain dicts, so they refuse format 3.
-FORMAT_VERSION = 3
+#: readers would read as plain dicts, so they refuse format 3;
+#: 4: manifests hold the store's schema (``"schema"``: per vector field its dimension, metric,
+#: source text fields and embedder), which a format-3 writer would drop, so it refuses format 4.
+FORMAT_VERSION = 4
 #: The first format whose manifests hold checksums.
 CHECKSUM_FORMAT = 3
 CHECKSUM_ALGORITHM = "xxh3_64"
@@ -317,6 +325,8 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
             raise _Invalid(f"created is {m['created']!r}, not a time")
         if "rows" in m:
             _int(m["rows"], "rows")
+        if "schema" in m and not (isinstance(m["schema"], dict) and isinstance(m["schema"].get("fields"), dict)):
+            raise _Invalid(f"schema is {m['schema']!r}, not an object with fields")
         segs = m.get("segments")
         if not isinstance(segs, list):
             raise _Invalid(f"segments is {type(segs).__name__}, not a list")
@@ -572,6 +582,8 @@ class TableLogic:
         self.options = options
         self.describe = describe
         self.check_norms = False  # verify(): recompute stored norms
+        #: The store's schema: adopted from each manifest loaded, written into each one committed.
+        self.schema: StoreSchema | None = None
         # .npy key -> (where its data starts, its verified block digests or None): row reads
         self._layouts: dict[str, tuple[int, npt.NDArray[np.uint64] | None]] = {}
 
@@ -688,6 +700,8 @@ class TableLogic:
         manifest: dict[str, Any],
         runner: Callable[[Program[Any]], Any],
     ) -> Program[None]:
+        if self.schema is not None:
+            self.schema.adopt(manifest.get("schema"), self.describe(""))
         segs = manifest["segments"]
         old = [s["name"] for s in state.segments]
         rebuild = [s["name"] for s in segs[: len(old)]] != old
@@ -993,10 +1007,13 @@ class TableLogic:
     def commit(self, state: TableState, batch: WriteBatch) -> Program[bool]:
         """Commit ``batch`` as version ``state.version + 1``; ``False`` if another writer was first."""
         version = state.version + 1
-        entry, objects = self.encode_segment(batch, version)
-        yield Many([Put(k, v) for k, v in objects.items()])
-        yield Flush()
-        segments = ([] if batch.clear else list(state.segments)) + [entry]
+        if batch.changes_rows:
+            entry, objects = self.encode_segment(batch, version)
+            yield Many([Put(k, v) for k, v in objects.items()])
+            yield Flush()
+            segments = ([] if batch.clear else list(state.segments)) + [entry]
+        else:  # a new schema only: the same segments
+            objects, segments = {}, list(state.segments)
         manifest = {
             "format": FORMAT_VERSION,
             "version": version,
@@ -1004,6 +1021,9 @@ class TableLogic:
             "segments": segments,
             "rows": sum(int(s["rows"]) for s in segments),
         }
+        if self.schema is not None:
+            dims = {name: f["dim"] for s in segments for name, f in s["fields"].items()}
+            manifest["schema"] = self.schema.to_json(dims)
         created = yield PutIfAbsent(manifest_key(version), json.dumps(manifest).encode())
         if not created:
             yield Many([Delete(k) for k in objects])

@@ -126,7 +126,7 @@ def bulk_embed(db: Store | AsyncStore, request: BulkEmbedRequest) -> BulkEmbedRe
             raise
 
     try:
-        with progress_bar(request, len(recs)) as bar:
+        with progress_bar(request.progress, len(recs)) as bar:
 
             def commit_oldest() -> None:
                 nonlocal dim, embedded, batches
