@@ -659,3 +659,43 @@ print("ok")
 def test_plugins_load_without_their_extras() -> None:
     out = subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# --- text in, text out with real embedders, on every backend ---------------------------------------
+
+
+def test_openai_text_store_on_every_backend(open_at: Any, server: EmbeddingServer) -> None:
+    options = {"base_url": server.url, "model": "nomic-embed-text", "batch_size": 4, **FAST}
+    db = open_at(text_field="text", embedder="openai", embedder_options=options)
+    db.create_batch([Record({"text": t}, id=f"r{i}") for i, t in enumerate(TEXTS)])
+    hit = db.vector_search(TEXTS[7], k=1)[0]  # the query is embedded by the server too
+    assert hit.id == "r7" and hit.score == pytest.approx(1.0, abs=1e-5)
+    sent = len(server.requests)
+    db.upsert(Record({"text": TEXTS[7], "seen": True}, id="r7"))  # unchanged text: no request
+    assert len(server.requests) == sent
+    db.upsert(Record({"text": "a new text about clouds"}, id="r3"))
+    assert len(server.requests) == sent + 1
+    np.testing.assert_allclose(
+        db.get("r3").fields["embedding"].value, server.vectors(["a new text about clouds"])[0], rtol=1e-6
+    )
+    if open_at.backend != "memory":  # reopened with its location only: the stored embedder answers
+        db.close()
+        again = open_at()
+        assert [h.id for h in again.vector_search(TEXTS[2], k=1)] == ["r2"]
+
+
+def test_model2vec_text_store_on_every_backend(open_at: Any, m2v_model: tuple[str, Any, np.ndarray]) -> None:
+    path, tok, table = m2v_model
+    db = open_at(text_field="text", embedder="model2vec", embedder_options={"model": path})
+    db.create_batch([Record({"text": s}, id=f"s{i}") for i, s in enumerate(SENTENCES)])
+    assert db.vector_dimension() == 16
+    np.testing.assert_allclose(
+        db.get("s2").fields["embedding"].value, expected_vectors(tok, table, [SENTENCES[2]])[0], atol=1e-6
+    )
+    assert [h.id for h in db.vector_search(SENTENCES[4], k=1)] == ["s4"]
+    if open_at.backend != "memory":
+        db.close()
+        again = open_at()
+        again.connect()  # an async store loads its table (and schema) here
+        assert again.config["embedder_options"] == {"model": path}
+        assert [h.id for h in again.vector_search(SENTENCES[1], k=1)] == ["s1"]
