@@ -387,7 +387,12 @@ class StoreCore:
         def run(table: RecordTable) -> list[list[VectorSearchResult]]:
             table.check_search(request.vector_field, request.queries.shape[1])
             results = table.vector_search(
-                request.queries, request.vector_field, request.k, request.metric, request.filter
+                request.queries,
+                request.vector_field,
+                request.k,
+                request.metric,
+                request.filter,
+                exact=request.options.get("exact", "auto"),
             )
             return apply_threshold(results, request)
 

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from .errors import DimensionMismatchError, InvalidVectorError
 from .kernel import IdSource, Part, TopK, search_parts
+from .quant import Int8Codes, concat_codes
 from .vectors import squared_norms
 
 __all__ = ["LazyArray", "VectorIndex"]
@@ -222,8 +223,9 @@ class VectorIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the index (matrices with their capacity, norms, presence mask)."""
-        return int(sum(p.matrix.nbytes + p.sqnorm.nbytes for p in self._parts) + self._present.nbytes)
+        """Bytes held by the index (matrices with their capacity, norms, int8 codes, presence mask)."""
+        codes = sum(p.codes.nbytes for p in self._parts if p.codes is not None)
+        return int(sum(p.matrix.nbytes + p.sqnorm.nbytes for p in self._parts) + codes + self._present.nbytes)
 
     def parts(self) -> list[tuple[int, FloatArray, FloatArray]]:
         """``(first row, matrix, squared norms)`` of each part, read-only views, in row order."""
@@ -336,7 +338,7 @@ class VectorIndex:
                 tail.matrix[local] = vectors
                 tail.sqnorm[local] = sqnorm
             tail.n = off + span
-            tail.changed()
+            tail.changed(np.arange(off, off + span, dtype=np.int64))  # new rows: codes before them hold
         self._present[rows] = True
         self._nrows = top
         self._count += len(rows) if consecutive else int(np.count_nonzero(self._present[start:top]))
@@ -360,7 +362,7 @@ class VectorIndex:
             local = rows[sel] - part.start
             part.matrix[local] = vectors[sel]
             part.sqnorm[local] = squared_norms(vectors[sel])
-            part.changed()
+            part.changed(local)
         before = int(np.count_nonzero(self._present[rows]))
         self._present[rows] = True
         self._count += len(np.unique(rows)) - before if before < len(rows) else 0
@@ -387,7 +389,9 @@ class VectorIndex:
         for p in group:
             matrix[p.start - first : p.start - first + p.n] = p.matrix[: p.n]
             sq[p.start - first : p.start - first + p.n] = p.sqnorm[: p.n]
-        self._parts[lo:hi] = [Part(first, matrix, sq, end - first, growable=False)]
+        merged = Part(first, matrix, sq, end - first, growable=False)
+        merged.adopt_codes(_merged_codes(group, first, self.dim or 0))
+        self._parts[lo:hi] = [merged]
 
     def clear_rows(self, rows: IntArray) -> None:
         """Forget the vectors of ``rows`` (deletes, or updates that drop the field)."""
@@ -453,7 +457,31 @@ class VectorIndex:
             present = self._present[keep].copy()
             mat = self.gather(keep)
             out.append_block(mat, present, squared_norms(mat))
+            out._parts[-1].adopt_codes(self._gather_codes(keep))
         return out
+
+    def _gather_codes(self, rows: IntArray) -> Int8Codes | None:
+        """The int8 codes of ``rows`` when every part holding them has its codes (a row's codes
+        depend on that row alone, so compaction keeps them); ``None`` otherwise."""
+        if not self._parts or any(p.codes is None or p.codes.n < p.n for p in self._parts):
+            return None
+        which = self._locate(rows)
+        if (which < 0).any() or not self._present[rows].all():
+            return None  # rows without a vector: quantized again (cheap) by the next int8 search
+        pieces: list[Int8Codes] = []
+        order: list[IntArray] = []
+        for pi in np.unique(which).tolist():
+            part = self._parts[pi]
+            here = np.flatnonzero(which == pi)
+            local = rows[here] - part.start
+            if (local >= part.n).any():
+                return None
+            codes = part.codes
+            assert codes is not None
+            pieces.append(codes.take(local))
+            order.append(here)
+        both = concat_codes(pieces)
+        return both.take(np.argsort(np.concatenate(order), kind="stable"))
 
     # -- search -------------------------------------------------------------------------------
     def search(
@@ -463,15 +491,42 @@ class VectorIndex:
         metric: str,
         ids: IdSource,
         mask: BoolArray | None = None,
+        exact: str = "auto",
     ) -> list[TopK]:
         """Exact top-``k`` rows for each query of ``queries`` (shape (b, dim)).
 
         ``ids`` gives the ids of rows (for tie-breaking); ``mask`` (length >= :attr:`nrows`)
-        limits the candidate rows (it is combined with :attr:`present`).
+        limits the candidate rows (it is combined with :attr:`present`). ``exact``: which scan
+        shortlists the rows (``"auto"``, ``"int8"``, ``"float32"``; the results are the same,
+        see :func:`~dk_vector_plugins.kernel.choose_exact`).
         """
         n = self._nrows
         cand = self._present[:n]
         if mask is not None:
             cand = cand & mask[:n]
-        return search_parts(self._parts, queries, k, metric, ids, cand, self.gather)
+        return search_parts(self._parts, queries, k, metric, ids, cand, self.gather, exact)
 
+
+def _merged_codes(group: list[Part], first: int, dim: int) -> Int8Codes | None:
+    """The codes of parts merged into one starting at row ``first`` (rows in gaps hold zeros,
+    whose codes are zeros), or ``None`` when a part has none."""
+    if any(p.codes is None or p.codes.n < p.n for p in group):
+        return None
+    pieces: list[Int8Codes] = []
+    at = first
+    for p in group:
+        if p.start > at:  # a gap: rows without a vector
+            gap = p.start - at
+            pieces.append(
+                Int8Codes(
+                    np.zeros((gap, dim), dtype=np.int8),
+                    np.zeros(gap, dtype=np.float32),
+                    np.zeros(gap, dtype=np.float32),
+                    np.zeros(gap, dtype=np.float64),
+                )
+            )
+        codes = p.codes
+        assert codes is not None
+        pieces.append(codes.head(p.n))
+        at = p.start + p.n
+    return concat_codes(pieces)

@@ -13,6 +13,14 @@ two steps:
 So results are exact and reproducible: a record's score depends on its vector and the query
 only, not on the part layout, the batch, the BLAS library or the process computing it.
 
+Step 1 has a second implementation, chosen per search (``exact="auto" | "int8" | "float32"``):
+the *int8 scan* (:mod:`dk_vector_plugins.quant`) reads a part's int8 codes (a quarter of the
+bytes, built the first time an int8 search touches the part, kept until its rows change),
+computes integer dot products with a SIMD library, and keeps every row whose certified upper
+bound reaches the ``k``-th best certified lower bound. Step 2 is the same for both, so their
+results are identical, bit for bit; only the number of rows step 2 ranks differs
+(:attr:`TopK.reranked`).
+
 Scores are higher-is-better for every metric:
 
 * ``cosine``: cosine similarity (a stored zero vector scores 0);
@@ -24,6 +32,7 @@ Ties are broken by id, ascending, so results are deterministic, also at the k-th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,10 +40,23 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from . import quant
 from .errors import InvalidVectorError
+from .quant import Int8Codes, QueryCodes
 from .vectors import squared_norms
 
-__all__ = ["IdSource", "Part", "TopK", "exact_scores", "inverse_norms", "rank_ids", "search_parts", "top_k"]
+__all__ = [
+    "EXACT_MODES",
+    "IdSource",
+    "Part",
+    "TopK",
+    "choose_exact",
+    "exact_scores",
+    "inverse_norms",
+    "rank_ids",
+    "search_parts",
+    "top_k",
+]
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -47,11 +69,23 @@ _GATHER_FRACTION = 0.2
 
 @attrs.frozen
 class TopK:
-    """The result of :func:`top_k` for one query: rows best first, with scores and distances."""
+    """The result of :func:`top_k` for one query: rows best first, with scores and distances.
+
+    ``reranked``: how many rows the exact ranking scored for this query (the shortlist of the
+    float32 scan, or the rows the int8 bounds could not rule out), and ``exact``: which scan
+    shortlisted them (``"int8"`` or ``"float32"``); ``None`` when not known.
+    """
 
     rows: IntArray
     scores: npt.NDArray[np.float64]
     distances: npt.NDArray[np.float64] | None
+    reranked: int | None = None
+    exact: str | None = None
+
+
+#: The values of the ``exact`` search option: which scan shortlists the rows (the results are
+#: the same): ``"auto"`` picks per search, see :func:`choose_exact`.
+EXACT_MODES: tuple[str, ...] = ("auto", "int8", "float32")
 
 
 #: Where the ids used for tie-breaking come from: an object array indexed by row, or a function
@@ -84,9 +118,11 @@ def _tree_sum(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     width = 1 << (n - 1).bit_length()
     if width != n:
         a = np.concatenate([a, np.zeros((*a.shape[:-1], width - n), dtype=np.float64)], axis=-1)
-    while width > 1:
+    elif not a.flags.owndata:
+        a = a.copy()
+    while width > 1:  # in place: the same additions, in the same pairs, without new arrays
         width //= 2
-        a = a[..., :width] + a[..., width:]
+        np.add(a[..., :width], a[..., width : 2 * width], out=a[..., :width])
     out: npt.NDArray[np.float64] = a[..., 0].copy()
     return out
 
@@ -135,7 +171,7 @@ class Part:
     that the index never writes to.
     """
 
-    __slots__ = ("_inv", "_maxsq", "growable", "matrix", "n", "owned", "sqnorm", "start")
+    __slots__ = ("_codes", "_inv", "_maxsq", "_overflow", "growable", "matrix", "n", "owned", "sqnorm", "start")
 
     def __init__(
         self,
@@ -154,18 +190,66 @@ class Part:
         self.growable = growable
         self.owned = owned  # False: adopted, copied before any write
         self._maxsq: float | None = None
+        self._overflow: IntArray | None = None
         self._inv: FloatArray | None = None
+        # int8 codes of the first ``_codes.n`` rows (built by the first int8 search)
+        self._codes: Int8Codes | None = None
 
-    def changed(self) -> None:
+    def changed(self, rows: IntArray | None = None) -> None:
+        """The part's rows changed: ``rows`` (local row numbers) were written, ``None``: any.
+
+        Codes of rows before the first written one stay valid (a row's codes depend on that
+        row alone); the rest are quantized again by the next int8 search.
+        """
         self._maxsq = None
         self._inv = None
+        if self._codes is not None:
+            first = int(rows.min()) if rows is not None and len(rows) else 0
+            self._codes = self._codes.head(first) if first > 0 else None
+
+    @property
+    def codes(self) -> Int8Codes | None:
+        """The int8 codes held (of the first ``codes.n`` rows), or ``None``."""
+        return self._codes
+
+    def adopt_codes(self, codes: Int8Codes | None) -> None:
+        """Take ``codes`` of this part's first ``codes.n`` rows (carried over from other parts,
+        or read from storage)."""
+        self._codes = codes
+
+    def int8_codes(self) -> Int8Codes:
+        """The int8 codes of all :attr:`n` rows: built on first use, extended when the part
+        grew, cached until its rows change."""
+        have = self._codes
+        if have is not None and have.n == self.n:
+            return have
+        if have is not None and have.n > self.n:
+            have = have.head(self.n)
+        elif have is not None and have.n > 0:
+            have = quant.concat_codes([have, quant.quantize_rows(self.matrix[have.n : self.n])])
+        else:
+            have = quant.quantize_rows(self.matrix[: self.n])
+        self._codes = have
+        return have
 
     @property
     def maxsq(self) -> float:
-        """The largest squared norm of the part's rows (bounds the rounding of their scores)."""
+        """The largest finite squared norm of the part's rows (bounds the rounding of their
+        scores; rows whose float32 squared norm overflows are :meth:`overflow_rows`)."""
         if self._maxsq is None:
-            self._maxsq = float(self.sqnorm[: self.n].max()) if self.n else 0.0
+            sq = np.asarray(self.sqnorm[: self.n])
+            big = ~np.isfinite(sq)
+            self._overflow = np.flatnonzero(big).astype(np.int64)
+            self._maxsq = float(np.where(big, 0.0, sq).max()) if self.n else 0.0
         return self._maxsq
+
+    def overflow_rows(self) -> IntArray:
+        """Rows whose squared norm overflows float32 (their float32 keys mean nothing: the
+        float32 scan shortlists them always)."""
+        if self._maxsq is None:
+            self.maxsq  # noqa: B018 - computes both
+        assert self._overflow is not None
+        return self._overflow
 
     def inv_norms(self) -> FloatArray:
         """1/|x| per row (0 for zero vectors), cached until the part changes."""
@@ -188,6 +272,7 @@ def top_k(
     metric: str,
     ids: IdSource,
     candidates: BoolArray | None = None,
+    exact: str = "auto",
 ) -> list[TopK]:
     """Exact top-``k`` over the rows of ``matrix`` for each row of ``queries``.
 
@@ -201,7 +286,44 @@ def top_k(
         out: FloatArray = np.asarray(matrix[rows], dtype=np.float32)
         return out
 
-    return search_parts([part] if n else [], queries, k, metric, ids, cand, gather)
+    return search_parts([part] if n else [], queries, k, metric, ids, cand, gather, exact)
+
+
+#: ``exact="auto"`` scans int8 codes when the SIMD library is there, the search has at most this
+#: many queries (a larger batch is one float32 matrix product, faster than int8 dot products),
+#: at least :data:`INT8_MIN_ROWS` candidate rows, and ``k`` is small beside them.
+INT8_MAX_BATCH = 8
+INT8_MIN_ROWS = 50_000
+INT8_ROWS_PER_K = 256
+
+
+def choose_exact(exact: str, queries: int, rows: int, k: int, dim: int) -> str:
+    """Which scan shortlists a search: ``"int8"`` or ``"float32"`` (see :data:`EXACT_MODES`).
+
+    ``"int8"`` is honoured whenever the SIMD library is installed (else the float32 scan runs:
+    the results are the same); ``"auto"`` picks int8 where it was measured faster
+    (``benchmarks/bench_int8.py``).
+    """
+    if exact not in EXACT_MODES:
+        raise ValueError(f"exact must be one of {', '.join(EXACT_MODES)}, got {exact!r}")
+    if exact == "float32" or not quant.available() or dim > quant.MAX_DIM or rows == 0:
+        return "float32"
+    if exact == "int8":
+        return "int8"
+    ok = queries <= INT8_MAX_BATCH and rows >= INT8_MIN_ROWS and k * INT8_ROWS_PER_K <= rows
+    return "int8" if ok else "float32"
+
+
+@attrs.define
+class _Col:
+    """What one part contributes to a search: its candidate rows as columns of the key matrix."""
+
+    part: Part
+    sel: IntArray | None  # the candidate rows (gathered), or None: every row
+    masked_out: BoolArray | None  # rows scored but not candidates
+    offset: int  # first column in the key matrix
+    width: int
+    codes: Int8Codes | None = None  # the part's int8 codes (int8 scan only)
 
 
 def search_parts(
@@ -212,16 +334,22 @@ def search_parts(
     ids: IdSource,
     cand: BoolArray,
     gather: Callable[[IntArray], FloatArray],
+    exact: str = "auto",
 ) -> list[TopK]:
     """The kernel: exact top-``k`` per query over the candidate rows of ``parts``.
 
-    1. Shortlist: for a block of queries, one float32 matrix product per part (restricted to
-       the candidate rows when they are few), written side by side into one key matrix; then
-       ``argpartition`` for the ``k``-th best key and every row whose key is within the float32
-       rounding bound of it (a few more than ``k``).
+    1. Shortlist, by one of two scans (``exact``, see :func:`choose_exact`):
+
+       * float32: for a block of queries, one float32 matrix product per part (restricted to
+         the candidate rows when they are few), written side by side into one key matrix; then
+         ``argpartition`` for the ``k``-th best key and every row whose key is within the
+         float32 rounding bound of it (a few more than ``k``);
+       * int8: the same key matrix from int8 codes (:mod:`dk_vector_plugins.quant`); every row
+         whose certified upper bound reaches the ``k``-th best certified lower bound.
+
     2. Rank the shortlist by :func:`exact_scores`, ties by id: a row left out in step 1 is
        beaten by ``k`` rows whatever the rounding, so the result is the exact top-``k`` of
-       the exact scores, the same however the rows are split into parts.
+       the exact scores, the same however the rows are split into parts and whichever scan ran.
     """
     b = queries.shape[0]
     if k <= 0 or not parts or b == 0:
@@ -231,17 +359,8 @@ def search_parts(
         qn = np.sqrt(squared_norms(queries))
         if (qn == 0).any():
             raise InvalidVectorError("a zero query vector has no direction; cosine similarity is undefined")
-        q = (queries / qn[:, None]).astype(np.float32)
-        qscale = np.ones(b, dtype=np.float64)
-    else:
-        q = queries
-        qscale = np.sqrt(squared_norms(queries).astype(np.float64))
-    qsq = squared_norms(queries) if metric == "euclidean" else None
-    # what each part contributes: its candidate rows as columns of one key matrix per block
-    cols: list[tuple[Part, IntArray | None, BoolArray | None, Any, Any, Any]] = []
-    offsets: list[int] = []
+    cols: list[_Col] = []
     total = 0
-    maxsq = 0.0
     for part in parts:
         c = cand[part.start : part.start + part.n]
         m = int(np.count_nonzero(c))
@@ -254,18 +373,93 @@ def search_parts(
                 sel = np.flatnonzero(c)
             else:
                 masked_out = ~c
+        width = part.n if sel is None else len(sel)
+        cols.append(_Col(part, sel, masked_out, total, width))
+        total += width
+    if not cols:
+        return [_empty() for _ in range(b)]
+    mode = choose_exact(exact, b, int(np.count_nonzero(cand)), k, d)
+    found_q: list[IntArray] = []
+    found_r: list[IntArray] = []
+    todo32 = np.arange(b, dtype=np.int64)
+    if mode == "int8":
+        todo32 = _int8_shortlist(cols, total, queries, k, metric, found_q, found_r)
+    if len(todo32):
+        _float32_shortlist(cols, total, queries, todo32, k, metric, found_q, found_r)
+    qi = np.concatenate(found_q)
+    rows = np.concatenate(found_r)
+    scores, dists = exact_scores(gather(rows), queries[qi], metric)
+    # euclidean ranks by distance: 1 / (1 + d) can round equal for distinct tiny distances
+    rank = scores if dists is None else -dists
+    order = np.lexsort((rows, -rank, qi))
+    order = _break_ties_by_id(order, qi, rank, rows, _ids_of(ids))
+    qi_sorted = qi[order]
+    bounds = np.searchsorted(qi_sorted, np.arange(b + 1))
+    counts = np.diff(bounds).tolist()
+    by = np.full(b, "int8" if mode == "int8" else "float32", dtype=object)
+    by[todo32] = "float32"
+    out = []
+    for i in range(b):
+        take = order[bounds[i] : min(bounds[i + 1], bounds[i] + k)]
+        dist = None if dists is None else dists[take]
+        out.append(TopK(rows[take], scores[take], dist, reranked=counts[i], exact=str(by[i])))
+    return out
+
+
+def _table_rows(cols: Sequence[_Col], col: IntArray) -> IntArray:
+    """The table rows of key-matrix columns."""
+    starts = np.asarray([c.offset for c in cols], dtype=np.int64)
+    which = np.searchsorted(starts, col, side="right") - 1
+    rows = np.empty(len(col), dtype=np.int64)
+    for pi in np.unique(which).tolist():
+        here = which == pi
+        c = cols[pi]
+        local = col[here] - c.offset
+        rows[here] = c.part.start + (local if c.sel is None else c.sel[local])
+    return rows
+
+
+def _float32_shortlist(
+    cols: Sequence[_Col],
+    total: int,
+    queries: FloatArray,
+    todo: IntArray,
+    k: int,
+    metric: str,
+    found_q: list[IntArray],
+    found_r: list[IntArray],
+) -> None:
+    """The float32 scan for queries ``todo``: appends (query, row) pairs of their shortlists."""
+    queries_t = queries[todo]
+    b, d = queries_t.shape
+    if metric == "cosine":
+        qn = np.sqrt(squared_norms(queries_t))
+        q = (queries_t / qn[:, None]).astype(np.float32)
+        qscale = np.ones(b, dtype=np.float64)
+    else:
+        q = queries_t
+        qscale = np.sqrt(squared_norms(queries_t).astype(np.float64))
+    qsq = squared_norms(queries_t) if metric == "euclidean" else None
+    mats: list[tuple[Any, Any, Any]] = []
+    maxsq = 0.0
+    over: list[IntArray] = []  # columns of rows whose squared norm overflows float32
+    for c in cols:
+        part, sel = c.part, c.sel
         mat = part.matrix[: part.n] if sel is None else part.matrix[sel]
         sq = part.sqnorm[: part.n] if sel is None else part.sqnorm[sel]
         inv = None
         if metric == "cosine":
             inv = part.inv_norms() if sel is None else inverse_norms(sq)
-        else:
-            maxsq = max(maxsq, part.maxsq)
-        cols.append((part, sel, masked_out, mat, sq, inv))
-        offsets.append(total)
-        total += int(mat.shape[0])
-    if not cols:
-        return [_empty() for _ in range(b)]
+        maxsq = max(maxsq, part.maxsq)
+        big = part.overflow_rows()
+        if len(big):
+            if sel is not None:
+                big = np.flatnonzero(np.isin(sel, big))
+            elif c.masked_out is not None:
+                big = big[~c.masked_out[big]]
+            over.append(big + c.offset)
+        mats.append((mat, sq, inv))
+    over_cols = np.concatenate(over) if over else np.empty(0, dtype=np.int64)
     # the rounding bound of the approximate keys (of the worst part: one shortlist for all)
     if metric == "cosine":
         tol = np.full(b, 8.0 * (d + 4) * _U32)
@@ -273,16 +467,13 @@ def search_parts(
         tol = 4.0 * (d + 4) * _U32 * np.sqrt(maxsq) * qscale + 1e-36
     else:
         tol = 4.0 * (d + 8) * _U32 * (np.sqrt(maxsq) + qscale) ** 2 + 1e-36
-    starts = np.asarray(offsets, dtype=np.int64)
-    found_q: list[IntArray] = []
-    found_r: list[IntArray] = []
     step = max(1, min(b, _BLOCK_ELEMS // max(total, 1)))
     block = np.empty((step, total), dtype=np.float32)  # reused: its pages are touched once
     for q0 in range(0, b, step):
         qb = q[q0 : q0 + step]
         key = block[: len(qb)]
-        for off, (_, _, masked_out, mat, sq, inv) in zip(offsets, cols):
-            view = key[:, off : off + mat.shape[0]]
+        for c, (mat, sq, inv) in zip(cols, mats):
+            view = key[:, c.offset : c.offset + c.width]
             if len(qb) == 1:
                 np.matmul(mat, qb[0], out=view[0])
             else:
@@ -294,32 +485,162 @@ def search_parts(
                 np.multiply(view, np.float32(2.0), out=view)
                 np.subtract(view, sq[None, :], out=view)
                 np.subtract(view, qsq[q0 : q0 + step, None], out=view)
-            if masked_out is not None:
-                view[:, masked_out] = -np.inf
+            if c.masked_out is not None:
+                view[:, c.masked_out] = -np.inf
+        if len(over_cols):  # out of the selection, into every shortlist
+            key[:, over_cols] = -np.inf
+            qi_o = np.repeat(np.arange(len(qb), dtype=np.int64), len(over_cols))
+            found_q.append(todo[qi_o + q0])
+            found_r.append(_table_rows(cols, np.tile(over_cols, len(qb))))
         qi, col = _shortlist(key, min(k, total), tol[q0 : q0 + step])
-        which = np.searchsorted(starts, col, side="right") - 1
-        rows_b = np.empty(len(col), dtype=np.int64)
-        for pi in np.unique(which).tolist():
-            here = which == pi
-            part, sel = cols[pi][0], cols[pi][1]
-            local = col[here] - offsets[pi]
-            rows_b[here] = part.start + (local if sel is None else sel[local])
-        found_q.append(qi + q0)
-        found_r.append(rows_b)
-    qi = np.concatenate(found_q)
-    rows = np.concatenate(found_r)
-    scores, dists = exact_scores(gather(rows), queries[qi], metric)
-    # euclidean ranks by distance: 1 / (1 + d) can round equal for distinct tiny distances
-    rank = scores if dists is None else -dists
-    order = np.lexsort((rows, -rank, qi))
-    order = _break_ties_by_id(order, qi, rank, rows, _ids_of(ids))
-    qi_sorted = qi[order]
-    bounds = np.searchsorted(qi_sorted, np.arange(b + 1))
-    out = []
-    for i in range(b):
-        take = order[bounds[i] : min(bounds[i + 1], bounds[i] + k)]
-        out.append(TopK(rows[take], scores[take], None if dists is None else dists[take]))
-    return out
+        found_q.append(todo[qi + q0])
+        found_r.append(_table_rows(cols, col))
+
+
+#: The int8 scan estimates the ``k``-th best key from every ``_SAMPLE_STRIDE``-th column.
+_SAMPLE_STRIDE = 16
+#: A query whose bounds leave more than this share of the rows (plus 4096) is shortlisted by the
+#: float32 scan instead (data the int8 codes bound poorly: the exact ranking would cost more).
+_INT8_GIVE_UP = 1 / 16
+
+
+def _int8_shortlist(
+    cols: Sequence[_Col],
+    total: int,
+    queries: FloatArray,
+    k: int,
+    metric: str,
+    found_q: list[IntArray],
+    found_r: list[IntArray],
+) -> IntArray:
+    """The int8 scan: appends (query, row) pairs of every row the bounds cannot rule out.
+
+    Per block of queries: the int8 products of each part into one key matrix (``c·c_q`` times
+    the row's weight; for euclidean ``2·s_q·key - ‖x‖²``), special rows set to ``+inf``, rows
+    that are not candidates to ``-inf``. Per query: the ``k``-th best key of a sample gives a
+    set of at least ``k`` rows; their exact lower bounds give ``tau``; the rows whose key can
+    reach a bound of ``tau`` (:func:`~dk_vector_plugins.quant.key_threshold`, one comparison per
+    row) have their exact upper bounds checked against ``tau``.
+
+    Returns the queries left to the float32 scan (those the int8 path cannot bound).
+    """
+    # per part: its codes, and the codes, key weights and special columns of its candidate rows
+    scan: list[tuple[npt.NDArray[np.int8], FloatArray, FloatArray, IntArray]] = []
+    for c in cols:
+        full = c.codes = c.part.int8_codes()
+        w = full.w_cos if metric == "cosine" else full.w_dot
+        if c.sel is None:
+            scan.append((full.codes, w, full.sq32, full.special))
+        else:
+            special = np.flatnonzero(np.isin(c.sel, full.special)) if len(full.special) else full.special
+            scan.append((full.codes[c.sel], w[c.sel], full.sq32[c.sel], special))
+    qc = quant.quantize_queries(queries)
+    maxima = (
+        max(c.codes.max_norm for c in cols if c.codes is not None),
+        max(c.codes.max_resid for c in cols if c.codes is not None),
+        max(c.codes.max_rel_resid for c in cols if c.codes is not None),
+        max(c.codes.max_sq for c in cols if c.codes is not None),
+    )
+    usable = qc.usable
+    kk = min(k, total)
+    give_up = int(total * _INT8_GIVE_UP) + 4096
+    left: list[int] = np.flatnonzero(~usable).tolist()
+    todo = np.flatnonzero(usable)
+    step = max(1, min(len(todo), _BLOCK_ELEMS // max(total, 1)))
+    block = np.empty((step, total), dtype=np.float32)
+    for t0 in range(0, len(todo), step):
+        qs = todo[t0 : t0 + step]
+        key = block[: len(qs)]
+        qcodes = qc.codes[qs]
+        for c, (mat8, w, sq32, special) in zip(cols, scan):
+            view = key[:, c.offset : c.offset + c.width]
+            quant.int8_dots(qcodes, mat8, view)
+            np.multiply(view, w[None, :], out=view)
+            if metric == "euclidean":
+                np.multiply(view, (2.0 * qc.scale[qs]).astype(np.float32)[:, None], out=view)
+                np.subtract(view, sq32[None, :], out=view)
+            if len(special):
+                view[:, special] = np.inf
+            if c.masked_out is not None:
+                view[:, c.masked_out] = -np.inf
+        for j, qi in enumerate(qs.tolist()):
+            got = _int8_candidates(cols, key[j], kk, qc, qi, metric, maxima, give_up)
+            if got is None:
+                left.append(qi)
+                continue
+            found_q.append(np.full(len(got), qi, dtype=np.int64))
+            found_r.append(_table_rows(cols, got))
+    return np.asarray(sorted(left), dtype=np.int64)
+
+
+def _int8_candidates(
+    cols: Sequence[_Col],
+    row: FloatArray,
+    kk: int,
+    qc: QueryCodes,
+    qi: int,
+    metric: str,
+    maxima: tuple[float, float, float, float],
+    give_up: int,
+) -> IntArray | None:
+    """The columns of one query's key row whose bounds cannot rule them out (``None``: too
+    many, left to the float32 scan)."""
+    n = len(row)
+    if kk >= n:
+        out: IntArray = np.flatnonzero(row > -np.inf)
+        return out
+    # 1. at least kk rows with high keys: the kk-th best key of a sample bounds them
+    stride = max(1, min(_SAMPLE_STRIDE, n // max(64 * kk, 1)))
+    sample = row[::stride]
+    t = -np.inf
+    if len(sample) > kk:
+        t = float(np.partition(sample, len(sample) - kk)[len(sample) - kk])
+    if t == -np.inf:  # fewer than kk candidates in the sample: the kk best of the row
+        top = np.argpartition(row, n - kk)[n - kk :]
+        t = float(row[top].min())
+        if t == -np.inf:  # fewer than kk candidates at all: every one of them
+            found: IntArray = np.flatnonzero(row > -np.inf)
+            return found
+    first = np.flatnonzero(row >= np.float32(t))
+    if len(first) > 4 * kk + 1024:  # many equal keys: the kk best of them do as well
+        first = first[np.argpartition(row[first], len(first) - kk)[len(first) - kk :]]
+    lo, _ = _bounds(cols, first, qc, qi, metric)
+    tau = float(np.partition(lo, len(lo) - kk)[len(lo) - kk])  # ≤ the kk-th best lower bound
+    # 2. every row whose upper bound may reach tau: one comparison of the keys, then exactly
+    theta = quant.key_threshold(tau, maxima, qc, qi, metric)
+    t32 = np.nextafter(np.float32(theta), np.float32(-np.inf)) if math.isfinite(theta) else -_MAX32
+    t32 = max(t32, -_MAX32)
+    maybe = np.flatnonzero(row >= t32)
+    if len(maybe) > give_up:
+        return None
+    _, hi = _bounds(cols, maybe, qc, qi, metric)
+    keep: IntArray = maybe[hi >= tau]
+    return keep
+
+
+def _bounds(
+    cols: Sequence[_Col], col: IntArray, qc: QueryCodes, qi: int, metric: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Certified bounds (:func:`~dk_vector_plugins.quant.row_bounds`) of key-matrix columns
+    ``col`` (sorted) for query ``qi``, from exact integer products."""
+    lo = np.empty(len(col), dtype=np.float64)
+    hi = np.empty(len(col), dtype=np.float64)
+    starts = np.asarray([c.offset for c in cols], dtype=np.int64)
+    which = np.searchsorted(starts, col, side="right") - 1
+    edges = np.searchsorted(which, np.arange(len(cols) + 1))  # col is sorted: runs per part
+    for pi in np.flatnonzero(np.diff(edges)).tolist():
+        a, z = int(edges[pi]), int(edges[pi + 1])
+        codes, sel = cols[pi].codes, cols[pi].sel
+        assert codes is not None
+        local = col[a:z] - cols[pi].offset
+        if sel is not None:
+            local = sel[local]
+        dots = quant.exact_dots(codes.codes[local], qc.codes[qi])
+        special = np.isin(local, codes.special) if len(codes.special) else None
+        lo[a:z], hi[a:z] = quant.row_bounds(
+            dots, codes.scales[local], codes.residuals[local], codes.sqnorms[local], special, qc, qi, metric
+        )
+    return lo, hi
 
 
 #: Extra rows ``argpartition`` sets aside beyond the ``k`` best: when they already reach below the

@@ -623,13 +623,19 @@ class RecordTable:
         k: int,
         metric: str,
         expr: Expr | None = None,
+        exact: str = "auto",
     ) -> list[list[VectorSearchResult]]:
-        """Exact top-``k`` per query over the live rows that hold ``field`` and satisfy ``expr``."""
+        """Exact top-``k`` per query over the live rows that hold ``field`` and satisfy ``expr``.
+
+        ``exact``: which scan shortlists the rows (``"auto"``, ``"int8"``, ``"float32"``; the
+        results are the same, see :func:`~dk_vector_plugins.kernel.choose_exact`).
+        """
         index = self.indexes.get(field)
         if index is None or index.count == 0:
             return [[] for _ in range(len(queries))]
         mask = None if expr is None else self.mask(expr)
-        return self.vector_results(index.search(queries, k, metric, self.ids_of, mask), field, metric)
+        tops = index.search(queries, k, metric, self.ids_of, mask, exact=exact)
+        return self.vector_results(tops, field, metric)
 
     def vector_results(self, tops: Sequence[TopK], field: str, metric: str) -> list[list[VectorSearchResult]]:
         """The search results for top-``k`` rows of this table, one list per query, best first.
@@ -655,6 +661,9 @@ class RecordTable:
                 meta: dict[str, Any] = {"metric": metric}
                 if dist is not None:
                     meta["distance"] = dist
+                if top.reranked is not None:  # how many rows the exact ranking scored, by which scan
+                    meta["reranked"] = top.reranked
+                    meta["exact"] = top.exact
                 hits.append(
                     VectorSearchResult(
                         record=rec,

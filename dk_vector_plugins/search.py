@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidRequestError, InvalidVectorError
+from .kernel import EXACT_MODES
 from .query import compile_filter
 from .types import SearchRequest, VectorSearchResult
 from .vectors import as_vector, as_vector_batch, normalize_metric
 
 __all__ = ["apply_threshold", "build_search_request"]
 
-_OPTIONS = {"score_threshold", "include_source"}
+_OPTIONS = {"score_threshold", "include_source", "exact"}
 
 #: A larger ``k`` is answered as this one: no store holds more rows (the kernel works in int64).
 MAX_K = 2**40
@@ -48,6 +49,9 @@ def build_search_request(
     thr = options.get("score_threshold")
     if thr is not None and (isinstance(thr, bool) or not isinstance(thr, (int, float))):
         raise InvalidRequestError(f"score_threshold must be a number, got {thr!r}")
+    exact = options.get("exact")
+    if exact is not None and exact not in EXACT_MODES:
+        raise InvalidRequestError(f"exact must be one of {', '.join(EXACT_MODES)}, got {exact!r}")
     metric_name = normalize_metric(default_metric if metric is None else metric)
     arr = (
         query_vector.value
