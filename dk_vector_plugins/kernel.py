@@ -171,7 +171,19 @@ class Part:
     that the index never writes to.
     """
 
-    __slots__ = ("_codes", "_inv", "_maxsq", "_overflow", "growable", "matrix", "n", "owned", "sqnorm", "start")
+    __slots__ = (
+        "_codes",
+        "_inv",
+        "_maxsq",
+        "_overflow",
+        "growable",
+        "matrix",
+        "n",
+        "owned",
+        "searches",
+        "sqnorm",
+        "start",
+    )
 
     def __init__(
         self,
@@ -194,6 +206,8 @@ class Part:
         self._inv: FloatArray | None = None
         # int8 codes of the first ``_codes.n`` rows (built by the first int8 search)
         self._codes: Int8Codes | None = None
+        #: Auto searches that would have used int8 codes it lacked (see ``INT8_WARMUP``).
+        self.searches = 0
 
     def changed(self, rows: IntArray | None = None) -> None:
         """The part's rows changed: ``rows`` (local row numbers) were written, ``None``: any.
@@ -295,6 +309,21 @@ def top_k(
 INT8_MAX_BATCH = 8
 INT8_MIN_ROWS = 50_000
 INT8_ROWS_PER_K = 256
+#: ``exact="auto"`` builds a part's codes (about 2 s per million rows of 384 dimensions) only
+#: after this many searches chose int8 on it: a store opened for a few queries never pays it.
+INT8_WARMUP = 8
+
+
+def _warm(parts: Sequence[Part]) -> bool:
+    """Whether an auto search may use the int8 scan on ``parts``: every part holds its codes,
+    or has been searched :data:`INT8_WARMUP` times (then its codes are built now)."""
+    ready = True
+    for part in parts:
+        codes = part.codes
+        if codes is None or codes.n < part.n:
+            part.searches += 1
+            ready = ready and part.searches > INT8_WARMUP
+    return ready
 
 
 def choose_exact(exact: str, queries: int, rows: int, k: int, dim: int) -> str:
@@ -379,6 +408,8 @@ def search_parts(
     if not cols:
         return [_empty() for _ in range(b)]
     mode = choose_exact(exact, b, int(np.count_nonzero(cand)), k, d)
+    if mode == "int8" and exact == "auto" and not _warm([c.part for c in cols]):
+        mode = "float32"  # codes are built once a table is searched often (not for one query)
     found_q: list[IntArray] = []
     found_r: list[IntArray] = []
     todo32 = np.arange(b, dtype=np.int64)

@@ -400,3 +400,20 @@ def test_codes_round_trip_as_npy_arrays(tmp_path: Path) -> None:
         quant.Int8Codes.from_arrays(
             codes.codes, codes.scales.astype(np.float64), codes.residuals, codes.sqnorms
         )  # type: ignore[arg-type]
+
+
+def test_auto_builds_codes_only_for_a_table_searched_often() -> None:
+    # one query on a big table never pays for its codes; a table searched often gets them
+    from dk_vector_plugins.kernel import INT8_MIN_ROWS, INT8_WARMUP
+
+    rng = np.random.default_rng(3)
+    db = DatabaseFactory().create()
+    db.add_vectors(rng.standard_normal((INT8_MIN_ROWS, 16)).astype(np.float32))
+    part = db.core.table.indexes["embedding"]._parts[0]
+    q = rng.standard_normal(16)
+    first = db.vector_search(q, k=5)
+    assert first[0].metadata["exact"] == "float32" and part.codes is None
+    for _ in range(INT8_WARMUP):
+        hits = db.vector_search(q, k=5)
+    assert hits[0].metadata["exact"] == "int8" and part.codes is not None
+    assert [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in first]
