@@ -47,6 +47,7 @@ def open_store(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
     def make(name: str = "s", **config: Any) -> Any:
         config.setdefault("vector_enabled", True)
+        config.setdefault("inline_bytes", 0)  # these tests look at segment files (inline: test_small_commits)
         db = DatabaseFactory().create(backend="file", path=str(tmp_path / name), **config)
         made.append(db)
         return db

@@ -88,7 +88,7 @@ def test_warm_search_is_one_request_and_new_commit_fetches_only_new_segment(s3_s
         reader.vector_search(q, k=5)
         assert counter.take() == ["GET LATEST.json"]  # answered 304
 
-    writer = _make(s3_server, prefix=prefix)
+    writer = _make(s3_server, prefix=prefix, inline_bytes=0)  # the segment's objects on their own
     writer.create_batch(_records(5, start=50))
     hits = reader.vector_search(q, k=100)
     assert len(hits) == 55
@@ -103,6 +103,29 @@ def test_warm_search_is_one_request_and_new_commit_fetches_only_new_segment(s3_s
         "rows.jsonl",
         "sq.npy",
     ]
+
+
+def test_small_commits_cost_two_requests_and_a_reader_one_per_commit(s3_server: Any) -> None:
+    reader = _make(s3_server)
+    prefix = reader.config["prefix"]
+    reader.create_batch(_records(50))
+    q = np.ones(8, dtype=np.float32)
+    reader.vector_search(q, k=5)
+    writer = _make(s3_server, prefix=prefix)
+    wcount = Requests(writer.s3_client)
+    writer.create(_records(1, start=50)[0])  # a small commit: its segment inside the manifest
+    # the writer's check for newer commits (a conditional GET), the manifest, LATEST.json
+    assert sorted(r.split()[0] for r in wcount.take()) == ["GET", "PUT", "PUT"]
+    rcount = Requests(reader.s3_client)
+    assert len(reader.vector_search(q, k=100)) == 51
+    assert rcount.take() == ["GET LATEST.json"]  # the new manifest carries the new rows
+    for i in range(3):  # three commits while the reader is away: LATEST + the two older manifests
+        writer.create(_records(1, start=51 + i)[0])
+    assert len(reader.vector_search(q, k=100)) == 54
+    sent = rcount.take()
+    assert sent[0] == "GET LATEST.json" and len(sent) == 3, sent
+    assert all(s.startswith("GET 000") and s.endswith(".json") for s in sent[1:]), sent  # manifests
+    assert reader.verify()["live"] == 54
 
 
 def test_async_warm_search_is_one_request(s3_server: Any) -> None:
@@ -152,7 +175,7 @@ def test_cold_load_warning(s3_server: Any) -> None:
 
 def test_segment_cache_avoids_downloads(s3_server: Any, tmp_path: Path) -> None:
     cfg = s3_server.config()
-    _make(s3_server, prefix=cfg["prefix"]).create_batch(_records(40))
+    _make(s3_server, prefix=cfg["prefix"], inline_bytes=0).create_batch(_records(40))
     first = _make(s3_server, prefix=cfg["prefix"], cache_dir=str(tmp_path / "cache"))
     assert first.count() == 40
     assert any((tmp_path / "cache").iterdir())
@@ -249,7 +272,7 @@ def test_load_vectors_false_reads_rows_when_needed(s3_server: Any) -> None:
     with a ranged GET, a local search reads the segment whole, and both answer as usual."""
     from dk_vector_plugins.index import LazyArray
 
-    eager = _make(s3_server)
+    eager = _make(s3_server, inline_bytes=0)
     prefix = eager.config["prefix"]
     eager.create_batch(_records(200))
     eager.create_batch(_records(100, start=200))

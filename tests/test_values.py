@@ -210,7 +210,7 @@ def test_tables_written_by_earlier_versions_read_tag_shaped_dicts_back(
     root = tmp_path / "old"
     with monkeypatch.context() as patch:
         patch.setattr(row_codec, "_escaped", lambda value: value)  # the earlier encoder
-        db = DatabaseFactory().create(backend="file", path=str(root))
+        db = DatabaseFactory().create(backend="file", path=str(root), inline_bytes=0)  # a rows file
         db.create_batch(
             [
                 Record({"x": {"$date": "garbage"}, "y": {"$bytes": "@@@"}, "z": {"$x": [1]}}, id="a"),
@@ -223,7 +223,7 @@ def test_tables_written_by_earlier_versions_read_tag_shaped_dicts_back(
         b'{"d": {"x": {"$date": "garbage"}, "y": {"$bytes": "@@@"}, "z": {"$x": [1]}}, "m": {}, "v": {}}\n'
         b'{"d": {"when": {"$date": "2024-01-02"}, "blob": {"$bytes": "AP8="}}, "m": {}, "v": {}}\n'
     )
-    old = DatabaseFactory().create(backend="file", path=str(root))
+    old = DatabaseFactory().create(backend="file", path=str(root), inline_bytes=0)  # compacts to files
     assert same(old.get("a").data, {"x": {"$date": "garbage"}, "y": {"$bytes": "@@@"}, "z": {"$x": [1]}})
     assert same(old.get("b").data, {"when": dt.date(2024, 1, 2), "blob": b"\x00\xff"})
     assert old.verify()["live"] == 2

@@ -51,6 +51,7 @@ class _FileStorage:
         run, close = sync_runner(store)
         options = table_options(self.config, self.config["lazy_rows"])
         options.lazy_ids = True  # a local read costs little when a result first needs the ids
+        options.latest_every = 16  # a reader's look for the next manifest is a failed open()
         # the table maps the vector files it writes (the page cache holds them): no second copy
         return TableStorage(run, store.describe, options, close, adopts_written=True)
 

@@ -77,6 +77,15 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             backends=b,
         ),
         OptionSpec(
+            "inline_bytes",
+            (int,),
+            64 * 1024,
+            "a commit whose segment objects total at most this many bytes keeps them inside its "
+            "manifest: one durable write per small commit (0: every segment on its own objects)",
+            backends=b,
+            minimum=0,
+        ),
+        OptionSpec(
             "commit_retries",
             (int,),
             20,
@@ -97,6 +106,7 @@ def table_options(config: Mapping[str, Any], lazy_rows: bool) -> TableOptions:
         grace_s=float(config["grace_s"]),
         lazy_rows=lazy_rows,
         load_vectors=True if load is None else bool(load),
+        inline_max_bytes=int(config["inline_bytes"]),
     )
 
 

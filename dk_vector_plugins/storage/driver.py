@@ -20,7 +20,7 @@ import numpy as np
 from ..core import WriteBatch, apply
 from ..errors import StorageError
 from ..memtable import RecordTable
-from .log_format import TableLogic, TableOptions, TableState
+from .log_format import TableLogic, TableOptions, TableState, serve_inline
 from .ops import AsyncObjectStore, Program, SyncObjectStore, run_async, run_sync
 
 __all__ = ["TableStorage", "async_runner", "sync_runner"]
@@ -70,7 +70,7 @@ class TableStorage:
         max_staleness_s: float = 0.0,
         adopts_written: bool = False,
     ) -> None:
-        self.run = runner
+        self.run: Runner = lambda program: runner(serve_inline(program, self.state.inline))
         #: After a commit, the table holds the vectors as read back from storage (memory maps of
         #: the files just written) instead of the batch's arrays, which may be the caller's own.
         self.adopts_written = adopts_written

@@ -166,7 +166,7 @@ class LocalObjectStore:
             return None
         raise StorageError(f"unsupported operation {op!r}")  # pragma: no cover
 
-    def _write_tmp(self, key: str, data: Data) -> Path:
+    def _write_tmp(self, key: str, data: Data, durable: bool = True) -> Path:
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
@@ -180,7 +180,7 @@ class LocalObjectStore:
                     views.pop(0)
                 if views and n:
                     views[0] = views[0][n:]
-            if self.fsync:
+            if self.fsync and durable:
                 os.fsync(fd)
         finally:
             os.close(fd)
@@ -211,9 +211,10 @@ class LocalObjectStore:
                 current = None
             if current != op.etag:
                 return None
-            tmp = self._write_tmp(op.key, op.data)
+            tmp = self._write_tmp(op.key, op.data, op.durable)
             os.replace(tmp, final)
-            self._fsync_dir(final.parent)
+            if op.durable:
+                self._fsync_dir(final.parent)
             return _etag(os.stat(final))
         finally:
             os.close(fd)  # releases the flock

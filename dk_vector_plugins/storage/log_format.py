@@ -51,6 +51,7 @@ count read from them sizes anything before an object has confirmed it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import math
@@ -59,7 +60,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import attrs
 import numpy as np
@@ -72,7 +73,7 @@ from ..index import LazyArray
 from ..memtable import RecordTable
 from ..schema import StoreSchema
 from ..vectors import squared_norms
-from .npy import dump_npy, npy_header, npy_header_bytes, npy_source
+from .npy import dump_npy, load_npy, npy_header, npy_header_bytes, npy_source
 from .ops import (
     Data,
     Delete,
@@ -87,11 +88,23 @@ from .ops import (
     Put,
     PutIfAbsent,
     PutIfMatch,
+    Versioned,
     data_len,
+    joined,
 )
 from .row_codec import EMPTY_ROW, LazyRows, RowParts, encode_row, line_at
 
-__all__ = ["FORMAT_VERSION", "Checksums", "TableLogic", "TableOptions", "TableState", "validate_manifest"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Checksums",
+    "TableLogic",
+    "TableOptions",
+    "TableState",
+    "serve_inline",
+    "validate_manifest",
+]
+
+T = TypeVar("T")
 
 #: The table format this version writes; a manifest with a higher number is refused.
 #: 1: ids in ``.ids.json``; 2: adds ``.ids.txt``, ``.deletes.json``, ``.sq.npy`` and ``fresh``;
@@ -132,6 +145,11 @@ class TableOptions:
         local search reads a segment's vectors whole, a record shown reads its own row), for a
         store whose searches run elsewhere (a Dask cluster).
     :ivar warn_load_bytes: warn (:class:`DkvPerformanceWarning`) before loading more than this.
+    :ivar inline_max_bytes: a commit whose segment objects total at most this many bytes keeps
+        them inside its manifest (one durable write per commit; see "Small commits").
+    :ivar latest_every: advance ``LATEST.json`` every this many versions (and at compaction);
+        above 1 readers always look for the manifests after it (cheap where a missing object
+        costs a failed ``open``: a local store, which rewrites a file only every 16 commits).
     """
 
     max_segments: int = 32
@@ -142,6 +160,8 @@ class TableOptions:
     lazy_ids: bool = False
     load_vectors: bool = True
     warn_load_bytes: int | None = None
+    inline_max_bytes: int = 64 * 1024
+    latest_every: int = 1
 
 
 @attrs.define
@@ -152,6 +172,8 @@ class TableState:
     etag: str | None = None
     segments: list[dict[str, Any]] = attrs.field(factory=list)
     probe: bool = True  # probe for manifests newer than LATEST.json on the next refresh
+    #: The objects of inline segments (kept in a manifest, not stored on their own), by key.
+    inline: dict[str, bytes] = attrs.field(factory=dict)
     stats: dict[str, int] = attrs.field(factory=lambda: {"segments_loaded": 0, "bytes_loaded": 0})
 
 
@@ -290,6 +312,10 @@ MAX_DIM = 1 << 24
 MAX_VERSION = 10**20 - 1  # manifest keys have 20 digits
 
 
+class NewerFormatError(StorageError):
+    """A manifest was written by a newer table format than this version reads."""
+
+
 class _Invalid(Exception):
     """A manifest violates the schema (the message says where)."""
 
@@ -316,7 +342,7 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
             raise _Invalid(f"not a JSON object but {type(m).__name__}")
         fmt = _int(m.get("format"), "format", 1, 2**31)
         if fmt > FORMAT_VERSION:
-            raise StorageError(
+            raise NewerFormatError(
                 f"{where} was written in table format {fmt} by a newer dk_vector_plugins; this version "
                 f"reads format {FORMAT_VERSION} and older: upgrade the package"
             )
@@ -333,6 +359,15 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         entries = [_valid_entry(e, f"segments[{i}]", fmt) for i, e in enumerate(segs)]
         if len({e["name"] for e in entries}) != len(entries):
             raise _Invalid("a segment name appears twice")
+        inline = m.get("inline", {})
+        if not isinstance(inline, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+            for k, v in inline.items()
+        ):
+            raise _Invalid("inline is not an object of segment objects (base64 strings)")
+        for e in entries:
+            if "in" in e and e["in"] > m["version"]:
+                raise _Invalid(f"segment {e['name']} is inline in version {e['in']}, after this one")
     except _Invalid as e:
         raise StorageError(f"corrupt manifest {where}: {e}") from None
     return {**m, "segments": entries}
@@ -353,6 +388,8 @@ def _valid_entry(e: Any, at: str, fmt: int) -> dict[str, Any]:
         raise _Invalid(f"{at}.ids is {e['ids']!r}, not 'txt' or 'json'")
     if "bytes" in e:
         _int(e["bytes"], f"{at}.bytes", 0, 2**63)
+    if "in" in e:
+        _int(e["in"], f"{at}.in", 1, MAX_VERSION)
     fields = e.get("fields")
     if not isinstance(fields, dict):
         raise _Invalid(f"{at}.fields is {type(fields).__name__}, not a JSON object")
@@ -575,6 +612,71 @@ class _ReadSegment:
     loader: Callable[[], Sequence[RowParts]] | None
 
 
+_MISSING = object()
+
+
+def inline_answer(op: Any, inline: Mapping[str, bytes]) -> Any:
+    """What an object store would answer ``op`` with, when it reads an inline object (else
+    ``_MISSING``): the bytes, a range of them, or the ``.npy`` array they hold."""
+    key = getattr(op, "key", None)
+    if key is None or key not in inline:
+        return _MISSING
+    data = inline[key]
+    if isinstance(op, Get):
+        return Versioned(data, "inline")
+    if isinstance(op, GetRange):
+        return data[op.start : op.start + op.length]
+    if isinstance(op, GetArray):
+        return load_npy(data)
+    return _MISSING
+
+
+def serve_inline(program: Program[T], inline: Mapping[str, bytes]) -> Program[T]:
+    """Run ``program``, answering its reads of inline objects from ``inline`` and passing every
+    other operation (and its errors) through."""
+    try:
+        op = next(program)
+        while True:
+            try:
+                if isinstance(op, Many):
+                    local = [inline_answer(o, inline) for o in op.ops]
+                    remote = [o for o, got in zip(op.ops, local) if got is _MISSING]
+                    fetched = iter((yield Many(remote)) if remote else [])
+                    result: Any = [next(fetched) if got is _MISSING else got for got in local]
+                else:
+                    result = inline_answer(op, inline)
+                    if result is _MISSING:
+                        result = yield op
+            except BaseException as e:  # the program sees the store's error where it yielded
+                op = program.throw(e)
+                continue
+            op = program.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _hint_version(raw: bytes, where: str) -> int:
+    """The version ``LATEST.json`` names (``-1`` when it is damaged: it is then replaced)."""
+    try:
+        return int(_parse_manifest(raw, where)["version"])
+    except NewerFormatError:
+        raise
+    except StorageError:
+        return -1
+
+
+def _inline_objects(manifest: Mapping[str, Any]) -> dict[str, bytes]:
+    """The inline objects a manifest carries, by key."""
+    out: dict[str, bytes] = {}
+    for name, objects in manifest.get("inline", {}).items():
+        for suffix, text in objects.items():
+            try:
+                out[f"{SEGMENTS}{name}.{suffix}"] = base64.b64decode(text, validate=True)
+            except ValueError as e:
+                raise StorageError(f"corrupt inline object {name}.{suffix} in a manifest: {e}") from None
+    return out
+
+
 class TableLogic:
     """The table programs. ``describe(key)`` names an object in error messages."""
 
@@ -673,10 +775,17 @@ class TableLogic:
         if resp is not None:
             state.etag = resp.etag
             if resp.data:
-                latest = _parse_manifest(resp.data, self.describe(LATEST))
-                if latest["version"] > state.version:
+                latest: dict[str, Any] | None
+                try:
+                    latest = _parse_manifest(resp.data, self.describe(LATEST))
+                except NewerFormatError:
+                    raise
+                except StorageError:  # a hint written without fsync, lost to a power failure
+                    latest = yield from self._newest_listed(state)
+                if latest is not None and latest["version"] > state.version:
                     target = latest
-        if state.probe:
+        every = self.options.latest_every
+        if state.probe or every > 1:  # LATEST.json may lag: look for the manifests after it
             v = max(state.version, target["version"] if target else 0)
             newest_from_latest = v
             while True:
@@ -686,12 +795,27 @@ class TableLogic:
                 target = _parse_manifest(got.data, self.describe(manifest_key(v + 1)))
                 v += 1
             state.probe = False
-            if target is not None and v > newest_from_latest:
+            if target is not None and v - newest_from_latest >= every:
                 yield from self.publish_latest(target, state)
         if target is None:
             return False
         yield from self._apply_manifest(table, state, target, runner)
         return True
+
+    def _newest_listed(self, state: TableState) -> Program[dict[str, Any] | None]:
+        """The newest manifest, found by listing them (when ``LATEST.json`` is unreadable); the
+        next probe then finds any newer one and the next publish repairs the hint."""
+        listed = yield List(MANIFESTS)
+        versions = [
+            int(x.key[len(MANIFESTS) : -5])
+            for x in listed
+            if x.key.endswith(".json") and TMP_MARK not in x.key and x.key[len(MANIFESTS) : -5].isdigit()
+        ]
+        state.probe = True
+        if not versions:
+            return None
+        got = yield Get(manifest_key(max(versions)))
+        return _parse_manifest(got.data, self.describe(manifest_key(max(versions))))
 
     def _apply_manifest(
         self,
@@ -706,6 +830,7 @@ class TableLogic:
         old = [s["name"] for s in state.segments]
         rebuild = [s["name"] for s in segs[: len(old)]] != old
         new = segs if rebuild else segs[len(old) :]  # rebuild: compacted or cleared by another writer
+        yield from self._load_inline(state, manifest, new)
         total = sum(int(e.get("bytes", 0)) for e in new)
         if self.options.warn_load_bytes is not None and total > self.options.warn_load_bytes:
             warnings.warn(
@@ -753,6 +878,39 @@ class TableLogic:
             table.expect_rows(0)
         state.version = int(manifest["version"])
         state.segments = list(segs)
+
+    def _load_inline(
+        self, state: TableState, manifest: Mapping[str, Any], new: Sequence[Mapping[str, Any]]
+    ) -> Program[None]:
+        """Make the inline objects of the segments ``manifest`` names available in
+        ``state.inline``: from the manifest itself, and from the manifests that wrote the new
+        segments (one read each); those of segments no longer named are dropped."""
+        allowed = {k for e in manifest["segments"] if "in" in e for k in segment_keys(e)}
+        state.inline.update((k, v) for k, v in _inline_objects(manifest).items() if k in allowed)
+        wanted = sorted(
+            {
+                int(e["in"])
+                for e in new
+                if "in" in e and int(e["in"]) != manifest["version"] and not self._has_inline(state, e)
+            }
+        )
+        if wanted:
+            got = yield Many([Get(manifest_key(v)) for v in wanted])
+            for v, g in zip(wanted, got):
+                older = _parse_manifest(g.data, self.describe(manifest_key(v)))
+                state.inline.update((k, d) for k, d in _inline_objects(older).items() if k in allowed)
+        for e in new:
+            if "in" in e and not self._has_inline(state, e):
+                raise StorageError(
+                    f"manifest {self.describe(manifest_key(int(e['in'])))} does not hold the inline "
+                    f"objects of segment {e['name']}"
+                )
+        for key in [k for k in state.inline if k not in allowed]:
+            del state.inline[key]
+
+    @staticmethod
+    def _has_inline(state: TableState, entry: Mapping[str, Any]) -> bool:
+        return all(k in state.inline for k in segment_keys(entry))
 
     def _check_dimensions(self, table: RecordTable, read: _ReadSegment) -> None:
         for field, f in read.entry["fields"].items():
@@ -1007,20 +1165,32 @@ class TableLogic:
     def commit(self, state: TableState, batch: WriteBatch) -> Program[bool]:
         """Commit ``batch`` as version ``state.version + 1``; ``False`` if another writer was first."""
         version = state.version + 1
+        inline: dict[str, bytes] = {}
         if batch.changes_rows:
             entry, objects = self.encode_segment(batch, version)
-            yield Many([Put(k, v) for k, v in objects.items()])
-            yield Flush()
+            if sum(data_len(v) for v in objects.values()) <= self.options.inline_max_bytes:
+                # a small commit: its objects live in the manifest (one durable write)
+                inline = {k: bytes(joined(v)) for k, v in objects.items()}
+                entry["in"] = version
+                objects = {}
+            else:
+                yield Many([Put(k, v) for k, v in objects.items()])
+                yield Flush()
             segments = ([] if batch.clear else list(state.segments)) + [entry]
         else:  # a new schema only: the same segments
             objects, segments = {}, list(state.segments)
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "version": version,
             "created": time.time(),
             "segments": segments,
             "rows": sum(int(s["rows"]) for s in segments),
         }
+        if inline:
+            base = len(f"{SEGMENTS}{segments[-1]['name']}.")
+            manifest["inline"] = {
+                segments[-1]["name"]: {k[base:]: base64.b64encode(v).decode("ascii") for k, v in inline.items()}
+            }
         if self.schema is not None:
             dims = {name: f["dim"] for s in segments for name, f in s["fields"].items()}
             manifest["schema"] = self.schema.to_json(dims)
@@ -1031,7 +1201,12 @@ class TableLogic:
             return False
         state.version = version
         state.segments = segments
-        yield from self.publish_latest(manifest, state)
+        allowed = {k for e in segments if "in" in e for k in segment_keys(e)}
+        for key in [k for k in state.inline if k not in allowed]:
+            del state.inline[key]
+        state.inline.update(inline)
+        if version % self.options.latest_every == 0 or version == 1 or batch.clear:
+            yield from self.publish_latest(manifest, state)
         return True
 
     def read_back(self, entry: Mapping[str, Any], batch: WriteBatch) -> Program[None]:
@@ -1061,19 +1236,15 @@ class TableLogic:
         """
         data = json.dumps(manifest).encode()
         if state.etag is not None:
-            etag = yield PutIfMatch(LATEST, data, state.etag or None)
+            etag = yield PutIfMatch(LATEST, data, state.etag or None, durable=False)
             if etag is not None:
                 state.etag = etag
                 return
         for _ in range(100):
             cur = yield Get(LATEST, missing_ok=True)
-            if (
-                cur is not None
-                and cur.data
-                and _parse_manifest(cur.data, self.describe(LATEST))["version"] >= manifest["version"]
-            ):
+            if cur is not None and cur.data and _hint_version(cur.data, self.describe(LATEST)) >= manifest["version"]:
                 return
-            etag = yield PutIfMatch(LATEST, data, cur.etag if cur is not None else None)
+            etag = yield PutIfMatch(LATEST, data, cur.etag if cur is not None else None, durable=False)
             if etag is not None:
                 state.etag = etag
                 return
@@ -1116,14 +1287,19 @@ class TableLogic:
         keep = [v for v, _ in versions[-self.options.keep_versions :]]
         got = yield Many([Get(manifest_key(v), missing_ok=True) for v in keep])
         referenced: set[str] = set()
-        for entry in state.segments:
-            referenced.update(self.segment_keys(entry))
+        holders: set[int] = set()  # manifests holding the inline objects of a kept segment
+        kept_entries = list(state.segments)
         for g, v in zip(got, keep):
             if g is not None:
-                for entry in _parse_manifest(g.data, self.describe(manifest_key(v)))["segments"]:
-                    referenced.update(self.segment_keys(entry))
+                kept_entries += _parse_manifest(g.data, self.describe(manifest_key(v)))["segments"]
+        for entry in kept_entries:
+            referenced.update(self.segment_keys(entry))
+            if "in" in entry:
+                holders.add(int(entry["in"]))
         doomed = [x.key for x in segments if x.key not in referenced and now - x.mtime > grace]
-        doomed += [x.key for v, x in versions[: -self.options.keep_versions] if now - x.mtime > grace]
+        doomed += [
+            x.key for v, x in versions[: -self.options.keep_versions] if v not in holders and now - x.mtime > grace
+        ]
         doomed += [x.key for x in manifests if TMP_MARK in x.key and now - x.mtime > grace]
         if doomed:
             yield Many([Delete(k) for k in doomed])
@@ -1135,8 +1311,13 @@ class TableLogic:
         got = yield Get(LATEST, missing_ok=True)
         manifest = None
         if got is not None and got.data:
-            manifest = _parse_manifest(got.data, self.describe(LATEST))
-            v = manifest["version"]
+            try:
+                manifest = _parse_manifest(got.data, self.describe(LATEST))
+            except NewerFormatError:
+                raise
+            except StorageError:  # a damaged hint: the newest listed manifest instead
+                manifest = yield from self._newest_listed(TableState())
+            v = manifest["version"] if manifest is not None else 0
         while True:
             nxt = yield Get(manifest_key(v + 1), missing_ok=True)
             if nxt is None:
@@ -1150,7 +1331,7 @@ class TableLogic:
         options = attrs.evolve(self.options, lazy_rows=False, lazy_ids=False, load_vectors=True)
         checker = TableLogic(options, self.describe)
         checker.check_norms = True
-        yield from checker._apply_manifest(probe, state, manifest, lambda p: None)
+        yield from serve_inline(checker._apply_manifest(probe, state, manifest, lambda p: None), state.inline)
         probe.materialize()  # parse every row: a corrupt line is named here
         return {
             "version": v,

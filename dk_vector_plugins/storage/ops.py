@@ -136,11 +136,14 @@ class PutIfMatch(Op):
     """Replace an object only if its etag is ``etag`` (``None``: only if absent).
 
     The result is the new etag, or ``None`` when the object had changed (nothing written).
+    ``durable=False``: the object is a hint that may be lost in a power failure (a local store
+    does not fsync it; its readers recover without it).
     """
 
     key: str
     data: bytes | bytearray
     etag: str | None
+    durable: bool = True
 
 
 @attrs.frozen

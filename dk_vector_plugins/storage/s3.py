@@ -299,8 +299,12 @@ class _S3Programs(S3Keys):
                 raise StorageError(
                     f"bucket {self.bucket!r} does not exist (create it, or pass create_bucket=True)"
                 ) from e
+            args: dict[str, Any] = {"Bucket": self.bucket}
+            region = getattr(getattr(getattr(self, "client", None), "meta", None), "region_name", None)
+            if region and region != "us-east-1":  # elsewhere S3 wants the region named
+                args["CreateBucketConfiguration"] = {"LocationConstraint": region}
             try:
-                yield Call("create_bucket", {"Bucket": self.bucket})
+                yield Call("create_bucket", args)
             except self._client_error as e2:
                 raise StorageError(f"cannot create bucket {self.bucket!r}: {e2}") from e2
 

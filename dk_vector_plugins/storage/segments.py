@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -41,8 +41,10 @@ from .log_format import (
     decode_ids,
     has_row_data,
     id_keys,
+    segment_keys,
+    serve_inline,
 )
-from .ops import SyncObjectStore
+from .ops import Program, SyncObjectStore
 from .row_codec import RowParts
 from .s3 import S3ObjectStore, client_kwargs, require
 
@@ -99,6 +101,8 @@ class SegmentInfo:
     :ivar deletes: how many ids it deletes (tombstones of earlier rows).
     :ivar checksums: the checksums of its objects, which a reader verifies (``None``: a segment
         written in table format 1 or 2, which has none).
+    :ivar inline: the objects of a small segment kept inside its manifest, by key (they travel
+        with the snapshot; ``None``: the segment's objects are stored on their own).
     """
 
     name: str
@@ -108,10 +112,12 @@ class SegmentInfo:
     id_format: str = "json"
     deletes: int = 0
     checksums: Checksums | None = attrs.field(default=None, eq=False, repr=False)
+    inline: Mapping[str, bytes] | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
-    def from_entry(cls, entry: Mapping[str, Any]) -> SegmentInfo:
-        """The segment a manifest entry describes."""
+    def from_entry(cls, entry: Mapping[str, Any], inline: Mapping[str, bytes] | None = None) -> SegmentInfo:
+        """The segment a manifest entry describes (``inline``: the loaded inline objects, of
+        which an inline segment takes its own)."""
         base = f"{SEGMENTS}{entry['name']}"
         rows = int(entry["rows"])
         fields = tuple(
@@ -132,6 +138,7 @@ class SegmentInfo:
             str(entry.get("ids") or "json"),
             int(entry.get("deletes") or 0),
             Checksums.of(entry),
+            {k: inline[k] for k in segment_keys(entry) if k in inline} if "in" in entry and inline else None,
         )
 
     def field(self, name: str) -> VectorFieldInfo | None:
@@ -180,7 +187,9 @@ def snapshot(storage: TableStorage | TableState) -> TableSnapshot:
     """The version ``storage`` has loaded (call it under the store's lock, so that it matches the
     store's table)."""
     state = storage.state if isinstance(storage, TableStorage) else storage
-    return TableSnapshot(int(state.version), tuple(SegmentInfo.from_entry(e) for e in state.segments))
+    return TableSnapshot(
+        int(state.version), tuple(SegmentInfo.from_entry(e, state.inline) for e in state.segments)
+    )
 
 
 # --- where the objects are ---------------------------------------------------------------------
@@ -257,9 +266,17 @@ class SegmentReader:
         """A human name of an object (a path, or ``s3://bucket/key``)."""
         return self.store.describe(key)
 
+    def _runner(self, segment: SegmentInfo) -> Callable[[Program[Any]], Any]:
+        """Runs table programs for ``segment`` (its inline objects answered from the snapshot)."""
+        inline = segment.inline
+        if not inline:
+            return self.run
+        return lambda program: self.run(serve_inline(program, inline))
+
     def ids(self, segment: SegmentInfo) -> Sequence[str]:
         """The ids of the segment's rows, in row order."""
-        raw = [self.run(self.logic.get_bytes(k, segment.checksums)) for k in segment.id_keys]
+        run = self._runner(segment)
+        raw = [run(self.logic.get_bytes(k, segment.checksums)) for k in segment.id_keys]
         got, _ = decode_ids(_id_entry(segment), raw, self.describe)
         return got() if callable(got) else got
 
@@ -272,14 +289,14 @@ class SegmentReader:
             with self._mapped_lock:
                 mat = self._mapped.get(key)
             if mat is None:
-                mat = self.logic.read_array(self.run, key, shape, segment.checksums)
+                mat = self.logic.read_array(self._runner(segment), key, shape, segment.checksums)
                 with self._mapped_lock:
                     while len(self._mapped) >= self.KEEP_MAPPED:
                         self._mapped.pop(next(iter(self._mapped)))
                     self._mapped[key] = mat
             return mat[start:stop]
         wanted = np.arange(start, stop, dtype=np.int64)
-        return self.logic.read_vectors(self.run, field.vectors_key, shape, wanted, segment.checksums)
+        return self.logic.read_vectors(self._runner(segment), field.vectors_key, shape, wanted, segment.checksums)
 
     def presence(
         self, segment: SegmentInfo, field: VectorFieldInfo, start: int, stop: int
@@ -288,7 +305,7 @@ class SegmentReader:
         if field.mask_key is None:
             return None
         full = self.logic.read_array(
-            self.run, field.mask_key, (segment.rows,), segment.checksums, np.dtype(np.bool_)
+            self._runner(segment), field.mask_key, (segment.rows,), segment.checksums, np.dtype(np.bool_)
         )
         return np.array(full[start:stop], dtype=np.bool_)
 
@@ -297,7 +314,7 @@ class SegmentReader:
         key = segment.rows_key
         if key is None:
             return [({}, {}, {}) for _ in range(start, stop)]
-        parsed = self.run(self.logic.get_rows(key, segment.checksums))
+        parsed = self._runner(segment)(self.logic.get_rows(key, segment.checksums))
         if len(parsed) != segment.rows:
             raise StorageError(
                 f"segment file {self.describe(key)} holds {len(parsed)} rows, expected {segment.rows}"

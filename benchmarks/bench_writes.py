@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""Small writes: single-record commits of the ``file`` and ``s3`` backends, side by side.
+
+Every variant runs in the same process and run, on the same vectors, interleaved per repetition
+(shuffled order), and is compared by its median. Checks (defaults: d=384, 300 single inserts):
+
+a. durable single-record creates (``fsync=True``: on disk when ``create`` returns) vs SQLite's
+   durable one-row transactions (WAL, ``synchronous=FULL``, one ``BEGIN``/``INSERT``/``COMMIT``
+   per row, the vector as a blob): target >= 0.5x.
+b. the same without fsync (``fsync=False``: the OS writes it back) vs SQLite with
+   ``synchronous=OFF``: information (LanceDB's ``add``, which makes no fsync, when installed).
+c. files and bytes on disk after the inserts, before and after ``compact()`` + ``vacuum(0)``.
+d. the longest single commit among the inserts (automatic maintenance included) vs the median one.
+e. S3 (a local moto server over HTTP): requests per single-record commit (target <= 3) and
+   requests a reader makes to catch up after n of them (target <= n + 2).
+
+LanceDB (``pip install lancedb``) is measured when importable, and reported as skipped otherwise.
+
+Usage::
+
+    python benchmarks/bench_writes.py [--n 300] [--dim 384] [--reps 3] [--quick]
+
+The script always exits 0: it is a report; failed targets are marked FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+
+from _common import Report, env_summary, log, median
+
+from dk_vector_plugins import DatabaseFactory, Record, VectorField
+
+
+def dkv_inserts(root: Path, vecs: np.ndarray, fsync: bool) -> tuple[float, list[float], Any]:
+    """Single-record creates into a fresh file store; (inserts/s, per-commit seconds, store)."""
+    db = DatabaseFactory().create(backend="file", path=str(root), fsync=fsync)
+    times = []
+    t0 = time.perf_counter()
+    for i, v in enumerate(vecs):
+        t = time.perf_counter()
+        db.create(Record({"title": f"doc {i}", "n": i, "embedding": VectorField(v)}, id=f"id{i}"))
+        times.append(time.perf_counter() - t)
+    return len(vecs) / (time.perf_counter() - t0), times, db
+
+
+def sqlite_inserts(root: Path, vecs: np.ndarray, synchronous: str) -> float:
+    """One transaction per row in SQLite (WAL journal)."""
+    root.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(str(root / "t.db"), isolation_level=None)
+    con.execute("pragma journal_mode=wal")
+    con.execute(f"pragma synchronous={synchronous}")
+    con.execute("create table t(id text primary key, data text, vec blob)")
+    t0 = time.perf_counter()
+    for i, v in enumerate(vecs):
+        con.execute("begin")
+        con.execute("insert into t values (?, ?, ?)", (f"id{i}", f'{{"title": "doc {i}", "n": {i}}}', v.tobytes()))
+        con.execute("commit")
+    rate = len(vecs) / (time.perf_counter() - t0)
+    con.close()
+    return rate
+
+
+def lancedb_inserts(root: Path, vecs: np.ndarray) -> float | None:
+    """Single-row ``add`` into a LanceDB table (no fsync), or ``None`` when not installed."""
+    try:
+        import lancedb  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    db = lancedb.connect(str(root))
+    table = db.create_table("t", data=[{"id": "id0", "title": "doc 0", "n": 0, "vector": vecs[0].tolist()}])
+    t0 = time.perf_counter()
+    for i, v in enumerate(vecs[1:], 1):
+        table.add([{"id": f"id{i}", "title": f"doc {i}", "n": i, "vector": v.tolist()}])
+    return (len(vecs) - 1) / (time.perf_counter() - t0)
+
+
+def disk(root: Path) -> tuple[int, int]:
+    """(files, bytes) under ``root``."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def s3_requests(n: int, dim: int) -> tuple[float, list[int]] | None:
+    """(requests per single-record commit, reader requests after each of 1..n commits)."""
+    try:
+        from s3_server import start  # tests/s3_server.py: moto's standalone server over HTTP
+    except ImportError:
+        return None
+    server = start()
+    try:
+        config = server.config()
+        writer = DatabaseFactory().create(backend="s3", **config)
+        reader = DatabaseFactory().create(backend="s3", **config)
+        sent: dict[str, int] = {"w": 0, "r": 0}
+        writer.s3_client.meta.events.register("before-send.s3.*", lambda **_: sent.__setitem__("w", sent["w"] + 1))
+        reader.s3_client.meta.events.register("before-send.s3.*", lambda **_: sent.__setitem__("r", sent["r"] + 1))
+        rng = np.random.default_rng(1)
+        writer.create(Record({"embedding": VectorField(rng.standard_normal(dim))}, id="first"))
+        reader.count()
+        sent["w"] = 0
+        for i in range(n):
+            writer.create(Record({"n": i, "embedding": VectorField(rng.standard_normal(dim))}, id=f"s{i}"))
+        per_commit = sent["w"] / n
+        reader.count()  # caught up
+        catch_up = []
+        for behind in (1, 5, 10):
+            for i in range(behind):
+                writer.create(Record({"embedding": VectorField(rng.standard_normal(dim))}, id=f"c{behind}-{i}"))
+            sent["r"] = 0
+            reader.count()
+            catch_up.append(sent["r"])
+        writer.close()
+        reader.close()
+        return per_commit, catch_up
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=300, help="single inserts per variant")
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="n=100, reps=2")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.reps = 100, 2
+    started = time.perf_counter()
+    vecs = np.random.default_rng(0).standard_normal((args.n, args.dim)).astype(np.float32)
+    work = Path(tempfile.mkdtemp(prefix="bench-writes-"))
+    rates: dict[str, list[float]] = {}
+    last: dict[str, Any] = {}
+    variants: dict[str, Callable[[Path], float | None]] = {
+        "dkv durable": lambda p: _keep(last, "durable", dkv_inserts(p, vecs, True)),
+        "dkv os": lambda p: _keep(last, "os", dkv_inserts(p, vecs, False)),
+        "sqlite full": lambda p: sqlite_inserts(p, vecs, "full"),
+        "sqlite off": lambda p: sqlite_inserts(p, vecs, "off"),
+        "lancedb add": lambda p: lancedb_inserts(p, vecs),
+    }
+    try:
+        for rep in range(args.reps):
+            order = list(variants)
+            random.Random(rep).shuffle(order)
+            for name in order:
+                root = work / f"{name.replace(' ', '-')}-{rep}"
+                got = variants[name](root)
+                if got is not None:
+                    rates.setdefault(name, []).append(got)
+                if name.startswith("dkv") and rep < args.reps - 1:
+                    last.pop("durable" if "durable" in name else "os")[2].close()
+                    shutil.rmtree(root, ignore_errors=True)
+            log(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{k} {median(v):.0f}/s" for k, v in rates.items()))
+        report = Report()
+        dur, os_rate = median(rates["dkv durable"]), median(rates["dkv os"])
+        sq_full, sq_off = median(rates["sqlite full"]), median(rates["sqlite off"])
+        report.add("a. durable single creates", f"{dur:.0f}/s", f"SQLite FULL {sq_full:.0f}/s",
+                   f"{dur / sq_full:.2f}x", ">= 0.5x", dur / sq_full >= 0.5)
+        report.add("b. creates without fsync", f"{os_rate:.0f}/s", f"SQLite OFF {sq_off:.0f}/s",
+                   f"{os_rate / sq_off:.2f}x", "info", None)
+        if "lancedb add" in rates:
+            lance = median(rates["lancedb add"])
+            report.add("a'. durable vs LanceDB add", f"{dur:.0f}/s", f"LanceDB {lance:.0f}/s",
+                       f"{dur / lance:.2f}x", ">= 1x", dur / lance >= 1)
+            report.add("b'. fsync=False vs LanceDB add", f"{os_rate:.0f}/s", f"LanceDB {lance:.0f}/s",
+                       f"{os_rate / lance:.2f}x", ">= 3x", os_rate / lance >= 3)
+        else:
+            report.note("LanceDB is not installed (pip install lancedb): its rows are skipped")
+        _, times, db = last["durable"]
+        files, size = disk(Path(db.config["path"]))
+        db.compact()
+        db.vacuum(grace_s=0)
+        files2, size2 = disk(Path(db.config["path"]))
+        raw = args.n * args.dim * 4
+        report.add(f"c. disk after {args.n} inserts", f"{files} files, {size / 2**20:.1f} MiB",
+                   f"vectors {raw / 2**20:.1f} MiB", f"{size / raw:.1f}x", "info", None)
+        report.add("c'. after compact + vacuum(0)", f"{files2} files, {size2 / 2**20:.1f} MiB",
+                   f"vectors {raw / 2**20:.1f} MiB", f"{size2 / raw:.1f}x", "info", None)
+        worst, typical = max(times), median(times)
+        report.add("d. longest commit / median", f"{worst * 1000:.1f} ms", f"{typical * 1000:.2f} ms",
+                   f"{worst / typical:.0f}x", "<= 5x", worst / typical <= 5)
+        db.close()
+        s3 = s3_requests(20, args.dim)
+        if s3 is None:
+            report.note("S3 checks skipped: moto's server is not installed (pip install -e '.[test]')")
+        else:
+            per_commit, catch_up = s3
+            report.add("e. S3 requests per small commit", f"{per_commit:.1f}", "", "", "<= 3", per_commit <= 3)
+            ok = all(r <= n + 2 for r, n in zip(catch_up, (1, 5, 10)))
+            report.add("e'. S3 reader catch-up after 1/5/10 commits", "/".join(map(str, catch_up)),
+                       "n + 2: 3/7/12", "", "<= n + 2", ok)
+        report.print(f"## Small writes (file backend; d={args.dim}, {args.n} single inserts, median of {args.reps})",
+                     env_summary(), time.perf_counter() - started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _keep(store: dict[str, Any], key: str, got: tuple[float, list[float], Any]) -> float:
+    store[key] = got
+    return got[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
