@@ -142,7 +142,7 @@ def run(endpoint: str) -> None:
     records = [Record(d, id=d["id"]) for d in load_sample()]
     with counter.measure("writer: bulk_embed 40 records, batch_size=20"):
         report = writer.bulk_embed(records, text_field="text", batch_size=20, progress=False)
-    with counter.measure("reader: cold open (downloads every segment)"):
+    with counter.measure("reader: cold open (small segments: inside their manifests)"):
         reader = factory.create(config)
     with counter.measure("reader: warm search"):
         hits = reader.vector_search(q, k=3)
@@ -160,7 +160,7 @@ def run(endpoint: str) -> None:
             text_field="text",
             progress=False,
         )
-    with counter.measure("reader: search after that commit (fetches 1 segment)"):
+    with counter.measure("reader: search after that commit (its manifest holds it)"):
         after = reader.vector_search(embedder.embed(["comet tails"])[0], k=1)
     eventual = factory.create({**config, "consistency": "eventual", "max_staleness_s": 60})
     with counter.measure("eventual reader: 5 searches within max_staleness_s"):
