@@ -34,7 +34,16 @@ _QUERY_LOGIC = {
     for n in ("ComplexQuery", "FilterCondition", "LogicCondition", "LogicOperator", "QueryBuilder")
 }
 _STREAMING = {n: f"{_TOP}:{n}" for n in ("ConflictPolicy", "StreamConfig", "StreamResult")}
-_FACTORY = {n: f"{_TOP}:{n}" for n in ("AsyncDatabaseFactory", "DatabaseFactory")}
+_REG = "dk_vector_plugins.registry"
+_FACTORY = {
+    **{n: f"{_TOP}:{n}" for n in ("AsyncDatabaseFactory", "DatabaseFactory")},
+    "database_factory": f"{_REG}:database_factory",
+    "async_database_factory": f"{_REG}:async_database_factory",
+}
+_CONTENT = {
+    n: f"dk_vector_plugins.content:{n}"
+    for n in ("CONTENT_HASH_KEY", "FIELD_SEPARATOR_KEY", "SOURCE_FIELDS_KEY", "compute_content_hash")
+}
 _ERRORS = {
     "DataknobsDataError": f"{_TOP}:DkvError",
     "ConfigurationError": f"{_TOP}:ConfigError",
@@ -85,7 +94,12 @@ NAME_MAP: dict[str, dict[str, str]] = {
     },
     "dataknobs_data.factory": dict(_FACTORY),
     "dataknobs_data.exceptions": dict(_ERRORS),
-    "dataknobs_data.backends": {},
+    "dataknobs_data.backends": {
+        "sync_backends": f"{_REG}:sync_backends",
+        "async_backends": f"{_REG}:async_backends",
+        "SyncMemoryDatabase": f"{_MEM}:MemoryDatabase",
+        "AsyncMemoryDatabase": f"{_MEM}:AsyncMemoryDatabase",
+    },
     "dataknobs_data.backends.memory": {
         "SyncMemoryDatabase": f"{_MEM}:MemoryDatabase",
         "AsyncMemoryDatabase": f"{_MEM}:AsyncMemoryDatabase",
@@ -107,6 +121,8 @@ NAME_MAP: dict[str, dict[str, str]] = {
         "VectorSearchResult": f"{_TOP}:VectorSearchResult",
     },
     "dataknobs_data.vector.exceptions": dict(_VECTOR_ERRORS),
+    "dataknobs_data.vector.content": dict(_CONTENT),
+    "dataknobs_data.testing": {"DeterministicEmbedder": "dk_vector_plugins.testing:DeterministicEmbedder"},
 }
 
 # Our class names that differ from dataknobs's: test ids built from ``cls.__name__`` (parametrize
@@ -118,11 +134,7 @@ CLASS_RENAMES: dict[str, str] = {
 }
 
 UNMAPPED: dict[str, list[str]] = {
-    "dataknobs_data": ["database_factory"],
-    "dataknobs_data.backends": ["async_backends", "sync_backends"],
     "dataknobs_data.backends.file": ["CSVFormat", "FileFormat", "FileLock", "JSONFormat", "ParquetFormat"],
-    "dataknobs_data.factory": ["async_database_factory", "database_factory"],
-    "dataknobs_data.testing": ["DeterministicEmbedder"],
     "dataknobs_data.vector": [
         "AsyncVectorOperationsMixin",
         "ChangeTracker",
@@ -138,12 +150,6 @@ UNMAPPED: dict[str, list[str]] = {
         "validate_vector_dimensions",
     ],
     "dataknobs_data.vector.bulk_embed_mixin": ["BulkEmbedMixin"],
-    "dataknobs_data.vector.content": [
-        "CONTENT_HASH_KEY",
-        "FIELD_SEPARATOR_KEY",
-        "SOURCE_FIELDS_KEY",
-        "compute_content_hash",
-    ],
     "dataknobs_data.vector.embedding_fn": ["call_embedding_fn"],
     "dataknobs_data.vector.migration": ["IncrementalVectorizer"],
     "dataknobs_data.vector.sync": ["VectorTextSynchronizer"],

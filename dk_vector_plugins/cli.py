@@ -1,4 +1,4 @@
-"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest``, ``search``, ``info`` and ``options``.
+"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest``, ``import``, ``search``, ``info`` and ``options``.
 
 Stores are configured with ``--backend``, ``--config FILE.toml`` (top-level keys, or a ``[dkv]``
 table) and ``--option key=value`` (the value parsed as JSON when it parses, else a string).
@@ -230,6 +230,32 @@ def cmd_ingest(args: argparse.Namespace, factory: DatabaseFactory) -> int:
         print(
             f"ingested {len(records)} records into {config['backend']!r}: {len(with_vec)} with vectors, "
             f"{embedded} embedded, {skipped} already up to date; the store holds {db.count()}"
+        )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """Import a dataknobs-data store (its JSON/CSV file, or s3://bucket/prefix) into a store."""
+    from .migrate import import_dataknobs
+
+    config = _store_config(args)
+    if config["backend"] == "memory":
+        raise DkvError("importing into the memory backend keeps nothing after this command; use --backend file or s3")
+    if args.vector_field:
+        config["vector_field"] = args.vector_field
+    s3_options = dict(_parse_option(o) for o in args.source_option or [])
+    with factory.create(config) as db:
+        report = import_dataknobs(
+            args.source,
+            db,
+            format=args.format,
+            s3_options=s3_options,
+            batch_size=args.batch_size,
+            progress=False if args.no_progress else None,
+        )
+        print(
+            f"imported {report.source} into {_location(config)}: {report.read} records read, "
+            f"{report.imported} written, {report.skipped} already up to date; the store holds {db.count()}"
         )
     return 0
 
@@ -502,6 +528,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("import", help="import a dataknobs-data store (file or S3) into a store")
+    p.add_argument("source", help="its .json/.csv file (maybe .gz/.bz2/.xz), or s3://bucket/prefix")
+    _add_store_args(p)
+    p.add_argument("--format", choices=["json", "csv"], default=None, help="the file's format (default: its name's)")
+    p.add_argument(
+        "--source-option",
+        "-s",
+        action="append",
+        metavar="KEY=VALUE",
+        help="S3 source: endpoint_url, region_name, aws_access_key_id, ... (default: boto3's chain)",
+    )
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("search", help="top-k search by text or vector")
     p.add_argument("text", nargs="?", help="query text (embedded with the store's embedder)")

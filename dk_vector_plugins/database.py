@@ -52,6 +52,7 @@ __all__ = ["AsyncDatabase", "Call", "Close", "Embed", "Hook", "SyncDatabase", "o
 P = ParamSpec("P")
 R = TypeVar("R")
 R2 = TypeVar("R2")
+StoreT = TypeVar("StoreT", bound="_Base")
 
 
 @attrs.frozen
@@ -860,6 +861,97 @@ class _Base:
         yield Call(self._core.touch)  # store the new schema (even when every record was done)
         return BulkEmbedReport(ids, embedded, skipped, batches)
 
+    # -- dataknobs-data's vector-index methods and constructors -----------------------------------
+    @classmethod
+    def from_config(cls: type[StoreT], config: Mapping[str, Any] | None = None) -> StoreT:
+        """The store of this class built from ``config`` (dataknobs-data's ``from_config``): the
+        same as ``cls(config)``."""
+        return cls(config)
+
+    @operation
+    def update_vector(
+        self,
+        record_id: str,
+        vector_field: str,
+        vector: npt.ArrayLike,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Steps[bool]:
+        """Set one record's vector in ``vector_field`` (with ``metadata`` on the vector); the
+        record's other fields stay. ``False`` when the record does not exist (or is deleted
+        before the write lands)."""
+        field = self._field(vector_field)
+        got = yield Call(self._core.read, ([record_id],))
+        rec = got[0]
+        if rec is None:
+            return False
+        rec[field] = VectorField(vector, name=field, metadata=metadata)
+        recs = yield from self._with_vectors([rec], "update")
+        done = yield Call(self._core.put, (recs, "update"))
+        return bool(done[0])
+
+    @operation
+    def delete_from_index(self, record_id: str, vector_field: str = "embedding") -> Steps[bool]:
+        """Remove a record from vector search: as in dataknobs-data, the record is deleted;
+        ``False`` when it did not exist."""
+        self._field(vector_field)
+        done = yield Call(self._core.delete, ([record_id],))
+        return bool(done[0])
+
+    @operation
+    def create_vector_index(
+        self,
+        /,
+        vector_field: str = "embedding",
+        dimensions: int | None = None,
+        metric: Any = "cosine",
+        index_type: str = "auto",
+        **kwargs: Any,
+    ) -> Steps[bool]:
+        """Accepted for dataknobs-data compatibility: every search here is exact, so there is no
+        index to build; returns ``True``. ``dimensions`` that disagree with the field's raise
+        :class:`DimensionMismatchError`."""
+        from .errors import DimensionMismatchError
+
+        yield from self._opened()
+        field = self._field(vector_field)
+        dim = self.vector_dimension(field)
+        if dimensions is not None and dim is not None and dimensions != dim:
+            raise DimensionMismatchError(f"vector field {field!r} has {dim} dimensions, not {dimensions}")
+        return True
+
+    @staticmethod
+    def _vector_count(table: Any, field: str) -> int:
+        """How many live records of a table hold a vector in ``field``."""
+        index = table.indexes.get(field)
+        if index is None:
+            return 0
+        return int(np.count_nonzero(index.present & table.mask(None)[: index.nrows]))
+
+    @operation
+    def drop_vector_index(self, vector_field: str = "embedding") -> Steps[bool]:
+        """Accepted for dataknobs-data compatibility (there is no index to drop; the vectors stay
+        searchable); returns ``True``."""
+        yield from self._opened()
+        self._field(vector_field)
+        return True
+
+    @operation
+    def get_vector_index_stats(self, vector_field: str = "embedding") -> Steps[dict[str, Any]]:
+        """What the store holds of a vector field: ``field``, ``indexed`` (``False``: searches are
+        exact scans, no approximate index), ``index_type`` (``"exact"``), ``vector_count`` (live
+        records with a vector), ``dimensions`` and ``metric``."""
+        yield from self._opened()
+        field = self._field(vector_field)
+        count: int = yield Call(self._core.read_locked, (functools.partial(self._vector_count, field=field),))
+        return {
+            "field": field,
+            "indexed": False,
+            "index_type": "exact",
+            "vector_count": count,
+            "dimensions": self.vector_dimension(field),
+            "metric": self._schema.metric(field),
+        }
+
     # -- lifecycle ------------------------------------------------------------------------------
     @operation
     def compact(self) -> Steps[None]:
@@ -905,6 +997,18 @@ def _live_ids(table: Any) -> list[str]:
 class SyncDatabase(_Base):
     """The synchronous store API (thread-safe)."""
 
+    @classmethod
+    def from_backend(cls, backend: str, config: Mapping[str, Any] | None = None) -> SyncDatabase:
+        """A connected store of the installed backend ``backend`` (dataknobs-data's
+        ``from_backend``): built by the factory of :data:`~dk_vector_plugins.registry.sync_backends`
+        (any case; dataknobs-data's aliases such as ``"mem"``). An unknown backend or config key
+        is a :class:`ConfigError` (a ``ValueError``)."""
+        from .registry import sync_backends
+
+        store = sync_backends.create(backend, config)
+        store.connect()
+        return store
+
     def _drive(self, steps: Steps[R]) -> R:
         value: Any = None
         error: BaseException | None = None
@@ -943,6 +1047,17 @@ class AsyncDatabase(_Base):
     """
 
     _is_async = True
+
+    @classmethod
+    async def from_backend(cls, backend: str, config: Mapping[str, Any] | None = None) -> AsyncDatabase:
+        """A connected store of the installed backend ``backend`` (dataknobs-data's
+        ``from_backend``), built as :meth:`SyncDatabase.from_backend` builds one, through
+        :data:`~dk_vector_plugins.registry.async_backends`; ``connect()`` is awaited."""
+        from .registry import async_backends
+
+        store = async_backends.create(backend, config)
+        await store.connect()
+        return store
 
     async def _drive(self, steps: Steps[R]) -> R:
         value: Any = None

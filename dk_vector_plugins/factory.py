@@ -25,12 +25,14 @@ if TYPE_CHECKING:
 StoreT = TypeVar("StoreT", "SyncDatabase", "AsyncDatabase")
 
 __all__ = [
+    "ALIASES",
     "AsyncDatabaseFactory",
     "BackendSpec",
     "CORE_OPTIONS",
     "DatabaseFactory",
     "OptionSpec",
     "StoreConfig",
+    "canonical_backend",
     "make_embedder",
     "resolve_config",
 ]
@@ -164,6 +166,21 @@ def extra_options(pm: Any) -> list[OptionSpec]:
     return [spec for _, spec in _collect(pm, "dkv_register_options")]
 
 
+#: dataknobs-data's other spellings of a backend name -> our backend name.
+ALIASES: Mapping[str, str] = {"mem": "memory"}
+
+
+def canonical_backend(specs: Mapping[str, BackendSpec], key: Any) -> str | None:
+    """The installed backend that ``key`` names (any case, or a dataknobs-data alias), or ``None``."""
+    if not isinstance(key, str):
+        return None
+    if key in specs:
+        return key
+    name = key.strip().lower()
+    name = ALIASES.get(name, name)
+    return name if name in specs else None
+
+
 def _unknown_backend(pm: Any, name: Any, known: Iterable[str]) -> ConfigError | PluginError:
     failed = getattr(pm, "load_errors", [])
     for err in failed:
@@ -234,6 +251,8 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> StoreConfig:
     if not isinstance(backend, str) or not backend:
         raise ConfigError(f"config key 'backend' must be a backend name, got {backend!r}")
     specs = backends(pm)
+    backend = canonical_backend(specs, backend) or backend
+    config["backend"] = backend
     spec = specs.get(backend)
     if spec is None:
         raise _unknown_backend(pm, backend, specs)
@@ -340,6 +359,9 @@ class _Factory(Generic[StoreT]):
         merged = merged_config(config, kwargs)
         backend = merged.get("backend", "memory")
         specs = backends(self.plugin_manager)
+        backend = canonical_backend(specs, backend) or backend
+        if isinstance(backend, str):
+            merged["backend"] = backend
         spec = specs.get(backend) if isinstance(backend, str) else None
         if spec is None:
             resolve_config(self.plugin_manager, merged)  # raises the precise error

@@ -223,9 +223,14 @@ def store(make_store_for: Callable[..., Any]) -> Any:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[Any]:
-    """moto's standalone S3 server on a free port (or ``S3_ENDPOINT_URL``), for the whole session."""
+    """The S3 server of the session: moto's standalone server on a free port, started here; with
+    ``TEST_S3=true``, the external one at ``S3_ENDPOINT_URL`` (default ``http://localhost:4566``)."""
     import s3_server as s3mod
 
-    server = s3mod.external() or s3mod.start()
+    server = s3mod.external()
+    if server is not None:
+        s3mod.check_reachable(server)
+    else:
+        server = s3mod.start()
     yield server
     server.stop()

@@ -1,7 +1,9 @@
 """A real S3 server over HTTP on 127.0.0.1 for the tests: moto's standalone server in a subprocess.
 
-``S3_ENDPOINT_URL`` (with ``TEST_S3=true``, as in the original plan) points the same tests at
-another S3-compatible server instead; credentials then come from the usual boto3 chain.
+``TEST_S3=true`` (as in the original plan) points the same tests at an external S3-compatible
+server instead: the one at ``S3_ENDPOINT_URL``, by default LocalStack's ``http://localhost:4566``.
+Its credentials come from the usual boto3 chain when ``AWS_ACCESS_KEY_ID`` is set, else the test
+ones. Without ``TEST_S3`` the tests start their own server, whatever ``S3_ENDPOINT_URL`` says.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +60,33 @@ class S3Server:
             self.process = None
 
 
-def external() -> S3Server | None:
-    """The server named by ``S3_ENDPOINT_URL``, if any."""
-    url = os.environ.get("S3_ENDPOINT_URL")
-    if not url and os.environ.get("TEST_S3", "").lower() == "true":
-        raise RuntimeError("TEST_S3=true needs S3_ENDPOINT_URL")
-    if not url:
+#: Where ``TEST_S3=true`` looks for a server when ``S3_ENDPOINT_URL`` is not set (LocalStack's port).
+DEFAULT_EXTERNAL_URL = "http://localhost:4566"
+
+
+def external(env: Mapping[str, str] | None = None) -> S3Server | None:
+    """The external server ``TEST_S3=true`` selects (at ``S3_ENDPOINT_URL``, default
+    :data:`DEFAULT_EXTERNAL_URL`), or ``None`` when the tests are to start their own."""
+    env = os.environ if env is None else env
+    if env.get("TEST_S3", "").strip().lower() not in ("1", "true", "yes", "on"):
         return None
-    creds = {} if os.environ.get("AWS_ACCESS_KEY_ID") else dict(CREDENTIALS)
+    url = env.get("S3_ENDPOINT_URL") or DEFAULT_EXTERNAL_URL
+    creds = {} if env.get("AWS_ACCESS_KEY_ID") else dict(CREDENTIALS)
     return S3Server(url, creds)
+
+
+def check_reachable(server: S3Server, timeout: float = 5.0) -> None:
+    """Raise a ``RuntimeError`` that says what to do when nothing answers at the server's URL."""
+    try:
+        with urllib.request.urlopen(server.endpoint_url, timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        pass  # an S3 server answers an anonymous GET / with an error status: it is there
+    except (urllib.error.URLError, ConnectionError, OSError) as e:
+        raise RuntimeError(
+            f"TEST_S3=true: no S3 server answers at {server.endpoint_url} ({e}); start one (e.g. "
+            "LocalStack) or set S3_ENDPOINT_URL, or unset TEST_S3 to let the tests start their own"
+        ) from None
 
 
 def start(timeout: float = 60.0) -> S3Server:

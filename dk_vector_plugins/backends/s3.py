@@ -54,6 +54,22 @@ def _endpoint_url(value: str) -> str:
     return value
 
 
+#: Client arguments a store sets from its own keys (``extra_client_kwargs`` may not give them).
+_OWN_CLIENT_KEYS = frozenset(
+    {"config", "endpoint_url", "region_name", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+)
+
+
+def _client_extras(value: dict[str, Any]) -> dict[str, Any]:
+    clash = sorted(set(value) & _OWN_CLIENT_KEYS)
+    if clash:
+        raise ConfigError(
+            f"config key 'extra_client_kwargs' may not set {', '.join(map(repr, clash))}: "
+            "give them as the store's own config keys"
+        )
+    return dict(value)
+
+
 _OPTIONS = (
     OptionSpec("bucket", (str,), None, "the bucket holding the table", required=True, backends=_B),
     OptionSpec("prefix", (str,), "", "key prefix of the table inside the bucket", backends=_B),
@@ -93,15 +109,46 @@ _OPTIONS = (
         aliases=("session_token",),
         secret=True,
     ),
-    OptionSpec("create_bucket", (bool,), False, "create the bucket if it does not exist", backends=_B),
+    OptionSpec(
+        "create_bucket",
+        (bool,),
+        True,
+        "create the bucket when it does not exist, as dataknobs-data does (False: a missing bucket is an error)",
+        backends=_B,
+    ),
     OptionSpec(
         "concurrency",
         (int,),
         16,
         "parallel requests of a cold load or commit",
         backends=_B,
-        aliases=("max_pool_connections",),
+        aliases=("max_pool_connections", "max_workers"),
         minimum=1,
+    ),
+    OptionSpec(
+        "max_attempts",
+        (int,),
+        3,
+        "retries of a failed S3 request after the first try (botocore's retries max_attempts)",
+        backends=_B,
+        aliases=("max_retries",),
+        minimum=0,
+    ),
+    OptionSpec(
+        "retry_mode",
+        (str,),
+        "standard",
+        "boto3 retry mode",
+        backends=_B,
+        choices=("standard", "adaptive", "legacy"),
+    ),
+    OptionSpec(
+        "extra_client_kwargs",
+        (dict,),
+        None,
+        "further keyword arguments for the boto3 / aioboto3 client",
+        backends=_B,
+        convert=_client_extras,
     ),
     OptionSpec(
         "cache_dir",
@@ -138,6 +185,14 @@ _OPTIONS = (
         backends=_B,
         minimum=0,
     ),
+    OptionSpec(
+        "multipart_chunksize",
+        (int,),
+        16 << 20,
+        "size of one part of a multipart upload (S3's minimum, 5 MiB, applies)",
+        backends=_B,
+        minimum=1,
+    ),
     OptionSpec("lazy_rows", (bool,), False, "fetch row data on first use instead of on load", backends=_B),
     *TABLE_OPTIONS("s3"),
 )
@@ -154,7 +209,17 @@ class _S3Config:
             "concurrency": c["concurrency"],
             "cache_dir": c.get("cache_dir"),
             "multipart_threshold": c["multipart_threshold"],
+            "part_size": c["multipart_chunksize"],
         }
+
+    def _client_args(self, config_class: Any) -> dict[str, Any]:
+        """Keyword arguments of the boto3 / aioboto3 client: pool, retries, endpoint, credentials."""
+        c = self.config
+        pool = config_class(
+            max_pool_connections=max(10, c["concurrency"]),
+            retries={"mode": c["retry_mode"], "max_attempts": c["max_attempts"]},
+        )
+        return {**dict(c.get("extra_client_kwargs") or {}), "config": pool, **client_kwargs(c)}
 
     def _table_storage(self, runner: Any, describe: Any, closer: Any = None) -> TableStorage:
         c = self.config
@@ -172,14 +237,8 @@ class S3Database(_S3Config, TableDatabase):
         from botocore.config import Config
 
         try:
-            self.s3_client = boto3.client(
-                "s3",
-                config=Config(
-                    max_pool_connections=max(10, self.config["concurrency"]), retries={"mode": "standard"}
-                ),
-                **client_kwargs(self.config),
-            )
-        except ValueError as e:  # botocore's check of the endpoint, region, ...
+            self.s3_client = boto3.client("s3", **self._client_args(Config))
+        except (ValueError, TypeError) as e:  # botocore's check of the endpoint, region, extra arguments
             raise ConfigError(f"the S3 client rejected this store's config: {e}") from e
         store = S3ObjectStore(self.s3_client, self.config["bucket"], **self._store_kwargs())
         store.check_bucket(self.config["create_bucket"])
@@ -233,16 +292,10 @@ class AsyncS3Database(_S3Config, AsyncTableDatabase):
             from aiobotocore.config import AioConfig
 
             session = aioboto3.Session()
-            self._client_cm = session.client(
-                "s3",
-                config=AioConfig(
-                    max_pool_connections=max(10, self.config["concurrency"]), retries={"mode": "standard"}
-                ),
-                **client_kwargs(self.config),
-            )
+            self._client_cm = session.client("s3", **self._client_args(AioConfig))
             try:
                 client = await self._client_cm.__aenter__()
-            except ValueError as e:  # botocore's check of the endpoint, region, ...
+            except (ValueError, TypeError) as e:  # botocore's check of the endpoint, region, extra arguments
                 self._client_cm = None
                 raise ConfigError(f"the S3 client rejected this store's config: {e}") from e
             store = AsyncS3ObjectStore(client, self.config["bucket"], **self._store_kwargs())
