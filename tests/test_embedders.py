@@ -540,7 +540,7 @@ def test_fastembed_cases_pass_in_a_fresh_interpreter() -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "4 passed" in proc.stdout, proc.stdout[-2000:]
+    assert "10 passed" in proc.stdout, proc.stdout[-2000:]  # 4 cases, one of them on 6 backends
     assert "onnxruntime" not in sys.modules  # this process never loaded it
 
 
@@ -602,6 +602,20 @@ def case_fastembed_errors(fe_model: tuple[str, str, Any, np.ndarray], tmp_path: 
             "fastembed",
             **fe_options(fe_model, model=f"dkv-tests/empty-{uuid.uuid4().hex[:6]}", model_path=str(tmp_path)),
         )
+
+
+def case_fastembed_text_store_on_every_backend(open_at: Any, fe_model: tuple[str, str, Any, np.ndarray]) -> None:
+    _, _, tok, table = fe_model
+    db = open_at(text_field="text", embedder="fastembed", embedder_options=fe_options(fe_model))
+    db.create_batch([Record({"text": s}, id=f"s{i}") for i, s in enumerate(SENTENCES)])
+    np.testing.assert_allclose(
+        db.get("s3").fields["embedding"].value, expected_vectors(tok, table, [SENTENCES[3]])[0], atol=1e-6
+    )
+    assert [h.id for h in db.vector_search("cats and dogs", k=1)] == ["s5"]
+    if open_at.backend != "memory":  # reopened with its location only
+        db.close()
+        again = open_at()
+        assert [h.id for h in again.vector_search(SENTENCES[0], k=1)] == ["s0"]
 
 
 def case_fastembed_bulk_embed_sync_store(fe_model: tuple[str, str, Any, np.ndarray]) -> None:
