@@ -47,9 +47,9 @@ from _common import Report, env_summary, log, median
 from dk_vector_plugins import DatabaseFactory, Record, VectorField
 
 
-def dkv_inserts(root: Path, vecs: np.ndarray, fsync: bool) -> tuple[float, list[float], Any]:
+def dkv_inserts(root: Path, vecs: np.ndarray, fsync: bool, **config: Any) -> tuple[float, list[float], Any]:
     """Single-record creates into a fresh file store; (inserts/s, per-commit seconds, store)."""
-    db = DatabaseFactory().create(backend="file", path=str(root), fsync=fsync)
+    db = DatabaseFactory().create(backend="file", path=str(root), fsync=fsync, **config)
     times = []
     t0 = time.perf_counter()
     for i, v in enumerate(vecs):
@@ -149,6 +149,7 @@ def main() -> int:
     variants: dict[str, Callable[[Path], float | None]] = {
         "dkv durable": lambda p: _keep(last, "durable", dkv_inserts(p, vecs, True)),
         "dkv os": lambda p: _keep(last, "os", dkv_inserts(p, vecs, False)),
+        "dkv durable, objects": lambda p: _keep(last, "objects", dkv_inserts(p, vecs, True, inline_bytes=0)),
         "sqlite full": lambda p: sqlite_inserts(p, vecs, "full"),
         "sqlite off": lambda p: sqlite_inserts(p, vecs, "off"),
         "lancedb add": lambda p: lancedb_inserts(p, vecs),
@@ -163,7 +164,8 @@ def main() -> int:
                 if got is not None:
                     rates.setdefault(name, []).append(got)
                 if name.startswith("dkv") and rep < args.reps - 1:
-                    last.pop("durable" if "durable" in name else "os")[2].close()
+                    key = "objects" if "objects" in name else "durable" if "durable" in name else "os"
+                    last.pop(key)[2].close()
                     shutil.rmtree(root, ignore_errors=True)
             log(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{k} {median(v):.0f}/s" for k, v in rates.items()))
         report = Report()
@@ -173,6 +175,9 @@ def main() -> int:
                    f"{dur / sq_full:.2f}x", ">= 0.5x", dur / sq_full >= 0.5)
         report.add("b. creates without fsync", f"{os_rate:.0f}/s", f"SQLite OFF {sq_off:.0f}/s",
                    f"{os_rate / sq_off:.2f}x", "info", None)
+        objects = median(rates["dkv durable, objects"])
+        report.add("a\". durable, inline_bytes=0 (each segment its own files)", f"{objects:.0f}/s",
+                   f"SQLite FULL {sq_full:.0f}/s", f"{objects / sq_full:.2f}x", "info", None)
         if "lancedb add" in rates:
             lance = median(rates["lancedb add"])
             report.add("a'. durable vs LanceDB add", f"{dur:.0f}/s", f"LanceDB {lance:.0f}/s",
@@ -181,6 +186,8 @@ def main() -> int:
                        f"{os_rate / lance:.2f}x", ">= 3x", os_rate / lance >= 3)
         else:
             report.note("LanceDB is not installed (pip install lancedb): its rows are skipped")
+        for key in ("os", "objects"):
+            last.pop(key)[2].close()
         _, times, db = last["durable"]
         files, size = disk(Path(db.config["path"]))
         db.compact()
