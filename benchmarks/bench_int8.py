@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Performance report for the int8 scan of the search kernel (issue #18), measured side by side.
+"""Performance report for the int8 scan of the search kernel, measured side by side.
 
 The same :class:`~dk_vector_plugins.index.VectorIndex` is searched with ``exact="int8"`` (int8
 codes, certified bounds, exact re-rank of the rows the bounds keep) and ``exact="float32"``
@@ -296,7 +296,7 @@ def main() -> None:
     reranked_on_mixture(report, min(sizes), args.dim, rng)
     library_scan(report, max(sizes), args.dim, reps, rng)
     scale_choice(report, args.dim, rng)
-    # the targets of issue #18: (case, which reference, limit)
+    # the targets: (case, which reference, limit)
     targets = [
         ("1000000/single query", "numpy float32", 2, 0.4),
         ("100000/single query", "numpy float32", 2, 0.6),

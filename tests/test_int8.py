@@ -1,4 +1,4 @@
-"""The int8 scan of the kernel (issue #18): identical results to the float32 scan, bit for bit.
+"""The int8 scan of the kernel: identical results to the float32 scan, bit for bit.
 
 Property tests draw adversarial data (duplicates, near-ties, zero vectors, huge and tiny norms,
 one dominant dimension, integer data with exact ties) and check that ``exact="int8"`` returns
