@@ -59,6 +59,9 @@ class WriteBatch:
     id_rows: dict[str, int] | None = None
     #: Commit even when nothing else changes (a new schema: a manifest without a new segment).
     touch: bool = False
+    #: A merge: the batch's segment replaces the stored segments from this index on (their live
+    #: rows, and their deletes of earlier rows), instead of following them.
+    replaces: int | None = None
 
     def row_ids(self) -> list[str]:
         """The ids of the rows the batch appends."""
@@ -72,7 +75,7 @@ class WriteBatch:
     @property
     def changes_rows(self) -> bool:
         """Whether the batch adds, deletes or clears rows (a ``touch`` alone does not)."""
-        return bool(self.rows or self.bare_ids or self.deletes or self.clear)
+        return bool(self.rows or self.bare_ids or self.deletes or self.clear or self.replaces is not None)
 
 
 class Storage(Protocol):

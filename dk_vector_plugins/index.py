@@ -393,6 +393,24 @@ class VectorIndex:
         merged.adopt_codes(_merged_codes(group, first, self.dim or 0))
         self._parts[lo:hi] = [merged]
 
+    def truncate(self, nrows: int) -> None:
+        """Drop rows ``nrows..`` (the table's last segments, replaced by their merge)."""
+        if nrows >= self._nrows:
+            return
+        self._count -= int(np.count_nonzero(self._present[nrows : self._nrows]))
+        self._present[nrows : self._nrows] = False
+        kept = []
+        for p in self._parts:
+            if p.start >= nrows:
+                continue
+            if p.start + p.n > nrows:  # cut: its rows past ``nrows`` are no longer read
+                cut = nrows - p.start
+                p.n = cut
+                p.changed(np.array([cut], dtype=np.int64))  # caches recomputed; codes of rows kept
+            kept.append(p)
+        self._parts = kept
+        self._nrows = nrows
+
     def clear_rows(self, rows: IntArray) -> None:
         """Forget the vectors of ``rows`` (deletes, or updates that drop the field)."""
         rows = rows[rows < self._nrows]

@@ -361,6 +361,35 @@ class RecordTable:
             self.indexes[name] = VectorIndex(dim)
         return n
 
+    def truncate(self, nrows: int) -> None:
+        """Drop rows ``nrows..``, live or not (the last segments of a stored table, about to be
+        replaced by their merge). Rows before ``nrows`` that the dropped ones retired stay
+        retired: the merge retires them again."""
+        if nrows >= self.nrows:
+            return
+        dropped = (np.flatnonzero(self._live[nrows : self.nrows]) + nrows).tolist()
+        if self._row_of_map is not None and dropped:
+            self._load_ids(dropped)
+            for r in dropped:
+                self._row_of_map.pop(self._ids[r], None)
+        # a stored segment's rows still in storage are read by segment: one cut in two is read now
+        for a, b, _ in self._chunks:
+            if a < nrows < b:
+                self._load_rows(range(a, nrows))
+        for a, b, _ in self._id_chunks:
+            if a < nrows < b:
+                self._load_ids(range(a, nrows))
+        self._chunks = [c for c in self._chunks if c[1] <= nrows]
+        self._id_chunks = [c for c in self._id_chunks if c[1] <= nrows]
+        self._trim_lists()
+        for rows in (self._ids, self._data, self._meta, self._vinfo):
+            del rows[nrows:]
+        self._live[nrows : self.nrows] = False
+        self._n = nrows
+        self._columns = {}  # rebuilt from the rows when a filter next needs them
+        for index in self.indexes.values():
+            index.truncate(nrows)
+
     def compact(self) -> None:
         """Drop dead rows (renumbers rows; ids, vectors and columns are kept)."""
         if self.dead == 0:
@@ -508,11 +537,15 @@ class RecordTable:
                     vinfo[r] = vinfo[r] or None
         self._chunks = []
 
-    def live_rows(self) -> tuple[list[str], list[Row] | None]:
-        """The live ids in row order, and their rows' parts (``None`` when no live row holds
-        data, metadata or vector info: a table of vectors only)."""
-        self.materialize()
-        live = np.flatnonzero(self._live[: self.nrows]).tolist()
+    def live_rows(self, start: int = 0) -> tuple[list[str], list[Row] | None]:
+        """The live ids of rows ``start..`` in row order, and their rows' parts (``None`` when
+        no such row holds data, metadata or vector info: a table of vectors only)."""
+        live = (np.flatnonzero(self._live[start : self.nrows]) + start).tolist()
+        if start == 0:
+            self.materialize()
+        else:
+            self._load_rows(live)
+            self._load_ids(live)
         ids = [self._ids[r] for r in live]
         data, meta, vinfo = self._data, self._meta, self._vinfo
         if not any(data[r] or meta[r] or vinfo[r] for r in live):

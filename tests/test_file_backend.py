@@ -456,7 +456,7 @@ def test_reopen_parses_only_the_rows_it_shows(open_store: Callable[..., Any], tm
 def test_reopen_of_many_segments_adopts_them_without_copying(open_store: Callable[..., Any]) -> None:
     """Reopening 12 segments maps each segment's vectors as one part of the index: no copy into
     a new matrix (that cost a pass over all vectors, 280 ms for 200k x 384), no id lookup built."""
-    db = open_store()
+    db = open_store(merge_fan=0)  # 12 segments kept as they are
     x = np.random.default_rng(4).standard_normal((12 * 50, DIM)).astype(np.float32)
     for s in range(0, len(x), 50):  # 12 commits, 12 segments
         db.add_vectors(x[s : s + 50], ids=[f"v{i}" for i in range(s, s + 50)])
@@ -554,7 +554,7 @@ def test_compact_and_vacuum_spare_earlier_readers(open_store: Callable[..., Any]
 
 
 def test_vacuum_keeps_what_recent_versions_name(open_store: Callable[..., Any], tmp_path: Path) -> None:
-    db = open_store(keep_versions=3)
+    db = open_store(keep_versions=3, merge_fan=0)  # the versions below are counted without merges
     for r in rich_records()[:10]:
         db.create(r)
     db.compact()

@@ -77,6 +77,15 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             backends=b,
         ),
         OptionSpec(
+            "merge_fan",
+            (int,),
+            8,
+            "merge the newest segments into one once this many of them are small (size-tiered, "
+            "bounded work per commit; 0: never, only the max_segments compaction)",
+            backends=b,
+            minimum=0,
+        ),
+        OptionSpec(
             "inline_bytes",
             (int,),
             64 * 1024,
@@ -107,6 +116,7 @@ def table_options(config: Mapping[str, Any], lazy_rows: bool) -> TableOptions:
         lazy_rows=lazy_rows,
         load_vectors=True if load is None else bool(load),
         inline_max_bytes=int(config["inline_bytes"]),
+        merge_fan=int(config["merge_fan"]),
     )
 
 

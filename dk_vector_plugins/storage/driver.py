@@ -109,9 +109,18 @@ class TableStorage:
         return False
 
     def after_commit(self, table: RecordTable) -> None:
-        """Compact when small segments or dead rows pile up."""
+        """Merge the newest small segments (bounded work); compact when segments or dead rows
+        pile up all the same."""
         if self.logic.needs_compaction(table, self.state):
             self.compact(table)
+            return
+        start = self.logic.merge_start(self.state)
+        if start is not None:
+            first = sum(int(e["rows"]) for e in self.state.segments[:start])
+            batch = self.logic.merge_batch(table, self.state, start, self.run)
+            if self.commit(table, batch):  # lost to another writer: the next commit tries again
+                table.truncate(first)
+                apply(table, batch)
 
     def compact(self, table: RecordTable) -> bool:
         """Rewrite the live rows as one segment; ``False`` if another writer committed first."""

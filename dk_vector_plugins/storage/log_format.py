@@ -150,6 +150,9 @@ class TableOptions:
     :ivar latest_every: advance ``LATEST.json`` every this many versions (and at compaction);
         above 1 readers always look for the manifests after it (cheap where a missing object
         costs a failed ``open``: a local store, which rewrites a file only every 16 commits).
+    :ivar merge_fan: merge the newest segments into one once this many of them are small (see
+        :meth:`TableLogic.merge_start`): commits never wait for a rewrite of the whole table.
+    :ivar merge_max_rows: a merge rewrites at most this many rows (bounded work per commit).
     """
 
     max_segments: int = 32
@@ -162,6 +165,8 @@ class TableOptions:
     warn_load_bytes: int | None = None
     inline_max_bytes: int = 64 * 1024
     latest_every: int = 1
+    merge_fan: int = 8
+    merge_max_rows: int = 8192
 
 
 @attrs.define
@@ -828,8 +833,14 @@ class TableLogic:
             self.schema.adopt(manifest.get("schema"), self.describe(""))
         segs = manifest["segments"]
         old = [s["name"] for s in state.segments]
-        rebuild = [s["name"] for s in segs[: len(old)]] != old
-        new = segs if rebuild else segs[len(old) :]  # rebuild: compacted or cleared by another writer
+        same = 0  # the segments both versions start with
+        while same < min(len(old), len(segs)) and segs[same]["name"] == old[same]:
+            same += 1
+        # merged by another writer: the table keeps the rows of the common segments and loads
+        # the rest; compacted or cleared (nothing in common): it loads everything again
+        rebuild = same == 0 and bool(old)
+        keep_rows = sum(int(e["rows"]) for e in state.segments[:same])
+        new = segs[same:]
         yield from self._load_inline(state, manifest, new)
         total = sum(int(e.get("bytes", 0)) for e in new)
         if self.options.warn_load_bytes is not None and total > self.options.warn_load_bytes:
@@ -859,6 +870,8 @@ class TableLogic:
         read = [self._read_segment(entry, results, runner) for entry in new]
         if rebuild:
             table.clear()
+        elif same < len(old):
+            table.truncate(keep_rows)
         table.expect_rows(table.nrows + sum(int(r.entry["rows"]) for r in read))
         try:
             for r in read:
@@ -1176,7 +1189,8 @@ class TableLogic:
             else:
                 yield Many([Put(k, v) for k, v in objects.items()])
                 yield Flush()
-            segments = ([] if batch.clear else list(state.segments)) + [entry]
+            kept = state.segments if batch.replaces is None else state.segments[: batch.replaces]
+            segments = ([] if batch.clear else list(kept)) + [entry]
         else:  # a new schema only: the same segments
             objects, segments = {}, list(state.segments)
         manifest: dict[str, Any] = {
@@ -1256,6 +1270,58 @@ class TableLogic:
             return True
         stored = sum(int(s["rows"]) for s in state.segments)
         return stored > 1024 and table.dead > self.options.dead_fraction * stored
+
+    def merge_start(self, state: TableState) -> int | None:
+        """Where a merge of the newest segments starts, or ``None`` (nothing to merge yet).
+
+        Walking back from the newest segment, a segment joins the run while it holds no more
+        rows than the run so far (and the run stays within :attr:`TableOptions.merge_max_rows`):
+        a size-tiered merge, so every row is rewritten O(log n) times and a table of n rows keeps
+        O(fan · log n) segments. A run of at least ``merge_fan`` segments is merged.
+        """
+        segs = state.segments
+        fan = self.options.merge_fan
+        if fan < 2 or len(segs) < fan:
+            return None
+        total, i = 0, len(segs)
+        while i > 0:
+            rows = int(segs[i - 1]["rows"])
+            if i < len(segs) and rows > total:
+                break
+            if total + rows > self.options.merge_max_rows or segs[i - 1].get("clear"):
+                break
+            total += rows
+            i -= 1
+        return i if len(segs) - i >= fan else None
+
+    def merge_batch(
+        self, table: RecordTable, state: TableState, start: int, runner: Callable[[Program[Any]], Any]
+    ) -> WriteBatch:
+        """The live rows of segments ``start..`` (table rows from the first of them on) and
+        their deletes of earlier rows, as one batch replacing those segments."""
+        tail = state.segments[start:]
+        first = sum(int(e["rows"]) for e in state.segments[:start])
+        deletes: list[str] = []
+        for entry in tail:
+            if entry.get("deletes"):
+                sums = Checksums.of(entry)
+                raw = [runner(self.get_bytes(k, sums)) for k in id_keys(entry)]
+                deletes.extend(decode_ids(entry, raw, self.describe)[1])
+        ids, rows = table.live_rows(first)
+        live = np.flatnonzero(table._live[first : table.nrows]) + first
+        batches = {}
+        for name, index in table.indexes.items():
+            in_range = live < index.nrows
+            present = np.zeros(len(live), dtype=np.bool_)
+            present[in_range] = index.present[live[in_range]]
+            pos = np.flatnonzero(present)
+            if len(pos):
+                batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
+        fresh = all(e.get("fresh") for e in tail) and not deletes
+        deduped = list(dict.fromkeys(deletes))
+        if rows is None:
+            return WriteBatch(bare_ids=ids, batches=batches, deletes=deduped, fresh=fresh, replaces=start)
+        return WriteBatch(rows=rows, batches=batches, deletes=deduped, fresh=fresh, replaces=start)
 
     def compaction_batch(self, table: RecordTable) -> WriteBatch:
         """All live rows of ``table`` (in row order) as one ``clear`` batch."""
