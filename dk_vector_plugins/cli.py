@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -181,13 +183,25 @@ def _to_record(obj: dict[str, Any], args: argparse.Namespace, where: str) -> Rec
         except DkvError as e:
             raise DkvError(f"{where}: {e}") from e
     elif not isinstance(obj.get(args.text_field), str):
-        raise DkvError(f"{where}: needs a {args.vector_field!r} vector or a {args.text_field!r} text")
+        raise DkvError(f"{where}: needs a vector in {args.vector_field!r} or a text in {args.text_field!r}")
     return Record(obj, id=None if rid is None else str(rid))
 
 
 def cmd_ingest(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Load JSON Lines into a store: given vectors are stored, texts are embedded."""
     config = _store_config(args)
+    path = config.get("path") if config.get("backend") == "file" else None
+    new_dir = isinstance(path, str) and not os.path.exists(path)
+    try:
+        return _ingest(args, factory, config)
+    except DkvError:
+        # a failed first ingest leaves no empty store directory behind (nothing was committed)
+        if new_dir and isinstance(path, str) and not os.path.exists(os.path.join(path, "manifests")):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _ingest(args: argparse.Namespace, factory: DatabaseFactory, config: dict[str, Any]) -> int:
     rows = list(_read_jsonl(args.file))  # a missing or malformed file fails before the store opens
     if config["backend"] == "memory":
         print(
@@ -228,7 +242,7 @@ def cmd_ingest(args: argparse.Namespace, factory: DatabaseFactory) -> int:
         else:
             skipped = 0
         print(
-            f"ingested {len(records)} records into {config['backend']!r}: {len(with_vec)} with vectors, "
+            f"ingested {len(records)} records into {_location(config)}: {len(with_vec)} with vectors, "
             f"{embedded} embedded, {skipped} already up to date; the store holds {db.count()}"
         )
     return 0
@@ -567,12 +581,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A warning as one line, like an error (no source path, no code line)."""
+    print(f"dkv: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dkv``; returns the exit code (2 for a usage or data error)."""
     args = build_parser().parse_args(argv)
     try:
-        factory = DatabaseFactory(block=args.block)
-        return int(args.func(args, factory))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            factory = DatabaseFactory(block=args.block)
+            return int(args.func(args, factory))
     except DkvError as e:
         print(f"dkv: error: {e}", file=sys.stderr)
         return 2

@@ -206,6 +206,11 @@ def text_fields(value: Any) -> tuple[str, ...] | None:
     return names
 
 
+def _as_given(fields: tuple[str, ...]) -> str | list[str]:
+    """Source fields as the ``text_field`` key takes them: one name, or a list of several."""
+    return fields[0] if len(fields) == 1 else list(fields)
+
+
 def _given(key: str, value: Any) -> str:
     return f"{key}={value!r}"
 
@@ -349,7 +354,7 @@ class StoreSchema:
         reembed = " (to change it, re-embed the store: db.reembed(...))"
         if theirs.source is not None:
             if "text_field" in given and ours.source is not None and ours.source != theirs.source:
-                raise mismatch("text_field", list(ours.source), list(theirs.source), reembed)
+                raise mismatch("text_field", _as_given(ours.source), _as_given(theirs.source), reembed)
             if "text_separator" in given and ours.separator != theirs.separator:
                 raise mismatch("text_separator", ours.separator, theirs.separator, reembed)
             out.source, out.separator = theirs.source, theirs.separator

@@ -109,8 +109,15 @@ def test_bad_input_is_reported_with_line_and_changes_nothing(tmp_path: Path, cap
     assert "bad.jsonl:2" in capsys.readouterr().err
     src.write_text('{"id": "empty"}\n')
     assert main(["ingest", str(src), "--backend", "file", "-o", f"path={store}"]) == 2
-    assert "needs a 'embedding' vector or a 'text' text" in capsys.readouterr().err
-    assert not (store / "LATEST.json").exists()
+    assert "needs a vector in 'embedding' or a text in 'text'" in capsys.readouterr().err
+    assert not store.exists()  # a failed first ingest leaves no empty store directory behind
+
+
+def test_warnings_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--block", "no-such-plugin", "plugins"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("dkv: warning: ") and "no-such-plugin" in err
+    assert len(err.strip().splitlines()) == 1 and ".py:" not in err  # no source path, no code line
 
 
 @pytest.mark.parametrize(

@@ -202,7 +202,7 @@ def test_reopen_with_location_only(reopener: Any) -> None:
     [
         ({"vector_metric": "dot_product"}, "vector_metric='dot_product'.*vector_metric='euclidean'"),
         ({"vector_dimensions": 8}, "vector_dimensions=8.*vector_dimensions=32"),
-        ({"text_field": "title"}, r"text_field=\['title'\].*text_field=\['text'\]"),
+        ({"text_field": "title"}, r"text_field='title'.*text_field='text'"),
         ({"embedder": "hashing"}, "embedder='hashing'.*embedder='counting'"),
         ({"embedder_options": {"seed": 1}}, "embedder_options=.*'seed': 1.*'seed': 7"),
     ],
