@@ -349,6 +349,58 @@ class StoreCore:
 
         return list(self.write(plan))
 
+    def apply_ops(self, ops: Sequence[tuple[str, Any]]) -> list[Any]:
+        """Creates, updates, upserts and deletes in one write, in order, all or nothing (a
+        :meth:`~dk_vector_plugins.SyncDatabase.batch`). ``ops`` are ``("create", record)``,
+        ``("update", record)``, ``("upsert", record)`` (records with their ids set) and
+        ``("delete", id)``; returns what each would return on its own (ids, or bools)."""
+        for i, (kind, arg) in enumerate(ops):
+            if kind == "delete":
+                check_ids([arg], "ids")
+            elif kind in ("create", "update", "upsert") and isinstance(arg, Record):
+                check_ids([arg.id], "records")
+            else:
+                raise InvalidRequestError(f"operation {i} of the batch ({kind!r}) is not one a batch holds")
+
+        def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
+            final: dict[str, Record | None] = {}  # id -> its state at the end of the batch
+
+            def exists(rid: str) -> bool:
+                return final[rid] is not None if rid in final else rid in table
+
+            results: list[Any] = []
+            for kind, arg in ops:
+                if kind == "delete":
+                    results.append(exists(arg))
+                    final[arg] = None
+                    continue
+                rid = str(arg.id)
+                if kind == "create" and exists(rid):
+                    raise DuplicateRecordError(
+                        f"a record with id {rid!r} already exists; use upsert to replace it", id=rid
+                    )
+                if kind == "update" and not exists(rid):
+                    results.append(False)
+                    continue
+                final[rid] = arg
+                results.append(True if kind == "update" else rid)
+            records = [r for r in final.values() if r is not None]
+            rows, batches = table.prepare(records)
+            deletes = [rid for rid, r in final.items() if r is None and rid in table]
+            return WriteBatch(rows=rows, batches=batches, deletes=deletes), results
+
+        return list(self.write(plan))
+
+    def delete_where(self, expr: Expr | None) -> int:
+        """Delete every record matching ``expr`` in one write; returns how many."""
+
+        def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
+            rows = np.flatnonzero(table.mask(expr))
+            ids = table.ids_of(rows)
+            return WriteBatch(deletes=ids), len(ids)
+
+        return int(self.write(plan))
+
     def delete(self, ids: Sequence[str]) -> list[bool]:
         """Delete records; one bool per id (whether it existed)."""
         wanted = list(ids)

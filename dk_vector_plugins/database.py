@@ -41,13 +41,13 @@ from .errors import (
     SchemaMismatchError,
 )
 from .query import Expr, Query, compile_filter
-from .records import Record, VectorField
+from .records import Record, VectorField, new_id
 from .schema import PROBE_TEXT, EmbedderRef, FieldSchema, StoreSchema, fingerprint_of, text_fields
 from .search import build_search_request
 from .types import BulkEmbedReport, BulkEmbedRequest, Embedder, SearchRequest, VectorSearchResult
 from .vectors import as_vector_batch, as_vector_batch_with_norms
 
-__all__ = ["AsyncDatabase", "Call", "Close", "Embed", "Hook", "SyncDatabase", "operation"]
+__all__ = ["AsyncDatabase", "Batch", "Call", "Close", "Embed", "Hook", "SyncDatabase", "operation"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -442,9 +442,21 @@ class _Base:
             assert fs.source is not None and fs.embedder is not None
             need: list[tuple[int, str]] = []
             for i, rec in enumerate(out):
-                if not isinstance(rec, Record) or rec.get(name) is not None:
-                    continue  # the caller's own vector is kept
+                if not isinstance(rec, Record):
+                    continue
                 text = assemble_source_text(rec.data, fs.source, fs.separator)
+                if rec.get(name) is not None:
+                    held = rec.fields.get(name)
+                    made_from = held.metadata.get("content_hash") if isinstance(held, VectorField) else None
+                    if made_from is None or (text and compute_content_hash(text) == made_from):
+                        continue  # the caller's own vector, or one made from this very text
+                    if not text:
+                        raise InvalidRequestError(
+                            f"record {rec.id!r} holds a vector {name!r} embedded from text that it no "
+                            f"longer has in {', '.join(map(repr, fs.source))}: give the text, or drop the vector"
+                        )
+                    # a vector embedded from other text (a stored record read, changed and written
+                    # back): stale, so the new text is embedded
                 if not text:
                     who = f"record {rec.id!r}" if rec.id is not None else f"records[{i}] (no id yet)"
                     raise InvalidRequestError(
@@ -571,8 +583,32 @@ class _Base:
         return got[0]  # type: ignore[no-any-return]
 
     @operation
-    def update(self, id: str, record: Record) -> Steps[bool]:
-        """Replace the record ``id``; ``False`` (and nothing stored) when it does not exist."""
+    def update(
+        self,
+        id: str | None = None,
+        record: Record | None = None,
+        *,
+        filter: Any = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> Steps[Any]:
+        """Replace the record ``id``; ``False`` (and nothing stored) when it does not exist.
+
+        ``update(filter=..., values={...})`` instead sets ``values`` on every record matching the
+        filter (a Query, Filter or dict), in one write, and returns how many it changed (records
+        whose source text changes are embedded again).
+        """
+        if filter is not None or values is not None:
+            if id is not None or record is not None or filter is None or not isinstance(values, Mapping):
+                raise InvalidRequestError("update(filter=..., values={...}) takes a filter and a mapping of values only")
+            matching: list[Record] = yield Call(self._core.search, (None, self._filter_of(filter)[1]), heavy=True)
+            for rec in matching:
+                for key, value in values.items():
+                    rec[key] = value
+            recs = yield from self._with_vectors(matching, "update")
+            done = yield Call(self._core.put, (recs, "update"), heavy=True)
+            return sum(1 for d in done if d)
+        if id is None or record is None:
+            raise InvalidRequestError("update(id, record) needs an id and a record")
         recs = yield from self._with_vectors([self._replaced(id, record)], "update")
         done = yield Call(self._core.put, (recs, "update"))
         return bool(done[0])
@@ -605,10 +641,36 @@ class _Base:
         return [str(x) for x in ids]
 
     @operation
-    def delete(self, id: str) -> Steps[bool]:
-        """Delete a record; ``False`` when it did not exist."""
+    def delete(self, id: str | None = None, *, filter: Any = None) -> Steps[Any]:
+        """Delete a record; ``False`` when it did not exist.
+
+        ``delete(filter=...)`` instead deletes every record matching the filter (a Query, Filter
+        or dict) in one write, and returns how many.
+        """
+        if filter is not None:
+            if id is not None:
+                raise InvalidRequestError("delete takes an id or filter=..., not both")
+            return int((yield Call(self._core.delete_where, (self._filter_of(filter)[1],))))
+        if id is None:
+            raise InvalidRequestError("delete(id) needs an id (or filter=... to delete by filter)")
         done = yield Call(self._core.delete, ([id],))
         return bool(done[0])
+
+    def batch(self) -> Batch:
+        """Group writes into one commit: ``with db.batch() as b:`` (``async with`` on an async
+        store), then ``b.create(record)``, ``b.update(id, record)``, ``b.upsert(record)``,
+        ``b.delete(id)``. They are applied in order when the block ends without an exception,
+        all in one write (visible at once, all or nothing); an exception in the block, or a
+        write that fails (a duplicate ``create``), stores none of them. ``b.results`` then holds
+        what each call would have returned on its own.
+        """
+        return Batch(self)
+
+    def _batch_steps(self, ops: list[tuple[str, Any]]) -> Steps[list[Any]]:
+        records = yield from self._with_vectors([arg for kind, arg in ops if kind != "delete"], "upsert")
+        given = iter(records)
+        ops = [(kind, arg if kind == "delete" else next(given)) for kind, arg in ops]
+        return (yield Call(self._core.apply_ops, (ops,), heavy=True))  # type: ignore[no-any-return]
 
     @operation
     def delete_batch(self, ids: Iterable[str]) -> Steps[list[bool]]:
@@ -987,6 +1049,77 @@ class _Base:
 
 def _nothing() -> None:
     return None
+
+
+class Batch:
+    """Writes collected by :meth:`SyncDatabase.batch` and committed together when the block ends.
+
+    The calls only record what to do (they return at once, on sync and async stores alike):
+    ``create`` and ``upsert`` return the record's id (a new one when it has none).
+    """
+
+    def __init__(self, db: _Base) -> None:
+        self._db = db
+        self._ops: list[tuple[str, Any]] = []
+        #: What each call returns on its own (ids, or bools for updates and deletes), in call
+        #: order; set when the batch is committed.
+        self.results: list[Any] | None = None
+
+    def _record(self, kind: str, record: Record, id: str | None = None) -> str:
+        if not isinstance(record, Record):
+            raise InvalidRequestError(f"batch.{kind} takes a Record, got {type(record).__name__}")
+        rec = record.copy(deep=False)
+        if id is not None:
+            rec.id = id
+        elif rec.id is None:
+            rec.id = new_id()
+        self._ops.append((kind, rec))
+        return str(rec.id)
+
+    def create(self, record: Record) -> str:
+        """Create ``record`` (a :class:`DuplicateRecordError` at commit if its id exists)."""
+        return self._record("create", record)
+
+    def upsert(self, id_or_record: str | Record, record: Record | None = None) -> str:
+        """Create or replace: ``upsert(record)`` or ``upsert(id, record)``."""
+        if isinstance(id_or_record, Record):
+            return self._record("upsert", id_or_record)
+        if record is None:
+            raise InvalidRequestError("upsert(id, record) needs a record")
+        return self._record("upsert", record, id_or_record)
+
+    def update(self, id: str, record: Record) -> None:
+        """Replace record ``id`` if it exists at commit time (its result says whether it did)."""
+        self._record("update", record, id)
+
+    def delete(self, id: str) -> None:
+        """Delete record ``id`` (its result says whether it existed)."""
+        self._ops.append(("delete", id))
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def _steps(self) -> Steps[list[Any]]:
+        return self._db._batch_steps(self._ops)
+
+    def __enter__(self) -> Batch:
+        if self._db._is_async:
+            raise InvalidRequestError("an async store's batch is used with `async with db.batch() as b:`")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None and self._ops:
+            self.results = self._db._drive(self._steps())  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> Batch:
+        if not self._db._is_async:
+            raise InvalidRequestError("a sync store's batch is used with `with db.batch() as b:`")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None and self._ops:
+            self.results = await self._db._drive(self._steps())  # type: ignore[attr-defined]
+
 
 
 def _live_ids(table: Any) -> list[str]:

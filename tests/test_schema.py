@@ -331,3 +331,23 @@ def test_reembed_into_a_new_field_of_another_dimension(opener: Any) -> None:
     db.create(Record({"text": "new doc about tea"}, id="n"))  # both fields embedded
     rec = db.get("n")
     assert rec.fields["small"].dimensions == 8 and rec.fields["embedding"].dimensions == 32
+
+
+def test_a_read_changed_and_written_back_record_is_embedded_again(opener: Any, counting: Counting) -> None:
+    db = opener(text_field="text", embedder="counting")
+    db.create_batch(docs())
+    counting.calls.clear()
+    got = db.get("d2")  # holds its stored vector, made from its old text
+    got["text"] = "a recipe for sourdough bread"
+    db.update("d2", got)
+    assert counting.texts() == ["a recipe for sourdough bread"]  # the stale vector was not kept
+    np.testing.assert_array_equal(
+        db.get("d2").fields["embedding"].value, HashingEmbedder(32).embed(["a recipe for sourdough bread"])[0]
+    )
+    same = db.get("d3")
+    db.upsert(same)  # unchanged text: its vector is current, nothing embedded
+    assert counting.texts() == ["a recipe for sourdough bread"]
+    gone = db.get("d4")
+    del gone["text"]
+    with pytest.raises(InvalidRequestError, match="no longer has"):
+        db.upsert(gone)
