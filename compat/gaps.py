@@ -285,6 +285,11 @@ RULES: list[tuple[str, str, str]] = [
         "dataknobs's S3 backend stamps metadata id / created_at / updated_at on every record it writes",
     ),
     (
+        "s3-store-attributes",
+        r"'(Sync|Async)?S3Database' object has no attribute '(bucket|region)'",
+        "the S3 store object's `bucket` / `region` attributes (ours: in `db.config`)",
+    ),
+    (
         "backend-private-attributes",
         r"has no attribute '(prefix|_storage|_lock)'|test_memory_backend\.py::TestSyncMemoryDatabase::"
         r"test_create_database",

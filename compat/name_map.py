@@ -50,6 +50,21 @@ _ERRORS = {
     "DuplicateRecordError": f"{_TOP}:DuplicateRecordError",
     "RecordNotFoundError": f"{_TOP}:RecordNotFoundError",
 }
+_OPS = "dk_vector_plugins.vector_ops"
+_VECTOR_TYPES = {n: f"{_OPS}:{n}" for n in ("VectorConfig", "VectorIndexConfig", "VectorMetadata")}
+_VECTOR_OPS = {
+    n: f"{_OPS}:{n}"
+    for n in (
+        "batch_compute_distances",
+        "compute_distance",
+        "compute_similarity",
+        "normalize_vector",
+        "validate_vector_dimensions",
+    )
+}
+_EMBEDDING_FN = {
+    n: f"dk_vector_plugins.embedding_fn:{n}" for n in ("call_embedding_fn", "call_embedding_fn_batch")
+}
 _VECTOR_ERRORS = {
     "VectorDimensionError": f"{_TOP}:DimensionMismatchError",
     "VectorValidationError": f"{_TOP}:InvalidVectorError",
@@ -115,10 +130,24 @@ NAME_MAP: dict[str, dict[str, str]] = {
         "VectorField": f"{_TOP}:VectorField",
         "VectorSearchResult": f"{_TOP}:VectorSearchResult",
         **_VECTOR_ERRORS,
+        **_VECTOR_TYPES,
+        **_VECTOR_OPS,
+        **_EMBEDDING_FN,
+        "VectorTextSynchronizer": "dk_vector_plugins.vector_sync:VectorTextSynchronizer",
+        "IncrementalVectorizer": "dk_vector_plugins.vector_sync:IncrementalVectorizer",
     },
     "dataknobs_data.vector.types": {
         "DistanceMetric": f"{_TOP}:DistanceMetric",
         "VectorSearchResult": f"{_TOP}:VectorSearchResult",
+        **_VECTOR_TYPES,
+    },
+    "dataknobs_data.vector.operations": dict(_VECTOR_OPS),
+    "dataknobs_data.vector.embedding_fn": dict(_EMBEDDING_FN),
+    "dataknobs_data.vector.sync": {
+        "VectorTextSynchronizer": "dk_vector_plugins.vector_sync:VectorTextSynchronizer"
+    },
+    "dataknobs_data.vector.migration": {
+        "IncrementalVectorizer": "dk_vector_plugins.vector_sync:IncrementalVectorizer"
     },
     "dataknobs_data.vector.exceptions": dict(_VECTOR_ERRORS),
     "dataknobs_data.vector.content": dict(_CONTENT),
@@ -139,20 +168,9 @@ UNMAPPED: dict[str, list[str]] = {
         "AsyncVectorOperationsMixin",
         "ChangeTracker",
         "SyncVectorOperationsMixin",
-        "VectorConfig",
-        "VectorIndexConfig",
-        "VectorMetadata",
         "VectorOperationsMixin",
-        "VectorTextSynchronizer",
-        "compute_distance",
-        "compute_similarity",
-        "normalize_vector",
-        "validate_vector_dimensions",
     ],
     "dataknobs_data.vector.bulk_embed_mixin": ["BulkEmbedMixin"],
-    "dataknobs_data.vector.embedding_fn": ["call_embedding_fn"],
-    "dataknobs_data.vector.migration": ["IncrementalVectorizer"],
-    "dataknobs_data.vector.sync": ["VectorTextSynchronizer"],
 }
 
 OUT_OF_SCOPE: dict[str, list[str]] = {

@@ -28,7 +28,10 @@ is pinned, so they only change with the environment); ``--only FILE`` (repeatabl
 path, its file name, or a unique part of it); ``--junit-dir DIR``; ``--json OUT`` (every test's
 outcome and failure message in both runs); ``--shim stub`` (diagnostic: a dataknobs name with no
 counterpart becomes a placeholder that raises ``NotImplementedError`` when used, instead of an
-``ImportError`` at import time, so tests behind a missing name still run).
+``ImportError`` at import time, so tests behind a missing name still run); ``--shim package``
+(the compatibility distribution ``compat/dataknobs-data-compat``, pip-installed into
+``<cache>/shim-package`` instead of the generated shim: dataknobs's names *defined* in its module
+paths, as code that enumerates a module's classes needs).
 
 Exit status 0 whenever a report was produced, 2 when it could not run at all.
 See docs/COMPATIBILITY.md.
@@ -79,6 +82,9 @@ TEST_REQUIREMENTS = [
     "blockbuster>=1.5.26,<2.0.0",
 ]
 OURS = f"-e {REPO}[s3]"
+# The optional compatibility distribution (``--shim package``): a ``dataknobs_data`` package whose
+# backend classes are defined in dataknobs's modules.
+COMPAT_DIST = HERE / "dataknobs-data-compat"
 
 # (file as in the 0.11.0 sdist, what it covers)
 SELECTION: list[tuple[str, str]] = [
@@ -562,6 +568,40 @@ def write_shim(cache: Path, mode: str) -> Path:
     return root
 
 
+def install_package_shim(py: Path, cache: Path) -> Path:
+    """``pip install`` the compatibility distribution into ``<cache>/shim-package`` (``--target``,
+    without dependencies: dk_vector_plugins is the venv's editable install). Not into the venv's
+    site-packages, which hold the reference dataknobs-data under the same import name. It is
+    built from a copy, so that the build leaves nothing in the working tree."""
+    if not (COMPAT_DIST / "pyproject.toml").exists():
+        raise CannotRun(f"{COMPAT_DIST} is missing (the compatibility distribution)")
+    root = cache / "shim-package"
+    build = cache / "build" / COMPAT_DIST.name
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(build, ignore_errors=True)
+    shutil.copytree(COMPAT_DIST, build, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    log(f"installing {COMPAT_DIST.name} into {root}")
+    run(
+        [
+            str(py),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            "--no-deps",
+            "--target",
+            str(root),
+            str(build),
+        ],
+        log_file=cache / "logs" / "setup.log",
+    )
+    if not (root / "dataknobs_data" / "__init__.py").exists():
+        raise CannotRun(f"pip installed no dataknobs_data package into {root}")
+    return root
+
+
 # ----------------------------------------------------------------------------------------------
 # S3 server
 
@@ -832,10 +872,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="OUT", help="write every test's outcome in both runs as JSON")
     ap.add_argument(
         "--shim",
-        choices=("strict", "stub"),
+        choices=("strict", "stub", "package"),
         default="strict",
         help="strict (default): a name with no counterpart is absent; stub: a placeholder that "
-        "raises NotImplementedError when used (diagnostic)",
+        "raises NotImplementedError when used (diagnostic); package: the compatibility "
+        "distribution compat/dataknobs-data-compat, pip-installed (backend classes defined in "
+        "dataknobs's module paths)",
     )
     ap.add_argument(
         "--cache-dir",
@@ -867,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
         install(py, sdist, cache, fresh)
         write_stamp(py, base)
         plugins = write_support(cache)
-        shim = write_shim(cache, args.shim)
+        shim = install_package_shim(py, cache) if args.shim == "package" else write_shim(cache, args.shim)
 
         server = S3Server(py, cache)
         log(f"S3 server (moto) at {server.url}")

@@ -323,6 +323,23 @@ class _Base:
             f"embedding_fn must be a callable, an object with embed(), or an embedder name; got {embedding_fn!r}"
         )
 
+    @staticmethod
+    def _embed_source(embedding_fn: Any, embedder: Any) -> Any:
+        """The one embedding source of a bulk embed: ``embedding_fn=`` or dataknobs-data's
+        ``embedder=``, never both."""
+        if embedding_fn is not None and embedder is not None:
+            raise InvalidRequestError("bulk_embed_and_store: pass embedding_fn or embedder, not both")
+        return embedder if embedder is not None else embedding_fn
+
+    def _has_own_embedder(self, field: str) -> bool:
+        """Whether the store embeds ``field`` with an embedder of its own when none is given: it
+        was created with vector settings, or its table records an embedder for the field."""
+        fs = self._schema.field(field)
+        if fs is not None and fs.embedder is not None:
+            return True
+        settings = ("vector_enabled", "vector_dimensions", "embedder", "embedder_options", "text_field")
+        return any(k in self._config.given for k in settings)
+
     def _vector_args(
         self,
         vectors: Any,
@@ -703,6 +720,16 @@ class _Base:
         """Delete every record; returns how many there were."""
         return int((yield Call(self._core.clear)))
 
+    @operation
+    def list_all(self) -> Steps[list[str]]:
+        """The id of every record (dataknobs-data's ``list_all``)."""
+        return list((yield Call(self._core.read_locked, (_live_ids,))))
+
+    @operation
+    def _count_all(self) -> Steps[int]:
+        """How many records there are (dataknobs-data's ``_count_all``; same as ``count()``)."""
+        return int((yield Call(self._core.count, (None,))))
+
     # -- vectors --------------------------------------------------------------------------------
     @operation
     def add_vectors(
@@ -784,10 +811,18 @@ class _Base:
         model_version: str | None = None,
         field_separator: str = " ",
         progress: bool | None = None,
+        embedder: Embedder | Callable[[list[str]], Any] | str | None = None,
     ) -> Steps[BulkEmbedReport]:
         """Like :meth:`bulk_embed_and_store`, returning the full :class:`BulkEmbedReport`."""
+        embedding_fn = self._embed_source(embedding_fn, embedder)
         yield from self._opened()
         field = self._field(vector_field)
+        if embedding_fn is None and not self._has_own_embedder(field):
+            raise InvalidRequestError(
+                "bulk_embed_and_store: embedding_fn or embedder is required (this store has no "
+                "embedder of its own: create it with vector_enabled=True or embedder=... to embed "
+                "with that one)"
+            )
         fs = self._schema.field(field)
         if text_field is None:
             if fs is None or fs.source is None:
@@ -816,9 +851,12 @@ class _Base:
         copy already holds ``vector_field`` for the same text are skipped, so a re-run resumes.
         ``embedding_fn`` is a callable ``texts -> array`` (on an async store it may be async),
         an embedder object, or the name of a registered embedder (default: the store's own, as
-        stored with its table, else its ``embedder`` config, ``"hashing"``). ``text_field``
-        defaults to the store's. A progress bar shows when stderr is a terminal
-        (``progress=False`` hides it).
+        stored with its table, else its ``embedder`` config, ``"hashing"``; a store created with
+        no vector settings at all has none, and then one is required). ``embedder=`` is
+        dataknobs-data's keyword for the same (give one of the two, not both). Each vector's
+        metadata describes its source text (``content_source_fields``, its separator and content
+        hash). ``text_field`` defaults to the store's. A progress bar shows when stderr is a
+        terminal (``progress=False`` hides it).
         """,
         returns="list[str]",
     )
@@ -1119,7 +1157,6 @@ class Batch:
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is None and self._ops:
             self.results = await self._db._drive(self._steps())  # type: ignore[attr-defined]
-
 
 
 def _live_ids(table: Any) -> list[str]:

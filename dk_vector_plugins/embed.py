@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .content import compute_content_hash, content_hash_metadata
 from .errors import ConfigError, DkvError, InvalidRequestError, InvalidVectorError
 from .hookspecs import hookimpl
 from .records import Record, VectorField, new_id
@@ -217,20 +218,37 @@ def skip_mask(
 
 
 def attach_vectors(
-    batch: Sequence[Record], vectors: Any, request: BulkEmbedRequest, dim: int | None
+    batch: Sequence[Record],
+    vectors: Any,
+    request: BulkEmbedRequest,
+    dim: int | None,
+    texts: Sequence[str] | None = None,
 ) -> list[Record]:
-    """Copies of ``batch`` holding the embedder's ``vectors`` (checked: one per record, of ``dim``)."""
+    """Copies of ``batch`` holding the embedder's ``vectors`` (checked: one per record, of ``dim``);
+    with ``texts`` (the embedded text of each record), each vector's metadata describes it (the
+    source fields, separator and content hash, as dataknobs-data records them)."""
     mat = as_vector_batch(vectors, dim, what="embedder output")
     if mat.shape[0] != len(batch):
         raise InvalidVectorError(f"the embedder returned {mat.shape[0]} vectors for {len(batch)} texts")
     source = request.text_field if isinstance(request.text_field, str) else None
     model = request.model_name or getattr(request.embedder, "model_name", None)
     version = request.model_version or getattr(request.embedder, "model_version", None)
+    fields = [request.text_field] if isinstance(request.text_field, str) else list(request.text_field)
     out = []
-    for rec, vec in zip(batch, mat):
+    for i, (rec, vec) in enumerate(zip(batch, mat)):
         rec = rec.copy(deep=False)
+        meta = (
+            content_hash_metadata(fields, request.field_separator, compute_content_hash(texts[i]))
+            if texts is not None
+            else None
+        )
         rec[request.vector_field] = VectorField(
-            vec, name=request.vector_field, source_field=source, model_name=model, model_version=version
+            vec,
+            name=request.vector_field,
+            source_field=source,
+            model_name=model,
+            model_version=version,
+            metadata=meta,
         )
         out.append(rec)
     return out
@@ -269,7 +287,9 @@ def bulk_embed_steps(request: BulkEmbedRequest, dim: int | None) -> Generator[Em
             skipped += len(skip) - len(todo)
             if todo:
                 vectors = yield ("embed", [texts[i] for i in todo])
-                done = attach_vectors([recs[i] for i in todo], vectors, request, dim)
+                done = attach_vectors(
+                    [recs[i] for i in todo], vectors, request, dim, [texts[i] for i in todo]
+                )
                 dim = done[0][request.vector_field].shape[0]
                 yield ("write", done)
                 embedded += len(done)

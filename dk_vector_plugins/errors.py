@@ -43,7 +43,27 @@ class InvalidVectorError(DkvError, ValueError):
 
 
 class DimensionMismatchError(InvalidVectorError):
-    """A vector's length differs from the dimension of the store's vector field."""
+    """A vector's length differs from the dimension of the store's vector field.
+
+    ``DimensionMismatchError(message)``, or (as dataknobs-data's ``VectorDimensionError``)
+    ``DimensionMismatchError(expected=768, actual=512, field_name="embedding")``, which writes
+    the message; :attr:`expected`, :attr:`actual` and :attr:`field_name` are kept either way.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        expected: int | None = None,
+        actual: int | None = None,
+        field_name: str | None = None,
+    ) -> None:
+        if not args and (expected is not None or actual is not None):
+            where = f" for field {field_name!r}" if field_name else ""
+            args = (f"vector dimension mismatch{where}: expected {expected}, got {actual}",)
+        super().__init__(*args)
+        self.expected = expected
+        self.actual = actual
+        self.field_name = field_name
 
 
 class FilterError(DkvError, ValueError):

@@ -108,6 +108,12 @@ class VectorSearchResult:
         """The record's id."""
         return self.record.id
 
+    def __lt__(self, other: object) -> bool:
+        """Results order by score (``sorted(hits, reverse=True)``: best first), as in dataknobs-data."""
+        if not isinstance(other, VectorSearchResult):
+            return NotImplemented
+        return self.score < other.score
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: id, score, distance, vector field, source text and the record's data."""
         vectors = self.record.vector_fields()

@@ -202,6 +202,22 @@ class _S3Config:
     backend_name = "s3"
     config: Any
 
+    @property
+    def bucket(self) -> str:
+        """The bucket (config key ``bucket``)."""
+        return str(self.config["bucket"])
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of the table (config key ``prefix``)."""
+        return str(self.config["prefix"] or "")
+
+    @property
+    def region(self) -> str | None:
+        """The region (config key ``region_name``), if one was given."""
+        region = self.config.get("region_name")
+        return None if region is None else str(region)
+
     def _store_kwargs(self) -> dict[str, Any]:
         c = self.config
         return {

@@ -132,7 +132,9 @@ def bulk_embed(db: Store | AsyncStore, request: BulkEmbedRequest) -> BulkEmbedRe
                 nonlocal dim, embedded, batches
                 todo, future, size = pending.popleft()
                 if future is not None:
-                    done = attach_vectors([recs[i] for i in todo], vectors_of(future), request, dim)
+                    done = attach_vectors(
+                        [recs[i] for i in todo], vectors_of(future), request, dim, [texts[i] for i in todo]
+                    )
                     dim = done[0][request.vector_field].shape[0]
                     core.put(done, "upsert")
                     embedded += len(done)

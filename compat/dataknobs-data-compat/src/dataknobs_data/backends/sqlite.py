@@ -1,0 +1,14 @@
+"""``dataknobs_data.backends.sqlite``: a dataknobs-data backend that dk_vector_plugins does not re-do.
+
+Its classes exist so that code naming them imports; creating one raises ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+from .._alias import OutOfScope
+
+__all__ = ["SyncSQLiteDatabase"]
+
+
+class SyncSQLiteDatabase(OutOfScope):
+    """dataknobs-data's SyncSQLiteDatabase: not available on dk_vector_plugins."""
