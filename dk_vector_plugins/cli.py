@@ -360,6 +360,35 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
+def cmd_versions(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """List the committed versions of a stored table, oldest first."""
+    import datetime as dt
+
+    config = {**_store_config(args), **_location_config(args.location)}
+    if args.backend:
+        config["backend"] = args.backend
+    with _open_existing(factory, config) as db:
+        listed = db.versions()  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return 0
+    rows = [
+        [
+            v["version"],
+            dt.datetime.fromtimestamp(v["created"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            v["operation"],
+            v["added"],
+            v["deleted"],
+            v["rows"],
+            v["segments"],
+            ", ".join(v["tags"]),
+        ]
+        for v in listed
+    ]
+    print(_table(rows, ["version", "created (UTC)", "operation", "added", "deleted", "rows", "segments", "tags"]))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Describe a stored table: counts, vector fields, segments, versions and size."""
     config = {**_store_config(args), **_location_config(args.location)}
@@ -578,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("versions", help="list a stored table's versions (time, operation, counts, tags)")
+    p.add_argument("location", help="a file store's directory, or s3://bucket/prefix")
+    _add_store_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_versions)
     return parser
 
 

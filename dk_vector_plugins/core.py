@@ -62,6 +62,8 @@ class WriteBatch:
     #: A merge: the batch's segment replaces the stored segments from this index on (their live
     #: rows, and their deletes of earlier rows), instead of following them.
     replaces: int | None = None
+    #: A restore: the next version names exactly these stored segments (an earlier version's).
+    restore: list[dict[str, Any]] | None = None
 
     def row_ids(self) -> list[str]:
         """The ids of the rows the batch appends."""
@@ -70,12 +72,14 @@ class WriteBatch:
     @property
     def empty(self) -> bool:
         """Whether the batch changes nothing."""
-        return not self.rows and not self.bare_ids and not self.deletes and not self.clear and not self.touch
+        return not (self.rows or self.bare_ids or self.deletes or self.clear or self.touch or self.restore is not None)
 
     @property
     def changes_rows(self) -> bool:
         """Whether the batch adds, deletes or clears rows (a ``touch`` alone does not)."""
-        return bool(self.rows or self.bare_ids or self.deletes or self.clear or self.replaces is not None)
+        return bool(
+            self.rows or self.bare_ids or self.deletes or self.clear or self.replaces is not None or self.restore
+        )
 
 
 class Storage(Protocol):
@@ -452,6 +456,18 @@ class StoreCore:
             return apply_threshold(results, request)
 
         return list(self.read_locked(run))
+
+    def restore(self, version: int) -> None:
+        """Commit the segments of an earlier ``version`` as the newest version (storages that
+        keep versions: file and S3)."""
+        segments = getattr(self.storage, "version_segments", None)
+        if segments is None:
+            raise InvalidRequestError("this store keeps no earlier versions")
+
+        def plan(table: RecordTable) -> tuple[WriteBatch, Any]:
+            return WriteBatch(restore=segments(version)), None
+
+        self.write(plan)
 
     def touch(self) -> None:
         """Commit the store's current schema (a new manifest naming the same segments)."""

@@ -252,3 +252,18 @@ def test_the_configuration_reference_is_generated_from_the_code(capsys: pytest.C
     out = capsys.readouterr().out
     assert "aws_secret_access_key" in out and "secret (never shown)" in out
     assert "directory of the table" not in out  # the file backend's path
+
+
+def test_versions_lists_the_commits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "coffee"}\n{"id": "b", "text": "tea"}\n')
+    store = tmp_path / "store"
+    assert main(["ingest", str(src), "--backend", "file", "-o", f"path={store}"]) == 0
+    capsys.readouterr()
+    assert main(["versions", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "operation" in out and " write " in out
+    assert main(["versions", str(store), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in listed] == [1] and listed[0]["added"] == 2
+    assert main(["versions", str(tmp_path / "nothing")]) == 2

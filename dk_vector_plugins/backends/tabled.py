@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..core import StoreCore
 from ..database import AsyncDatabase, Call, Steps, SyncDatabase, operation
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidRequestError
 from ..memtable import RecordTable
 from ..storage.driver import TableStorage
 from ..storage.log_format import TableOptions
@@ -127,6 +127,7 @@ class _TableMixin:
     def _make_core(self: Any) -> StoreCore:
         storage = self._make_storage()
         storage.logic.schema = self._schema  # adopted from the table's manifests, written into new ones
+        storage.state.pinned = getattr(self, "_pinned_version", None)  # a checkout
         core = StoreCore(
             RecordTable(self.config.get("vector_dimensions")), storage, max_retries=int(self.config["commit_retries"])
         )
@@ -153,6 +154,70 @@ class _TableMixin:
     def vacuum(self: Any, grace_s: float | None = None) -> Steps[int]:
         """Delete objects that no recent version names (older than ``grace_s``); returns how many."""
         return (yield Call(self._locked, (self.storage.gc, grace_s)))  # type: ignore[no-any-return]
+
+    # -- versions -------------------------------------------------------------------------------
+    @operation
+    def versions(self: Any) -> Steps[list[dict[str, Any]]]:
+        """Every committed version still stored, oldest first: ``version``, ``created`` (Unix
+        time), ``operation`` (``write``, ``delete``, ``merge``, ``compact``, ``clear``,
+        ``schema``, ``restore``), ``rows`` (stored, dead included), ``segments``, ``added`` and
+        ``deleted`` (by that commit), ``tags``. Clean-up keeps the last ``keep_versions`` and the
+        tagged ones."""
+        return (yield Call(self.storage.run, (self.storage.logic.versions(),)))  # type: ignore[no-any-return]
+
+    @operation
+    def tags(self: Any) -> Steps[dict[str, int]]:
+        """Tag name -> version."""
+        return (yield Call(self.storage.run, (self.storage.logic.tags(),)))  # type: ignore[no-any-return]
+
+    @operation
+    def tag(self: Any, name: str, version: int | None = None) -> Steps[int]:
+        """Name ``version`` (default: the newest): clean-up keeps a tagged version and all it
+        names, and :meth:`checkout` and :meth:`restore` take the name. Returns the version."""
+        yield Call(self._core.refresh)
+        v = self.version if version is None else version
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise InvalidRequestError(f"version must be a committed version number, got {v!r}")
+        yield Call(self.storage.run, (self.storage.logic.tag(name, v),))
+        return int(v)
+
+    @operation
+    def untag(self: Any, name: str) -> Steps[bool]:
+        """Remove a tag; ``False`` when there was none."""
+        return bool((yield Call(self.storage.run, (self.storage.logic.untag(name),))))
+
+    def _version_of(self: Any, version: int | str) -> Steps[int]:
+        if isinstance(version, str):
+            tags = yield Call(self.storage.run, (self.storage.logic.tags(),))
+            if version not in tags:
+                raise InvalidRequestError(f"no tag {version!r}; tags: {', '.join(sorted(tags)) or 'none'}")
+            return int(tags[version])
+        if isinstance(version, bool) or not isinstance(version, int) or version <= 0:
+            raise InvalidRequestError(f"version must be a version number or a tag, got {version!r}")
+        return version
+
+    @operation
+    def checkout(self: Any, version: int | str) -> Steps[Any]:
+        """A read-only store of the table as of ``version`` (a number or a tag): search, read,
+        count and filter as then. Writes to it raise :class:`StorageError`; a version that does
+        not exist (or was cleaned up) is one when the store loads (at once for a sync store, on
+        its first call for an async one). Close it when done."""
+        v = yield from self._version_of(version)
+        given = {k: val for k, val in self._config.items() if k in self._config.given}
+        cls: Any = type(self)
+        old = cls.__new__(cls)
+        old._pinned_version = v
+        cls.__init__(old, {**given, "backend": self.backend_name}, plugin_manager=self._plugin_manager)
+        return old  # a sync one has loaded the version; an async one loads it on its first call
+
+    @operation
+    def restore(self: Any, version: int | str) -> Steps[int]:
+        """Make the table what it was at ``version`` (a number or a tag), as a new commit (later
+        versions stay, and can be restored in turn). Returns the new version."""
+        v = yield from self._version_of(version)
+        yield Call(self._core.restore, (v,))
+        yield Call(self._core.refresh)  # the table becomes the restored version
+        return int(self.version)
 
     def _locked(self: Any, fn: Callable[..., T], *args: Any) -> T:
         with self._core.lock:

@@ -93,10 +93,21 @@ class TableStorage:
         self.run(self.logic.refresh(table, self.state, self.run))
         self._checked = now
 
+    def version_segments(self, version: int) -> list[dict[str, Any]]:
+        """The segments of an earlier version, all still stored (for a restore)."""
+        return list(self.run(self.logic.version_segments(version)))
+
     def commit(self, table: RecordTable, batch: WriteBatch) -> bool:
         """Commit a batch; on a lost race back off (with jitter) and report ``False``."""
         if self.run(self.logic.commit(self.state, batch)):
             self._conflicts = 0
+            if batch.restore is not None:  # the table is loaded again from the restored segments
+                table.clear()
+                self.state.segments = []
+                self.state.version -= 1
+                self.state.probe = True
+                self.state.etag = None
+                return True
             if self.adopts_written and batch.batches:
                 try:
                     self.run(self.logic.read_back(self.state.segments[-1], batch))

@@ -68,7 +68,7 @@ import numpy.typing as npt
 import xxhash
 
 from ..core import WriteBatch
-from ..errors import DkvPerformanceWarning, StorageError
+from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
 from ..index import LazyArray
 from ..memtable import RecordTable
 from ..schema import StoreSchema
@@ -179,6 +179,8 @@ class TableState:
     probe: bool = True  # probe for manifests newer than LATEST.json on the next refresh
     #: The objects of inline segments (kept in a manifest, not stored on their own), by key.
     inline: dict[str, bytes] = attrs.field(factory=dict)
+    #: A checkout: the table stays at this committed version and takes no writes.
+    pinned: int | None = None
     stats: dict[str, int] = attrs.field(factory=lambda: {"segments_loaded": 0, "bytes_loaded": 0})
 
 
@@ -323,6 +325,12 @@ class NewerFormatError(StorageError):
 
 class _Invalid(Exception):
     """A manifest violates the schema (the message says where)."""
+
+
+def _int_or_error(value: Any, where: str) -> int:
+    if type(value) is not int or not 0 < value <= MAX_VERSION:
+        raise StorageError(f"corrupt tag {where}: version {value!r}")
+    return value
 
 
 def _int(value: Any, at: str, low: int = 0, high: int = MAX_COUNT) -> int:
@@ -660,6 +668,24 @@ def serve_inline(program: Program[T], inline: Mapping[str, bytes]) -> Program[T]
         return stop.value  # type: ignore[no-any-return]
 
 
+def _operation(batch: WriteBatch) -> str:
+    """What a commit did, as :meth:`TableLogic.versions` lists it."""
+    if batch.restore is not None:
+        return "restore"
+    if batch.clear:
+        return "compact" if batch.rows or batch.bare_ids else "clear"
+    if batch.replaces is not None:
+        return "merge"
+    if not batch.changes_rows:
+        return "schema"
+    return "delete" if batch.deletes and not (batch.rows or batch.bare_ids) else "write"
+
+
+#: Where tags live: ``tags/<name>.json`` = ``{"version": N, "created": time}``.
+TAGS = "tags/"
+TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def _hint_version(raw: bytes, where: str) -> int:
     """The version ``LATEST.json`` names (``-1`` when it is damaged: it is then replaced)."""
     try:
@@ -775,6 +801,18 @@ class TableLogic:
         self, table: RecordTable, state: TableState, runner: Callable[[Program[Any]], Any]
     ) -> Program[bool]:
         """Bring ``table`` to the newest committed version; ``True`` if anything changed."""
+        if state.pinned is not None:  # a checkout: load that version once
+            if state.version == state.pinned:
+                return False
+            key = manifest_key(state.pinned)
+            got = yield Get(key, missing_ok=True)
+            if got is None:
+                raise StorageError(
+                    f"version {state.pinned} of {self.describe('')} does not exist or was cleaned up "
+                    "(keep_versions, or tag a version to keep it)"
+                )
+            yield from self._apply_manifest(table, state, _parse_manifest(got.data, self.describe(key)), runner)
+            return True
         resp = yield GetIfChanged(LATEST, state.etag)
         target: dict[str, Any] | None = None
         if resp is not None:
@@ -1177,9 +1215,14 @@ class TableLogic:
     # -- writing --------------------------------------------------------------------------------
     def commit(self, state: TableState, batch: WriteBatch) -> Program[bool]:
         """Commit ``batch`` as version ``state.version + 1``; ``False`` if another writer was first."""
+        if state.pinned is not None:
+            raise StorageError(f"a checkout of version {state.pinned} is read-only")
         version = state.version + 1
         inline: dict[str, bytes] = {}
-        if batch.changes_rows:
+        objects: dict[str, Data]
+        if batch.restore is not None:  # the segments of an earlier version, as they are
+            objects, segments = {}, list(batch.restore)
+        elif batch.changes_rows:
             entry, objects = self.encode_segment(batch, version)
             if sum(data_len(v) for v in objects.values()) <= self.options.inline_max_bytes:
                 # a small commit: its objects live in the manifest (one durable write)
@@ -1197,6 +1240,7 @@ class TableLogic:
             "format": FORMAT_VERSION,
             "version": version,
             "created": time.time(),
+            "op": _operation(batch),
             "segments": segments,
             "rows": sum(int(s["rows"]) for s in segments),
         }
@@ -1339,6 +1383,91 @@ class TableLogic:
             return WriteBatch(bare_ids=ids, batches=batches, clear=True, fresh=True)
         return WriteBatch(rows=rows, batches=batches, clear=True, fresh=True)
 
+    # -- versions -----------------------------------------------------------------------------
+    def versions(self) -> Program[list[dict[str, Any]]]:
+        """Every committed version still stored, oldest first: number, time, operation, counts,
+        and the tags naming it."""
+        listed = yield List(MANIFESTS)
+        numbers = sorted(
+            int(x.key[len(MANIFESTS) : -5])
+            for x in listed
+            if x.key.endswith(".json") and TMP_MARK not in x.key and x.key[len(MANIFESTS) : -5].isdigit()
+        )
+        got = yield Many([Get(manifest_key(v), missing_ok=True) for v in numbers])
+        tags = yield from self.tags()
+        out = []
+        for v, g in zip(numbers, got):
+            if g is None:  # cleaned up meanwhile
+                continue
+            m = _parse_manifest(g.data, self.describe(manifest_key(v)))
+            last = m["segments"][-1] if m["segments"] else {}
+            out.append(
+                {
+                    "version": v,
+                    "created": float(m.get("created", 0.0)),
+                    "operation": m.get("op", "write"),
+                    "rows": int(m.get("rows", 0)),
+                    "segments": len(m["segments"]),
+                    "added": int(last.get("rows", 0)) if last.get("name", "").startswith(f"{v:012d}-") else 0,
+                    "deleted": int(last.get("deletes", 0)) if last.get("name", "").startswith(f"{v:012d}-") else 0,
+                    "tags": sorted(t for t, tv in tags.items() if tv == v),
+                }
+            )
+        return out
+
+    def tags(self) -> Program[dict[str, int]]:
+        """Tag name -> version."""
+        listed = yield List(TAGS)
+        keys = [x.key for x in listed if x.key.endswith(".json") and TMP_MARK not in x.key]
+        got = yield Many([Get(k, missing_ok=True) for k in keys])
+        out: dict[str, int] = {}
+        for k, g in zip(keys, got):
+            if g is None:
+                continue
+            try:
+                v = json.loads(g.data)["version"]
+            except (ValueError, KeyError, TypeError):
+                raise StorageError(f"corrupt tag {self.describe(k)}") from None
+            out[k[len(TAGS) : -5]] = _int_or_error(v, self.describe(k))
+        return out
+
+    def tag(self, name: str, version: int) -> Program[None]:
+        """Name a version (clean-up keeps it and what it names); an existing name moves."""
+        if not isinstance(name, str) or not TAG_NAME.fullmatch(name):
+            raise InvalidRequestError(f"a tag name is [A-Za-z0-9._-] (up to 128), starting alphanumeric; got {name!r}")
+        got = yield Get(manifest_key(version), missing_ok=True)
+        if got is None:
+            raise InvalidRequestError(f"version {version} does not exist or was cleaned up: nothing to tag")
+        yield Put(f"{TAGS}{name}.json", json.dumps({"version": version, "created": time.time()}).encode())
+
+    def untag(self, name: str) -> Program[bool]:
+        """Remove a tag; ``False`` when there was none."""
+        tags = yield from self.tags()
+        if name not in tags:
+            return False
+        yield Delete(f"{TAGS}{name}.json")
+        return True
+
+    def version_segments(self, version: int) -> Program[list[dict[str, Any]]]:
+        """The segments version ``version`` names, checked to be all still stored (what a restore
+        commits again)."""
+        key = manifest_key(version)
+        got = yield Get(key, missing_ok=True)
+        if got is None:
+            raise InvalidRequestError(f"version {version} does not exist or was cleaned up: nothing to restore")
+        segments: list[dict[str, Any]] = _parse_manifest(got.data, self.describe(key))["segments"]
+        holders = sorted({int(e["in"]) for e in segments if "in" in e})
+        stored = [k for e in segments if "in" not in e for k in segment_keys(e)]
+        listed = yield Many([List(SEGMENTS), List(MANIFESTS)])
+        have = {x.key for x in listed[0]} | {x.key for x in listed[1]}
+        missing = [k for k in stored if k not in have] + [manifest_key(v) for v in holders if manifest_key(v) not in have]
+        if missing:
+            raise InvalidRequestError(
+                f"version {version} names objects that were cleaned up ({self.describe(missing[0])}, ...): "
+                "it cannot be restored"
+            )
+        return segments
+
     def gc(self, state: TableState, now: float | None = None, grace_s: float | None = None) -> Program[int]:
         """Delete unreferenced segments and old manifests past the grace period; returns the count."""
         now = time.time() if now is None else now
@@ -1350,7 +1479,9 @@ class TableLogic:
             for x in manifests
             if x.key.endswith(".json") and TMP_MARK not in x.key and x.key[len(MANIFESTS) : -5].isdigit()
         )
-        keep = [v for v, _ in versions[-self.options.keep_versions :]]
+        tagged = set((yield from self.tags()).values())
+        recent = {v for v, _ in versions[-self.options.keep_versions :]}
+        keep = sorted(recent | tagged)
         got = yield Many([Get(manifest_key(v), missing_ok=True) for v in keep])
         referenced: set[str] = set()
         holders: set[int] = set()  # manifests holding the inline objects of a kept segment
@@ -1364,7 +1495,9 @@ class TableLogic:
                 holders.add(int(entry["in"]))
         doomed = [x.key for x in segments if x.key not in referenced and now - x.mtime > grace]
         doomed += [
-            x.key for v, x in versions[: -self.options.keep_versions] if v not in holders and now - x.mtime > grace
+            x.key
+            for v, x in versions[: -self.options.keep_versions]
+            if v not in holders and v not in tagged and now - x.mtime > grace
         ]
         doomed += [x.key for x in manifests if TMP_MARK in x.key and now - x.mtime > grace]
         if doomed:

@@ -1,0 +1,105 @@
+"""Versions and time travel on file and S3, sync and async: versions(), tags, checkout, restore,
+and clean-up keeping what tags name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dk_vector_plugins import InvalidRequestError, Record, StorageError, VectorField
+
+
+def rec(rid: str, n: int) -> Record:
+    return Record({"n": n, "embedding": VectorField(np.array([1.0, float(n), 0.0], dtype=np.float32))}, id=rid)
+
+
+def ids(store: Any) -> list[str]:
+    return sorted(r.id for r in store.all())
+
+
+def missing(store: Any, version: Any) -> None:
+    """Checking out ``version`` fails when the store loads it (a sync one at once)."""
+    got = None
+    try:
+        with pytest.raises(StorageError, match="does not exist or was cleaned up"):
+            got = checkout(store, version)
+            got.count()
+    finally:
+        if got is not None:
+            got.close()
+
+
+def checkout(store: Any, version: Any) -> Any:
+    """``store.checkout(version)``, driven like ``store`` (an async store's through its adapter)."""
+    got = store.checkout(version)
+    return type(store)(got) if hasattr(store, "wrapped") else got
+
+
+def test_checkout_tag_and_restore(reopen_at: Any) -> None:
+    db = reopen_at()
+    db.create_batch([rec(f"r{i}", i) for i in range(5)])
+    first = db.version
+    assert db.tag("golden") == first
+    db.delete("r0")
+    db.upsert(rec("r1", 100))
+    db.create(rec("r9", 9))
+    listed = db.versions()
+    assert [v["version"] for v in listed] == list(range(first, first + 4))
+    assert [v["operation"] for v in listed] == ["write", "delete", "write", "write"]
+    assert listed[0]["tags"] == ["golden"] and listed[0]["added"] == 5 and listed[1]["deleted"] == 1
+    assert db.tags() == {"golden": first}
+
+    old = checkout(db, "golden")  # a read-only store as of then
+    assert ids(old) == [f"r{i}" for i in range(5)] and old.get("r1")["n"] == 1
+    assert [h.id for h in old.vector_search([1.0, 1.0, 0.0], k=1)] == ["r1"]
+    with pytest.raises(StorageError, match="read-only"):
+        old.create(rec("x", 0))
+    old.close()
+    older = checkout(db, first + 1)
+    assert older.count() == 4
+    older.close()
+
+    new = db.restore("golden")  # a new commit equal to the tagged state
+    assert new == first + 4 and ids(db) == [f"r{i}" for i in range(5)] and db.get("r1")["n"] == 1
+    assert db.verify()["live"] == 5
+    again = reopen_at()
+    assert ids(again) == ids(db) and again.versions()[-1]["operation"] == "restore"
+    db.restore(first + 3)  # later versions stay restorable
+    assert "r9" in ids(db)
+
+
+def test_bad_versions_and_tags_change_nothing(reopen_at: Any) -> None:
+    db = reopen_at()
+    db.create(rec("a", 1))
+    before = db.version
+    missing(db, 999)
+    with pytest.raises(InvalidRequestError, match="no tag 'nope'"):
+        checkout(db, "nope")
+    with pytest.raises(InvalidRequestError, match="does not exist"):
+        db.restore(999)
+    with pytest.raises(InvalidRequestError, match="tag name"):
+        db.tag("../escape")
+    with pytest.raises(InvalidRequestError, match="nothing to tag"):
+        db.tag("later", 999)
+    assert db.untag("never") is False
+    assert db.version == before and db.count() == 1
+
+
+def test_cleanup_keeps_tagged_versions(reopen_at: Any) -> None:
+    db = reopen_at(keep_versions=1, inline_bytes=0)
+    db.create_batch([rec(f"r{i}", i) for i in range(3)])
+    db.tag("v1")
+    for i in range(3):
+        db.delete(f"r{i}")
+    db.compact()
+    assert db.vacuum(grace_s=0) > 0
+    kept = [v["version"] for v in db.versions()]
+    assert kept[0] == db.tags()["v1"] and len(kept) == 2  # the tagged one and the newest
+    tagged = checkout(db, "v1")
+    assert ids(tagged) == ["r0", "r1", "r2"]
+    tagged.close()
+    db.untag("v1")
+    db.vacuum(grace_s=0)
+    missing(db, 1)
