@@ -151,6 +151,64 @@ def apply(table: RecordTable, batch: WriteBatch) -> None:
     )
 
 
+@attrs.define(eq=False)
+class _Ticket:
+    """A write waiting for a commit (group commit): its plan, then its result or error."""
+
+    plan: Callable[[RecordTable], tuple[WriteBatch, Any]]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.done, self.result, self.error = True, result, error
+
+    def outcome(self) -> Any:
+        """The write's result (its error raised)."""
+        if not self.done:  # the committing thread failed before it came to this write
+            raise ConflictError("the commit this write joined failed; nothing of it was stored")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _adds_only(batch: WriteBatch) -> bool:
+    """Whether a batch only appends rows of new ids (what a group commit may join)."""
+    return (
+        batch.fresh
+        and not batch.deletes
+        and not batch.clear
+        and not batch.touch
+        and batch.replaces is None
+        and batch.restore is None
+    )
+
+
+def _combine(batches: Sequence[WriteBatch]) -> WriteBatch:
+    """One batch appending the rows of ``batches`` (each :func:`_adds_only`, ids distinct)."""
+    if all(b.bare_ids is not None for b in batches):
+        bare: list[str] | None = [rid for b in batches for rid in b.bare_ids or ()]
+        rows: list[Row] = []
+    else:
+        bare = None
+        empty: dict[str, Any] = {}
+        rows = [
+            r
+            for b in batches
+            for r in (b.rows if b.bare_ids is None else [(rid, empty, empty, empty) for rid in b.bare_ids])
+        ]
+    fields: dict[str, tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.float32]]]] = {}
+    offset = 0
+    for b in batches:
+        for name, (pos, mat) in b.batches.items():
+            ps, ms = fields.setdefault(name, ([], []))
+            ps.append(pos + offset)
+            ms.append(mat)
+        offset += len(b.row_ids())
+    merged = {name: (np.concatenate(ps), np.concatenate(ms)) for name, (ps, ms) in fields.items()}
+    return WriteBatch(rows=rows, batches=merged, fresh=True, bare_ids=bare)
+
+
 class StoreCore:
     """Thread-safe operations over a table and its storage. Every public method takes the lock."""
 
@@ -169,6 +227,10 @@ class StoreCore:
         self.async_closers: list[Callable[[], Awaitable[None]]] = []
         #: Whether the table was loaded from its storage at least once (memory: always).
         self.opened = storage is None
+        #: Writes waiting for the lock (group commit, see :meth:`write`).
+        self._pending: list[_Ticket] = []
+        self._turn = threading.Condition()  # guards _pending and _leading
+        self._leading = False  # a thread is committing the writes it took from _pending
 
     # -- running for an async store -----------------------------------------------------------------
     async def run_async(self, fn: Callable[..., T], *args: Any, heavy: bool = False, connect: bool = True) -> T:
@@ -211,7 +273,81 @@ class StoreCore:
         embedding) cannot conflict with another writer's: it is planned again as often as it
         takes, for up to :attr:`rebase_timeout_s`. Other batches give up with
         :class:`ConflictError` after :attr:`max_retries` lost races.
+
+        Group commit: writes that threads (or an async store's worker threads) ask for while
+        another commit is under way wait for the lock together; the thread that gets it commits
+        every waiting write that only adds new ids as one commit (each gets its own result or
+        error), and the others one by one.
         """
+        ticket = _Ticket(plan)
+        with self._turn:
+            self._pending.append(ticket)
+            while self._leading and not ticket.done:  # another writer commits: ours may join it
+                self._turn.wait()
+            if ticket.done:
+                return ticket.outcome()
+            self._leading = True  # this thread commits what is waiting
+            group, self._pending = self._pending, []
+        try:
+            with self.lock:
+                self._write_group(group)
+        finally:
+            with self._turn:
+                self._leading = False
+                self._turn.notify_all()
+        return ticket.outcome()
+
+    def _write_group(self, group: list[_Ticket]) -> None:
+        """Commit the writes of ``group`` (under the lock): those that add only new ids, distinct
+        from each other's, as one commit; every other one on its own."""
+        alone = group
+        if len(group) > 1:
+            alone = []
+            deadline = time.monotonic() + self.rebase_timeout_s
+            while True:
+                self.storage.refresh(self.table)
+                self.opened = True
+                joined: list[tuple[_Ticket, WriteBatch, Any]] = []
+                seen: set[str] = set()
+                for t in group:
+                    if t.done or t in alone:
+                        continue
+                    try:
+                        batch, result = t.plan(self.table)
+                    except Exception as e:  # this write is refused; the others go on
+                        t.finish(error=e)
+                        continue
+                    ids = batch.row_ids()
+                    if batch.empty:
+                        t.finish(result)
+                    elif not _adds_only(batch) or not seen.isdisjoint(ids):
+                        alone.append(t)
+                    else:
+                        seen.update(ids)
+                        joined.append((t, batch, result))
+                if len(joined) <= 1:
+                    alone = [t for t, _, _ in joined] + alone
+                    break
+                combined = _combine([b for _, b, _ in joined])
+                if self.storage.commit(self.table, combined):
+                    apply(self.table, combined)
+                    self.storage.after_commit(self.table)
+                    for t, _, result in joined:
+                        t.finish(result)
+                    break
+                if time.monotonic() > deadline:
+                    for t, _, _ in joined:
+                        t.finish(error=ConflictError("gave up: concurrent writers kept committing first"))
+                    break
+        for t in alone:
+            if not t.done:
+                try:
+                    t.finish(self._write_one(t.plan))
+                except Exception as e:
+                    t.finish(error=e)
+
+    def _write_one(self, plan: Callable[[RecordTable], tuple[WriteBatch, Any]]) -> Any:
+        """One write, its own commit (see :meth:`write`)."""
         with self.lock:
             lost = 0
             deadline = time.monotonic() + self.rebase_timeout_s
