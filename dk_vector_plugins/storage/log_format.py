@@ -668,6 +668,24 @@ def serve_inline(program: Program[T], inline: Mapping[str, bytes]) -> Program[T]
         return stop.value  # type: ignore[no-any-return]
 
 
+def _live_batch(table: RecordTable, first: int, **flags: Any) -> WriteBatch:
+    """The live rows of ``table`` from row ``first`` on (in row order), with their vectors, as a
+    batch (``flags``: its other fields); vector-only rows as bare ids (no tuple per row)."""
+    ids, rows = table.live_rows(first)
+    live = np.flatnonzero(table._live[first : table.nrows]) + first
+    batches = {}
+    for name, index in table.indexes.items():
+        in_range = live < index.nrows
+        present = np.zeros(len(live), dtype=np.bool_)
+        present[in_range] = index.present[live[in_range]]
+        pos = np.flatnonzero(present)
+        if len(pos):
+            batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
+    if rows is None:
+        return WriteBatch(bare_ids=ids, batches=batches, **flags)
+    return WriteBatch(rows=rows, batches=batches, **flags)
+
+
 def _operation(batch: WriteBatch) -> str:
     """What a commit did, as :meth:`TableLogic.versions` lists it."""
     if batch.restore is not None:
@@ -1351,37 +1369,12 @@ class TableLogic:
                 sums = Checksums.of(entry)
                 raw = [runner(self.get_bytes(k, sums)) for k in id_keys(entry)]
                 deletes.extend(decode_ids(entry, raw, self.describe)[1])
-        ids, rows = table.live_rows(first)
-        live = np.flatnonzero(table._live[first : table.nrows]) + first
-        batches = {}
-        for name, index in table.indexes.items():
-            in_range = live < index.nrows
-            present = np.zeros(len(live), dtype=np.bool_)
-            present[in_range] = index.present[live[in_range]]
-            pos = np.flatnonzero(present)
-            if len(pos):
-                batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
         fresh = all(e.get("fresh") for e in tail) and not deletes
-        deduped = list(dict.fromkeys(deletes))
-        if rows is None:
-            return WriteBatch(bare_ids=ids, batches=batches, deletes=deduped, fresh=fresh, replaces=start)
-        return WriteBatch(rows=rows, batches=batches, deletes=deduped, fresh=fresh, replaces=start)
+        return _live_batch(table, first, deletes=list(dict.fromkeys(deletes)), fresh=fresh, replaces=start)
 
     def compaction_batch(self, table: RecordTable) -> WriteBatch:
         """All live rows of ``table`` (in row order) as one ``clear`` batch."""
-        ids, rows = table.live_rows()
-        live = np.flatnonzero(table._live[: table.nrows])
-        batches = {}
-        for name, index in table.indexes.items():
-            in_range = live < index.nrows
-            present = np.zeros(len(live), dtype=np.bool_)
-            present[in_range] = index.present[live[in_range]]
-            pos = np.flatnonzero(present)
-            if len(pos):
-                batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
-        if rows is None:  # vectors only: no rows file, no tuple per row
-            return WriteBatch(bare_ids=ids, batches=batches, clear=True, fresh=True)
-        return WriteBatch(rows=rows, batches=batches, clear=True, fresh=True)
+        return _live_batch(table, 0, clear=True, fresh=True)
 
     # -- versions -----------------------------------------------------------------------------
     def versions(self) -> Program[list[dict[str, Any]]]:
