@@ -70,3 +70,14 @@ def test_merge_keeps_deletes_of_older_segments(location: dict[str, Any]) -> None
     assert len(db.storage.state.segments) < 9
     again = DatabaseFactory().create(**location)
     assert again.count() == 42 and not any(again.exists(f"b{i}") for i in range(8))
+
+
+def test_clean_up_runs_on_its_own_and_bounds_the_files(tmp_path: Any) -> None:
+    root = tmp_path / "s"
+    db = DatabaseFactory().create(backend="file", path=str(root), gc_every=8, keep_versions=2, keep_for=0)
+    for i in range(120):
+        db.create(Record({"n": i, "embedding": VectorField(vec(i))}, id=f"r{i}"))
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) < 40, len(files)  # 120 commits; old manifests and merged segments cleaned up
+    assert DatabaseFactory().create(backend="file", path=str(root)).verify()["live"] == 120
+    assert db.config["grace_s"] == 0  # keep_for is its other name

@@ -63,7 +63,18 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             "grace_s",
             (int, float),
             3600.0,
-            "clean-up never deletes objects younger than this",
+            "retention: clean-up never deletes objects younger than this many seconds (what a "
+            "reader of an older version may still read)",
+            backends=b,
+            minimum=0,
+            aliases=("keep_for",),
+        ),
+        OptionSpec(
+            "gc_every",
+            (int,),
+            64,
+            "clean up automatically every this many versions, by the retention policy "
+            "(keep_versions, grace_s, tags); 0: only vacuum()",
             backends=b,
             minimum=0,
         ),
@@ -117,6 +128,7 @@ def table_options(config: Mapping[str, Any], lazy_rows: bool) -> TableOptions:
         load_vectors=True if load is None else bool(load),
         inline_max_bytes=int(config["inline_bytes"]),
         merge_fan=int(config["merge_fan"]),
+        gc_every=int(config["gc_every"]),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -121,7 +122,16 @@ class TableStorage:
 
     def after_commit(self, table: RecordTable) -> None:
         """Merge the newest small segments (bounded work); compact when segments or dead rows
-        pile up all the same."""
+        pile up all the same; every ``gc_every`` versions, clean up by the retention policy."""
+        self._maintain(table)
+        every = self.logic.options.gc_every
+        if every and self.state.version % every == 0:
+            try:
+                self.gc()
+            except StorageError as e:  # the commit stands; the next clean-up tries again
+                warnings.warn(f"dk_vector_plugins: automatic clean-up failed: {e}", RuntimeWarning, stacklevel=2)
+
+    def _maintain(self, table: RecordTable) -> None:
         if self.logic.needs_compaction(table, self.state):
             self.compact(table)
             return

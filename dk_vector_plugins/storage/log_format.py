@@ -153,6 +153,8 @@ class TableOptions:
     :ivar merge_fan: merge the newest segments into one once this many of them are small (see
         :meth:`TableLogic.merge_start`): commits never wait for a rewrite of the whole table.
     :ivar merge_max_rows: a merge rewrites at most this many rows (bounded work per commit).
+    :ivar gc_every: clean up (:meth:`TableLogic.gc`) after every this many versions (0: never
+        automatically).
     """
 
     max_segments: int = 32
@@ -167,6 +169,7 @@ class TableOptions:
     latest_every: int = 1
     merge_fan: int = 8
     merge_max_rows: int = 8192
+    gc_every: int = 64
 
 
 @attrs.define
