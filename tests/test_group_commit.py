@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -32,7 +31,7 @@ def test_threads_share_commits_and_keep_their_results(tmp_path: Path, backend: s
             rid = f"w{w}-{j}"
             try:
                 got[rid] = db.create(rec(rid, w * 100 + j))
-            except BaseException as e:  # noqa: BLE001 - collected for the assertion
+            except BaseException as e:  # collected for the assertion
                 errors.append(e)
         try:  # every thread creates "shared": exactly one succeeds
             got[f"shared-{w}"] = db.create(rec("shared", w))
