@@ -360,6 +360,29 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
+def cmd_reembed(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """Re-embed every record of a stored table (see ``SyncDatabase.reembed``)."""
+    config = {**_store_config(args), **_location_config(args.location)}
+    options = dict(_parse_option(o) for o in args.embedder_option or []) if args.embedder_option else None
+    with _open_existing(factory, config) as db:
+        report = db.reembed(
+            embedder=args.new_embedder,
+            embedder_options=options,
+            text_field=args.source,
+            vector_field=args.vector_field,
+            batch_size=args.batch_size,
+            progress=None if not args.no_progress else False,
+        )
+        field = db.schema.field(args.vector_field)
+        used = field.embedder.describe() if field is not None and field.embedder is not None else "?"
+        print(
+            f"re-embedded {report.embedded} of {len(report.ids)} records with {used} "
+            f"({report.skipped} already done, {report.batches} commits); {_location(config)} is at version "
+            f"{db.version}"  # type: ignore[attr-defined]
+        )
+    return 0
+
+
 def cmd_versions(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """List the committed versions of a stored table, oldest first."""
     import datetime as dt
@@ -607,6 +630,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("reembed", help="re-embed a stored table with another embedder (resumable)")
+    p.add_argument("location", help="a file store's directory, or s3://bucket/prefix")
+    p.add_argument("--embedder", dest="new_embedder", default=None, help="the new embedder (default: the current one)")
+    p.add_argument(
+        "--embedder-option",
+        "-e",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of the new embedder (repeatable; values are JSON or text)",
+    )
+    p.add_argument("--text-field", action="append", dest="source", help="the source text field (default: the stored one)")
+    p.add_argument("--vector-field", default=None, help="the field to re-embed (default: the store's)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="a store config key (repeatable)")
+    p.add_argument("--backend", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_reembed)
 
     p = sub.add_parser("versions", help="list a stored table's versions (time, operation, counts, tags)")
     p.add_argument("location", help="a file store's directory, or s3://bucket/prefix")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from dk_vector_plugins import DatabaseFactory
 from dk_vector_plugins.cli import main
 
 
@@ -267,3 +268,20 @@ def test_versions_lists_the_commits(tmp_path: Path, capsys: pytest.CaptureFixtur
     listed = json.loads(capsys.readouterr().out)
     assert [v["version"] for v in listed] == [1] and listed[0]["added"] == 2
     assert main(["versions", str(tmp_path / "nothing")]) == 2
+
+
+def test_reembed_changes_the_stored_embedder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "coffee beans"}\n{"id": "b", "text": "green tea"}\n')
+    store = tmp_path / "store"
+    assert main(["ingest", str(src), "--backend", "file", "-o", f"path={store}"]) == 0
+    capsys.readouterr()
+    assert main(["reembed", str(store), "-e", "seed=3", "--no-progress"]) == 0
+    assert "re-embedded 2 of 2 records with 'hashing' (seed=3)" in capsys.readouterr().out
+    assert main(["reembed", str(store), "-e", "seed=3", "--no-progress"]) == 0  # done: resumes at the end
+    assert "re-embedded 0 of 2 records" in capsys.readouterr().out
+    db = DatabaseFactory().create(backend="file", path=str(store))
+    assert db.schema.field().embedder.options == {"seed": 3}
+    assert [h.id for h in db.vector_search("coffee", k=1)] == ["a"]
+    assert main(["reembed", str(store), "-e", "dimensions=8", "--no-progress"]) == 2
+    assert "new vector field" in capsys.readouterr().err
