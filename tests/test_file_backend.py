@@ -786,3 +786,24 @@ def test_load_vectors_false_answers_alike(open_store: Callable[..., Any]) -> Non
     lazy = open_store(load_vectors=False)
     assert lazy.read("r05") == db.read("r05")
     assert searches(lazy) == want_search and snapshot(lazy) == want_all
+
+
+def test_listing_skips_a_file_removed_while_it_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clean-up lists segments while other writers create and remove temporary files: an entry
+    gone before its ``stat`` is skipped, not an error (it failed automatic clean-up)."""
+    from dk_vector_plugins.storage import local
+    from dk_vector_plugins.storage.ops import List
+
+    store = local.LocalObjectStore(tmp_path)
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "kept.npy").write_bytes(b"x")
+    (tmp_path / "segments" / "gone.tmp").write_bytes(b"y")
+    real = os.scandir
+
+    def racing(path: Any) -> Any:
+        entries = list(real(path))
+        (tmp_path / "segments" / "gone.tmp").unlink()  # removed between listing and stat
+        return iter(entries)
+
+    monkeypatch.setattr(local.os, "scandir", racing)
+    assert [x.key for x in store.do(List("segments/"))] == ["segments/kept.npy"]

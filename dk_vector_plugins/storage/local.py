@@ -229,7 +229,10 @@ class LocalObjectStore:
             return out
         for e in entries:
             if e.is_file() and e.name.startswith(name_prefix):
-                st = e.stat()
+                try:
+                    st = e.stat()
+                except FileNotFoundError:  # removed since the listing (another writer's temp file)
+                    continue
                 key = f"{head}/{e.name}" if head else e.name
                 out.append(Listed(key, st.st_size, st.st_mtime))
         return sorted(out, key=lambda x: x.key)
