@@ -83,6 +83,7 @@ from .ops import (
     GetIfChanged,
     GetRange,
     List,
+    Listed,
     Many,
     Program,
     Put,
@@ -707,6 +708,16 @@ TAGS = "tags/"
 TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+def manifest_versions(listed: Sequence[Listed]) -> list[tuple[int, Listed]]:
+    """The committed manifests among listed objects (not temporary files), by version."""
+    out = []
+    for x in listed:
+        number = x.key[len(MANIFESTS) : -5]
+        if x.key.startswith(MANIFESTS) and x.key.endswith(".json") and TMP_MARK not in x.key and number.isdigit():
+            out.append((int(number), x))
+    return sorted(out, key=lambda vx: vx[0])
+
+
 def _hint_version(raw: bytes, where: str) -> int:
     """The version ``LATEST.json`` names (``-1`` when it is damaged: it is then replaced)."""
     try:
@@ -870,11 +881,7 @@ class TableLogic:
         """The newest manifest, found by listing them (when ``LATEST.json`` is unreadable); the
         next probe then finds any newer one and the next publish repairs the hint."""
         listed = yield List(MANIFESTS)
-        versions = [
-            int(x.key[len(MANIFESTS) : -5])
-            for x in listed
-            if x.key.endswith(".json") and TMP_MARK not in x.key and x.key[len(MANIFESTS) : -5].isdigit()
-        ]
+        versions = [v for v, _ in manifest_versions(listed)]
         state.probe = True
         if not versions:
             return None
@@ -1384,11 +1391,7 @@ class TableLogic:
         """Every committed version still stored, oldest first: number, time, operation, counts,
         and the tags naming it."""
         listed = yield List(MANIFESTS)
-        numbers = sorted(
-            int(x.key[len(MANIFESTS) : -5])
-            for x in listed
-            if x.key.endswith(".json") and TMP_MARK not in x.key and x.key[len(MANIFESTS) : -5].isdigit()
-        )
+        numbers = [v for v, _ in manifest_versions(listed)]
         got = yield Many([Get(manifest_key(v), missing_ok=True) for v in numbers])
         tags = yield from self.tags()
         out = []
@@ -1470,11 +1473,7 @@ class TableLogic:
         grace = self.options.grace_s if grace_s is None else grace_s
         listed = yield Many([List(MANIFESTS), List(SEGMENTS)])
         manifests, segments = listed
-        versions = sorted(
-            (int(x.key[len(MANIFESTS) : -5]), x)
-            for x in manifests
-            if x.key.endswith(".json") and TMP_MARK not in x.key and x.key[len(MANIFESTS) : -5].isdigit()
-        )
+        versions = manifest_versions(manifests)
         tagged = set((yield from self.tags()).values())
         recent = {v for v, _ in versions[-self.options.keep_versions :]}
         keep = sorted(recent | tagged)
