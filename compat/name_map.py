@@ -129,6 +129,9 @@ NAME_MAP: dict[str, dict[str, str]] = {
         "DistanceMetric": f"{_TOP}:DistanceMetric",
         "VectorField": f"{_TOP}:VectorField",
         "VectorSearchResult": f"{_TOP}:VectorSearchResult",
+        "FusionStrategy": f"{_TOP}:FusionStrategy",
+        "HybridSearchConfig": f"{_TOP}:HybridSearchConfig",
+        "HybridSearchResult": f"{_TOP}:HybridSearchResult",
         **_VECTOR_ERRORS,
         **_VECTOR_TYPES,
         **_VECTOR_OPS,
@@ -150,6 +153,13 @@ NAME_MAP: dict[str, dict[str, str]] = {
         "IncrementalVectorizer": "dk_vector_plugins.vector_sync:IncrementalVectorizer"
     },
     "dataknobs_data.vector.exceptions": dict(_VECTOR_ERRORS),
+    "dataknobs_data.vector.hybrid": {
+        "FusionStrategy": f"{_TOP}:FusionStrategy",
+        "HybridSearchConfig": f"{_TOP}:HybridSearchConfig",
+        "HybridSearchResult": f"{_TOP}:HybridSearchResult",
+        "reciprocal_rank_fusion": "dk_vector_plugins.search:reciprocal_rank_fusion",
+        "weighted_score_fusion": "dk_vector_plugins.search:weighted_score_fusion",
+    },
     "dataknobs_data.vector.content": dict(_CONTENT),
     "dataknobs_data.testing": {"DeterministicEmbedder": "dk_vector_plugins.testing:DeterministicEmbedder"},
 }

@@ -49,15 +49,22 @@ from .records import Field, FieldType, Record, VectorField
 from .search import apply_threshold
 from .streaming import ConflictPolicy, StreamConfig, StreamResult
 from .types import (
+    Analyzer,
+    AnalyzerSpec,
     AsyncStore,
     BackendSpec,
     BulkEmbedReport,
     BulkEmbedRequest,
     Embedder,
     EmbedderSpec,
+    FusionStrategy,
+    HybridSearchConfig,
+    HybridSearchResult,
     OptionSpec,
     SearchRequest,
     Store,
+    TextSearchRequest,
+    TextSearchResult,
     VectorSearchResult,
 )
 from .vectors import METRICS, normalize_metric
@@ -71,6 +78,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "METRICS",
+    "Analyzer",
+    "AnalyzerSpec",
     "AsyncDatabase",
     "AsyncDatabaseFactory",
     "AsyncStore",
@@ -95,7 +104,10 @@ __all__ = [
     "FilterCondition",
     "FilterError",
     "FunctionEmbedder",
+    "FusionStrategy",
     "HashingEmbedder",
+    "HybridSearchConfig",
+    "HybridSearchResult",
     "InvalidRequestError",
     "InvalidVectorError",
     "LogicCondition",
@@ -118,6 +130,8 @@ __all__ = [
     "StreamConfig",
     "StreamResult",
     "SyncDatabase",
+    "TextSearchRequest",
+    "TextSearchResult",
     "VectorField",
     "VectorQuery",
     "VectorSearchResult",

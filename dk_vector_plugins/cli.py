@@ -1,4 +1,4 @@
-"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest``, ``import``, ``search``, ``info`` and ``options``.
+"""The ``dkv`` command: ``plugins``, ``demo``, ``ingest``, ``import``, ``search`` (vector, text, hybrid), ``info`` and ``options``.
 
 Stores are configured with ``--backend``, ``--config FILE.toml`` (top-level keys, or a ``[dkv]``
 table) and ``--option key=value`` (the value parsed as JSON when it parses, else a string).
@@ -22,7 +22,7 @@ from .errors import DkvError
 from .factory import CORE_OPTIONS, DatabaseFactory, backends, extra_options, resolve_config
 from .host import list_plugins
 from .records import Record, VectorField
-from .types import OptionSpec, VectorSearchResult
+from .types import HybridSearchResult, OptionSpec, TextSearchResult, VectorSearchResult
 
 __all__ = ["main"]
 
@@ -90,7 +90,7 @@ def _cell(value: Any, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _hits_table(hits: Sequence[VectorSearchResult], text_field: str) -> str:
+def _hits_table(hits: Sequence[VectorSearchResult | TextSearchResult | HybridSearchResult], text_field: str) -> str:
     rows = []
     for rank, h in enumerate(hits, 1):
         rows.append([rank, h.id, h.score, h.record.get(text_field, "")])
@@ -303,8 +303,10 @@ def _open_existing(factory: DatabaseFactory, config: dict[str, Any]) -> SyncData
 
 
 def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
-    """Search a store with a text (embedded) or a vector."""
+    """Search a store: by vector (a text embedded, or a vector), by text (BM25), or both (hybrid)."""
     config = _store_config(args)
+    mode = args.mode
+    fields = [f.strip() for f in args.text_fields.split(",") if f.strip()] if args.text_fields else None
     flt = None
     if args.filter:
         try:
@@ -319,7 +321,14 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
             raise DkvError(f"--vector must be a JSON list of numbers: {e.msg}") from e
     elif not args.text:
         raise DkvError("give a query text or --vector")
+    if mode in ("text", "hybrid") and not args.text:
+        raise DkvError(f"--mode {mode} needs a query text")
     with _open_existing(factory, config) as db:
+        if mode == "text":
+            found = db.text_search(args.text, k=args.k, text_fields=fields, filter=flt)
+            shown = args.text_field or (found[0].text_fields[0] if found and found[0].text_fields else "text")
+            _print_hits(found, shown, args.format)
+            return 0
         field_name = args.vector_field or db.schema.default_field
         field = db.schema.field(field_name)
         query: Any = vec
@@ -335,13 +344,23 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
                 )
             else:
                 query = args.text  # the store embeds it with its own embedder
-        hits = db.vector_search(query, vector_field=field_name, k=args.k, filter=flt, metric=args.metric)
         text_field = args.text_field or (field.source[0] if field is not None and field.source else "text")
-        if args.format == "json":
-            print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
+        hits: Sequence[Any]
+        if mode == "hybrid":
+            hits = db.hybrid_search(
+                args.text, query, text_fields=fields, vector_field=field_name, k=args.k, filter=flt, metric=args.metric
+            )
         else:
-            print(_hits_table(hits, text_field) if hits else "no results")
+            hits = db.vector_search(query, vector_field=field_name, k=args.k, filter=flt, metric=args.metric)
+        _print_hits(hits, text_field, args.format)
     return 0
+
+
+def _print_hits(hits: Sequence[Any], text_field: str, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
+    else:
+        print(_hits_table(hits, text_field) if hits else "no results")
 
 
 def _location_config(location: str) -> dict[str, Any]:
@@ -610,8 +629,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("search", help="top-k search by text or vector")
-    p.add_argument("text", nargs="?", help="query text (embedded with the store's embedder)")
+    p = sub.add_parser("search", help="top-k search: by vector, full text (BM25) or both (hybrid)")
+    p.add_argument("text", nargs="?", help="query text (embedded with the store's embedder in vector mode)")
+    p.add_argument(
+        "--mode",
+        choices=["vector", "text", "hybrid"],
+        default="vector",
+        help="vector: nearest vectors; text: BM25 full-text search; hybrid: both, fused by RRF",
+    )
+    p.add_argument(
+        "--text-fields",
+        default=None,
+        metavar="F1,F2",
+        help="fields of text and hybrid search (default: text_search_fields, else text_field, else all text)",
+    )
     _add_store_args(p)
     p.add_argument("--vector", help="query vector as a JSON list")
     p.add_argument("--k", type=int, default=5)

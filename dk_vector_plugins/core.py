@@ -25,7 +25,8 @@ from .memtable import RecordTable, Row
 from .query import Expr, Query
 from .records import Record, new_id
 from .search import apply_threshold
-from .types import SearchRequest, VectorSearchResult
+from .textindex import Postings
+from .types import SearchRequest, TextSearchRequest, TextSearchResult, VectorSearchResult
 from .values import check_ids, normalize_dicts
 
 __all__ = ["NullStorage", "Storage", "StoreCore", "WriteBatch"]
@@ -34,6 +35,8 @@ T = TypeVar("T")
 
 # Async searches over more than this many floats run in a worker thread (BLAS releases the GIL).
 _THREAD_THRESHOLD = 2_000_000
+# Async text searches over tables of more rows than this run in a worker thread.
+_TEXT_THREAD_ROWS = 20_000
 
 
 @attrs.frozen
@@ -64,6 +67,9 @@ class WriteBatch:
     replaces: int | None = None
     #: A restore: the next version names exactly these stored segments (an earlier version's).
     restore: list[dict[str, Any]] | None = None
+    #: Full-text postings of the rows per field (``text_search_fields``), built by the storage
+    #: when it commits them (stored with the segment) and adopted by the table.
+    texts: dict[str, Postings] = attrs.field(factory=dict)
 
     def row_ids(self) -> list[str]:
         """The ids of the rows the batch appends."""
@@ -141,6 +147,7 @@ def apply(table: RecordTable, batch: WriteBatch) -> None:
         table.clear()
     if batch.deletes:
         table.delete(batch.deletes)
+    start = table.nrows
     table.append(
         batch.rows,
         batch.batches,
@@ -149,6 +156,8 @@ def apply(table: RecordTable, batch: WriteBatch) -> None:
         norms=batch.norms,
         id_rows=batch.id_rows,
     )
+    if batch.texts:
+        table.adopt_texts(start, batch.texts)
 
 
 @attrs.define(eq=False)
@@ -592,6 +601,23 @@ class StoreCore:
             return apply_threshold(results, request)
 
         return list(self.read_locked(run))
+
+    def text_search(self, request: TextSearchRequest) -> list[list[TextSearchResult]]:
+        """BM25 search for each query of ``request`` (the built-in backends' default)."""
+
+        def run(table: RecordTable) -> list[list[TextSearchResult]]:
+            results = table.text_search(request.terms, request.text_fields, request.k, request.filter)
+            return apply_threshold(results, request)
+
+        return list(self.read_locked(run))
+
+    async def text_search_async(self, request: TextSearchRequest) -> list[list[TextSearchResult]]:
+        """:meth:`text_search` for an async store (a large table's in a worker thread)."""
+        return await self.run_async(self.text_search, request, heavy=self.table.nrows > _TEXT_THREAD_ROWS)
+
+    def string_fields(self) -> list[str]:
+        """The fields holding text in some live record (what a text search searches by default)."""
+        return list(self.read_locked(lambda t: t.string_fields()))
 
     def restore(self, version: int) -> None:
         """Commit the segments of an earlier ``version`` as the newest version (storages that

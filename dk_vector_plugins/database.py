@@ -42,9 +42,20 @@ from .errors import (
 )
 from .query import Expr, Query, compile_filter
 from .records import Record, VectorField, new_id
-from .schema import PROBE_TEXT, EmbedderRef, FieldSchema, StoreSchema, fingerprint_of, text_fields
-from .search import build_search_request
-from .types import BulkEmbedReport, BulkEmbedRequest, Embedder, SearchRequest, VectorSearchResult
+from .schema import PROBE_TEXT, EmbedderRef, FieldSchema, StoreSchema, TextSchema, fingerprint_of, text_fields
+from .search import build_search_request, build_text_request, fuse, hybrid_fetch_k, text_field_names
+from .textindex import TextSettings
+from .types import (
+    BulkEmbedReport,
+    BulkEmbedRequest,
+    Embedder,
+    HybridSearchConfig,
+    HybridSearchResult,
+    SearchRequest,
+    TextSearchRequest,
+    TextSearchResult,
+    VectorSearchResult,
+)
 from .vectors import as_vector_batch, as_vector_batch_with_norms
 
 __all__ = ["AsyncDatabase", "Batch", "Call", "Close", "Embed", "Hook", "SyncDatabase", "operation"]
@@ -215,11 +226,35 @@ class _Base:
         self._embedded: OrderedDict[tuple[Any, ...], npt.NDArray[np.float32]] = OrderedDict()
         self._closed = False
         self._close_callbacks: list[Callable[[], Any]] = []
+        #: The analyzer and BM25 settings of full-text search, built for this text schema.
+        self._text: tuple[TextSchema, TextSettings] | None = None
+        if self._config.given & {"analyzer", "analyzer_options"}:
+            self._text_settings()  # an unknown analyzer or a bad option fails here, not later
         self._core = self._make_core()
         self._core.io_bound = self._is_async and self._io_bound
+        self._core.table.text_provider = self._text_settings
 
     def _make_core(self) -> StoreCore:
         raise NotImplementedError  # pragma: no cover - each backend supplies its core
+
+    def _text_settings(self) -> TextSettings:
+        """The analyzer and BM25 settings for the schema's text index (rebuilt when the schema
+        changes: a stored analyzer adopted on open)."""
+        ts = self._schema.text
+        if self._text is not None and self._text[0] == ts:
+            return self._text[1]
+        from .factory import make_analyzer
+
+        analyzer = make_analyzer(self._plugin_manager, ts.analyzer, ts.options)
+        settings = TextSettings(
+            analyzer,
+            ts.key(),
+            ts.fields,
+            float(self._config.get("bm25_k1", 1.5)),
+            float(self._config.get("bm25_b", 0.75)),
+        )
+        self._text = (TextSchema(ts.analyzer, dict(ts.options), ts.fields), settings)
+        return settings
 
     @property
     def config(self) -> Mapping[str, Any]:
@@ -552,15 +587,38 @@ class _Base:
     @staticmethod
     def _checked(hook: str, results: Any, request: Any) -> Any:
         """The search hooks' contract: one list of results per query (a plugin's mistake is named)."""
-        if not isinstance(request, SearchRequest):
+        if isinstance(request, SearchRequest):
+            b, kind = request.queries.shape[0], "VectorSearchResult"
+        elif isinstance(request, TextSearchRequest):
+            b, kind = len(request.queries), "TextSearchResult"
+        else:
             return results
-        b = request.queries.shape[0]
         if not isinstance(results, list) or len(results) != b or not all(isinstance(r, list) for r in results):
             raise PluginError(
                 f"{hook} answered {type(results).__name__} where one list of results per query "
-                f"({b}) is due: a search hook returns list[list[VectorSearchResult]]"
+                f"({b}) is due: a search hook returns list[list[{kind}]]"
             )
         return results
+
+    def _text_request(
+        self, query_text: Any, text_fields: Any, k: Any, filter: Any, batch: bool, options: dict[str, Any]
+    ) -> Steps[TextSearchRequest]:
+        """Validate a text search; the fields default to ``text_search_fields``, else the default
+        vector field's source text, else every field holding text."""
+        fields = text_field_names(text_fields)
+        settings = self._text_settings()
+        if fields is None:
+            source = (self._schema.field() or FieldSchema()).source
+            fields = settings.fields or source or tuple((yield Call(self._core.string_fields)))
+        return build_text_request(
+            query_text,
+            text_fields=fields,
+            k=k,
+            filter=filter,
+            batch=batch,
+            options=options,
+            analyze=settings.analyzer.analyze,
+        )
 
     # -- the operations: each written once, for both facades ------------------------------------
     @operation
@@ -798,6 +856,102 @@ class _Base:
         queries = yield from self._query_vectors(query_vectors, field)
         request = self._request(queries, field, k, filter, metric, True, options)
         return (yield Hook("dkv_vector_search", request))  # type: ignore[no-any-return]
+
+    @operation
+    def text_search(
+        self,
+        /,
+        query_text: str,
+        k: int = 10,
+        text_fields: str | Sequence[str] | None = None,
+        filter: Any = None,
+        **options: Any,
+    ) -> Steps[list[TextSearchResult]]:
+        """Full-text search: the top-``k`` records by BM25 score for ``query_text``, best first.
+
+        Scores are BM25 over the live records as one corpus (see
+        :mod:`dk_vector_plugins.textindex`); only records holding at least one query term
+        match, and ties are broken by id.
+
+        :param query_text: the query; the store's analyzer (config key ``analyzer``) makes its
+            terms. An empty text is refused; a text of stop words only matches nothing.
+        :param k: results wanted (> 0).
+        :param text_fields: the field(s) searched, as one document per record (default: the
+            configured ``text_search_fields``, else ``text_field``, else every field holding text).
+        :param filter: a Query, Filter, dict shorthand or list of these, applied before ranking:
+            ``min(k, matching records)`` results come back.
+        :param options: ``score_threshold`` (drop weaker hits).
+        :returns: list of :class:`TextSearchResult`.
+        """
+        yield from self._opened()
+        request = yield from self._text_request(query_text, text_fields, k, filter, False, options)
+        results = yield Hook("dkv_text_search", request)
+        return results[0]  # type: ignore[no-any-return]
+
+    @operation
+    def text_search_batch(
+        self,
+        /,
+        query_texts: Sequence[str],
+        k: int = 10,
+        text_fields: str | Sequence[str] | None = None,
+        filter: Any = None,
+        **options: Any,
+    ) -> Steps[list[list[TextSearchResult]]]:
+        """One :meth:`text_search` per query text (one snapshot, corpus statistics computed once)."""
+        yield from self._opened()
+        request = yield from self._text_request(query_texts, text_fields, k, filter, True, options)
+        return (yield Hook("dkv_text_search", request))  # type: ignore[no-any-return]
+
+    @operation
+    def hybrid_search(
+        self,
+        /,
+        query_text: str,
+        query_vector: npt.ArrayLike | VectorField | None = None,
+        text_fields: str | Sequence[str] | None = None,
+        vector_field: str | None = None,
+        k: int = 10,
+        config: HybridSearchConfig | None = None,
+        filter: Any = None,
+        metric: str | None = None,
+    ) -> Steps[list[HybridSearchResult]]:
+        """Text (BM25) and exact vector search, fused into one ranking (dataknobs-data's signature).
+
+        Each side ranks its top ``max(k, min(3k, 100))`` records that satisfy ``filter`` (the
+        text side: those holding a query term), then ``config.fusion_strategy`` fuses them:
+        ``RRF`` (default; ``NATIVE`` is the same here) or ``WEIGHTED_SUM`` of min-max normalized
+        scores. Ties are broken by id.
+
+        :param query_text: the text query.
+        :param query_vector: the vector query; ``None`` embeds ``query_text`` with the store's
+            embedder (a store with ``text_field``/``embedder`` settings).
+        :param text_fields: the text side's fields (``config.text_fields`` wins; default as in
+            :meth:`text_search`).
+        :param vector_field: the vector side's field (default: the store's ``vector_field``).
+        :param k: results wanted (> 0).
+        :param config: a :class:`HybridSearchConfig` (weights, fusion strategy, ``rrf_k``).
+        :param filter: applied before ranking on both sides.
+        :param metric: override the store's ``vector_metric``.
+        :returns: list of :class:`HybridSearchResult`, best first.
+        """
+        yield from self._opened()
+        if config is None:
+            config = HybridSearchConfig()
+        elif not isinstance(config, HybridSearchConfig):
+            raise InvalidRequestError(f"config must be a HybridSearchConfig, got {type(config).__name__}")
+        if not isinstance(query_text, str):
+            raise InvalidRequestError(f"query_text must be a string, got {type(query_text).__name__}")
+        field = self._field(vector_field)
+        fetch = hybrid_fetch_k(k) if isinstance(k, int) and not isinstance(k, bool) and k > 0 else k
+        text_request = yield from self._text_request(
+            query_text, config.text_fields or text_fields, fetch, filter, False, {}
+        )
+        query = yield from self._query_vectors(query_text if query_vector is None else query_vector, field)
+        vector_request = self._request(query, field, fetch, filter, metric, False, {})
+        text = yield Hook("dkv_text_search", text_request)
+        vector = yield Hook("dkv_vector_search", vector_request)
+        return fuse(text[0], vector[0], config, int(k))
 
     @operation
     def bulk_embed(

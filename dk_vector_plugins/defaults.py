@@ -1,4 +1,4 @@
-"""The built-in plugin ``defaults``: exact search and batched bulk embedding for every store on the shared core.
+"""The built-in plugin ``defaults``: exact vector search, BM25 text search and batched bulk embedding for every store on the shared core.
 
 A backend plugin registers only its :class:`~dk_vector_plugins.BackendSpec`; whatever store it
 builds on :class:`~dk_vector_plugins.core.StoreCore` (every built-in one, and a third-party store
@@ -18,9 +18,25 @@ from collections.abc import Awaitable
 from .core import StoreCore
 from .embed import run_bulk_embed, run_bulk_embed_async
 from .hookspecs import hookimpl
-from .types import AsyncStore, BulkEmbedReport, BulkEmbedRequest, SearchRequest, Store, VectorSearchResult
+from .types import (
+    AsyncStore,
+    BulkEmbedReport,
+    BulkEmbedRequest,
+    SearchRequest,
+    Store,
+    TextSearchRequest,
+    TextSearchResult,
+    VectorSearchResult,
+)
 
-__all__ = ["dkv_bulk_embed", "dkv_bulk_embed_async", "dkv_vector_search", "dkv_vector_search_async"]
+__all__ = [
+    "dkv_bulk_embed",
+    "dkv_bulk_embed_async",
+    "dkv_text_search",
+    "dkv_text_search_async",
+    "dkv_vector_search",
+    "dkv_vector_search_async",
+]
 
 
 def _core_of(db: Store | AsyncStore) -> StoreCore | None:
@@ -42,6 +58,22 @@ def dkv_vector_search_async(
     """Exact search for async stores (a large one in a worker thread)."""
     core = _core_of(db)
     return None if core is None else core.vector_search_async(request)
+
+
+@hookimpl(trylast=True)
+def dkv_text_search(db: Store, request: TextSearchRequest) -> list[list[TextSearchResult]] | None:
+    """BM25 over the store's text index (refreshed first; fields not indexed yet are indexed)."""
+    core = _core_of(db)
+    return None if core is None else core.text_search(request)
+
+
+@hookimpl(trylast=True)
+def dkv_text_search_async(
+    db: AsyncStore, request: TextSearchRequest
+) -> Awaitable[list[list[TextSearchResult]]] | None:
+    """BM25 for async stores (a large table's search in a worker thread)."""
+    core = _core_of(db)
+    return None if core is None else core.text_search_async(request)
 
 
 @hookimpl(trylast=True)

@@ -16,7 +16,7 @@ import pluggy
 
 from .errors import ConfigError, PluginError
 from .schema import is_credential_key, text_fields
-from .types import BackendSpec, Embedder, EmbedderSpec, OptionSpec
+from .types import Analyzer, AnalyzerSpec, BackendSpec, Embedder, EmbedderSpec, OptionSpec
 from .vectors import normalize_metric
 
 if TYPE_CHECKING:
@@ -106,6 +106,30 @@ CORE_OPTIONS: tuple[OptionSpec, ...] = (
         None,
         "keyword arguments for the embedder's factory (credentials are never stored)",
     ),
+    OptionSpec(
+        "text_search_fields",
+        (str, list),
+        None,
+        "fields whose full-text postings every write stores with its rows (text_search and "
+        "hybrid_search index any other string field on its first search); stored with the table",
+        convert=_text_fields,
+    ),
+    OptionSpec(
+        "analyzer",
+        (str,),
+        "standard",
+        "registered text analyzer of full-text search (standard, whitespace, or a plugin's); "
+        "stored with the table",
+        convert=_nonempty("analyzer"),
+    ),
+    OptionSpec(
+        "analyzer_options",
+        (dict,),
+        None,
+        "keyword arguments for the analyzer (standard: stopwords, stemmer, lowercase, min_length)",
+    ),
+    OptionSpec("bm25_k1", (int, float), 1.5, "BM25 term-frequency saturation of text_search", minimum=0),
+    OptionSpec("bm25_b", (int, float), 0.75, "BM25 length normalization of text_search", minimum=0, maximum=1),
     OptionSpec("schema", (object,), None, "accepted for dataknobs-data compatibility; unused"),
 )
 
@@ -159,6 +183,28 @@ class _Duplicate:
 def embedders(pm: pluggy.PluginManager) -> dict[str, EmbedderSpec]:
     """Installed embedder specs by name (the last registered wins a name clash)."""
     return {spec.name: spec for _, spec in _collect(pm, "dkv_register_embedders")}
+
+
+def analyzers(pm: pluggy.PluginManager) -> dict[str, AnalyzerSpec]:
+    """Installed analyzer specs by name (the last registered wins a name clash)."""
+    return {spec.name: spec for _, spec in _collect(pm, "dkv_register_analyzers")}
+
+
+def make_analyzer(pm: pluggy.PluginManager, name: str, options: Mapping[str, Any] | None = None) -> Analyzer:
+    """Build the registered analyzer ``name`` with ``options``."""
+    specs = analyzers(pm)
+    spec = specs.get(name)
+    if spec is None:
+        raise ConfigError(
+            f"unknown analyzer {name!r}; installed analyzers: {', '.join(sorted(specs)) or 'none'}"
+        )
+    try:
+        analyzer: Analyzer = spec.factory(**dict(options or {}))
+    except TypeError as e:
+        raise ConfigError(f"analyzer {name!r} rejected its options {dict(options or {})!r}: {e}") from e
+    if not callable(getattr(analyzer, "analyze", None)):
+        raise PluginError(f"analyzer {name!r} has no analyze(text) method")
+    return analyzer
 
 
 def extra_options(pm: Any) -> list[OptionSpec]:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Sequence
 import pluggy
 
 from .types import (
+    AnalyzerSpec,
     AsyncStore,
     BackendSpec,
     BulkEmbedReport,
@@ -32,6 +33,8 @@ from .types import (
     OptionSpec,
     SearchRequest,
     Store,
+    TextSearchRequest,
+    TextSearchResult,
     VectorSearchResult,
 )
 
@@ -79,6 +82,18 @@ def dkv_register_options() -> Sequence[OptionSpec]:
     """
 
 
+@hookspec
+def dkv_register_analyzers() -> Sequence[AnalyzerSpec]:
+    """Return the text analyzers this plugin provides (config key ``analyzer``).
+
+    :returns: a sequence of :class:`~dk_vector_plugins.AnalyzerSpec`: a name, a factory called
+        with the store's ``analyzer_options`` as keyword arguments that returns an
+        :class:`~dk_vector_plugins.Analyzer` (``analyze(text) -> list[str]``), and a
+        description. Every plugin's results are collected; the last registered wins a name
+        clash. The built-in plugin ``analyzers`` offers ``standard`` and ``whitespace``.
+    """
+
+
 # --- vector search ---------------------------------------------------------------------------
 
 
@@ -110,6 +125,33 @@ def dkv_vector_search_async(
     function that returns ``None`` to decline or an awaitable (e.g. a coroutine) of one result
     list per query, which the host awaits. Stops at the first non-None result.
     """
+
+
+# --- full-text search ------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def dkv_text_search(db: Store, request: TextSearchRequest) -> list[list[TextSearchResult]] | None:
+    """Answer a full-text search on ``db`` (the built-in: BM25 over the store's text index).
+
+    :param db: the sync store (a :class:`~dk_vector_plugins.types.Store`); ``core.text_search``
+        is the built-in BM25 search.
+    :param request: a validated :class:`~dk_vector_plugins.TextSearchRequest`: ``queries`` (the
+        texts), ``terms`` (their terms by the store's analyzer), ``text_fields``, ``k``,
+        ``filter`` (a compiled expression or ``None``) and ``options``.
+    :returns: one list of :class:`~dk_vector_plugins.TextSearchResult` per query (best first),
+        also for a single query; ``None`` declines. Stops at the first non-None result. A plugin
+        that routes text search to an external engine (Elasticsearch, tantivy, ...) answers
+        here with ``tryfirst=True``; hybrid search then fuses its ranking with the vector one.
+    """
+
+
+@hookspec(firstresult=True)
+def dkv_text_search_async(
+    db: AsyncStore, request: TextSearchRequest
+) -> Awaitable[list[list[TextSearchResult]]] | None:
+    """The async twin of :func:`dkv_text_search`: return ``None`` or an awaitable of one result
+    list per query. Stops at the first non-None result."""
 
 
 # --- bulk embedding --------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from .index import VectorIndex
 from .kernel import TopK
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Record, VectorField, is_vector_value, lookup
-from .types import VectorSearchResult
+from .textindex import Postings, TextIndex, TextSettings, bm25_top, build_postings, text_of
+from .types import TextSearchResult, VectorSearchResult
 from .values import check_names, normalize_dicts
 from .vectors import as_vector_batch
 
@@ -49,6 +50,21 @@ def _stacked(values: list[Any]) -> Any:
         return np.stack(values)
     except ValueError:
         return values
+
+
+#: Values a copy of a record may share with the table (immutable).
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+def _copied(values: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of a row's data or metadata that the caller may change freely: a shallow copy
+    when every value is immutable (the common case, and much faster), else a deep copy."""
+    if not values:
+        return {}
+    for v in values.values():
+        if type(v) not in _ATOMIC:
+            return copy.deepcopy(values)
+    return dict(values)
 
 
 def split_record(record: Record) -> tuple[dict[str, Any], dict[str, VectorField]]:
@@ -81,6 +97,11 @@ class RecordTable:
         self._meta: list[Any] = []
         self._vinfo: list[Any] = []
         self.indexes: dict[str, VectorIndex] = {}
+        #: Full-text postings per text field (see :mod:`dk_vector_plugins.textindex`).
+        self.texts: dict[str, TextIndex] = {}
+        #: The store's analyzer and BM25 settings (set by the store; they follow its schema).
+        self.text_provider: Callable[[], TextSettings] | None = None
+        self._bm25_cache: dict[Any, Any] = {}
         self._columns: dict[str, Column] = {}
         self._chunks: list[tuple[int, int, ChunkLoader]] = []
         self._size_hint = 0
@@ -353,8 +374,10 @@ class RecordTable:
         n = len(self)
         dims = {name: idx.dim for name, idx in self.indexes.items()}
         hint = self._size_hint
+        provider = self.text_provider
         self.__init__(self.dimensions)  # type: ignore[misc]
         self._size_hint = hint
+        self.text_provider = provider
         if hint:
             self._prealloc(hint)
         for name, dim in dims.items():
@@ -389,6 +412,8 @@ class RecordTable:
         self._columns = {}  # rebuilt from the rows when a filter next needs them
         for index in self.indexes.values():
             index.truncate(nrows)
+        for text in self.texts.values():
+            text.truncate(nrows)
 
     def compact(self) -> None:
         """Drop dead rows (renumbers rows; ids, vectors and columns are kept)."""
@@ -405,6 +430,7 @@ class RecordTable:
         self._vinfo = [self._vinfo[r] for r in keep]
         self._row_of_map = {rid: i for i, rid in enumerate(self._ids)}
         self.indexes = {name: idx.take(keep) for name, idx in self.indexes.items()}
+        self.texts = {name: text.take(keep) for name, text in self.texts.items()}
         self._columns = {name: col.take(keep) for name, col in self._columns.items()}
 
     # -- rows loaded from storage ---------------------------------------------------------------
@@ -417,6 +443,7 @@ class RecordTable:
         loader: ChunkLoader | None,
         clear: bool = False,
         fresh: bool = False,
+        texts: Mapping[str, tuple[str, Callable[[int], Postings]]] | None = None,
     ) -> None:
         """Apply a stored segment of ``count`` rows: clear (if it says so), its deletes, then its rows.
 
@@ -424,7 +451,9 @@ class RecordTable:
         none of its ids is stored before it and none appears twice: its ids are then read only
         when something needs them, and no id lookup is built. Row data stays in storage until
         first use when ``loader`` is given. Vector matrices are adopted as index parts without
-        copying (e.g. memory-mapped).
+        copying (e.g. memory-mapped). ``texts`` are, per field, the analyzer key of the segment's
+        stored full-text postings and a function reading them (called with the segment's first
+        row, on the field's first search; postings of another analyzer are not used).
         """
         if clear:
             self.clear()
@@ -433,6 +462,8 @@ class RecordTable:
         m = count
         if m == 0:
             return
+        for name, (key, load) in (texts or {}).items():
+            self.texts.setdefault(name, TextIndex()).add_stored(self.nrows, m, load, key)
         for name, (mat, _, _) in vectors.items():
             dim = self.vector_dimension(name)
             if dim is not None and mat.shape[1] != dim:
@@ -567,7 +598,7 @@ class RecordTable:
             data = self._data[row]
         rec = Record.__new__(Record)
         rec._id = self._ids[row] if self._ids[row] is not UNLOADED else self.ids_of([row])[0]
-        out = copy.deepcopy(data) if data else {}
+        out = _copied(data)
         vinfo = self._vinfo[row] or {}
         for name, index in self.indexes.items():
             vec = index.get(row)
@@ -576,7 +607,7 @@ class RecordTable:
         if fields is not None:
             out = {k: out[k] for k in fields if k in out}
         rec._data = out
-        rec.metadata = copy.deepcopy(self._meta[row]) or {}
+        rec.metadata = _copied(self._meta[row])
         return rec
 
     def get(self, rid: str) -> Record | None:
@@ -647,6 +678,96 @@ class RecordTable:
         if expr is None:
             return len(self)
         return int(np.count_nonzero(self.mask(expr)))
+
+    # -- full-text search -----------------------------------------------------------------------
+    @property
+    def text_settings(self) -> TextSettings | None:
+        """The store's analyzer and BM25 settings (``None``: the table has no store)."""
+        return None if self.text_provider is None else self.text_provider()
+
+    def index_rows(self, rows: Sequence[Row], fields: Iterable[str] | None = None) -> dict[str, Postings]:
+        """The full-text postings of ``rows`` for ``fields`` (default: the configured
+        ``text_search_fields``), relative to the first row: what a commit stores with them."""
+        settings = self.text_settings
+        if settings is None or not rows or not (settings.fields if fields is None else fields):
+            return {}
+        out: dict[str, Postings] = {}
+        analyze = settings.analyzer.analyze
+        for field in settings.fields if fields is None else fields:
+            tokens: list[list[str]] = []
+            for rid, data, meta, _ in rows:
+                value = data.get(field) if data else None  # the common case: a top-level string
+                if type(value) is not str:
+                    value = text_of(lookup(rid, data or {}, meta or {}, field))
+                tokens.append(analyze(value) if value else [])
+            out[field] = build_postings(tokens, 0, settings.key)
+        return out
+
+    def adopt_texts(self, start: int, texts: Mapping[str, Postings]) -> None:
+        """Postings built for rows ``start ..`` (by :meth:`index_rows` at commit) join the index."""
+        for field, postings in texts.items():
+            index = self.texts.setdefault(field, TextIndex())
+            if not index.parts or index.parts[-1].stop <= start:  # rows before may be indexed later
+                index.add(postings.at(start))
+            index.resolve(postings.analyzer)
+
+    def text_index(self, field: str) -> TextIndex:
+        """The postings of ``field`` over every row (rows not indexed yet are indexed now)."""
+        settings = self.text_settings
+        assert settings is not None, "the store sets text_provider before a text search"
+        index = self.texts.setdefault(field, TextIndex())
+        index.resolve(settings.key)
+        for a, b in index.gaps(self.nrows):
+            self._load_rows(r for r in range(a, b) if self._live[r])
+            tokens: list[list[str]] = []
+            for r in range(a, b):
+                data = self._data[r]
+                if not self._live[r] or not data or data is UNLOADED:
+                    tokens.append([])
+                    continue
+                text = text_of(lookup(None, data, self._meta[r] or {}, field))
+                tokens.append(settings.terms(text) if text else [])
+            index.add(build_postings(tokens, a, settings.key))
+        return index
+
+    def string_fields(self) -> list[str]:
+        """The top-level fields holding a string (or a list of strings) in some live record."""
+        found: set[str] = set()
+        live = np.flatnonzero(self._live[: self.nrows]).tolist()
+        self._load_rows(live)
+        for r in live:
+            data = self._data[r]
+            if data:
+                found.update(k for k, v in data.items() if k not in found and text_of(v) is not None)
+        return sorted(found)
+
+    def text_search(
+        self, terms: Sequence[Sequence[str]], fields: Sequence[str], k: int, expr: Expr | None = None
+    ) -> list[list[TextSearchResult]]:
+        """BM25 top-``k`` per query (one list of terms each) over ``fields`` of the live rows
+        that satisfy ``expr`` (see :mod:`dk_vector_plugins.textindex`)."""
+        settings = self.text_settings
+        assert settings is not None, "the store sets text_provider before a text search"
+        indexes = [self.text_index(f) for f in fields]
+        live: BoolArray = self._live[: self.nrows]
+        mask = None if expr is None else self.mask(expr)
+        cache = self._bm25_cache.setdefault(tuple(fields), {})
+        tops = bm25_top(indexes, terms, live, mask, k, settings.k1, settings.b, self.ids_of, cache)
+        if any(len(rows) == 0 for rows, _ in tops) and live.any():  # a field without text?
+            for field, index in zip(fields, indexes):
+                if not index.lengths(self.nrows)[live].any():
+                    known = ", ".join(self.string_fields()) or "none"
+                    raise InvalidRequestError(
+                        f"no record holds text in field {field!r}; the fields holding text: {known}"
+                    )
+        fields_t = tuple(fields)
+        return [
+            [
+                TextSearchResult(record=self.record(row), score=float(score), text_fields=fields_t)
+                for row, score in zip(rows.tolist(), scores.tolist())
+            ]
+            for rows, scores in tops
+        ]
 
     # -- vector search --------------------------------------------------------------------------
     def vector_search(

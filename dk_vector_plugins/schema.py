@@ -34,6 +34,7 @@ __all__ = [
     "EmbedderRef",
     "FieldSchema",
     "StoreSchema",
+    "TextSchema",
     "fingerprint_of",
     "public_options",
 ]
@@ -196,6 +197,40 @@ class FieldSchema:
         )
 
 
+@attrs.define
+class TextSchema:
+    """How a store's full-text index is made: the analyzer (name and options) and the fields
+    indexed with every write.
+
+    :param analyzer: the registered analyzer's name.
+    :param options: its options (JSON values).
+    :param fields: ``text_search_fields``: fields whose postings every segment stores.
+    """
+
+    analyzer: str = "standard"
+    options: dict[str, Any] = attrs.field(factory=dict)
+    fields: tuple[str, ...] = ()
+
+    def key(self) -> str:
+        """The analyzer's identity: postings made by another analyzer are not used."""
+        return json.dumps({"name": self.analyzer, "options": _jsonable(self.options)}, sort_keys=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"analyzer": self.analyzer, "options": _jsonable(self.options), "fields": list(self.fields)}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> TextSchema:
+        """Read the stored form."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("analyzer"), str):
+            raise ConfigError(f"{where}: the stored text schema {data!r} is malformed")
+        options = data.get("options") or {}
+        fields = data.get("fields") or []
+        if not isinstance(options, Mapping) or not isinstance(fields, list):
+            raise ConfigError(f"{where}: the stored text schema {data!r} is malformed")
+        return cls(str(data["analyzer"]), dict(options), tuple(str(f) for f in fields))
+
+
 def text_fields(value: Any) -> tuple[str, ...] | None:
     """The ``text_field`` config value as a tuple of field names (``None`` when not set)."""
     if value is None:
@@ -241,6 +276,12 @@ class StoreSchema:
                 embedder=embedder,
             )
         }
+        #: The full-text index: analyzer and the fields indexed with every write.
+        self.text = TextSchema(
+            str(config.get("analyzer") or "standard"),
+            dict(config.get("analyzer_options") or {}),
+            text_fields(config.get("text_search_fields")) or (),
+        )
         #: Where the stored schema was read from (``None``: nothing stored yet, or memory).
         self.stored_at: str | None = None
         #: Bumped whenever the schema changes (embedders built for an older one are rebuilt).
@@ -272,6 +313,9 @@ class StoreSchema:
         if f.embedder is not None:
             out["embedder"] = f.embedder.name
             out["embedder_options"] = f.embedder.build_options() or None
+        out["analyzer"] = self.text.analyzer
+        out["analyzer_options"] = dict(self.text.options) or None
+        out["text_search_fields"] = list(self.text.fields) or None
         return out
 
     # -- writing ------------------------------------------------------------------------------
@@ -281,7 +325,7 @@ class StoreSchema:
         for name, dim in sorted(dims.items()):  # vector fields written without configuration
             if name not in fields and dim is not None:
                 fields[name] = FieldSchema(dim=dim, metric=self.metric()).to_json(dim)
-        return {"default_field": self.default_field, "fields": fields}
+        return {"default_field": self.default_field, "fields": fields, "text": self.text.to_json()}
 
     def set_fingerprint(self, field: str, fingerprint: list[float], model: str | None) -> None:
         """Record the fingerprint (and model id) of a field's embedder, computed in this process."""
@@ -313,7 +357,7 @@ class StoreSchema:
             self.fields[default] = self.fields.pop(self.default_field)
             self.default_field = default
         fields = {name: FieldSchema.from_json(f, where) for name, f in stored["fields"].items()}
-        changed = False
+        changed = self._adopt_text(stored.get("text"), where)
         for name, theirs in fields.items():
             ours = self.fields.get(name)
             if ours is None:
@@ -331,6 +375,30 @@ class StoreSchema:
         self.stored_at = where
         if changed:
             self.generation += 1
+
+    def _adopt_text(self, stored: Any, where: str) -> bool:
+        """Take the stored analyzer (a given one must agree) and indexed fields (given ones
+        replace them: the next commit stores them); whether anything changed."""
+        if stored is None:
+            return False
+        theirs = TextSchema.from_json(stored, where)
+        ours = self.text
+        for key, mine, stored_value in (
+            ("analyzer", ours.analyzer, theirs.analyzer),
+            ("analyzer_options", _jsonable(ours.options), _jsonable(theirs.options)),
+        ):
+            if key in self.given and mine != stored_value:
+                raise SchemaMismatchError(
+                    f"{where}: {_given(key, mine)} was given, but the store's full-text index was "
+                    f"written with {_given(key, stored_value)}; open it without {key!r} to use the "
+                    "stored value"
+                )
+        fields = ours.fields if "text_search_fields" in self.given else theirs.fields
+        new = TextSchema(theirs.analyzer, dict(theirs.options), fields)
+        if new == ours:
+            return False
+        self.text = new
+        return True
 
     def _merge(self, name: str, ours: FieldSchema, theirs: FieldSchema, where: str, configured: bool) -> FieldSchema:
         given = self.given if configured else frozenset()

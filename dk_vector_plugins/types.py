@@ -5,15 +5,18 @@ exception classes, so :mod:`dk_vector_plugins.hookspecs` (which imports only thi
 import cycle, also for a type checker. Everything here is re-exported from the package.
 
 * requests and results: :class:`SearchRequest`, :class:`VectorSearchResult`,
-  :class:`BulkEmbedRequest`, :class:`BulkEmbedReport`;
+  :class:`TextSearchRequest`, :class:`TextSearchResult`, :class:`HybridSearchConfig`,
+  :class:`FusionStrategy`, :class:`HybridSearchResult`, :class:`BulkEmbedRequest`,
+  :class:`BulkEmbedReport`;
 * registrations: :class:`BackendSpec`, :class:`OptionSpec`, :class:`EmbedderSpec`,
-  :class:`Embedder`;
+  :class:`Embedder`, :class:`AnalyzerSpec`, :class:`Analyzer`;
 * what a hook implementation is given as ``db``: :class:`Store` (sync) or :class:`AsyncStore`,
   both exposing the shared :class:`Core`.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -29,6 +32,8 @@ if TYPE_CHECKING:  # annotations only: records and query never import this modul
     from .records import Record
 
 __all__ = [
+    "Analyzer",
+    "AnalyzerSpec",
     "AsyncStore",
     "BackendSpec",
     "BulkEmbedReport",
@@ -36,10 +41,15 @@ __all__ = [
     "Core",
     "Embedder",
     "EmbedderSpec",
+    "FusionStrategy",
+    "HybridSearchConfig",
+    "HybridSearchResult",
     "OptionSpec",
     "SearchRequest",
     "Secret",
     "Store",
+    "TextSearchRequest",
+    "TextSearchResult",
     "VectorSearchResult",
 ]
 
@@ -124,6 +134,190 @@ class VectorSearchResult:
             "distance": self.distance,
             "vector_field": self.vector_field,
             "source_text": self.source_text,
+            "data": data,
+        }
+
+
+@attrs.frozen
+class TextSearchRequest:
+    """A validated full-text (BM25) search (built by the store; the text-search hooks receive it).
+
+    :ivar queries: the query texts; a single search is a batch of one, and hooks always answer
+        one result list per query.
+    :ivar terms: each query's terms, as the store's analyzer made them (an engine that analyzes
+        text itself may use ``queries`` instead).
+    :ivar text_fields: the fields searched, as one document per record (their terms together).
+    :ivar k: how many results per query (> 0).
+    :ivar filter: the compiled filter expression, or ``None``: it applies before ranking.
+    :ivar batch: whether the caller asked for one list per query.
+    :ivar options: extra options (``score_threshold``; plugin-specific keys).
+    """
+
+    queries: tuple[str, ...]
+    terms: tuple[tuple[str, ...], ...]
+    text_fields: tuple[str, ...]
+    k: int = 10
+    filter: Expr | None = None
+    batch: bool = False
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class TextSearchResult:
+    """One hit of a full-text search.
+
+    :ivar record: a copy of the matching record.
+    :ivar score: its BM25 score for the query (higher is better), over the live records as one
+        corpus.
+    :ivar text_fields: the fields searched.
+    :ivar metadata: extra facts a plugin that answers text search may add (the built-in BM25
+        search adds none).
+    """
+
+    record: Record
+    score: float
+    text_fields: tuple[str, ...] = ()
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def id(self) -> str | None:
+        """The record's id."""
+        return self.record.id
+
+    def __lt__(self, other: object) -> bool:
+        """Results order by score (``sorted(hits, reverse=True)``: best first)."""
+        if not isinstance(other, TextSearchResult):
+            return NotImplemented
+        return self.score < other.score
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: id, score, the fields searched and the record's data (without vectors)."""
+        vectors = self.record.vector_fields()
+        data = {k: v for k, v in self.record.data.items() if k not in vectors}
+        return {"id": self.record.id, "score": self.score, "text_fields": list(self.text_fields), "data": data}
+
+
+class FusionStrategy(enum.Enum):
+    """How :meth:`~dk_vector_plugins.SyncDatabase.hybrid_search` combines its two rankings
+    (dataknobs-data's names and values)."""
+
+    #: Reciprocal rank fusion: ``sum(weight / (rrf_k + rank))`` over the rankings a record is in.
+    RRF = "rrf"
+    #: Min-max normalized scores, summed with the normalized weights.
+    WEIGHTED_SUM = "weighted_sum"
+    #: The backend's own hybrid search: here the same as RRF (both sides are exact already).
+    NATIVE = "native"
+
+
+def _weight(name: str) -> Callable[[Any, Any, Any], None]:
+    def check(_: Any, __: Any, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise InvalidRequestError(f"{name} must be a number between 0 and 1, got {value!r}")
+
+    return check
+
+
+def _fusion(value: Any) -> FusionStrategy:
+    if isinstance(value, FusionStrategy):
+        return value
+    try:
+        return FusionStrategy(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise InvalidRequestError(
+            f"unknown fusion strategy {value!r}; choose one of {', '.join(s.value for s in FusionStrategy)}"
+        ) from None
+
+
+def _rrf_k(_: Any, __: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidRequestError(f"rrf_k must be a positive int, got {value!r}")
+
+
+def _field_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(f, str) and f for f in value):
+        raise InvalidRequestError(f"text_fields must be a non-empty list of field names, got {value!r}")
+    return list(value)
+
+
+@attrs.define
+class HybridSearchConfig:
+    """How a hybrid search weighs and fuses its text and vector rankings (dataknobs-data's
+    ``HybridSearchConfig``; a bad value raises :class:`~dk_vector_plugins.InvalidRequestError`,
+    a ``ValueError``).
+
+    :ivar text_weight: weight of the text ranking, 0 to 1.
+    :ivar vector_weight: weight of the vector ranking, 0 to 1.
+    :ivar fusion_strategy: a :class:`FusionStrategy` (or its value, e.g. ``"rrf"``).
+    :ivar rrf_k: the RRF constant (> 0).
+    :ivar text_fields: the fields of the text side (``None``: the search's ``text_fields``).
+    """
+
+    text_weight: float = attrs.field(default=0.5, validator=_weight("text_weight"))
+    vector_weight: float = attrs.field(default=0.5, validator=_weight("vector_weight"))
+    fusion_strategy: FusionStrategy = attrs.field(default=FusionStrategy.RRF, converter=_fusion)
+    rrf_k: int = attrs.field(default=60, validator=_rrf_k)
+    text_fields: list[str] | None = attrs.field(default=None, converter=_field_list)
+
+    def normalize_weights(self) -> tuple[float, float]:
+        """The weights scaled to sum to 1 (both 0: half each)."""
+        total = self.text_weight + self.vector_weight
+        if total == 0:
+            return 0.5, 0.5
+        return self.text_weight / total, self.vector_weight / total
+
+
+@attrs.define
+class HybridSearchResult:
+    """One hit of a hybrid search (dataknobs-data's ``HybridSearchResult``).
+
+    :ivar record: a copy of the matching record.
+    :ivar combined_score: the fused score (higher is better).
+    :ivar text_score: its BM25 score, or ``None`` when the text side did not rank it.
+    :ivar vector_score: its vector score, or ``None`` when the vector side did not rank it.
+    :ivar text_rank: its 1-based rank on the text side, or ``None``.
+    :ivar vector_rank: its 1-based rank on the vector side, or ``None``.
+    :ivar metadata: the fusion strategy and the weights used.
+    """
+
+    record: Record
+    combined_score: float
+    text_score: float | None = None
+    vector_score: float | None = None
+    text_rank: int | None = None
+    vector_rank: int | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def id(self) -> str | None:
+        """The record's id."""
+        return self.record.id
+
+    @property
+    def score(self) -> float:
+        """The combined score (the name every other result type uses)."""
+        return self.combined_score
+
+    def __lt__(self, other: object) -> bool:
+        """``sorted(results)`` puts the best first, as in dataknobs-data."""
+        if not isinstance(other, HybridSearchResult):
+            return NotImplemented
+        return self.combined_score > other.combined_score
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: id, the scores and ranks, and the record's data (without vectors)."""
+        vectors = self.record.vector_fields()
+        data = {k: v for k, v in self.record.data.items() if k not in vectors}
+        return {
+            "id": self.record.id,
+            "score": self.combined_score,
+            "text_score": self.text_score,
+            "vector_score": self.vector_score,
+            "text_rank": self.text_rank,
+            "vector_rank": self.vector_rank,
             "data": data,
         }
 
@@ -234,6 +428,26 @@ class EmbedderSpec:
     description: str = ""
 
 
+@runtime_checkable
+class Analyzer(Protocol):
+    """Turns a text into the terms of the full-text index: ``analyze(text)`` returns them in
+    order (a term repeated counts as often as it appears). Queries are analyzed the same way."""
+
+    def analyze(self, text: str) -> list[str]:
+        """The terms of ``text``."""
+        ...  # pragma: no cover
+
+
+@attrs.frozen
+class AnalyzerSpec:
+    """An analyzer offered by a plugin: ``factory(**options)`` builds it (a bad option raises
+    :class:`~dk_vector_plugins.ConfigError`)."""
+
+    name: str
+    factory: Callable[..., Analyzer]
+    description: str = ""
+
+
 # --- bulk embedding --------------------------------------------------------------------------
 
 
@@ -293,6 +507,9 @@ class Core(Protocol):
 
     def vector_search(self, request: SearchRequest) -> Results:
         """The built-in exact search: one result list per query of ``request``."""
+
+    def text_search(self, request: TextSearchRequest) -> list[list[TextSearchResult]]:
+        """The built-in BM25 search: one result list per query of ``request``."""
 
     def read_locked(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn`` on the refreshed in-memory table (a ``RecordTable``) under the store's lock."""

@@ -285,3 +285,30 @@ def test_reembed_changes_the_stored_embedder(tmp_path: Path, capsys: pytest.Capt
     assert [h.id for h in db.vector_search("coffee", k=1)] == ["a"]
     assert main(["reembed", str(store), "-e", "dimensions=8", "--no-progress"]) == 2
     assert "new vector field" in capsys.readouterr().err
+
+
+def test_search_modes_text_and_hybrid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        {"id": "a", "text": "invoice INV-22 overdue", "kind": "bill"},
+        {"id": "b", "text": "apple pie recipe", "kind": "food"},
+        {"id": "c", "text": "overdue library books", "kind": "misc"},
+    ]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    store = tmp_path / "store"
+    where = ["--backend", "file", "-o", f"path={store}"]
+    assert main(["ingest", str(src), *where, "-o", "text_field=text", "-o", "text_search_fields=text", "--no-progress"]) == 0
+    manifest = json.loads(sorted((store / "manifests").iterdir())[-1].read_text())
+    assert "text" in manifest["segments"][-1]  # ingest stored the postings of text_search_fields
+    capsys.readouterr()
+    assert main(["search", "overdue", "--mode", "text", *where, "--format", "json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in found] == ["c", "a"] and found[0]["text_fields"] == ["text"]
+    assert main(["search", "overdue", "--mode", "text", "--text-fields", "kind", *where]) == 0
+    assert capsys.readouterr().out.strip() == "no results"
+    assert main(["search", "overdue", "--mode", "text", "--text-fields", "nope,kind", *where]) == 2
+    assert "no record holds text in field 'nope'" in capsys.readouterr().err
+    assert main(["search", "overdue invoice", "--mode", "hybrid", *where, "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[2].split()[1] == "a"  # first on both sides
+    assert main(["search", "--mode", "text", "--vector", "[1, 0]", *where]) == 2
+    assert "--mode text needs a query text" in capsys.readouterr().err

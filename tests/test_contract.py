@@ -152,15 +152,18 @@ def test_a_single_search_is_unwrapped_once_by_the_facade() -> None:
 def test_builtins_come_from_entry_points_and_are_listed() -> None:
     pm = DatabaseFactory().pm
     infos = {p.name: p for p in list_plugins(pm, all=True)}
-    for name in ("memory", "file", "s3", "defaults", "hashing", "dask"):
+    for name in ("memory", "file", "s3", "defaults", "analyzers", "hashing", "dask"):
         assert infos[name].builtin, name
         assert infos[name].distribution in ("dk_vector_plugins", "dk-vector-plugins"), name
     assert infos["defaults"].hooks == (
         "dkv_bulk_embed",
         "dkv_bulk_embed_async",
+        "dkv_text_search",
+        "dkv_text_search_async",
         "dkv_vector_search",
         "dkv_vector_search_async",
     )
+    assert infos["analyzers"].hooks == ("dkv_register_analyzers",)
     for backend in ("memory", "file", "s3"):  # a backend plugin registers its spec only
         assert infos[backend].hooks == ("dkv_register_backends",)
     assert not hasattr(dk_vector_plugins.host, "BUILTIN_PLUGINS")  # one way in

@@ -232,6 +232,21 @@ def test_async_store_through_asyncio(stores: Callable[..., tuple[Any, Any]], clu
 # --- new commits, stable assignment, tombstones --------------------------------------------------
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_text_and_hybrid_search_on_a_dask_store(stores: Callable[..., tuple[Any, Any]], is_async: bool) -> None:
+    """Text search answers from the client's rows (BM25 over the whole live table), hybrid search
+    fuses it with the workers' vector ranking: the same results as a single process."""
+    ref, dk = stores("file", is_async, text_search_fields=["name", "lang"])
+    fill(ref)
+    for q in ("doc12 en", "doc-novec", "fr"):
+        want = [(h.record.id, h.score) for h in ref.text_search(q, k=7, filter={"g": {"$lt": 5}})]
+        assert [(h.record.id, h.score) for h in dk.text_search(q, k=7, filter={"g": {"$lt": 5}})] == want
+        assert want
+    q = queries(1)[0]
+    want_h = [(h.record.id, h.combined_score) for h in ref.hybrid_search("doc12 de", q, k=6)]
+    assert [(h.record.id, h.combined_score) for h in dk.hybrid_search("doc12 de", q, k=6)] == want_h
+
+
 def _parts_on_workers(dk: Any, store_key: tuple[str, ...]) -> dict[str, set[tuple[Any, ...]]]:
     report = de.client_for(dk).run(de.cached_parts)
     return {w: {p[1:] for p in r["parts"] if p[0] == store_key} for w, r in report.items()}

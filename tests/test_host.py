@@ -23,15 +23,18 @@ import pluggy
 import pytest
 
 from dk_vector_plugins import (
+    AnalyzerSpec,
     AsyncDatabaseFactory,
     BulkEmbedReport,
     ConfigError,
     DatabaseFactory,
+    InvalidRequestError,
     OptionSpec,
     PluginError,
     PluginLoadWarning,
     Record,
     SyncDatabase,
+    TextSearchResult,
     VectorField,
     VectorSearchResult,
     hookimpl,
@@ -388,6 +391,90 @@ async def test_hook_dkv_vector_search_async() -> None:
     assert [h.id for h in await plain.vector_search([1, 5], k=2, metric="dot")] == ["r5", "r4"]
     assert len(override.calls) == 2
     await fake.close()
+    await plain.close()
+
+
+class RoutedTextSearch:
+    """Answers text search for the stores it routes to an external engine (here: those using
+    the ``whitespace`` analyzer), declines the others."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def _answer(self, db: Any, request: Any) -> Any:
+        if db.config["analyzer"] != "whitespace":
+            return None  # declined: the built-in BM25 answers
+        self.requests.append(request)
+        return [[TextSearchResult(Record({"q": q}, id=f"ext-{i}"), 1.0, request.text_fields)] for i, q in enumerate(request.queries)]
+
+    @hookimpl(tryfirst=True)
+    def dkv_text_search(self, db: Any, request: Any) -> Any:
+        return self._answer(db, request)
+
+    @hookimpl(tryfirst=True)
+    def dkv_text_search_async(self, db: Any, request: Any) -> Any:
+        answer = self._answer(db, request)
+        if answer is None:
+            return None
+
+        async def done() -> Any:
+            return answer
+
+        return done()
+
+
+def test_hook_dkv_register_analyzers() -> None:
+    class Reversing:
+        @hookimpl
+        def dkv_register_analyzers(self) -> list[AnalyzerSpec]:
+            def make(suffix: str = "") -> Any:
+                class Rev:
+                    def analyze(self, text: str) -> list[str]:
+                        return [w[::-1] + suffix for w in text.split()]
+
+                return Rev()
+
+            return [AnalyzerSpec("reversing", make, "each word backwards")]
+
+    factory = DatabaseFactory(plugins=[Reversing()])
+    db = factory.create(backend="memory", analyzer="reversing", analyzer_options={"suffix": "!"})
+    db.create_batch([Record({"t": "stressed desserts"}, id="a"), Record({"t": "plain"}, id="b")])
+    assert [h.id for h in db.text_search("stressed")] == ["a"]
+    assert db.config["analyzer"] == "reversing"
+    with pytest.raises(ConfigError, match="reversing"):
+        factory.create(backend="memory", analyzer="reversing", analyzer_options={"colour": "red"})
+    with pytest.raises(ConfigError, match="unknown analyzer 'reversing'"):
+        DatabaseFactory().create(backend="memory", analyzer="reversing")
+
+
+def test_hook_dkv_text_search() -> None:
+    routed = RoutedTextSearch()
+    factory = DatabaseFactory(plugins=[routed])
+    external = factory.create(backend="memory", analyzer="whitespace")
+    plain = factory.create(backend="memory")
+    for db in (external, plain):
+        db.create_batch([Record({"t": "Hello world"}, id="a"), Record({"t": "bye"}, id="b")])
+    assert [h.id for h in external.text_search("Hello there", k=3, filter={"t": "bye"})] == ["ext-0"]
+    (req,) = routed.requests
+    assert req.queries == ("Hello there",) and req.terms == (("Hello", "there"),)  # analyzed, validated
+    assert req.k == 3 and req.filter is not None and req.text_fields == ("t",)
+    assert [h.id for h in plain.text_search("hello")] == ["a"]  # declined: the built-in BM25
+    with pytest.raises(InvalidRequestError):
+        external.text_search("", k=3)  # validation happens before the hook
+    assert len(routed.requests) == 1
+
+
+async def test_hook_dkv_text_search_async() -> None:
+    routed = RoutedTextSearch()
+    factory = AsyncDatabaseFactory(plugins=[routed])
+    external = factory.create(backend="memory", analyzer="whitespace")
+    plain = factory.create(backend="memory")
+    for db in (external, plain):
+        await db.create_batch([Record({"t": "Hello world"}, id="a"), Record({"t": "bye"}, id="b")])
+    got = await external.text_search_batch(["x", "y"], k=1)
+    assert [[h.id for h in hits] for hits in got] == [["ext-0"], ["ext-1"]]
+    assert [h.id for h in await plain.text_search("bye")] == ["b"]
+    await external.close()
     await plain.close()
 
 

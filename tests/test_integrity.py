@@ -423,7 +423,7 @@ def test_a_damaged_npy_header_is_a_storage_error(table: tuple[Path, dict[str, An
 def test_every_segment_object_has_a_checksum(table: tuple[Path, dict[str, Any]]) -> None:
     root, _ = table
     m = json.loads(newest_manifest(root).read_text())
-    assert m["format"] == FORMAT_VERSION == 4
+    assert m["format"] == FORMAT_VERSION == 5
     covered = set()
     for e in m["segments"]:
         sums = e["checksums"]

@@ -275,7 +275,7 @@ def test_old_table_without_schema_gets_one(tmp_path: Path) -> None:
     assert again.count() == 4 and again.schema.stored_at is None
     again.add_vectors(np.ones((1, 4), dtype=np.float32), ids=["e"])
     latest = json.loads(sorted((path / "manifests").iterdir())[-1].read_text())  # the newest manifest
-    assert latest["format"] == 4
+    assert latest["format"] == 5
     assert latest["schema"]["fields"]["embedding"] == {"dim": 4, "metric": "dot_product"}
 
 

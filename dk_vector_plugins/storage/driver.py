@@ -99,7 +99,13 @@ class TableStorage:
         return list(self.run(self.logic.version_segments(version)))
 
     def commit(self, table: RecordTable, batch: WriteBatch) -> bool:
-        """Commit a batch; on a lost race back off (with jitter) and report ``False``."""
+        """Commit a batch; on a lost race back off (with jitter) and report ``False``.
+
+        The rows' full-text postings of the ``text_search_fields`` are built here, once, and
+        stored in the same commit."""
+        schema = self.logic.schema
+        if batch.rows and not batch.texts and schema is not None and schema.text.fields:
+            batch.texts.update(table.index_rows(batch.rows, schema.text.fields))
         if self.run(self.logic.commit(self.state, batch)):
             self._conflicts = 0
             if batch.restore is not None:  # the table is loaded again from the restored segments

@@ -72,6 +72,7 @@ from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
 from ..index import LazyArray
 from ..memtable import RecordTable
 from ..schema import StoreSchema
+from ..textindex import Postings
 from ..vectors import squared_norms
 from .npy import dump_npy, load_npy, npy_header, npy_header_bytes, npy_source
 from .ops import (
@@ -113,8 +114,10 @@ T = TypeVar("T")
 #: hold the row codec's ``$dict`` and ``$tuple`` tags (escaped user dicts, tuples), which format-2
 #: readers would read as plain dicts, so they refuse format 3;
 #: 4: manifests hold the store's schema (``"schema"``: per vector field its dimension, metric,
-#: source text fields and embedder), which a format-3 writer would drop, so it refuses format 4.
-FORMAT_VERSION = 4
+#: source text fields and embedder), which a format-3 writer would drop, so it refuses format 4;
+#: 5: segments may hold full-text postings (``"text"``: per field ``<key>.terms.json`` and
+#: ``<key>.post.npy``), which a format-4 writer's clean-up would delete, so it refuses format 5.
+FORMAT_VERSION = 5
 #: The first format whose manifests hold checksums.
 CHECKSUM_FORMAT = 3
 CHECKSUM_ALGORITHM = "xxh3_64"
@@ -422,6 +425,18 @@ def _valid_entry(e: Any, at: str, fmt: int) -> dict[str, Any]:
         _int(f.get("dim"), f"{fat}.dim", 1, MAX_DIM)
         _int(f.get("count"), f"{fat}.count", 0, rows)
         _opt(f, "sq", bool, fat)
+    texts = e.get("text", {})
+    if not isinstance(texts, dict):
+        raise _Invalid(f"{at}.text is {type(texts).__name__}, not a JSON object")
+    for fname, t in texts.items():
+        tat = f"{at}.text[{fname!r}]"
+        if not fname or not isinstance(t, dict) or not isinstance(t.get("analyzer"), str):
+            raise _Invalid(f"{tat} is not a named JSON object with an analyzer")
+        tkey = t.get("key")
+        if not isinstance(tkey, str) or not FIELD_KEY.fullmatch(tkey) or tkey in keys:
+            raise _Invalid(f"{tat}.key is {tkey!r}, not a new key of [A-Za-z0-9_]")
+        keys.add(tkey)
+        _int(t.get("size"), f"{tat}.size", rows + 1, 2**31 - 1)
     out = {k: v for k, v in e.items() if k != "checksums"}
     if fmt >= CHECKSUM_FORMAT and "checksums" in e:
         out["checksums"] = _valid_checksums(e["checksums"], out, f"{at}.checksums")
@@ -484,6 +499,9 @@ def segment_keys(entry: Mapping[str, Any]) -> list[str]:
             keys.append(f"{base}.{f['key']}.sq.npy")
         if f["count"] < entry["rows"]:
             keys.append(f"{base}.{f['key']}.mask.npy")
+    for t in entry.get("text", {}).values():
+        keys.append(f"{base}.{t['key']}.terms.json")
+        keys.append(f"{base}.{t['key']}.post.npy")
     return keys
 
 
@@ -627,6 +645,8 @@ class _ReadSegment:
     deletes: list[str]
     vectors: dict[str, StoredVectors]
     loader: Callable[[], Sequence[RowParts]] | None
+    #: Per text field: the analyzer key of its stored postings and a function reading them.
+    texts: dict[str, tuple[str, Callable[[int], Postings]]] = attrs.field(factory=dict)
 
 
 _MISSING = object()
@@ -809,6 +829,13 @@ class TableLogic:
                 present[positions] = True
                 put_npy(f"{key}.mask.npy", present)
             fields[field] = {"key": key, "dim": int(mat.shape[1]), "count": count, "sq": True}
+        texts: dict[str, Any] = {}
+        for i, (field, postings) in enumerate(sorted(batch.texts.items())):
+            key = f"t{i}"
+            terms, arr = postings.encode()
+            put(f"{key}.terms.json", terms)
+            put_npy(f"{key}.post.npy", arr)
+            texts[field] = {"key": key, "analyzer": postings.analyzer, "size": len(arr)}
         entry = {
             "name": name,
             "rows": m,
@@ -818,6 +845,7 @@ class TableLogic:
             "ids": id_format,
             "data": has_data,
             "fields": fields,
+            **({"text": texts} if texts else {}),
             "bytes": sum(data_len(v) for v in objects.values()),
             "checksums": {"algorithm": CHECKSUM_ALGORITHM, "block": block, "objects": sums},
         }
@@ -950,6 +978,7 @@ class TableLogic:
                     r.loader,
                     clear=bool(r.entry.get("clear")),
                     fresh=bool(r.entry.get("fresh")),
+                    texts=r.texts,
                 )
                 state.stats["segments_loaded"] += 1
                 state.stats["bytes_loaded"] += int(r.entry.get("bytes", 0))
@@ -1071,7 +1100,27 @@ class TableLogic:
                 cache.append(self._rows(rows_key, runner(self.get_bytes(rows_key, sums)), m))
             return cache[0]
 
-        return _ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None)
+        texts: dict[str, tuple[str, Callable[[int], Postings]]] = {
+            str(field): (str(t["analyzer"]), functools.partial(self._read_postings, runner, entry, t, sums))
+            for field, t in entry.get("text", {}).items()
+        }
+        return _ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None, texts)
+
+    def _read_postings(
+        self,
+        runner: Callable[[Program[Any]], Any],
+        entry: Mapping[str, Any],
+        text: Mapping[str, Any],
+        sums: Checksums | None,
+        start: int,
+    ) -> Postings:
+        """A segment's stored full-text postings of one field (read on the field's first search)."""
+        base = f"{SEGMENTS}{entry['name']}.{text['key']}"
+        terms = runner(self.get_bytes(f"{base}.terms.json", sums))
+        arr = self.read_array(runner, f"{base}.post.npy", (int(text["size"]),), sums, np.dtype(np.int32))
+        return Postings.decode(
+            terms, arr, int(entry["rows"]), start, self.describe(f"{base}.post.npy"), str(text["analyzer"])
+        )
 
     def _rows(self, key: str, data: bytes, expected: int) -> CheckedRows:
         rows = CheckedRows(data, self.describe(key))

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from dk_vector_plugins import DimensionMismatchError as VectorDimensionError
-from dk_vector_plugins import DistanceMetric, VectorField, VectorSearchResult
+from dk_vector_plugins import (
+    DistanceMetric,
+    FusionStrategy,
+    HybridSearchConfig,
+    HybridSearchResult,
+    VectorField,
+    VectorSearchResult,
+)
 from dk_vector_plugins import InvalidVectorError as VectorValidationError
 from dk_vector_plugins.embedding_fn import call_embedding_fn, call_embedding_fn_batch
 from dk_vector_plugins.vector_ops import (
@@ -20,6 +27,9 @@ from dk_vector_plugins.vector_sync import IncrementalVectorizer, VectorTextSynch
 
 __all__ = [
     "DistanceMetric",
+    "FusionStrategy",
+    "HybridSearchConfig",
+    "HybridSearchResult",
     "IncrementalVectorizer",
     "VectorConfig",
     "VectorDimensionError",

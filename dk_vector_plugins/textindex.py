@@ -1,0 +1,566 @@
+"""The full-text index: per run of rows an immutable inverted index, and BM25 over the live rows.
+
+A table's text index for one field is a list of :class:`Postings`, each covering a run of rows
+(the rows of one stored segment, or of the rows indexed together on first use): its terms, for
+each term the rows that hold it and how often (CSR: ``ptr``, ``docs``, ``tfs``), and each row's
+length in terms. Runs are immutable like segments; deletes and updates retire rows, which
+searches skip. Stored tables keep the postings of the fields named in ``text_search_fields`` with
+every segment (written in the same commit as the rows); any other string field is indexed on its
+first search and kept.
+
+Scores are BM25 over the live records as one corpus, whatever the layout (Lucene's variant, as
+``bm25s`` computes it with ``method="lucene"``)::
+
+    idf(t)      = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
+    score(d, q) = sum over the terms t of q:  idf(t) * tf(t, d) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl))
+
+where ``N`` is the number of live records, ``df(t)`` how many of them hold ``t``, ``|d|`` the
+record's length in terms and ``avgdl`` the mean length over the live records. A search over
+several fields treats a record's fields as one document (their terms together). A term repeated
+in the query counts as often as it appears. Statistics are computed at query time from the
+postings and the live rows, so deletes, updates and compaction never leave stale statistics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from .errors import StorageError
+from .types import Analyzer
+
+__all__ = ["Postings", "TextIndex", "TextSettings", "bm25_top", "build_postings", "text_of"]
+
+IntArray = npt.NDArray[np.int64]
+Int32Array = npt.NDArray[np.int32]
+BoolArray = npt.NDArray[np.bool_]
+
+_UIDS = itertools.count()
+
+#: Parts merge while the older neighbour is at most this many times the size of the newer one,
+_MERGE_RATIO = 2
+#: once an index has more parts than this.
+_MAX_PARTS = 16
+
+
+@attrs.frozen
+class TextSettings:
+    """A store's full-text settings, as the table uses them.
+
+    :ivar analyzer: turns texts and queries into terms.
+    :ivar key: the analyzer's identity (name and options, JSON): stored postings made by another
+        analyzer are not used.
+    :ivar fields: the fields indexed with every write (``text_search_fields``); others are
+        indexed on first search.
+    :ivar k1: BM25's term-frequency saturation.
+    :ivar b: BM25's length normalization.
+    """
+
+    analyzer: Analyzer
+    key: str
+    fields: tuple[str, ...] = ()
+    k1: float = 1.5
+    b: float = 0.75
+
+    def terms(self, text: str) -> list[str]:
+        """The analyzer's terms of ``text``."""
+        return self.analyzer.analyze(text)
+
+
+def text_of(value: Any) -> str | None:
+    """The text a field value contributes: a string, or the strings of a list joined by spaces."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return None
+
+
+class Postings:
+    """The inverted index of one field over rows ``start .. start + n`` (immutable).
+
+    ``terms`` maps a term to its index; the rows holding term ``i`` are
+    ``docs[ptr[i]:ptr[i + 1]]`` (relative to ``start``, ascending) with frequencies
+    ``tfs[...]``; ``lengths[r]`` is row ``start + r``'s length in terms.
+    """
+
+    __slots__ = ("analyzer", "docs", "lengths", "ptr", "start", "terms", "tfs")
+
+    def __init__(
+        self,
+        start: int,
+        terms: dict[str, int],
+        ptr: IntArray,
+        docs: Int32Array,
+        tfs: Int32Array,
+        lengths: Int32Array,
+        analyzer: str = "",
+    ) -> None:
+        #: The key of the analyzer that made the terms (:meth:`TextSettings.key`).
+        self.analyzer = analyzer
+        self.start = start
+        self.terms = terms
+        self.ptr = ptr
+        self.docs = docs
+        self.tfs = tfs
+        self.lengths = lengths
+
+    @property
+    def n(self) -> int:
+        """Rows covered."""
+        return len(self.lengths)
+
+    @property
+    def stop(self) -> int:
+        """The row after the last one covered."""
+        return self.start + len(self.lengths)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays (the term dictionary not counted)."""
+        return int(self.ptr.nbytes + self.docs.nbytes + self.tfs.nbytes + self.lengths.nbytes)
+
+    def at(self, start: int) -> Postings:
+        """The same postings for rows starting at ``start``."""
+        return Postings(start, self.terms, self.ptr, self.docs, self.tfs, self.lengths, self.analyzer)
+
+    def get(self, term: str) -> tuple[Int32Array, Int32Array] | None:
+        """The rows (relative) holding ``term`` and its frequencies, or ``None``."""
+        i = self.terms.get(term)
+        if i is None:
+            return None
+        a, b = int(self.ptr[i]), int(self.ptr[i + 1])
+        if a == b:
+            return None
+        return self.docs[a:b], self.tfs[a:b]
+
+    def _term_of_postings(self) -> IntArray:
+        return np.repeat(np.arange(len(self.ptr) - 1, dtype=np.int64), np.diff(self.ptr))
+
+    def select(self, keep: IntArray, start: int) -> Postings:
+        """The postings of the relative rows ``keep`` (ascending), renumbered from 0, at ``start``."""
+        new_of = np.full(self.n, -1, dtype=np.int64)
+        new_of[keep] = np.arange(len(keep))
+        mapped = new_of[self.docs]
+        ok = mapped >= 0
+        term = self._term_of_postings()[ok]
+        ptr = np.zeros(len(self.ptr), dtype=np.int64)
+        np.cumsum(np.bincount(term, minlength=len(self.ptr) - 1), out=ptr[1:])
+        return Postings(
+            start,
+            self.terms,
+            ptr,
+            mapped[ok].astype(np.int32),
+            self.tfs[ok],
+            np.ascontiguousarray(self.lengths[keep]),
+            self.analyzer,
+        )
+
+    # -- the stored form ----------------------------------------------------------------------------
+    def encode(self) -> tuple[bytes, npt.NDArray[np.int32]]:
+        """The stored form: the terms in index order (JSON), and one int32 array holding the
+        lengths, ``ptr``, ``docs`` and ``tfs`` one after the other."""
+        terms = sorted(self.terms, key=self.terms.__getitem__)
+        raw = json.dumps(terms, ensure_ascii=False, separators=(",", ":")).encode()
+        arr = np.concatenate(
+            [self.lengths, self.ptr.astype(np.int32), self.docs, self.tfs]
+        ).astype(np.int32, copy=False)
+        return raw, arr
+
+    @classmethod
+    def decode(
+        cls, terms_raw: bytes, arr: npt.NDArray[Any], rows: int, start: int, where: str, analyzer: str = ""
+    ) -> Postings:
+        """Read the stored form back, checking that its parts fit together (``where`` names it)."""
+        try:
+            terms = json.loads(terms_raw)
+        except ValueError as e:
+            raise StorageError(f"corrupt text index {where}: {e}") from None
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise StorageError(f"corrupt text index {where}: the terms are not a list of strings")
+        t = len(terms)
+        if arr.dtype != np.int32 or arr.ndim != 1 or (len(arr) - rows - t - 1) % 2 or len(arr) < rows + t + 1:
+            raise StorageError(f"corrupt text index {where}: {arr.dtype} {arr.shape} does not fit {rows} rows")
+        p = (len(arr) - rows - t - 1) // 2
+        lengths = arr[:rows]
+        ptr = arr[rows : rows + t + 1].astype(np.int64)
+        docs = arr[rows + t + 1 : rows + t + 1 + p]
+        tfs = arr[rows + t + 1 + p :]
+        if (
+            ptr[0] != 0
+            or ptr[-1] != p
+            or np.any(np.diff(ptr) < 0)
+            or (p and (docs.min() < 0 or docs.max() >= rows or tfs.min() < 1))
+            or (rows and lengths.min() < 0)
+        ):
+            raise StorageError(f"corrupt text index {where}: its postings do not fit its {rows} rows")
+        index = {term: i for i, term in enumerate(terms)}
+        if len(index) != t:
+            raise StorageError(f"corrupt text index {where}: a term appears twice")
+        return cls(start, index, ptr, docs, tfs, lengths, analyzer)
+
+
+def build_postings(token_lists: Sequence[Sequence[str]], start: int = 0, analyzer: str = "") -> Postings:
+    """The postings of rows ``start ..``, one list of terms per row (made by ``analyzer``)."""
+    n = len(token_lists)
+    flat = list(itertools.chain.from_iterable(token_lists))
+    # the terms in order of first appearance, then each token's index: loops in C, not Python
+    vocab = {term: i for i, term in enumerate(dict.fromkeys(flat))}
+    tids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
+    lengths = np.fromiter(map(len, token_lists), dtype=np.int32, count=n)
+    t = len(vocab)
+    ptr = np.zeros(t + 1, dtype=np.int64)
+    if not len(tids):
+        empty = np.zeros(0, dtype=np.int32)
+        return Postings(start, vocab, ptr, empty, empty.copy(), lengths, analyzer)
+    docs = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    keys = tids * max(n, 1) + docs
+    keys.sort()
+    first = np.ones(len(keys), dtype=np.bool_)
+    first[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(first)
+    uniq = keys[starts]
+    tfs = np.diff(np.append(starts, len(keys))).astype(np.int32)
+    term = uniq // max(n, 1)
+    np.cumsum(np.bincount(term, minlength=t), out=ptr[1:])
+    return Postings(start, vocab, ptr, (uniq % max(n, 1)).astype(np.int32), tfs, lengths, analyzer)
+
+
+def merge_postings(a: Postings, b: Postings) -> Postings:
+    """One postings for two adjacent runs (``b`` starts where ``a`` stops)."""
+    assert a.stop == b.start
+    terms = dict(a.terms)
+    setdefault = terms.setdefault
+    map_b = np.fromiter((setdefault(term, len(terms)) for term in b.terms), dtype=np.int64, count=len(b.terms))
+    t = len(terms)
+    term_a = a._term_of_postings()
+    term_b = map_b[b._term_of_postings()] if len(b.terms) else np.zeros(0, dtype=np.int64)
+    term = np.concatenate([term_a, term_b])
+    docs = np.concatenate([a.docs.astype(np.int64), b.docs.astype(np.int64) + a.n])
+    tfs = np.concatenate([a.tfs, b.tfs])
+    order = np.argsort(term * (a.n + b.n) + docs, kind="stable")
+    ptr = np.zeros(t + 1, dtype=np.int64)
+    np.cumsum(np.bincount(term, minlength=t), out=ptr[1:])
+    return Postings(
+        a.start,
+        terms,
+        ptr,
+        docs[order].astype(np.int32),
+        tfs[order],
+        np.concatenate([a.lengths, b.lengths]),
+        a.analyzer,
+    )
+
+
+class _Stored:
+    """Postings still in storage: read on first use."""
+
+    __slots__ = ("analyzer", "load", "n", "start")
+
+    def __init__(self, start: int, n: int, load: Callable[[int], Postings], analyzer: str) -> None:
+        self.start, self.n, self.load, self.analyzer = start, n, load, analyzer
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.n
+
+
+class TextIndex:
+    """One field's postings over the rows of a table: runs of rows, in row order, with gaps for
+    rows not indexed yet (:meth:`gaps`), which the table fills on the field's next search."""
+
+    def __init__(self) -> None:
+        self.parts: list[Postings | _Stored] = []
+        self._lengths: Int32Array | None = None
+        #: Bumped by every change of the rows covered (caches of derived arrays check it).
+        self.version = 0
+        #: Distinguishes this index from every other one (caches key on it).
+        self.uid = next(_UIDS)
+
+    def gaps(self, nrows: int) -> list[tuple[int, int]]:
+        """The runs of rows below ``nrows`` that no part covers."""
+        out: list[tuple[int, int]] = []
+        at = 0
+        for p in self.parts:
+            if p.start > at:
+                out.append((at, min(p.start, nrows)))
+            at = max(at, p.stop)
+        if at < nrows:
+            out.append((at, nrows))
+        return [(a, b) for a, b in out if a < b]
+
+    def add(self, part: Postings | _Stored) -> None:
+        """Cover a run of rows (not covered yet); beyond ``_MAX_PARTS`` parts, adjacent loaded
+        runs of similar size merge, so that many small writes leave few parts."""
+        if part.n == 0:
+            return
+        i = 0
+        while i < len(self.parts) and self.parts[i].start < part.start:
+            i += 1
+        self.parts.insert(i, part)
+        self._lengths = None
+        self.version += 1
+        if len(self.parts) <= _MAX_PARTS:
+            return
+        # size-tiered: merge with the older neighbour while it is not much bigger
+        while 0 < i < len(self.parts):
+            left, right = self.parts[i - 1], self.parts[i]
+            if (
+                isinstance(left, _Stored)
+                or isinstance(right, _Stored)
+                or left.analyzer != right.analyzer
+                or left.stop != right.start
+                or left.n > _MERGE_RATIO * right.n
+            ):
+                break
+            self.parts[i - 1 : i + 1] = [merge_postings(left, right)]
+            i -= 1
+
+    def add_stored(self, start: int, n: int, load: Callable[[int], Postings], analyzer: str) -> None:
+        """Cover rows ``start .. start + n`` with postings read from storage on first use."""
+        self.add(_Stored(start, n, load, analyzer))
+
+    def resolve(self, analyzer: str) -> None:
+        """Forget the parts another analyzer made (their rows are indexed again when needed)."""
+        if any(p.analyzer != analyzer for p in self.parts):
+            self.parts = [p for p in self.parts if p.analyzer == analyzer]
+            self._lengths = None
+            self.version += 1
+
+    def loaded(self) -> list[Postings]:
+        """Every part, reading those still in storage."""
+        for i, p in enumerate(self.parts):
+            if isinstance(p, _Stored):
+                got = p.load(p.start)
+                if got.n != p.n:
+                    raise StorageError(f"a stored text index covers {got.n} rows, its segment holds {p.n}")
+                got.analyzer = p.analyzer
+                self.parts[i] = got
+        return self.parts  # type: ignore[return-value]
+
+    def truncate(self, nrows: int) -> None:
+        """Forget rows ``nrows ..``."""
+        keep: list[Postings | _Stored] = []
+        for p in self.parts:
+            if p.stop <= nrows:
+                keep.append(p)
+            elif p.start < nrows:
+                q = p if isinstance(p, Postings) else self._load(p)
+                keep.append(q.select(np.arange(nrows - q.start, dtype=np.int64), q.start))
+        self.parts = keep
+        self._lengths = None
+        self.version += 1
+
+    @staticmethod
+    def _load(p: _Stored) -> Postings:
+        return p.load(p.start)
+
+    def take(self, keep: IntArray) -> TextIndex:
+        """The index after the table keeps only rows ``keep`` (ascending), renumbered from 0."""
+        out = TextIndex()
+        for p in self.loaded():
+            a, b = np.searchsorted(keep, [p.start, p.stop])
+            if a == b:
+                continue
+            out.add(p.select(keep[a:b] - p.start, int(a)))
+        return out
+
+    def lengths(self, nrows: int) -> Int32Array:
+        """Every row's length in terms (0 where not covered), for rows below ``nrows``."""
+        got = self._lengths
+        if got is None or len(got) < nrows:
+            got = np.zeros(nrows, dtype=np.int32)
+            for p in self.loaded():
+                if p.start < nrows:
+                    got[p.start : min(p.stop, nrows)] = p.lengths[: nrows - p.start]
+            self._lengths = got
+        return got[:nrows]
+
+    def postings(self, term: str, nrows: int) -> tuple[npt.NDArray[Any], Int32Array] | None:
+        """The rows (absolute, ascending; int32 or int64) below ``nrows`` holding ``term``, and
+        its frequencies."""
+        docs: list[npt.NDArray[Any]] = []
+        tfs: list[Int32Array] = []
+        for p in self.loaded():
+            got = p.get(term)
+            if got is not None:
+                d: npt.NDArray[Any] = got[0] if p.start == 0 else got[0].astype(np.int64) + p.start
+                if p.stop > nrows:
+                    ok = d < nrows
+                    d, t = d[ok], got[1][ok]
+                else:
+                    t = got[1]
+                docs.append(d)
+                tfs.append(t)
+        if not docs:
+            return None
+        if len(docs) == 1:
+            return docs[0], tfs[0]
+        return np.concatenate(docs), np.concatenate(tfs)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the loaded postings' arrays."""
+        return sum(p.nbytes for p in self.parts if isinstance(p, Postings))
+
+
+def _norms(
+    indexes: Sequence[TextIndex], live: BoolArray, n_live: int, k1: float, b: float, cache: dict[Any, Any]
+) -> npt.NDArray[np.float64]:
+    """Per row ``k1 * (1 - b + b * |d| / avgdl)``, kept in ``cache`` while the table and the
+    indexes stay as they are (rows only ever join a table, so ``(rows, live rows)`` and the
+    indexes' versions identify its state)."""
+    nrows = len(live)
+    key = (tuple((ix.uid, ix.version) for ix in indexes), nrows, n_live, k1, b)
+    got = cache.get("norms")
+    if got is not None and got[0] == key:
+        norms: npt.NDArray[np.float64] = got[1]
+        return norms
+    lengths = indexes[0].lengths(nrows).astype(np.float64)
+    for ix in indexes[1:]:
+        lengths += ix.lengths(nrows)
+    avgdl = float(lengths[live].sum()) / n_live or 1.0
+    norms = k1 * (1.0 - b + b * lengths / avgdl)
+    cache["norms"] = (key, norms)
+    return norms
+
+
+#: How many postings entries the per-term weights cache of a table holds at most.
+_TERM_CACHE_ENTRIES = 1 << 22
+
+
+def _term_weights(
+    indexes: Sequence[TextIndex],
+    term: str,
+    live: BoolArray,
+    all_live: bool,
+    norms: npt.NDArray[np.float64],
+    cache: dict[Any, Any],
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64], float] | None:
+    """The live rows holding ``term``, their score for it (``idf * (tf / (tf + norm))``) and the
+    term's idf; kept in ``cache`` (by term) while the norms stay the same, so a frequent term
+    costs one scatter-add."""
+    terms: dict[str, Any] = cache.setdefault("terms", {})
+    if cache.get("terms_of") is not norms:  # the table changed: the weights are stale
+        terms.clear()
+        cache["terms_of"] = norms
+        cache["terms_size"] = 0
+    hit = terms.get(term)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    found = [got for ix in indexes if (got := ix.postings(term, len(live))) is not None]
+    if not found:
+        return None
+    docs: npt.NDArray[Any]
+    if len(found) == 1:
+        docs, tf = found[0][0], found[0][1].astype(np.float64)
+    else:  # several fields: one document per row, frequencies summed
+        docs, inverse = np.unique(np.concatenate([f[0] for f in found]), return_inverse=True)
+        weights = np.concatenate([f[1] for f in found]).astype(np.float64)
+        tf = np.bincount(inverse, weights=weights).astype(np.float64, copy=False)
+    if not all_live:
+        alive = live[docs]
+        docs, tf = docs[alive], tf[alive]
+    df = len(docs)
+    if df == 0:
+        return None
+    n_live = int(cache["n_live"])
+    idf = float(np.log1p((n_live - df + 0.5) / (df + 0.5)))
+    entry = (docs, idf * (tf / (tf + norms[docs])), idf)
+    cache["terms_size"] += df
+    while terms and cache["terms_size"] > _TERM_CACHE_ENTRIES:  # the oldest go first
+        old = terms.pop(next(iter(terms)))
+        cache["terms_size"] -= len(old[0])
+    terms[term] = entry
+    return entry
+
+
+def bm25_top(
+    indexes: Sequence[TextIndex],
+    queries: Iterable[Sequence[str]],
+    live: BoolArray,
+    mask: BoolArray | None,
+    k: int,
+    k1: float,
+    b: float,
+    id_of: Callable[[IntArray], list[str]],
+    cache: dict[Any, Any] | None = None,
+) -> list[tuple[IntArray, npt.NDArray[np.float64]]]:
+    """The top-``k`` rows and their BM25 scores per query (best first, ties by id).
+
+    ``indexes`` are the fields searched (one document per row: their terms together), ``live``
+    the live rows (the corpus), ``mask`` the rows a filter lets through (``None``: all live
+    ones). Only rows holding at least one query term are ranked. A row's score is the sum of
+    its terms' contributions in query order (each term once, times its count in the query), so
+    it depends on the row and the live corpus only, never on how the rows are split in parts.
+    ``cache`` keeps the per-row length norms between calls.
+    """
+    nrows = len(live)
+    n_live = int(np.count_nonzero(live))
+    all_live = n_live == nrows
+    if cache is None:
+        cache = {}
+    out: list[tuple[IntArray, npt.NDArray[np.float64]]] = []
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+    norms: npt.NDArray[np.float64] | None = None
+    for terms in queries:
+        if not terms or n_live == 0 or not indexes:
+            out.append(empty)
+            continue
+        if norms is None:
+            norms = _norms(indexes, live, n_live, k1, b, cache)
+            cache["n_live"] = n_live
+        counts: dict[str, int] = {}
+        for t in terms:
+            counts[t] = counts.get(t, 0) + 1
+        acc: npt.NDArray[np.float64] | None = None
+        touched: list[npt.NDArray[Any]] = []
+        for term, times in counts.items():
+            got = _term_weights(indexes, term, live, all_live, norms, cache)
+            if got is None:
+                continue
+            docs, weights, _ = got
+            if acc is None:
+                acc = np.zeros(nrows, dtype=np.float64)
+            acc[docs] += weights if times == 1 else times * weights  # a row at most once per term
+            touched.append(docs)
+        if acc is None:
+            out.append(empty)
+            continue
+        touched_n = sum(len(t) for t in touched)
+        if touched_n * 2 > nrows:  # most rows touched: select over the dense scores
+            if mask is not None:
+                acc *= mask
+            if k < nrows:
+                kth = acc[np.argpartition(acc, nrows - k)[nrows - k :]].min()
+                rows = np.flatnonzero(acc >= kth) if kth > 0 else np.flatnonzero(acc)
+            else:
+                rows = np.flatnonzero(acc)
+        else:  # the candidates: the rows the terms touched (a row once per term that it holds)
+            cand = touched[0] if len(touched) == 1 else np.concatenate(touched)
+            if mask is not None:
+                cand = cand[mask[cand]]
+            scores = acc[cand]
+            if len(cand) > k:
+                # the k * terms best entries hold at least k distinct rows (a row appears once
+                # per term), so the k-th best distinct score is among them
+                m = min(len(cand), k * len(touched))
+                top = np.argpartition(scores, len(scores) - m)[len(scores) - m :]
+                best = acc[np.unique(cand[top])]
+                j = len(best) - min(k, len(best))
+                kth = np.partition(best, j)[j]
+                cand = cand[scores >= kth]  # every row tied with the k-th: ties by id below
+            rows = np.unique(cand)
+        rows = rows.astype(np.int64, copy=False)
+        scores = acc[rows]
+        ids = id_of(rows)
+        order = sorted(range(len(rows)), key=lambda i: (-scores[i], ids[i]))[:k]
+        pick = np.asarray(order, dtype=np.int64)
+        out.append((rows[pick], scores[pick]))
+    return out
