@@ -13,7 +13,9 @@ A conformance report (like a benchmark; not part of CI). It
    extracts its ``tests/``, ``examples/`` and ``pyproject.toml`` (the pytest configuration);
 3. installs there dataknobs-data 0.11.0 from that sdist (extras ``s3``, ``sqlite``, ``duckdb``, and
    the Postgres drivers, which some selected files import at module level), its test
-   requirements, and this repository (``pip install -e <repo>[s3]``);
+   requirements, and this repository (``pip install -e <repo>[s3]``; installed again whenever
+   ``pyproject.toml`` changed, since the entry points of our built-in plugins live in the installed
+   metadata);
 4. starts moto's S3 server on 127.0.0.1 (``tests/moto_locked_server.py``) and sets ``TEST_S3=true``
    and ``LOCALSTACK_ENDPOINT`` for both runs (the server is reset between them);
 5. runs the selection (``SELECTION`` below, minus the deselected SQL / DuckDB / Postgres /
@@ -40,6 +42,7 @@ See docs/COMPATIBILITY.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -368,10 +371,27 @@ def install(py: Path, sdist: Path, cache: Path, fresh: bool) -> None:
             capture_output=True,
             text=True,
         )
-        if r.returncode == 0 and Path(r.stdout.strip()).resolve().is_relative_to(REPO):
-            return  # an editable install of this working tree: nothing to refresh
+        if (
+            r.returncode == 0
+            and Path(r.stdout.strip()).resolve().is_relative_to(REPO)
+            and _ours_stamp(py).exists()
+            and _ours_stamp(py).read_text() == _pyproject_digest()
+        ):
+            # an editable install of this working tree, its metadata (the entry points that
+            # register the built-in plugins) from the current pyproject.toml: nothing to refresh
+            return
     log(f"installing dk_vector_plugins (pip install {OURS})")
     run([*pip, "-e", f"{REPO}[s3]"], log_file=setup_log)
+    _ours_stamp(py).write_text(_pyproject_digest())
+
+
+def _ours_stamp(py: Path) -> Path:
+    """The digest of the pyproject.toml that the venv's editable install was made from."""
+    return py.parent.parent / "dkv-compat-ours.sha256"
+
+
+def _pyproject_digest() -> str:
+    return hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
 
 
 def write_stamp(py: Path, base_python: str) -> None:
