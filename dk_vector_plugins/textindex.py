@@ -443,9 +443,9 @@ def _term_weights(
     norms: npt.NDArray[np.float64],
     cache: dict[Any, Any],
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64], float] | None:
-    """The live rows holding ``term``, their score for it (``idf * (tf / (tf + norm))``) and the
-    term's idf; kept in ``cache`` (by term) while the norms stay the same, so a frequent term
-    costs one scatter-add."""
+    """The live rows holding ``term`` (ascending), their score for it
+    (``idf * (tf / (tf + norm))``) and the largest of those; kept in ``cache`` (by term) while
+    the norms stay the same, so a frequent term costs one scatter-add."""
     terms: dict[str, Any] = cache.setdefault("terms", {})
     if cache.get("terms_of") is not norms:  # the table changed: the weights are stale
         terms.clear()
@@ -472,7 +472,8 @@ def _term_weights(
         return None
     n_live = int(cache["n_live"])
     idf = float(np.log1p((n_live - df + 0.5) / (df + 0.5)))
-    entry = (docs, idf * (tf / (tf + norms[docs])), idf)
+    weights = idf * (tf / (tf + norms[docs]))
+    entry = (docs, weights, float(weights.max()))
     cache["terms_size"] += df
     while terms and cache["terms_size"] > _TERM_CACHE_ENTRIES:  # the oldest go first
         old = terms.pop(next(iter(terms)))
@@ -496,10 +497,16 @@ def bm25_top(
 
     ``indexes`` are the fields searched (one document per row: their terms together), ``live``
     the live rows (the corpus), ``mask`` the rows a filter lets through (``None``: all live
-    ones). Only rows holding at least one query term are ranked. A row's score is the sum of
-    its terms' contributions in query order (each term once, times its count in the query), so
-    it depends on the row and the live corpus only, never on how the rows are split in parts.
-    ``cache`` keeps the per-row length norms between calls.
+    ones). Only rows holding at least one query term are ranked. ``cache`` keeps the per-row
+    length norms and recent terms' weights between calls.
+
+    A row's score is the sum of its terms' contributions (a term once, times its count in the
+    query), added in one order: by the term's largest contribution over the live rows,
+    descending (ties by term). So it depends on the row and the live corpus only, never on how
+    the rows are split in parts, and that order lets a search stop early (MaxScore): once the
+    k-th best partial score of the rows seen exceeds what the remaining terms could add
+    together, no other row can reach the top ``k``, and the remaining terms are only looked up
+    for the rows seen.
     """
     nrows = len(live)
     n_live = int(np.count_nonzero(live))
@@ -519,48 +526,116 @@ def bm25_top(
         counts: dict[str, int] = {}
         for t in terms:
             counts[t] = counts.get(t, 0) + 1
-        acc: npt.NDArray[np.float64] | None = None
-        touched: list[npt.NDArray[Any]] = []
+        items: list[tuple[float, str, npt.NDArray[Any], npt.NDArray[np.float64]]] = []
         for term, times in counts.items():
             got = _term_weights(indexes, term, live, all_live, norms, cache)
-            if got is None:
-                continue
-            docs, weights, _ = got
-            if acc is None:
-                acc = np.zeros(nrows, dtype=np.float64)
-            acc[docs] += weights if times == 1 else times * weights  # a row at most once per term
-            touched.append(docs)
-        if acc is None:
+            if got is not None:
+                docs, weights, top = got
+                items.append((times * top, term, docs, weights if times == 1 else times * weights))
+        if not items:
             out.append(empty)
             continue
-        touched_n = sum(len(t) for t in touched)
-        if touched_n * 2 > nrows:  # most rows touched: select over the dense scores
-            if mask is not None:
-                acc *= mask
-            if k < nrows:
-                kth = acc[np.argpartition(acc, nrows - k)[nrows - k :]].min()
-                rows = np.flatnonzero(acc >= kth) if kth > 0 else np.flatnonzero(acc)
-            else:
-                rows = np.flatnonzero(acc)
-        else:  # the candidates: the rows the terms touched (a row once per term that it holds)
-            cand = touched[0] if len(touched) == 1 else np.concatenate(touched)
-            if mask is not None:
-                cand = cand[mask[cand]]
-            scores = acc[cand]
-            if len(cand) > k:
-                # the k * terms best entries hold at least k distinct rows (a row appears once
-                # per term), so the k-th best distinct score is among them
-                m = min(len(cand), k * len(touched))
-                top = np.argpartition(scores, len(scores) - m)[len(scores) - m :]
-                best = acc[np.unique(cand[top])]
-                j = len(best) - min(k, len(best))
-                kth = np.partition(best, j)[j]
-                cand = cand[scores >= kth]  # every row tied with the k-th: ties by id below
-            rows = np.unique(cand)
-        rows = rows.astype(np.int64, copy=False)
+        items.sort(key=lambda it: (-it[0], it[1]))
+        if sum(len(it[2]) for it in items) * 8 < nrows:  # few postings: summed sparsely
+            out.append(_top_sparse(items, mask, k, id_of))
+            continue
+        # rest[i]: what the terms after i can add at most, summed in the order scores are
+        # (float addition is monotonic, so no row's remaining contributions exceed it)
+        rest = [0.0] * len(items)
+        for i in range(len(items) - 1):
+            total = 0.0
+            for it in items[i + 1 :]:
+                total += it[0]
+            rest[i] = total
+        after = [0] * len(items)  # postings of the terms after i
+        for i in range(len(items) - 2, -1, -1):
+            after[i] = after[i + 1] + len(items[i + 1][2])
+        acc = np.zeros(nrows, dtype=np.float64)
+        touched: list[npt.NDArray[Any]] = []
+        seen: npt.NDArray[Any] | None = None  # the only rows that can make the top k
+        for i, (_, _, docs, weights) in enumerate(items):
+            if seen is not None:  # a term the rest cannot do without: looked up for those rows
+                pos = np.searchsorted(docs, seen)
+                pos[pos == len(docs)] = 0
+                hit = docs[pos] == seen
+                acc[seen[hit]] += weights[pos[hit]]
+                continue
+            acc[docs] += weights  # a row at most once per term
+            touched.append(docs)
+            if i + 1 < len(items) and after[i] > 4 * sum(len(t) for t in touched):
+                rows_seen = touched[0] if len(touched) == 1 else np.unique(np.concatenate(touched))
+                if mask is not None:
+                    rows_seen = rows_seen[mask[rows_seen]]
+                if len(rows_seen) >= k:
+                    partial = acc[rows_seen]
+                    kth = np.partition(partial, len(partial) - k)[len(partial) - k]
+                    if rest[i] < kth:  # no row unseen can reach the k-th partial score
+                        seen = rows_seen
+                        cache["pruned"] = cache.get("pruned", 0) + 1
+        rows = (seen if seen is not None else _rows_of(acc, touched, mask, k, nrows)).astype(np.int64, copy=False)
         scores = acc[rows]
+        if len(rows) > k:
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            sel = scores >= kth  # every row tied with the k-th: ties are broken by id below
+            rows, scores = rows[sel], scores[sel]
         ids = id_of(rows)
-        order = sorted(range(len(rows)), key=lambda i: (-scores[i], ids[i]))[:k]
+        order = sorted(range(len(rows)), key=lambda j: (-scores[j], ids[j]))[:k]
         pick = np.asarray(order, dtype=np.int64)
         out.append((rows[pick], scores[pick]))
     return out
+
+
+def _top_sparse(
+    items: Sequence[tuple[float, str, npt.NDArray[Any], npt.NDArray[np.float64]]],
+    mask: BoolArray | None,
+    k: int,
+    id_of: Callable[[IntArray], list[str]],
+) -> tuple[IntArray, npt.NDArray[np.float64]]:
+    """:func:`bm25_top` for one query whose terms hold few rows: the contributions summed per
+    row in the same order as the dense sum (``bincount`` adds them in input order), so the
+    scores are the same floats."""
+    docs = np.concatenate([it[2] for it in items]).astype(np.int64, copy=False)
+    weights = np.concatenate([it[3] for it in items])
+    rows, inverse = np.unique(docs, return_inverse=True)
+    scores = np.bincount(inverse, weights=weights).astype(np.float64, copy=False)
+    if mask is not None:
+        keep = mask[rows]
+        rows, scores = rows[keep], scores[keep]
+    if len(rows) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        sel = scores >= kth  # ties with the k-th: by id below
+        rows, scores = rows[sel], scores[sel]
+    ids = id_of(rows)
+    pick = np.asarray(sorted(range(len(rows)), key=lambda j: (-scores[j], ids[j]))[:k], dtype=np.int64)
+    return rows[pick], scores[pick]
+
+
+def _rows_of(
+    acc: npt.NDArray[np.float64],
+    touched: list[npt.NDArray[Any]],
+    mask: BoolArray | None,
+    k: int,
+    nrows: int,
+) -> npt.NDArray[Any]:
+    """The rows (ascending) that the filter lets through, among those with a score, that can be
+    in the top ``k``: those at least as good as the k-th best (all when fewer)."""
+    if sum(len(t) for t in touched) * 2 > nrows:  # most rows touched: over the dense scores
+        if mask is not None:
+            acc *= mask
+        if k < nrows:
+            kth = acc[np.argpartition(acc, nrows - k)[nrows - k :]].min()
+            return np.flatnonzero(acc >= kth) if kth > 0 else np.flatnonzero(acc)
+        return np.flatnonzero(acc)
+    cand = touched[0] if len(touched) == 1 else np.concatenate(touched)  # a row once per term
+    if mask is not None:
+        cand = cand[mask[cand]]
+    scores = acc[cand]
+    if len(cand) > k:
+        # the k * terms best entries hold at least k distinct rows, so the k-th best distinct
+        # score is among them
+        m = min(len(cand), k * len(touched))
+        top = np.argpartition(scores, len(scores) - m)[len(scores) - m :]
+        best = acc[np.unique(cand[top])]
+        j = len(best) - min(k, len(best))
+        cand = cand[scores >= np.partition(best, j)[j]]  # ties with the k-th: by id later
+    return np.unique(cand)
