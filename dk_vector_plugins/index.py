@@ -137,12 +137,14 @@ class VectorIndex:
         matrix: FloatArray | LazyArray,
         present: BoolArray | None = None,
         sqnorm: FloatArray | LazyArray | None = None,
+        codes: Callable[[], Int8Codes] | None = None,
     ) -> None:
         """Append ``len(matrix)`` rows, adopting ``matrix`` as a part (never written to).
 
         Rows where ``present`` is false hold no vector (their matrix rows should be zeros).
         ``matrix`` and ``sqnorm`` may be :class:`LazyArray` s: read when a search or a record
-        first needs them.
+        first needs them. ``codes`` reads the rows' int8 codes stored with them (the first int8
+        search calls it instead of quantizing the rows).
         """
         if matrix.ndim != 2 or matrix.dtype != np.float32:
             raise InvalidVectorError(f"expected a 2-D float32 matrix, got {matrix.dtype} {matrix.shape}")
@@ -168,7 +170,9 @@ class VectorIndex:
         self._count += int(np.count_nonzero(pres))
         self._nrows = start + m
         self._seal_tail()
-        self._parts.append(Part(start, matrix, sqnorm, m, growable=False, owned=False))
+        part = Part(start, matrix, sqnorm, m, growable=False, owned=False)
+        part.stored_codes = codes
+        self._parts.append(part)
         self._bound_parts()
 
     def pad_to(self, nrows: int) -> None:

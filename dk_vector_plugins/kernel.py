@@ -183,6 +183,7 @@ class Part:
         "searches",
         "sqnorm",
         "start",
+        "stored_codes",
     )
 
     def __init__(
@@ -206,6 +207,8 @@ class Part:
         self._inv: FloatArray | None = None
         # int8 codes of the first ``_codes.n`` rows (built by the first int8 search)
         self._codes: Int8Codes | None = None
+        #: Reads the part's codes stored with its segment (instead of quantizing its rows).
+        self.stored_codes: Callable[[], Int8Codes] | None = None
         #: Auto searches that would have used int8 codes it lacked (see ``INT8_WARMUP``).
         self.searches = 0
 
@@ -217,9 +220,12 @@ class Part:
         """
         self._maxsq = None
         self._inv = None
+        first = int(rows.min()) if rows is not None and len(rows) else 0
         if self._codes is not None:
-            first = int(rows.min()) if rows is not None and len(rows) else 0
             self._codes = self._codes.head(first) if first > 0 else None
+        stored = self.stored_codes
+        if stored is not None:
+            self.stored_codes = (lambda: stored().head(first)) if first > 0 else None
 
     @property
     def codes(self) -> Int8Codes | None:
@@ -235,7 +241,11 @@ class Part:
         """The int8 codes of all :attr:`n` rows: built on first use, extended when the part
         grew, cached until its rows change."""
         have = self._codes
+        if have is None and self.stored_codes is not None:
+            have = self.stored_codes()  # written with the segment: read, not computed
+            self.stored_codes = None
         if have is not None and have.n == self.n:
+            self._codes = have
             return have
         if have is not None and have.n > self.n:
             have = have.head(self.n)
@@ -312,14 +322,24 @@ INT8_ROWS_PER_K = 256
 #: ``exact="auto"`` builds a part's codes (about 2 s per million rows of 384 dimensions) only
 #: after this many searches chose int8 on it: a store opened for a few queries never pays it.
 INT8_WARMUP = 8
+#: Parts of at most this many rows are quantized at once, without a warm-up.
+INT8_CHEAP_ROWS = 4096
 
 
 def _warm(parts: Sequence[Part]) -> bool:
     """Whether an auto search may use the int8 scan on ``parts``: every part holds its codes,
-    or has been searched :data:`INT8_WARMUP` times (then its codes are built now)."""
+    has them stored with its segment, is small (:data:`INT8_CHEAP_ROWS`), or has been searched
+    :data:`INT8_WARMUP` times (then its codes are built now)."""
     ready = True
     for part in parts:
         codes = part.codes
+        if part.stored_codes is not None and codes is None and getattr(part.matrix, "loaded", True):
+            # stored with the segment: reading them is cheaper than a float32 scan (rows still in
+            # storage keep to the float32 scan, which reads them once; exact="int8" reads the
+            # codes and, by ranged reads, only the rows it re-ranks)
+            continue
+        if part.n <= INT8_CHEAP_ROWS:
+            continue  # quantized in no time (small segments store no codes)
         if codes is None or codes.n < part.n:
             part.searches += 1
             ready = ready and part.searches > INT8_WARMUP

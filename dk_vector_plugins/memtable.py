@@ -19,6 +19,7 @@ import numpy.typing as npt
 from .errors import DimensionMismatchError, DkvError, InvalidRequestError, InvalidVectorError
 from .index import VectorIndex
 from .kernel import TopK
+from .quant import Int8Codes
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Record, VectorField, is_vector_value, lookup
 from .textindex import Postings, TextIndex, TextSettings, bm25_top, build_postings, text_of
@@ -444,6 +445,7 @@ class RecordTable:
         clear: bool = False,
         fresh: bool = False,
         texts: Mapping[str, tuple[str, Callable[[int], Postings]]] | None = None,
+        codes: Mapping[str, Callable[[], Int8Codes]] | None = None,
     ) -> None:
         """Apply a stored segment of ``count`` rows: clear (if it says so), its deletes, then its rows.
 
@@ -453,7 +455,8 @@ class RecordTable:
         first use when ``loader`` is given. Vector matrices are adopted as index parts without
         copying (e.g. memory-mapped). ``texts`` are, per field, the analyzer key of the segment's
         stored full-text postings and a function reading them (called with the segment's first
-        row, on the field's first search; postings of another analyzer are not used).
+        row, on the field's first search; postings of another analyzer are not used). ``codes``
+        read the int8 codes stored for a vector field (on its first int8 search).
         """
         if clear:
             self.clear()
@@ -491,7 +494,7 @@ class RecordTable:
             if self._row_of_map is not None:
                 self._row_of_map.update(zip(self._ids[start : start + m], range(start, start + m)))
             self._live[start : start + m] = True
-            self._adopt_vectors(start, vectors)
+            self._adopt_vectors(start, vectors, codes)
         else:
             id_list = list(ids() if callable(ids) else ids)
             if len(id_list) != m:
@@ -507,19 +510,24 @@ class RecordTable:
                 rows = [(rid, lazy, lazy, lazy) for rid in id_list]
             # the vectors first, adopted as they are (no copy, nothing read while loading), so
             # that the rows this segment retires (ids stored twice) clear them too
-            self._adopt_vectors(start, vectors)
+            self._adopt_vectors(start, vectors, codes)
             self.append(rows, {})
         if loader is not None:
             self._chunks.append((start, start + m, loader))
 
-    def _adopt_vectors(self, start: int, vectors: Mapping[str, StoredVectors]) -> None:
+    def _adopt_vectors(
+        self,
+        start: int,
+        vectors: Mapping[str, StoredVectors],
+        codes: Mapping[str, Callable[[], Int8Codes]] | None = None,
+    ) -> None:
         """Stored vectors of rows ``start, start + 1, ...`` become parts of the field indexes."""
         for name, (mat, present, sqnorm) in vectors.items():
             index = self.indexes.get(name)
             if index is None:
                 index = self.indexes[name] = VectorIndex(self.vector_dimension(name))
             index.pad_to(start)
-            index.append_block(mat, present, sqnorm)
+            index.append_block(mat, present, sqnorm, (codes or {}).get(name))
 
     def _load_rows(self, rows: Iterable[int]) -> None:
         """Load the data of those ``rows`` that are still in storage (only those rows are parsed)."""

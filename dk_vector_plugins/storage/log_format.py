@@ -71,6 +71,7 @@ from ..core import WriteBatch
 from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
 from ..index import LazyArray
 from ..memtable import RecordTable
+from ..quant import Int8Codes, quantize_rows
 from ..schema import StoreSchema
 from ..textindex import Postings
 from ..vectors import squared_norms
@@ -116,13 +117,18 @@ T = TypeVar("T")
 #: 4: manifests hold the store's schema (``"schema"``: per vector field its dimension, metric,
 #: source text fields and embedder), which a format-3 writer would drop, so it refuses format 4;
 #: 5: segments may hold full-text postings (``"text"``: per field ``<key>.terms.json`` and
-#: ``<key>.post.npy``), which a format-4 writer's clean-up would delete, so it refuses format 5.
+#: ``<key>.post.npy``) and, per vector field, the int8 codes of its rows (``"codes": true``:
+#: ``<key>.c8.npy``, ``.cs.npy``, ``.cr.npy``, ``.cn.npy``), which a format-4 writer's clean-up
+#: would delete, so it refuses format 5.
 FORMAT_VERSION = 5
 #: The first format whose manifests hold checksums.
 CHECKSUM_FORMAT = 3
 CHECKSUM_ALGORITHM = "xxh3_64"
 #: Bytes per checksum block: what a ranged read reads at least (and verifies) per row it wants.
 CHECKSUM_BLOCK = 1 << 18
+#: The objects of a vector field's int8 codes: codes (int8 rows x dim), scales (float32), residual
+#: norms (float32), squared norms (float64); see :class:`~dk_vector_plugins.quant.Int8Codes`.
+CODE_OBJECTS = ("c8", "cs", "cr", "cn")
 LATEST = "LATEST.json"
 MANIFESTS = "manifests/"
 SEGMENTS = "segments/"
@@ -159,6 +165,9 @@ class TableOptions:
     :ivar merge_max_rows: a merge rewrites at most this many rows (bounded work per commit).
     :ivar gc_every: clean up (:meth:`TableLogic.gc`) after every this many versions (0: never
         automatically).
+    :ivar codes_min_rows: a segment of at least this many rows stores the int8 codes of its
+        vectors (:mod:`dk_vector_plugins.quant`), so the int8 scan reads them instead of
+        quantizing the rows (0: never).
     """
 
     max_segments: int = 32
@@ -174,6 +183,7 @@ class TableOptions:
     merge_fan: int = 8
     merge_max_rows: int = 8192
     gc_every: int = 64
+    codes_min_rows: int = 4096
 
 
 @attrs.define
@@ -425,6 +435,7 @@ def _valid_entry(e: Any, at: str, fmt: int) -> dict[str, Any]:
         _int(f.get("dim"), f"{fat}.dim", 1, MAX_DIM)
         _int(f.get("count"), f"{fat}.count", 0, rows)
         _opt(f, "sq", bool, fat)
+        _opt(f, "codes", bool, fat)
     texts = e.get("text", {})
     if not isinstance(texts, dict):
         raise _Invalid(f"{at}.text is {type(texts).__name__}, not a JSON object")
@@ -499,6 +510,8 @@ def segment_keys(entry: Mapping[str, Any]) -> list[str]:
             keys.append(f"{base}.{f['key']}.sq.npy")
         if f["count"] < entry["rows"]:
             keys.append(f"{base}.{f['key']}.mask.npy")
+        if f.get("codes"):
+            keys.extend(f"{base}.{f['key']}.{c}.npy" for c in CODE_OBJECTS)
     for t in entry.get("text", {}).values():
         keys.append(f"{base}.{t['key']}.terms.json")
         keys.append(f"{base}.{t['key']}.post.npy")
@@ -647,6 +660,8 @@ class _ReadSegment:
     loader: Callable[[], Sequence[RowParts]] | None
     #: Per text field: the analyzer key of its stored postings and a function reading them.
     texts: dict[str, tuple[str, Callable[[int], Postings]]] = attrs.field(factory=dict)
+    #: Per vector field with stored int8 codes: a function reading them.
+    codes: dict[str, Callable[[], Int8Codes]] = attrs.field(factory=dict)
 
 
 _MISSING = object()
@@ -829,6 +844,12 @@ class TableLogic:
                 present[positions] = True
                 put_npy(f"{key}.mask.npy", present)
             fields[field] = {"key": key, "dim": int(mat.shape[1]), "count": count, "sq": True}
+            if self.options.codes_min_rows and m >= self.options.codes_min_rows:
+                codes = quantize_rows(full)
+                arrays: tuple[npt.NDArray[Any], ...] = (codes.codes, codes.scales, codes.residuals, codes.sqnorms)
+                for suffix, arr in zip(CODE_OBJECTS, arrays):
+                    put_npy(f"{key}.{suffix}.npy", arr)
+                fields[field]["codes"] = True
         texts: dict[str, Any] = {}
         for i, (field, postings) in enumerate(sorted(batch.texts.items())):
             key = f"t{i}"
@@ -979,6 +1000,7 @@ class TableLogic:
                     clear=bool(r.entry.get("clear")),
                     fresh=bool(r.entry.get("fresh")),
                     texts=r.texts,
+                    codes=r.codes,
                 )
                 state.stats["segments_loaded"] += 1
                 state.stats["bytes_loaded"] += int(r.entry.get("bytes", 0))
@@ -1065,6 +1087,7 @@ class TableLogic:
             verify_bytes(data, rows_key, sums, self.describe)
             cache.append(self._rows(rows_key, data, m))
         vectors: dict[str, StoredVectors] = {}
+        codes: dict[str, Callable[[], Int8Codes]] = {}
         for field, f in entry["fields"].items():
             key = f"{base}.{f['key']}.npy"
             skey = f"{base}.{f['key']}.sq.npy"
@@ -1093,6 +1116,8 @@ class TableLogic:
                 mkey = f"{base}.{f['key']}.mask.npy"
                 present = self._checked(mkey, next(results), (m,), sums, np.dtype(np.bool_))
             vectors[field] = (mat, present, sq)
+            if f.get("codes"):
+                codes[field] = functools.partial(self._read_codes, runner, f"{base}.{f['key']}", m, int(f["dim"]), sums)
 
         def loader() -> CheckedRows:
             # read once, parse row by row on demand (the table asks again for later rows)
@@ -1104,7 +1129,18 @@ class TableLogic:
             str(field): (str(t["analyzer"]), functools.partial(self._read_postings, runner, entry, t, sums))
             for field, t in entry.get("text", {}).items()
         }
-        return _ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None, texts)
+        return _ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None, texts, codes)
+
+    def _read_codes(
+        self, runner: Callable[[Program[Any]], Any], base: str, m: int, dim: int, sums: Checksums | None
+    ) -> Int8Codes:
+        """A segment's stored int8 codes of one vector field (read on its first int8 search)."""
+        shapes = {"c8": (m, dim), "cs": (m,), "cr": (m,), "cn": (m,)}
+        dtypes = {"c8": np.int8, "cs": np.float32, "cr": np.float32, "cn": np.float64}
+        arrays = [
+            self.read_array(runner, f"{base}.{c}.npy", shapes[c], sums, np.dtype(dtypes[c])) for c in CODE_OBJECTS
+        ]
+        return Int8Codes.from_arrays(*arrays)
 
     def _read_postings(
         self,
