@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dk_vector_plugins import DatabaseFactory, StorageError
+from dk_vector_plugins import DatabaseFactory, StorageError, quant
 from dk_vector_plugins import kernel as kernel_module
-from dk_vector_plugins import quant
 
 ROWS, DIM = 5000, 24
 
@@ -72,7 +71,7 @@ def test_damaged_stored_codes_are_caught(tmp_path: Path) -> None:
     again = DatabaseFactory().create(backend="file", path=str(path))
     q = _vectors(2)[0]
     assert len(again.vector_search(q, k=3, exact="float32")) == 3  # the vectors are intact
-    with pytest.raises(StorageError, match="c8.npy"):
+    with pytest.raises(StorageError, match=r"c8\.npy"):
         again.vector_search(q, k=3, exact="int8")
     again.close()
 
