@@ -279,6 +279,21 @@ def env_summary(extra: str = "") -> str:
 # dataknobs-data subprocess
 
 
+#: How every dataknobs-data child script starts (each benchmark appends its own body): the
+#: imports, and the vectors (``x``), queries (``qs``) and JSON ``spec`` it is given as arguments.
+DK_CHILD_PREAMBLE = r"""
+import collections, json, logging, os, sys, tempfile, time
+import numpy as np
+logging.disable(logging.WARNING)
+from dataknobs_data import Record, VectorField, database_factory
+import dataknobs_data
+
+x = np.load(sys.argv[1])
+qs = np.load(sys.argv[2])
+with open(sys.argv[3]) as f:
+    spec = json.load(f)
+"""
+
 DATAKNOBS_PYTHON_ENV = "DKV_DATAKNOBS_PYTHON"
 _DATAKNOBS_PATH_NAMES = ("python3.14", "python3.13", "python3.12", "python3")
 _DATAKNOBS_PROBE = "import sys, dataknobs_data, numpy; assert sys.version_info >= (3, 12), sys.version"

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from _common import (
+    DK_CHILD_PREAMBLE,
     Report,
     dataknobs_skip_message,
     env_summary,
@@ -86,17 +87,7 @@ def fsync_dir(path: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # dataknobs-data subprocess (check d)
 
-DK_CHILD = r"""
-import json, logging, os, sys, tempfile, time
-import numpy as np
-logging.disable(logging.WARNING)
-from dataknobs_data import Record, VectorField, database_factory
-import dataknobs_data
-
-x = np.load(sys.argv[1])
-qs = np.load(sys.argv[2])
-with open(sys.argv[3]) as f:
-    spec = json.load(f)
+DK_CHILD = DK_CHILD_PREAMBLE + r"""
 ids, k = spec["ids"], spec["k"]
 with tempfile.TemporaryDirectory(prefix="dk_file_") as d:
     path = os.path.join(d, "vectors.json")

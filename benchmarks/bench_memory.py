@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from _common import (
     CATEGORIES,
+    DK_CHILD_PREAMBLE,
     Report,
     dataknobs_skip_message,
     env_summary,
@@ -111,17 +112,7 @@ def build_store(x: np.ndarray, ids: list[str]) -> Any:
 # ----------------------------------------------------------------------------------------------
 # dataknobs-data subprocess
 
-DK_CHILD = r"""
-import json, logging, sys, time
-import numpy as np
-logging.disable(logging.WARNING)
-from dataknobs_data import Record, VectorField, database_factory
-import dataknobs_data
-
-x = np.load(sys.argv[1])
-qs = np.load(sys.argv[2])
-with open(sys.argv[3]) as f:
-    spec = json.load(f)
+DK_CHILD = DK_CHILD_PREAMBLE + r"""
 ids, k, warmup, ncat = spec["ids"], spec["k"], spec["warmup"], spec["categories"]
 db = database_factory.create(backend="memory", vector_enabled=True, vector_metric="cosine")
 db.connect()

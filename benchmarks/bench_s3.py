@@ -62,6 +62,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import s3_server  # noqa: E402  (tests/s3_server.py: moto's server on 127.0.0.1)
 from _common import (  # noqa: E402  (helpers shared by the benchmarks)
     CATEGORIES,
+    DK_CHILD_PREAMBLE,
     Report,
     dataknobs_skip_message,
     env_summary,
@@ -177,17 +178,7 @@ def ingest(cfg: dict[str, Any], x: np.ndarray, ids: list[str], batch: int) -> tu
 # ----------------------------------------------------------------------------------------------
 # dataknobs-data subprocess
 
-DK_CHILD = r"""
-import collections, json, logging, sys, time
-import numpy as np
-logging.disable(logging.WARNING)
-from dataknobs_data import Record, VectorField, database_factory
-import dataknobs_data
-
-x = np.load(sys.argv[1])
-qs = np.load(sys.argv[2])
-with open(sys.argv[3]) as f:
-    spec = json.load(f)
+DK_CHILD = DK_CHILD_PREAMBLE + r"""
 ids, k, warmup, ncat = spec["ids"], spec["k"], spec["warmup"], spec["categories"]
 db = database_factory.create(
     backend="s3", bucket=spec["bucket"], prefix=spec["prefix"], endpoint_url=spec["endpoint_url"],
