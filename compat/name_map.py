@@ -161,6 +161,7 @@ NAME_MAP: dict[str, dict[str, str]] = {
         "weighted_score_fusion": "dk_vector_plugins.search:weighted_score_fusion",
     },
     "dataknobs_data.vector.content": dict(_CONTENT),
+    "dataknobs_data.vector.bulk_embed_mixin": {"BulkEmbedMixin": f"{_TOP}:BulkEmbedMixin"},
     "dataknobs_data.testing": {"DeterministicEmbedder": "dk_vector_plugins.testing:DeterministicEmbedder"},
 }
 
@@ -180,7 +181,6 @@ UNMAPPED: dict[str, list[str]] = {
         "SyncVectorOperationsMixin",
         "VectorOperationsMixin",
     ],
-    "dataknobs_data.vector.bulk_embed_mixin": ["BulkEmbedMixin"],
 }
 
 OUT_OF_SCOPE: dict[str, list[str]] = {

@@ -12,7 +12,7 @@ Start here::
 from __future__ import annotations
 
 from .core import StoreCore, WriteBatch
-from .database import AsyncDatabase, SyncDatabase
+from .database import AsyncDatabase, BulkEmbedMixin, SyncDatabase
 from .embed import FunctionEmbedder, HashingEmbedder
 from .errors import (
     ConfigError,
@@ -84,6 +84,7 @@ __all__ = [
     "AsyncDatabaseFactory",
     "AsyncStore",
     "BackendSpec",
+    "BulkEmbedMixin",
     "BulkEmbedReport",
     "BulkEmbedRequest",
     "ComplexQuery",

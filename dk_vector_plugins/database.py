@@ -20,9 +20,22 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
+import time
 import types
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
@@ -34,6 +47,7 @@ from .content import assemble_source_text, compute_content_hash, content_hash_me
 from .core import StoreCore
 from .embed import FunctionEmbedder, batch_slices, embed_texts, embed_texts_async, progress_bar
 from .errors import (
+    DuplicateRecordError,
     InvalidRequestError,
     InvalidVectorError,
     PluginError,
@@ -44,6 +58,7 @@ from .query import Expr, Query, compile_filter
 from .records import Record, VectorField, new_id
 from .schema import PROBE_TEXT, EmbedderRef, FieldSchema, StoreSchema, TextSchema, fingerprint_of, text_fields
 from .search import build_search_request, build_text_request, fuse, hybrid_fetch_k, text_field_names
+from .streaming import ConflictPolicy, StreamConfig, StreamResult
 from .textindex import TextSettings
 from .types import (
     BulkEmbedReport,
@@ -58,7 +73,21 @@ from .types import (
 )
 from .vectors import as_vector_batch, as_vector_batch_with_norms
 
-__all__ = ["AsyncDatabase", "Batch", "Call", "Close", "Embed", "Hook", "SyncDatabase", "operation"]
+__all__ = [
+    "Apply",
+    "AsyncDatabase",
+    "Batch",
+    "BulkEmbedMixin",
+    "Call",
+    "Close",
+    "Embed",
+    "Emit",
+    "Hook",
+    "Pull",
+    "SyncDatabase",
+    "operation",
+    "stream_operation",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -105,9 +134,37 @@ class Close:
     opened on the event loop)."""
 
 
-Step = Call | Hook | Embed | Close
+@attrs.frozen
+class Pull:
+    """A step of an operation: up to ``n`` more items of ``source`` (an iterator; on an async
+    store an async iterator too), fewer only when it is exhausted; the answer is their list."""
+
+    source: Iterator[Any] | AsyncIterator[Any]
+    n: int
+
+
+@attrs.frozen
+class Apply:
+    """A step of an operation: ``fn(*args)``, a caller's function (on an async store its result
+    is awaited when it is awaitable; a sync store refuses an awaitable result)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+@attrs.frozen
+class Emit:
+    """What a stream operation (:class:`stream_operation`) hands its consumer: ``items``, in
+    order, before its next step is performed."""
+
+    items: Sequence[Any]
+
+
+Step = Call | Hook | Embed | Close | Pull | Apply
 #: What an operation's generator is: it yields steps and returns the operation's result.
 Steps = Generator[Step, Any, R]
+#: What a stream operation's generator is: it yields steps and what it emits.
+StreamSteps = Generator["Step | Emit", Any, None]
 
 
 #: How many recent embeddings a store keeps (by embedder and content hash).
@@ -192,6 +249,83 @@ class operation(Generic[P, R]):
         return types.MethodType(self._async if db._is_async else self._sync, db)
 
 
+class stream_operation(Generic[P]):
+    """Declares a store operation that streams records, once for both facades.
+
+    The generator method yields steps (as an :class:`operation` does) and :class:`Emit` items for
+    its consumer. ``db.op(...)`` on a :class:`SyncDatabase` is an iterator, which performs the
+    steps as the consumer reads; on an :class:`AsyncDatabase` it is an async iterator (``async
+    for``). The work starts with the first item read, and stops when the consumer stops (closing
+    the iterator, or leaving its loop, ends the operation's generator).
+    """
+
+    def __init__(self, fn: Callable[Concatenate[Any, P], StreamSteps]) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.__qualname__ = fn.__qualname__
+        self.__module__ = fn.__module__
+        self.__doc__ = fn.__doc__
+        sig = inspect.signature(fn)
+
+        def run_sync(db: SyncDatabase, /, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            yield from db._stream(fn(db, *args, **kwargs))
+
+        async def run_async(db: AsyncDatabase, /, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            stream = db._stream(fn(db, *args, **kwargs))  # closed here: the consumer may stop early
+            try:
+                async for item in stream:
+                    yield item
+            finally:
+                await stream.aclose()
+
+        for runner, returns in ((run_sync, "Iterator[Record]"), (run_async, "AsyncIterator[Record]")):
+            functools.update_wrapper(runner, fn)
+            setattr(runner, "__signature__", sig.replace(return_annotation=returns))  # noqa: B010
+        self._sync: Callable[..., Any] = run_sync
+        self._async: Callable[..., Any] = run_async
+
+    @overload
+    def __get__(self, db: None, owner: type | None = None) -> stream_operation[P]: ...
+
+    @overload
+    def __get__(self, db: SyncDatabase, owner: type | None = None) -> Callable[P, Iterator[Any]]: ...
+
+    @overload
+    def __get__(self, db: AsyncDatabase, owner: type | None = None) -> Callable[P, AsyncIterator[Any]]: ...
+
+    def __get__(self, db: Any, owner: type | None = None) -> Any:
+        if db is None:
+            if owner is not None and owner is not _Base and issubclass(owner, _Base):
+                return self._async if owner._is_async else self._sync
+            return self
+        return types.MethodType(self._async if db._is_async else self._sync, db)
+
+
+def _stream_config(config: Any) -> StreamConfig:
+    """``config`` of a stream operation: a :class:`StreamConfig`, or ``None`` for the defaults."""
+    if config is None:
+        return StreamConfig()
+    if not isinstance(config, StreamConfig):
+        raise InvalidRequestError(f"config must be a StreamConfig (or None), got {type(config).__name__}")
+    return config
+
+
+def _record_source(records: Any) -> Iterator[Any] | AsyncIterator[Any]:
+    """The iterator (or async iterator) of what ``stream_write`` is given."""
+    if isinstance(records, AsyncIterable):
+        return aiter(records)
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+        raise InvalidRequestError(
+            f"stream_write takes an iterable of records (an async one on an async store), got {type(records).__name__}"
+        )
+    return iter(records)
+
+
+def _present(table: Any, ids: Sequence[str]) -> list[bool]:
+    """Whether each of ``ids`` is stored."""
+    return [rid in table for rid in ids]
+
+
 class _Base:
     """What the sync and async facades share: config, plugins, request building, operations."""
 
@@ -202,6 +336,9 @@ class _Base:
     #: Async stores only: whether every core call may do I/O (file, S3), so that it always runs
     #: in a worker thread.
     _io_bound: ClassVar[bool] = False
+    #: Whether the backend keeps its records after the store is closed (``None``: the class does
+    #: not say); what ``DatabaseFactory.get_backend_info`` reports as ``persistent``.
+    persistent: ClassVar[bool | None] = None
 
     def __init__(
         self,
@@ -233,6 +370,9 @@ class _Base:
         self._core = self._make_core()
         self._core.io_bound = self._is_async and self._io_bound
         self._core.table.text_provider = self._text_settings
+        # a plain list of numbers in the store's vector field is a vector too (dataknobs-data
+        # searches one); the record keeps the list as it was given
+        self._core.table.list_vector_fields = frozenset({self._schema.default_field})
 
     def _make_core(self) -> StoreCore:
         raise NotImplementedError  # pragma: no cover - each backend supplies its core
@@ -788,6 +928,153 @@ class _Base:
         """How many records there are (dataknobs-data's ``_count_all``; same as ``count()``)."""
         return int((yield Call(self._core.count, (None,))))
 
+    # -- streaming (dataknobs-data's stream_read / stream_write / stream_transform) ---------------
+    def _stream_steps(self, query: Any, config: Any, transform: Callable[[Record], Any] | None) -> StreamSteps:
+        """Records matching ``query``, read one batch at a time, each passed through ``transform``
+        (its ``None`` drops the record)."""
+        cfg = _stream_config(config)
+        q, expr = self._filter_of(query)
+        fields = q.fields if q is not None else None
+        yield from self._opened()
+        # the ids (and their order) when the stream starts; each batch's records when it is read
+        ids: list[str] = yield Call(
+            self._core.read_locked, (functools.partial(_query_ids, query=q, expr=expr),), heavy=True
+        )
+        for sl in batch_slices(len(ids), cfg.batch_size):
+            read = functools.partial(_records_of, ids=ids[sl], expr=expr, fields=fields)
+            records: list[Any] = yield Call(self._core.read_locked, (read,), heavy=True)
+            if transform is not None:
+                mapped = []
+                for rec in records:
+                    out = yield Apply(transform, (rec,))
+                    if out is not None:
+                        mapped.append(out)
+                records = mapped
+            if records:
+                yield Emit(records)
+
+    @stream_operation
+    def stream_read(self, query: Any = None, config: StreamConfig | None = None) -> StreamSteps:
+        """Every record matching ``query``, read from the store ``config.batch_size`` at a time.
+
+        An iterator of records (an async iterator on an async store: ``async for r in
+        db.stream_read(...)``), as in dataknobs-data. Only one batch of records is held at a time:
+        the matching ids (in the query's order, after its offset and limit) are taken when the
+        stream starts, and each batch is read when the consumer reaches it. A record deleted
+        before its batch is read is not yielded; one changed comes in its new state, unless it no
+        longer matches the query.
+
+        :param query: a Query (filters, sort, offset, limit, select), a filter dict or Filter, or
+            ``None`` for every record.
+        :param config: a :class:`StreamConfig`; its ``batch_size`` is used (``prefetch`` and
+            ``timeout`` are accepted and unused, as in dataknobs-data's stores).
+        """
+        yield from self._stream_steps(query, config, None)
+
+    @stream_operation
+    def stream_transform(
+        self,
+        query: Any = None,
+        transform: Callable[[Record], Any] | None = None,
+        config: StreamConfig | None = None,
+    ) -> StreamSteps:
+        """:meth:`stream_read`, each record passed through ``transform(record)``: what it returns
+        is yielded, ``None`` drops the record (no ``transform``: the records themselves). On an
+        async store ``transform`` may be async (its result is awaited)."""
+        yield from self._stream_steps(query, config, transform)
+
+    @operation
+    def stream_write(
+        self,
+        records: Iterable[Record] | AsyncIterable[Record],
+        config: StreamConfig | None = None,
+        progress: bool | None = None,
+    ) -> Steps[StreamResult]:
+        """Write records from an iterable, ``config.batch_size`` at a time; returns a
+        :class:`StreamResult` (dataknobs-data's ``stream_write``).
+
+        Only one batch is held at a time. Each batch is one write (one commit on file and S3), by
+        ``config.on_conflict``: ``INSERT`` creates (an existing id fails), ``UPSERT`` creates or
+        replaces, ``SKIP`` creates the records whose id is not stored yet and counts the others
+        (and an id repeated in the batch) as skipped. A batch that fails is written again record
+        by record, to say which record failed: a failure is counted, given to
+        ``config.on_error(error, record)``, and ends the write unless that returns true (without
+        ``on_error``, the first failure ends it). Text of a store with an embedder is embedded as
+        ``create`` does.
+
+        :param records: an iterable of records; on an async store an async iterable too.
+        :param config: a :class:`StreamConfig` (``batch_size``, ``on_conflict``, ``on_error``).
+        :param progress: show a progress bar of the records written (default: when stderr is a
+            terminal).
+        """
+        cfg = _stream_config(config)
+        source = _record_source(records)
+        yield from self._opened()
+        result = StreamResult()
+        start = time.monotonic()
+        try:
+            with progress_bar(progress, None, "writing") as bar:
+                for index in itertools.count():
+                    batch: list[Any] = yield Pull(source, cfg.batch_size)
+                    if not batch:
+                        break
+                    go_on = yield from self._write_stream_batch(batch, cfg, result, index)
+                    bar.update(len(batch))
+                    if not go_on or len(batch) < cfg.batch_size:
+                        break
+        finally:
+            result.duration = time.monotonic() - start
+        return result
+
+    def _write_stream_batch(
+        self, batch: list[Any], cfg: StreamConfig, result: StreamResult, index: int
+    ) -> Steps[bool]:
+        """One batch of :meth:`stream_write`: one write, else record by record; ``False`` to stop."""
+        result.total_batches += 1
+        mode = "upsert" if cfg.on_conflict is ConflictPolicy.UPSERT else "create"
+        todo, skipped = batch, 0
+        if cfg.on_conflict is ConflictPolicy.SKIP:  # stored ids, and an id's repeats, are left alone
+            given = [r.id for r in batch if isinstance(r, Record) and r.id is not None]
+            stored: list[bool] = yield Call(self._core.read_locked, (functools.partial(_present, ids=given),))
+            seen = {rid for rid, there in zip(given, stored) if there}
+            todo = []
+            for rec in batch:
+                rid = rec.id if isinstance(rec, Record) else None
+                if rid is not None and rid in seen:
+                    skipped += 1
+                    continue
+                if rid is not None:
+                    seen.add(rid)
+                todo.append(rec)
+        written: list[Any] | None
+        try:
+            recs = yield from self._with_vectors(todo, mode)
+            written = (yield Call(self._core.put, (recs, mode), heavy=True)) if recs else []
+        except Exception:  # which record failed is found record by record, below
+            written = None
+        if written is not None:
+            result.successful += len(written)
+            result.skipped += skipped
+            result.total_processed += len(batch)
+            return True
+        for i, rec in enumerate(batch):
+            try:
+                one = yield from self._with_vectors([rec], mode)
+                yield Call(self._core.put, (one, mode))
+            except Exception as e:
+                result.total_processed += 1
+                if cfg.on_conflict is ConflictPolicy.SKIP and isinstance(e, DuplicateRecordError):
+                    result.skipped += 1
+                    continue
+                result.failed += 1
+                result.add_error(rec.id if isinstance(rec, Record) else None, e, index * cfg.batch_size + i)
+                if cfg.on_error is None or not cfg.on_error(e, rec):
+                    return False
+            else:
+                result.total_processed += 1
+                result.successful += 1
+        return True
+
     # -- vectors --------------------------------------------------------------------------------
     @operation
     def add_vectors(
@@ -1228,19 +1515,84 @@ class _Base:
     @operation
     def close(self) -> Steps[None]:
         """Release the store's resources (and whatever plugins registered with :meth:`on_close`)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            yield Call(self._run_close_callbacks, heavy=True, connects=False)
-        finally:
-            yield Close()
+        if not self._closed:
+            self._closed = True
+            try:
+                yield Call(self._run_close_callbacks, heavy=True, connects=False)
+            finally:
+                yield Close()
+        yield from self._after_close()
 
     disconnect = close
+
+    def _after_close(self) -> Steps[None]:
+        """What a backend releases once its storage is closed (a file store without a path: its
+        temporary directory). Run by every :meth:`close`, so a close that was interrupted (a
+        cancelled task) finishes with the next; it must be idempotent."""
+        yield from ()
 
 
 def _nothing() -> None:
     return None
+
+
+class BulkEmbedMixin:
+    """dataknobs-data's sync ``bulk_embed_and_store`` (``dataknobs_data.vector.bulk_embed_mixin``)
+    for a store class of one's own: mixed into a class with ``exists(id)``, ``update(id,
+    record)`` and ``create(record)``, it embeds records' text and writes each record through
+    those methods, one at a time. Our stores have their own ``bulk_embed_and_store`` (batched,
+    one write per batch, resumable); this is for classes that are not our stores.
+    """
+
+    def bulk_embed_and_store(
+        self,
+        records: Sequence[Record],
+        text_field: str | Sequence[str],
+        vector_field: str = "embedding",
+        embedding_fn: Callable[[list[str]], Any] | None = None,
+        batch_size: int = 100,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        field_separator: str = " ",
+    ) -> list[str]:
+        """Embed each record's text (``text_field``: one field or several, joined on
+        ``field_separator``) with ``embedding_fn`` (texts -> one vector each), ``batch_size`` texts
+        per call, and put the vector in ``vector_field`` (described by its content hash, source
+        fields and separator) of the record itself; then ``update`` a record whose id exists, or
+        ``create`` it. Returns the ids, in order.
+
+        :raises ValueError: without ``embedding_fn``, or when it answers the wrong number of vectors.
+        """
+        if embedding_fn is None:
+            raise InvalidRequestError("embedding_fn is required for bulk_embed_and_store")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise InvalidRequestError(f"batch_size must be a positive int, got {batch_size!r}")
+        fields = list(text_fields(text_field) or ())
+        source = fields[0] if len(fields) == 1 else ",".join(fields)  # dataknobs-data's scalar key
+        embedder = FunctionEmbedder(embedding_fn, model_name)
+        me: Any = self
+        ids: list[str] = []
+        for sl in batch_slices(len(records), batch_size):
+            batch = list(records[sl])
+            texts = [assemble_source_text(rec, fields, field_separator) for rec in batch]  # type: ignore[arg-type]
+            mat = as_vector_batch(embed_texts(embedder, texts), None, what="embedding_fn output")
+            if mat.shape[0] != len(batch):
+                raise InvalidVectorError(f"embedding_fn returned {mat.shape[0]} vectors for {len(batch)} texts")
+            for rec, vec, text in zip(batch, mat, texts):
+                rec[vector_field] = VectorField(
+                    vec,
+                    name=vector_field,
+                    source_field=source,
+                    model_name=model_name,
+                    model_version=model_version,
+                    metadata=content_hash_metadata(fields, field_separator, compute_content_hash(text)),
+                )
+                if rec.id is not None and me.exists(rec.id):
+                    me.update(rec.id, rec)
+                    ids.append(str(rec.id))
+                else:
+                    ids.append(me.create(rec))
+        return ids
 
 
 class Batch:
@@ -1318,6 +1670,16 @@ def _live_ids(table: Any) -> list[str]:
     return table.ids()  # type: ignore[no-any-return]
 
 
+def _query_ids(table: Any, query: Query | None, expr: Expr | None) -> list[str]:
+    """The ids a query answers, in its order."""
+    return table.query_ids(query, expr)  # type: ignore[no-any-return]
+
+
+def _records_of(table: Any, ids: Sequence[str], expr: Expr | None, fields: Sequence[str] | None) -> list[Record]:
+    """The records of ``ids`` still stored and still matching ``expr``."""
+    return table.records_of(ids, expr, fields)  # type: ignore[no-any-return]
+
+
 class SyncDatabase(_Base):
     """The synchronous store API (thread-safe)."""
 
@@ -1333,6 +1695,36 @@ class SyncDatabase(_Base):
         store.connect()
         return store
 
+    def _perform(self, step: Step | Emit) -> Any:
+        """Perform one step in the calling thread; returns its answer."""
+        if isinstance(step, Call):
+            return step.fn(*step.args)
+        if isinstance(step, Hook):
+            return self._checked(step.name, self._call_hook(step.name, step.request), step.request)
+        if isinstance(step, Embed):
+            return embed_texts(step.embedder, step.texts)
+        if isinstance(step, Pull):
+            if isinstance(step.source, AsyncIterator):
+                raise InvalidRequestError(
+                    "a sync store's stream_write takes an iterable of records, not an async iterable "
+                    "(use the async store, or give the records as a list or generator)"
+                )
+            return list(itertools.islice(step.source, step.n))
+        if isinstance(step, Apply):
+            out = step.fn(*step.args)
+            if inspect.isawaitable(out):
+                if inspect.iscoroutine(out):
+                    out.close()
+                raise InvalidRequestError(
+                    f"{getattr(step.fn, '__name__', step.fn)!r} returned an awaitable: a sync store calls "
+                    "it and uses what it returns (an async function needs the async store)"
+                )
+            return out
+        if isinstance(step, Close):
+            self._core.close()
+            return None
+        raise InvalidRequestError(f"an operation yielded {step!r}, which is not a step")  # pragma: no cover
+
     def _drive(self, steps: Steps[R]) -> R:
         value: Any = None
         error: BaseException | None = None
@@ -1343,17 +1735,30 @@ class SyncDatabase(_Base):
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                if isinstance(step, Call):
-                    value = step.fn(*step.args)
-                elif isinstance(step, Hook):
-                    answer = self._call_hook(step.name, step.request)
-                    value = self._checked(step.name, answer, step.request)
-                elif isinstance(step, Embed):
-                    value = embed_texts(step.embedder, step.texts)
-                else:
-                    self._core.close()
+                value = self._perform(step)
             except BaseException as e:  # the operation sees it where it yielded (try/finally)
                 error = e
+
+    def _stream(self, steps: StreamSteps) -> Iterator[Any]:
+        """Run a stream operation's steps as the consumer reads what it emits."""
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = steps.send(value) if error is None else steps.throw(error)
+                except StopIteration:
+                    return
+                value, error = None, None
+                if isinstance(step, Emit):
+                    yield from step.items
+                    continue
+                try:
+                    value = self._perform(step)
+                except BaseException as e:  # the operation sees it where it yielded
+                    error = e
+        finally:
+            steps.close()
 
 
     def __enter__(self) -> SyncDatabase:
@@ -1383,10 +1788,39 @@ class AsyncDatabase(_Base):
         await store.connect()
         return store
 
+    async def _perform(self, step: Step | Emit) -> Any:
+        """Perform one step: core work off the event loop when it may block, hooks' ``_async``
+        twins, embedders awaited; returns its answer."""
+        core = self._core
+        if isinstance(step, Call):
+            return await core.run_async(step.fn, *step.args, heavy=step.heavy, connect=step.connects)
+        if isinstance(step, Hook):
+            name = f"{step.name}_async"
+            return self._checked(name, await self._call_hook(name, step.request), step.request)
+        if isinstance(step, Embed):
+            return await embed_texts_async(step.embedder, step.texts)
+        if isinstance(step, Pull):
+            source = step.source
+            if isinstance(source, AsyncIterator):
+                items: list[Any] = []
+                while len(items) < step.n:
+                    try:
+                        items.append(await anext(source))
+                    except StopAsyncIteration:
+                        break
+                return items
+            return list(itertools.islice(source, step.n))
+        if isinstance(step, Apply):
+            out = step.fn(*step.args)
+            return (await out) if inspect.isawaitable(out) else out
+        if isinstance(step, Close):
+            await core.close_async()
+            return None
+        raise InvalidRequestError(f"an operation yielded {step!r}, which is not a step")  # pragma: no cover
+
     async def _drive(self, steps: Steps[R]) -> R:
         value: Any = None
         error: BaseException | None = None
-        core = self._core
         while True:
             try:
                 step = steps.send(value) if error is None else steps.throw(error)
@@ -1394,17 +1828,31 @@ class AsyncDatabase(_Base):
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                if isinstance(step, Call):
-                    value = await core.run_async(step.fn, *step.args, heavy=step.heavy, connect=step.connects)
-                elif isinstance(step, Hook):
-                    name = f"{step.name}_async"
-                    value = self._checked(name, await self._call_hook(name, step.request), step.request)
-                elif isinstance(step, Embed):
-                    value = await embed_texts_async(step.embedder, step.texts)
-                else:
-                    await core.close_async()
+                value = await self._perform(step)
             except BaseException as e:  # the operation sees it where it yielded (try/finally)
                 error = e
+
+    async def _stream(self, steps: StreamSteps) -> AsyncGenerator[Any, None]:
+        """Run a stream operation's steps as the consumer reads what it emits."""
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = steps.send(value) if error is None else steps.throw(error)
+                except StopIteration:
+                    return
+                value, error = None, None
+                if isinstance(step, Emit):
+                    for item in step.items:
+                        yield item
+                    continue
+                try:
+                    value = await self._perform(step)
+                except BaseException as e:  # the operation sees it where it yielded
+                    error = e
+        finally:
+            steps.close()
 
     async def __aenter__(self) -> AsyncDatabase:
         return self

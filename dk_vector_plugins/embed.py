@@ -254,9 +254,9 @@ def attach_vectors(
     return out
 
 
-def progress_bar(show: bool | None, total: int, desc: str = "embedding") -> Any:
-    """A tqdm bar over ``total`` records: shown when ``show`` is true, or (``None``) when stderr
-    is a terminal."""
+def progress_bar(show: bool | None, total: int | None, desc: str = "embedding") -> Any:
+    """A tqdm bar over ``total`` records (``None``: unknown): shown when ``show`` is true, or
+    (``None``) when stderr is a terminal."""
     from tqdm.auto import tqdm
 
     visible = show if show is not None else sys.stderr.isatty()

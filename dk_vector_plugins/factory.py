@@ -332,7 +332,7 @@ def resolve_config(pm: Any, config: Mapping[str, Any]) -> StoreConfig:
     for opt in options:
         if opt.name not in out or out[opt.name] is None:
             if opt.required:
-                raise ConfigError(f"backend {backend!r} needs config key {opt.name!r}: {opt.doc}")
+                raise ConfigError(f"backend {backend!r} requires {opt.name!r} in its configuration: {opt.doc}")
             if opt.name not in out or opt.default is not None:
                 out[opt.name] = opt.default() if callable(opt.default) else opt.default
     explicit = (name for name, key in given.items() if config[key] is not None)
@@ -436,6 +436,30 @@ class _Factory(Generic[StoreT]):
         """Installed backends by name."""
         return backends(self.plugin_manager)
 
+    def get_backend_info(self, name: str) -> dict[str, Any]:
+        """What an installed backend says of itself (dataknobs-data's ``get_backend_info``):
+        ``name``, ``description``, ``persistent`` (whether it keeps records after the store is
+        closed), ``requires_install`` (``False``: an installed plugin needs nothing more),
+        ``config_options`` (its own keys and their docs), ``sync`` and ``async`` (which
+        facades it has). The name is matched as :meth:`create` matches it (any case, aliases).
+        For a backend that is not installed: ``description`` and ``error``.
+        """
+        specs = backends(self.plugin_manager)
+        key = canonical_backend(specs, name)
+        if key is None:
+            return {"description": "Unknown backend", "error": str(_unknown_backend(self.plugin_manager, name, specs))}
+        spec = specs[key]
+        cls = spec.async_class if self._async else spec.sync_class
+        return {
+            "name": key,
+            "description": spec.description,
+            "persistent": _persistent(cls if cls is not None else spec.sync_class),
+            "requires_install": False,
+            "config_options": {opt.name: opt.doc for opt in spec.options},
+            "sync": spec.sync_class is not None,
+            "async": spec.async_class is not None,
+        }
+
     def embedders(self) -> dict[str, EmbedderSpec]:
         """Installed embedders by name."""
         return embedders(self.plugin_manager)
@@ -443,6 +467,15 @@ class _Factory(Generic[StoreT]):
     def embedder(self, name: str = "hashing", dimensions: int | None = None, **options: Any) -> Embedder:
         """Build a registered embedder."""
         return make_embedder(self.plugin_manager, name, dimensions, options)
+
+
+def _persistent(cls: Any) -> bool:
+    """Whether a backend's store class keeps its records after the store is closed: what the
+    class declares (``persistent``), else whether its stores keep a table storage."""
+    declared = getattr(cls, "persistent", None)
+    if isinstance(declared, bool):
+        return declared
+    return isinstance(getattr(cls, "storage", None), property)
 
 
 class DatabaseFactory(_Factory["SyncDatabase"]):

@@ -21,7 +21,7 @@ from .index import VectorIndex
 from .kernel import TopK
 from .quant import Int8Codes
 from .query import Column, Expr, Query, SortOrder
-from .records import MISSING, Record, VectorField, is_vector_value, lookup
+from .records import MISSING, Field, Record, VectorField, is_number_list, is_vector_value, lookup
 from .textindex import Postings, TextIndex, TextSettings, bm25_top, build_postings, text_of
 from .types import TextSearchResult, VectorSearchResult
 from .values import check_names, normalize_dicts
@@ -102,6 +102,9 @@ class RecordTable:
         self.texts: dict[str, TextIndex] = {}
         #: The store's analyzer and BM25 settings (set by the store; they follow its schema).
         self.text_provider: Callable[[], TextSettings] | None = None
+        #: Fields where a plain list of numbers is also a vector (set by the store: its
+        #: ``vector_field``). The row keeps the list as given; the field's index holds it too.
+        self.list_vector_fields: frozenset[str] = frozenset()
         self._bm25_cache: dict[Any, Any] = {}
         self._columns: dict[str, Column] = {}
         self._chunks: list[tuple[int, int, ChunkLoader]] = []
@@ -236,6 +239,14 @@ class RecordTable:
                     got = infos.setdefault(name, ([], []))
                     got[0].append(i)
                     got[1].append(info)
+            for name in self.list_vector_fields:  # a list of numbers there: kept, and a vector too
+                value = data.get(name)
+                if isinstance(value, Field):
+                    value = value.value
+                if is_number_list(value):
+                    lst = by_field.setdefault(name, ([], []))
+                    lst[0].append(i)
+                    lst[1].append(value)
             ids.append(str(rec.id))
             datas.append(data)
             metas.append(rec.metadata)
@@ -375,10 +386,10 @@ class RecordTable:
         n = len(self)
         dims = {name: idx.dim for name, idx in self.indexes.items()}
         hint = self._size_hint
-        provider = self.text_provider
+        provider, lists = self.text_provider, self.list_vector_fields
         self.__init__(self.dimensions)  # type: ignore[misc]
         self._size_hint = hint
-        self.text_provider = provider
+        self.text_provider, self.list_vector_fields = provider, lists
         if hint:
             self._prealloc(hint)
         for name, dim in dims.items():
@@ -609,6 +620,8 @@ class RecordTable:
         out = _copied(data)
         vinfo = self._vinfo[row] or {}
         for name, index in self.indexes.items():
+            if name in out:  # a plain list of numbers, also indexed: read back as it was given
+                continue
             vec = index.get(row)
             if vec is not None:
                 out[name] = VectorField._stored(vec, name, copy.deepcopy(vinfo.get(name, {})))
@@ -653,9 +666,31 @@ class RecordTable:
 
     def query(self, query: Query | None, expr: Expr | None = None) -> list[Record]:
         """Records matching ``query``: filtered by mask, then sorted, paged and projected."""
+        fields = query.fields if query is not None else None
+        return [self.record(r, fields) for r in self.query_rows(query, expr)]
+
+    def query_ids(self, query: Query | None, expr: Expr | None = None) -> list[str]:
+        """The ids of the records :meth:`query` answers, in its order (no record is built)."""
+        return self.ids_of(self.query_rows(query, expr))
+
+    def records_of(
+        self, ids: Sequence[str], expr: Expr | None = None, fields: Sequence[str] | None = None
+    ) -> list[Record]:
+        """Copies of the live records of ``ids`` that satisfy ``expr``, in that order (projected on
+        ``fields``); an id no longer stored, or whose record no longer satisfies ``expr``, is left
+        out. Reads only the rows of those ids."""
+        rows = [r for r in (self._row_of.get(rid) for rid in ids) if r is not None]
+        self._load_rows(rows)
+        if expr is not None:
+            rows = [r for r in rows if expr.evaluate(*self.row_parts(r)[:3])]
+        return [self.record(r, fields) for r in rows]
+
+    def query_rows(self, query: Query | None, expr: Expr | None = None) -> list[int]:
+        """The rows of the records matching ``query`` (or ``expr`` when there is no query):
+        filtered by mask, then sorted and paged."""
         rows = np.flatnonzero(self.mask(expr if query is None else query.expression()))
         specs = query.sort_specs if query is not None else []
-        row_list = rows.tolist()
+        row_list: list[int] = rows.tolist()
         if specs:
             self._load_rows(row_list)
             self._load_ids(row_list if len(row_list) < 1024 else None)
@@ -678,8 +713,7 @@ class RecordTable:
             row_list = row_list[off:]
             if query.limit_value is not None:
                 row_list = row_list[: query.limit_value]
-        fields = query.fields if query is not None else None
-        return [self.record(r, fields) for r in row_list]
+        return row_list
 
     def count(self, expr: Expr | None = None) -> int:
         """How many live records satisfy ``expr``."""

@@ -33,7 +33,17 @@ import numpy.typing as npt
 
 from .errors import DimensionMismatchError
 
-__all__ = ["Field", "FieldType", "Record", "RecordFields", "VectorField", "detect_field_type", "new_id"]
+__all__ = [
+    "Field",
+    "FieldType",
+    "Record",
+    "RecordFields",
+    "VectorField",
+    "VectorMetadata",
+    "detect_field_type",
+    "is_number_list",
+    "new_id",
+]
 
 _MISSING = object()
 
@@ -200,17 +210,58 @@ class Field:
         return cls(data["name"], data["value"], ftype, data.get("metadata"))
 
 
+#: The keys a vector field's metadata answers from the field itself (dataknobs-data's).
+_DERIVED_KEYS = ("dimensions", "source_field", "model")
+
+
+class VectorMetadata(dict[str, Any]):
+    """A :class:`VectorField`'s metadata: the keys given to it, plus dataknobs-data's
+    ``dimensions``, ``source_field`` and ``model`` (``{"name", "version"}``, or ``None``), which
+    it answers from the field itself (``in``, ``[key]``, ``get``) without holding them.
+
+    It compares, iterates, copies and serializes as the keys given only (what a store keeps), so
+    ``VectorField([1, 2], metadata={"k": 1}).metadata == {"k": 1}``; a key given with one of those
+    names wins.
+    """
+
+    __slots__ = ("_derived",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._derived: dict[str, Any] = {}
+
+    def _answered(self) -> dict[str, Any]:
+        return getattr(self, "_derived", None) or {}  # unset only in a copy made without __init__
+
+    def __missing__(self, key: str) -> Any:
+        derived = self._answered()
+        if key in derived:
+            return derived[key]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self._answered()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` (a derived key's too), else ``default``."""
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        return self._answered().get(key, default)
+
+
 class VectorField:
     """A vector value of a record: a 1-D float32 array plus where it came from.
 
-    :param value: a sequence of numbers or a 1-D array (copied to float32).
+    :param value: a sequence of numbers or a 1-D array (copied to float32); a ``str``, ``bytes``
+        or ``None`` is a ``TypeError`` (an :class:`InvalidVectorError` too).
     :param name: the field name (defaults to ``"embedding"``, or the record key it is stored under).
     :param dimensions: the expected length; a mismatch raises :class:`DimensionMismatchError`.
     :param source_field: the text field the vector was computed from.
     :param model_name: the embedding model's name; ``model_version`` its version.
+    :param metadata: the vector's own metadata (:attr:`metadata`).
     """
 
-    __slots__ = ("metadata", "model_name", "model_version", "name", "source_field", "value")
+    __slots__ = ("_metadata", "model_name", "model_version", "name", "source_field", "value")
     type = FieldType.VECTOR
 
     def __init__(
@@ -236,7 +287,21 @@ class VectorField:
         self.source_field = source_field
         self.model_name = model_name
         self.model_version = model_version
-        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._metadata = VectorMetadata(metadata or ())
+
+    @property
+    def metadata(self) -> VectorMetadata:
+        """The vector's metadata: the keys given (what a store keeps with the vector), and, as in
+        dataknobs-data, ``dimensions``, ``source_field`` and ``model`` answered from the field
+        (see :class:`VectorMetadata`)."""
+        meta = self._metadata
+        model = None if self.model_name is None else {"name": self.model_name, "version": self.model_version}
+        meta._derived = {"dimensions": int(self.value.shape[0]), "source_field": self.source_field, "model": model}
+        return meta
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any] | None) -> None:
+        self._metadata = VectorMetadata(value or ())
 
     @property
     def dimensions(self) -> int:
@@ -253,8 +318,8 @@ class VectorField:
         for key in ("source_field", "model_name", "model_version"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        if self.metadata:
-            out["metadata"] = self.metadata
+        if self._metadata:
+            out["metadata"] = dict(self._metadata)
         return out
 
     @classmethod
@@ -279,7 +344,7 @@ class VectorField:
         field.source_field = info.get("source_field")
         field.model_name = info.get("model_name")
         field.model_version = info.get("model_version")
-        field.metadata = dict(info.get("metadata") or {})
+        field._metadata = VectorMetadata(info.get("metadata") or ())
         return field
 
     def copy(self) -> VectorField:
@@ -311,7 +376,7 @@ class VectorField:
             "value": self.to_list(),
             "type": FieldType.VECTOR.value,
             "metadata": {
-                **self.metadata,
+                **self._metadata,
                 "dimensions": self.dimensions,
                 "source_field": self.source_field,
                 "model": model,
@@ -393,6 +458,21 @@ def is_vector_value(value: Any) -> bool:
     return isinstance(value, VectorField) or (
         isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.number)
     )
+
+
+def is_number_list(value: Any) -> bool:
+    """Whether a value is a non-empty ``list`` or ``tuple`` of real numbers (``int``, ``float`` and
+    numpy's; not ``bool``): what a store's ``vector_field`` holds as a vector besides a
+    :class:`VectorField` or an array (the list itself stays the field's value)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    for x in value:
+        t = type(x)
+        if t is float or t is int:
+            continue
+        if t is bool or not isinstance(x, (int, float, np.integer, np.floating)) or isinstance(x, (bool, np.bool_)):
+            return False
+    return True
 
 
 def _plain(value: Any) -> Any:

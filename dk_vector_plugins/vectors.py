@@ -18,6 +18,7 @@ from .errors import ConfigError, DimensionMismatchError, InvalidVectorError
 __all__ = [
     "METRICS",
     "METRIC_ALIASES",
+    "VectorTypeError",
     "as_vector",
     "as_vector_batch",
     "as_vector_batch_with_norms",
@@ -55,11 +56,18 @@ def normalize_metric(metric: Any) -> str:
     )
 
 
+class VectorTypeError(InvalidVectorError, TypeError):
+    """A vector given as a value that is no sequence of numbers at all (a ``str``, ``bytes``,
+    ``None``): an :class:`InvalidVectorError`, and a ``TypeError`` as dataknobs-data raises."""
+
+
 def _to_float_array(value: Any, what: str) -> npt.NDArray[Any]:
     if hasattr(value, "value") and not isinstance(value, np.ndarray):  # a VectorField
         value = value.value
-    if isinstance(value, (str, bytes)):
-        raise InvalidVectorError(f"{what} must be a sequence of numbers, got a {type(value).__name__}")
+    if value is None or isinstance(value, (str, bytes)):
+        raise VectorTypeError(
+            f"{what} must be numpy array or list (of numbers), got {type(value).__name__} {value!r:.40}"
+        )
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as e:
