@@ -22,6 +22,26 @@ Cost model (N records of d dimensions):
   conditional PUT of the manifest (``IfNoneMatch="*"``), and a GET + conditional PUT of
   ``LATEST.json``; a writer that loses the race retries with backoff, ``ConflictError`` after
   ``commit_retries``.
+
+Where it differs from dataknobs-data 0.11's S3 backends, on purpose (a store behaves the same on
+every backend, sync or async, so code moves between memory, file and S3 unchanged):
+
+* **a record's metadata is stored as given.** dataknobs-data stamps ``metadata['id']``,
+  ``created_at`` and ``updated_at`` into every record its S3 backends write (and ``id`` into
+  every record its async one reads); its memory and file backends do not. Here a record reads
+  back with the metadata it was written with on every backend: stamps would make the same code
+  see other metadata on S3 than on memory or file.
+* **``delete(id)`` answers ``False`` for an id that is not stored**, as every store here and
+  dataknobs-data's sync S3 backend do (its async one answers ``True``: it deletes without looking).
+* **no ``connect()`` is needed**: an async store opens its client on its first awaited call
+  (``connect()`` does it earlier), where dataknobs-data's raise ``RuntimeError``. A sync store
+  checks its bucket (creating it when allowed) and loads its table when it is created, so a
+  missing bucket, bad credentials or an unreachable endpoint are errors at that point.
+* **``prefix`` defaults to ``''``** (the bucket's root) for both classes: a sync and an async
+  store of one config open the same table. dataknobs-data's sync backend defaults to
+  ``records/``, its async one to ``''``.
+* the settings are read-only attributes of a store (``bucket``, ``prefix``, ``region``,
+  ``endpoint_url``, ``max_workers``: see :class:`_Setting`).
 """
 
 from __future__ import annotations
@@ -29,7 +49,8 @@ from __future__ import annotations
 import asyncio
 import os
 import urllib.parse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
 
 from ..core import StoreCore
 from ..errors import ConfigError
@@ -198,25 +219,76 @@ _OPTIONS = (
 )
 
 
+T = TypeVar("T")
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class _Setting(Generic[T]):
+    """A config value of an S3 store as an attribute, under dataknobs-data's name.
+
+    dataknobs-data's S3 stores keep their settings in plain attributes (``db.bucket``,
+    ``db.prefix``, ``db.region``, ``db.endpoint_url``, ``db.max_workers``). Ours read the same
+    names from the store's config, on both classes:
+
+    * on a store, the attribute is read-only. A store's location and client are fixed when it is
+      created (a sync store has checked its bucket and loaded its table by then; an async one
+      opens its client on whichever call comes first), so assigning one raises :class:`AttributeError` naming the config key to create another store with,
+      instead of being silently ignored while the store goes on using the old value;
+    * on an instance that is not a store (made with ``cls.__new__``, so it has no config and never
+      connected, as dataknobs-data's ``test_custom_endpoint`` builds one), the attribute is an
+      ordinary one: what was assigned is read back.
+    """
+
+    def __init__(self, key: str, doc: str, convert: Callable[[Any], T]) -> None:
+        self.key = key
+        self.convert = convert
+        self.name = key
+        self.__doc__ = f"{doc} (config key ``{key}``; read-only on a store)"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, db: None, owner: type | None = None) -> _Setting[T]: ...
+
+    @overload
+    def __get__(self, db: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, db: object | None, owner: type | None = None) -> T | _Setting[T]:
+        if db is None:
+            return self
+        config = vars(db).get("_config")
+        if config is None:  # not a store: an ordinary attribute
+            try:
+                return vars(db)[self.name]  # type: ignore[no-any-return]
+            except KeyError:
+                raise AttributeError(f"{type(db).__name__!r} object has no attribute {self.name!r}") from None
+        return self.convert(config.get(self.key))
+
+    def __set__(self, db: object, value: Any) -> None:
+        if "_config" in vars(db):
+            raise AttributeError(
+                f"{self.name!r} of an S3 store is its config key {self.key!r}, fixed when the store is "
+                f"created: create a store with {self.key}=... instead"
+            )
+        vars(db)[self.name] = value
+
+
 class _S3Config:
+    """What the sync and async S3 stores share: their settings as attributes under
+    dataknobs-data's names (see :class:`_Setting`), the client's arguments, the table storage."""
+
     backend_name = "s3"
     config: Any
 
-    @property
-    def bucket(self) -> str:
-        """The bucket (config key ``bucket``)."""
-        return str(self.config["bucket"])
-
-    @property
-    def prefix(self) -> str:
-        """The key prefix of the table (config key ``prefix``)."""
-        return str(self.config["prefix"] or "")
-
-    @property
-    def region(self) -> str | None:
-        """The region (config key ``region_name``), if one was given."""
-        region = self.config.get("region_name")
-        return None if region is None else str(region)
+    bucket = _Setting("bucket", "The bucket", str)
+    prefix = _Setting("prefix", "The key prefix of the table", lambda v: str(v or ""))
+    region = _Setting("region_name", "The region, if one was given", _optional_str)
+    endpoint_url = _Setting("endpoint_url", "The S3 endpoint, if one was given", _optional_str)
+    max_workers = _Setting("concurrency", "Parallel requests of a cold load or commit", int)
 
     def _store_kwargs(self) -> dict[str, Any]:
         c = self.config
