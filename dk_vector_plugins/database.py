@@ -1241,6 +1241,31 @@ class _Base:
         return fuse(text[0], vector[0], config, int(k))
 
     @operation
+    def _text_search_for_hybrid(
+        self,
+        query_text: str,
+        text_fields: str | Sequence[str] | None = None,
+        k: int = 10,
+        filter: Any = None,
+    ) -> Steps[list[tuple[Record, float]]]:
+        """The text side of a hybrid search as dataknobs-data's vector mixin asks for it (a hook
+        its ``hybrid_search`` calls; code written against that mixin may call or override it):
+        ``(record, score)`` pairs, best first, from :meth:`text_search` (BM25, not a ``LIKE``
+        scan)."""
+        yield from self._opened()
+        request = yield from self._text_request(query_text, text_fields, k, filter, False, {})
+        results = yield Hook("dkv_text_search", request)
+        return [(hit.record, hit.score) for hit in results[0]]
+
+    @operation
+    def _supports_native_hybrid(self) -> Steps[bool]:
+        """Whether the store answers ``FusionStrategy.NATIVE`` itself (dataknobs-data's vector
+        mixin asks before its ``hybrid_search``): always, :meth:`hybrid_search` is the store's
+        own (NATIVE is RRF over its exact rankings)."""
+        yield from ()
+        return True
+
+    @operation
     def bulk_embed(
         self,
         records: Iterable[Record | Mapping[str, Any]],

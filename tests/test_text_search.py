@@ -577,3 +577,14 @@ def test_bulk_writes_store_postings_in_their_commits(tmp_path: Path) -> None:
     assert [h.id for h in db.text_search("vector three")] == ["c", "a", "b", "d"]
     assert [h.id for h in db.text_search("embedded", k=1)] == ["e"]
     db.close()
+
+
+def test_dataknobs_hybrid_hooks(open_at: Callable[..., Any]) -> None:
+    """dataknobs-data's vector mixin asks a store for its text side and whether it fuses natively;
+    ours answer from BM25 text search, in the store's lane (a coroutine on an async store)."""
+    db = open_at()
+    db.create_batch([Record({"content": "hello world"}, id="a"), Record({"content": "goodbye"}, id="b")])
+    pairs = db._text_search_for_hybrid("hello", ["content"], k=5)
+    assert [(r.id, s) for r, s in pairs] == hits(db.text_search("hello", text_fields="content", k=5))
+    assert db._text_search_for_hybrid("hello", None, 5, {"content": "goodbye"}) == []
+    assert db._supports_native_hybrid() is True
