@@ -345,7 +345,7 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
             else:
                 query = args.text  # the store embeds it with its own embedder
         text_field = args.text_field or (field.source[0] if field is not None and field.source else "text")
-        hits: Sequence[Any]
+        hits: Sequence[VectorSearchResult] | Sequence[HybridSearchResult]
         if mode == "hybrid":
             hits = db.hybrid_search(
                 args.text, query, text_fields=fields, vector_field=field_name, k=args.k, filter=flt, metric=args.metric
@@ -356,7 +356,11 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     return 0
 
 
-def _print_hits(hits: Sequence[Any], text_field: str, fmt: str) -> None:
+def _print_hits(
+    hits: Sequence[VectorSearchResult] | Sequence[TextSearchResult] | Sequence[HybridSearchResult],
+    text_field: str,
+    fmt: str,
+) -> None:
     if fmt == "json":
         print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
     else:

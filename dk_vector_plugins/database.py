@@ -54,6 +54,7 @@ from .errors import (
     RecordNotFoundError,
     SchemaMismatchError,
 )
+from .memtable import RecordTable
 from .query import Expr, Query, compile_filter
 from .records import Record, VectorField, new_id
 from .schema import PROBE_TEXT, EmbedderRef, FieldSchema, StoreSchema, TextSchema, fingerprint_of, text_fields
@@ -321,7 +322,7 @@ def _record_source(records: Any) -> Iterator[Any] | AsyncIterator[Any]:
     return iter(records)
 
 
-def _present(table: Any, ids: Sequence[str]) -> list[bool]:
+def _present(table: RecordTable, ids: Sequence[str]) -> list[bool]:
     """Whether each of ``ids`` is stored."""
     return [rid in table for rid in ids]
 
@@ -929,7 +930,7 @@ class _Base:
         return int((yield Call(self._core.count, (None,))))
 
     # -- streaming (dataknobs-data's stream_read / stream_write / stream_transform) ---------------
-    def _stream_steps(self, query: Any, config: Any, transform: Callable[[Record], Any] | None) -> StreamSteps:
+    def _stream_steps(self, query: Any, config: StreamConfig | None, transform: Callable[[Record], Any] | None) -> StreamSteps:
         """Records matching ``query``, read one batch at a time, each passed through ``transform``
         (its ``None`` drops the record)."""
         cfg = _stream_config(config)
@@ -1695,14 +1696,14 @@ def _live_ids(table: Any) -> list[str]:
     return table.ids()  # type: ignore[no-any-return]
 
 
-def _query_ids(table: Any, query: Query | None, expr: Expr | None) -> list[str]:
+def _query_ids(table: RecordTable, query: Query | None, expr: Expr | None) -> list[str]:
     """The ids a query answers, in its order."""
-    return table.query_ids(query, expr)  # type: ignore[no-any-return]
+    return table.query_ids(query, expr)
 
 
-def _records_of(table: Any, ids: Sequence[str], expr: Expr | None, fields: Sequence[str] | None) -> list[Record]:
+def _records_of(table: RecordTable, ids: Sequence[str], expr: Expr | None, fields: Sequence[str] | None) -> list[Record]:
     """The records of ``ids`` still stored and still matching ``expr``."""
-    return table.records_of(ids, expr, fields)  # type: ignore[no-any-return]
+    return table.records_of(ids, expr, fields)
 
 
 class SyncDatabase(_Base):

@@ -16,7 +16,7 @@ import pluggy
 
 from .errors import ConfigError, PluginError
 from .schema import is_credential_key, text_fields
-from .types import Analyzer, AnalyzerSpec, BackendSpec, Embedder, EmbedderSpec, OptionSpec
+from .types import Analyzer, AnalyzerSpec, AsyncStore, BackendSpec, Embedder, EmbedderSpec, OptionSpec, Store
 from .vectors import normalize_metric
 
 if TYPE_CHECKING:
@@ -469,7 +469,7 @@ class _Factory(Generic[StoreT]):
         return make_embedder(self.plugin_manager, name, dimensions, options)
 
 
-def _persistent(cls: Any) -> bool:
+def _persistent(cls: Callable[..., Store] | Callable[..., AsyncStore]) -> bool:
     """Whether a backend's store class keeps its records after the store is closed: what the
     class declares (``persistent``), else whether its stores keep a table storage."""
     declared = getattr(cls, "persistent", None)
