@@ -7,6 +7,7 @@ still in storage. Scoring is the kernel's (:mod:`dk_vector_plugins.kernel`).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,10 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 _GROWTH = 1.5
+
+
+#: Gathering at most this many rows copies them one by one (cheaper than masks per part).
+_FEW_ROWS = 64
 
 
 class LazyArray:
@@ -441,11 +446,29 @@ class VectorIndex:
         out = np.zeros((len(rows), self.dim or 0), dtype=np.float32)
         if len(rows) == 0 or not self._parts:
             return out
+        parts = self._parts
+        if len(rows) <= _FEW_ROWS:  # a few rows (results): copied one by one, stored ones read together
+            starts = [p.start for p in parts]
+            present = self._present
+            lazy: dict[int, list[int]] = {}
+            for j, row in enumerate(rows.tolist()):
+                pi = bisect.bisect_right(starts, row) - 1
+                if pi < 0 or row >= self._nrows or not present[row] or row - starts[pi] >= parts[pi].n:
+                    continue
+                matrix = parts[pi].matrix
+                if isinstance(matrix, LazyArray) and not matrix.loaded:
+                    lazy.setdefault(pi, []).append(j)
+                else:
+                    out[j] = matrix[row - starts[pi]]
+            for pi, js in lazy.items():
+                sel = np.asarray(js, dtype=np.int64)
+                out[sel] = parts[pi].matrix[rows[sel] - starts[pi]]
+            return out
         which = self._locate(rows)
         for pi in np.unique(which).tolist():
             if pi < 0:
                 continue
-            part = self._parts[pi]
+            part = parts[pi]
             local = rows - part.start
             sel = (which == pi) & (local < part.n)
             out[sel] = part.matrix[local[sel]]
@@ -456,14 +479,7 @@ class VectorIndex:
         """A copy of the vector at ``row``, or ``None``."""
         if row >= self._nrows or row < 0 or not self._present[row]:
             return None
-        import bisect
-
-        part = self._parts[bisect.bisect_right([p.start for p in self._parts], row) - 1]
-        local = row - part.start
-        if isinstance(part.matrix, LazyArray) and not part.matrix.loaded:
-            vec: FloatArray = part.matrix[np.array([local], dtype=np.int64)][0].copy()
-        else:
-            vec = np.array(part.matrix[local], dtype=np.float32, copy=True)
+        vec: FloatArray = self.gather(np.array([row], dtype=np.int64))[0]
         return vec
 
     @property

@@ -98,8 +98,9 @@ _MAX32 = np.float32(np.finfo(np.float32).max)
 # a query block's score matrix holds at most this many float32 values (128 MiB: bounds the memory
 # of batches; blocks of a few dozen queries keep the matrix product efficient)
 _BLOCK_ELEMS = 1 << 25
-# rescoring works on at most this many (row, query) pairs at a time
-_RESCORE_CHUNK = 1 << 13
+# rescoring works on at most this many (row, query) pairs at a time (their float64 products
+# stay in cache)
+_RESCORE_CHUNK = 128
 
 
 def _ids_of(ids: IdSource) -> Callable[[IntArray], list[Any]]:
@@ -116,50 +117,70 @@ def _tree_sum(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     row sits in memory, how many rows there are, or which BLAS is installed."""
     n = a.shape[-1]
     width = 1 << (n - 1).bit_length()
-    if width != n:
-        a = np.concatenate([a, np.zeros((*a.shape[:-1], width - n), dtype=np.float64)], axis=-1)
-    elif not a.flags.owndata:
-        a = a.copy()
-    while width > 1:  # in place: the same additions, in the same pairs, without new arrays
+    buf = np.zeros((*a.shape[:-1], width), dtype=np.float64)
+    buf[..., :n] = a
+    return _halve(buf)
+
+
+def _halve(buf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """:func:`_tree_sum` of a buffer already zero-padded to a power of two (summed in place)."""
+    width = buf.shape[-1]
+    while width > 1:  # the same additions, in the same pairs, without new arrays
         width //= 2
-        np.add(a[..., :width], a[..., width : 2 * width], out=a[..., :width])
-    out: npt.NDArray[np.float64] = a[..., 0].copy()
+        np.add(buf[..., :width], buf[..., width : 2 * width], out=buf[..., :width])
+    out: npt.NDArray[np.float64] = buf[..., 0].copy()
     return out
 
 
 def exact_scores(
-    vectors: FloatArray, queries: FloatArray, metric: str
+    vectors: FloatArray, queries: FloatArray, metric: str, which: IntArray | None = None
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
-    """The reported score (and euclidean distance) of each ``vectors[i]`` for ``queries[i]``.
+    """The reported score (and euclidean distance) of each ``vectors[i]`` for its query:
+    ``queries[i]``, or ``queries[which[i]]`` when ``which`` is given (each query's own terms,
+    such as its norm, are then computed once, not once per row).
 
-    Computed in float64 (products of float32 values are exact there) and summed in a fixed order,
-    so a score is a function of the two vectors alone: the same record gets the same score,
-    bit for bit, whichever store, segment layout, batch or worker process computed it. The fast
-    float32 matrix product only shortlists candidates; these scores rank them.
+    Computed in float64 (products of float32 values are exact there) and summed in a fixed order
+    (:func:`_tree_sum`), so a score is a function of the two vectors alone: the same record gets
+    the same score, bit for bit, whichever store, segment layout, batch or worker process
+    computed it. The fast float32 matrix product only shortlists candidates; these scores rank
+    them. Rows are scored in small chunks, so the float64 work stays in cache.
     """
-    p = vectors.shape[0]
+    p, d = vectors.shape
     scores = np.empty(p, dtype=np.float64)
     dists = np.empty(p, dtype=np.float64) if metric == "euclidean" else None
+    q64 = queries.astype(np.float64)
+    qnorm = np.sqrt(_tree_sum(q64 * q64)) if metric == "cosine" else None
+    width = 1 << (d - 1).bit_length()
+    ways = 2 if metric == "cosine" else 1
+    buf = np.zeros((ways, min(p, _RESCORE_CHUNK), width), dtype=np.float64)
     for s in range(0, p, _RESCORE_CHUNK):
         x = vectors[s : s + _RESCORE_CHUNK].astype(np.float64)
-        q = queries[s : s + _RESCORE_CHUNK].astype(np.float64)
+        m = len(x)
+        at = np.arange(s, s + m) if which is None else which[s : s + m]
+        q = q64[at]
+        part = buf[:, :m]
+        part[..., d:] = 0.0  # the padding: halving sums into the lower half only, but a chunk reuses it
         if metric == "euclidean":
-            diff = x - q
-            dist = np.sqrt(_tree_sum(diff * diff))
+            np.subtract(x, q, out=part[0, :, :d])
+            np.multiply(part[0, :, :d], part[0, :, :d], out=part[0, :, :d])
+            dist = np.sqrt(_halve(part)[0])
             assert dists is not None
-            dists[s : s + len(x)] = dist
-            scores[s : s + len(x)] = 1.0 / (1.0 + dist)
+            dists[s : s + m] = dist
+            scores[s : s + m] = 1.0 / (1.0 + dist)
             continue
+        np.multiply(x, q, out=part[0, :, :d])
         if metric != "cosine":
-            dot = _tree_sum(x * q)
-        if metric == "cosine":  # the three sums in one pass
-            dot, sq, qq = _tree_sum(np.stack([x * q, x * x, q * q]))
-            denom = np.sqrt(sq) * np.sqrt(qq)
+            dot = _halve(part)[0]
+        else:
+            assert qnorm is not None
+            np.multiply(x, x, out=part[1, :, :d])
+            dot, sq = _halve(part)
+            denom = np.sqrt(sq) * qnorm[at]
             # a vector whose float32 squared norm underflows counts as zero: it scores 0
             zero = sq < _TINY32
             with np.errstate(divide="ignore", invalid="ignore"):
                 dot = np.where(zero, 0.0, dot / np.where(zero, 1.0, denom))
-        scores[s : s + len(x)] = dot
+        scores[s : s + m] = dot
     return scores, dists
 
 
@@ -439,7 +460,7 @@ def search_parts(
         _float32_shortlist(cols, total, queries, todo32, k, metric, found_q, found_r)
     qi = np.concatenate(found_q)
     rows = np.concatenate(found_r)
-    scores, dists = exact_scores(gather(rows), queries[qi], metric)
+    scores, dists = exact_scores(gather(rows), queries, metric, qi)
     # euclidean ranks by distance: 1 / (1 + d) can round equal for distinct tiny distances
     rank = scores if dists is None else -dists
     order = np.lexsort((rows, -rank, qi))

@@ -40,6 +40,7 @@ underflows are *special*: they get the interval ``(-inf, inf)`` and are always r
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -432,6 +433,7 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
+@functools.cache
 def _threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
