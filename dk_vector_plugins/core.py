@@ -26,7 +26,14 @@ from .query import Expr, Query
 from .records import Record, new_id
 from .search import apply_threshold
 from .textindex import Postings
-from .types import SearchRequest, TextSearchRequest, TextSearchResult, VectorSearchResult
+from .types import (
+    HybridSearchConfig,
+    HybridSearchResult,
+    SearchRequest,
+    TextSearchRequest,
+    TextSearchResult,
+    VectorSearchResult,
+)
 from .values import check_ids, normalize_dicts
 
 __all__ = ["NullStorage", "Storage", "StoreCore", "WriteBatch"]
@@ -614,6 +621,18 @@ class StoreCore:
     async def text_search_async(self, request: TextSearchRequest) -> list[list[TextSearchResult]]:
         """:meth:`text_search` for an async store (a large table's in a worker thread)."""
         return await self.run_async(self.text_search, request, heavy=self.table.nrows > _TEXT_THREAD_ROWS)
+
+    def hybrid_search(
+        self, text: TextSearchRequest, vector: SearchRequest, config: HybridSearchConfig, k: int
+    ) -> list[HybridSearchResult]:
+        """Both sides of a hybrid search in one pass under the lock (one refresh, one snapshot),
+        fused; the built-in answer when no plugin answers either side."""
+
+        def run(table: RecordTable) -> list[HybridSearchResult]:
+            table.check_search(vector.vector_field, vector.queries.shape[1])
+            return table.hybrid_search(text, vector, config, k)
+
+        return list(self.read_locked(run))
 
     def string_fields(self) -> list[str]:
         """The fields holding text in some live record (what a text search searches by default)."""

@@ -114,10 +114,15 @@ class Call:
 @attrs.frozen
 class Hook:
     """A step of an operation: call the plugin hook ``name`` (its ``_async`` twin on an async
-    store) with ``db=`` the store and ``request``; the answer is the first non-``None`` one."""
+    store) with ``db=`` the store and ``request``; the answer is the first non-``None`` one.
+
+    ``builtin=False`` asks every plugin but the built-in ``defaults``: the answer is ``None``
+    when none of them answers (the built-in implementation would).
+    """
 
     name: str
     request: Any
+    builtin: bool = True
 
 
 @attrs.frozen
@@ -717,8 +722,15 @@ class _Base:
         rec.id = id
         return rec
 
-    def _call_hook(self, name: str, request: Any) -> Any:
-        answer = getattr(self._plugin_manager.hook, name)(db=self, request=request)
+    def _call_hook(self, name: str, request: Any, builtin: bool = True) -> Any:
+        pm = self._plugin_manager
+        hook = getattr(pm.hook, name)
+        if not builtin:
+            defaults = pm.get_plugin("defaults")
+            if defaults is not None:  # else (blocked) the whole hook answers, or nothing does
+                answer = pm.subset_hook_caller(name, remove_plugins=[defaults])(db=self, request=request)
+                return answer
+        answer = hook(db=self, request=request)
         if answer is None:
             raise PluginError(
                 f"no plugin answered {name} for backend {self.backend_name!r}: its plugin may be blocked"
@@ -1237,8 +1249,18 @@ class _Base:
         )
         query = yield from self._query_vectors(query_text if query_vector is None else query_vector, field)
         vector_request = self._request(query, field, fetch, filter, metric, False, {})
-        text = yield Hook("dkv_text_search", text_request)
-        vector = yield Hook("dkv_vector_search", vector_request)
+        # a plugin that answers either side answers it; when none does, the built-in search
+        # answers both in one pass (one snapshot, and only the fused hits' records built)
+        text = yield Hook("dkv_text_search", text_request, builtin=False)
+        vector = yield Hook("dkv_vector_search", vector_request, builtin=False)
+        if text is None and vector is None and self._plugin_manager.get_plugin("defaults") is not None:
+            return (  # type: ignore[no-any-return]
+                yield Call(self._core.hybrid_search, (text_request, vector_request, config, int(k)), heavy=True)
+            )
+        if text is None:
+            text = yield Hook("dkv_text_search", text_request)
+        if vector is None:
+            vector = yield Hook("dkv_vector_search", vector_request)
         return fuse(text[0], vector[0], config, int(k))
 
     @operation
@@ -1726,7 +1748,8 @@ class SyncDatabase(_Base):
         if isinstance(step, Call):
             return step.fn(*step.args)
         if isinstance(step, Hook):
-            return self._checked(step.name, self._call_hook(step.name, step.request), step.request)
+            answer = self._call_hook(step.name, step.request, step.builtin)
+            return None if answer is None else self._checked(step.name, answer, step.request)
         if isinstance(step, Embed):
             return embed_texts(step.embedder, step.texts)
         if isinstance(step, Pull):
@@ -1822,7 +1845,8 @@ class AsyncDatabase(_Base):
             return await core.run_async(step.fn, *step.args, heavy=step.heavy, connect=step.connects)
         if isinstance(step, Hook):
             name = f"{step.name}_async"
-            return self._checked(name, await self._call_hook(name, step.request), step.request)
+            answer = self._call_hook(name, step.request, step.builtin)
+            return None if answer is None else self._checked(name, await answer, step.request)
         if isinstance(step, Embed):
             return await embed_texts_async(step.embedder, step.texts)
         if isinstance(step, Pull):

@@ -22,14 +22,23 @@ from .kernel import TopK
 from .quant import Int8Codes
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Field, Record, VectorField, is_number_list, is_vector_value, lookup
+from .search import fuse_ranked, hybrid_results
 from .textindex import Postings, TextIndex, TextSettings, bm25_top, build_postings, text_of
-from .types import TextSearchResult, VectorSearchResult
+from .types import (
+    HybridSearchConfig,
+    HybridSearchResult,
+    SearchRequest,
+    TextSearchRequest,
+    TextSearchResult,
+    VectorSearchResult,
+)
 from .values import check_names, normalize_dicts
 from .vectors import as_vector_batch
 
-__all__ = ["Row", "RecordTable"]
+__all__ = ["Row", "RecordTable", "no_text_error"]
 
 BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float32]
 
 #: A row whose data is still in storage (loaded on first use, a whole segment at a time).
 UNLOADED: Any = type("Unloaded", (), {"__repr__": lambda self: "UNLOADED"})()
@@ -66,6 +75,13 @@ def _copied(values: dict[str, Any] | None) -> dict[str, Any]:
         if type(v) not in _ATOMIC:
             return copy.deepcopy(values)
     return dict(values)
+
+
+def no_text_error(field: str, known: Sequence[str]) -> InvalidRequestError:
+    """The error of a text search of a field that no live record holds text in."""
+    return InvalidRequestError(
+        f"no record holds text in field {field!r}; the fields holding text: {', '.join(known) or 'none'}"
+    )
 
 
 def split_record(record: Record) -> tuple[dict[str, Any], dict[str, VectorField]]:
@@ -610,26 +626,40 @@ class RecordTable:
 
     # -- reads ----------------------------------------------------------------------------------
     def record(self, row: int, fields: Sequence[str] | None = None) -> Record:
-        """A deep copy of the record at ``row`` (optionally only ``fields``)."""
-        data = self._data[row]
-        if data is UNLOADED:
-            self._load_rows([row])
-            data = self._data[row]
-        rec = Record.__new__(Record)
-        rec._id = self._ids[row] if self._ids[row] is not UNLOADED else self.ids_of([row])[0]
-        out = _copied(data)
-        vinfo = self._vinfo[row] or {}
-        for name, index in self.indexes.items():
-            if name in out:  # a plain list of numbers, also indexed: read back as it was given
-                continue
-            vec = index.get(row)
-            if vec is not None:
-                out[name] = VectorField._stored(vec, name, copy.deepcopy(vinfo.get(name, {})))
-        if fields is not None:
-            out = {k: out[k] for k in fields if k in out}
-        rec._data = out
-        rec.metadata = _copied(self._meta[row])
-        return rec
+        """A copy of the record at ``row`` (optionally only ``fields``) that the caller may change."""
+        return self.records([row], fields)[0]
+
+    def records(self, rows: Sequence[int], fields: Sequence[str] | None = None) -> list[Record]:
+        """Copies of the records at ``rows`` (optionally only ``fields``), in that order: their
+        rows read and each field's vectors gathered in one go, not row by row."""
+        if not rows:
+            return []
+        self._load_rows([r for r in rows if self._data[r] is UNLOADED])
+        ids = self.ids_of(rows)
+        arr = np.asarray(rows, dtype=np.int64)
+        vectors: list[tuple[str, FloatArray, BoolArray, int]] = [
+            (name, index.gather(arr), index.present, index.nrows)
+            for name, index in self.indexes.items()
+            if index.count and (fields is None or name in fields)
+        ]
+        out: list[Record] = []
+        data_of, meta_of, vinfo_of = self._data, self._meta, self._vinfo
+        for j, row in enumerate(rows):
+            rec = Record.__new__(Record)
+            rec._id = ids[j]
+            values = _copied(data_of[row])
+            if vectors:
+                vinfo = vinfo_of[row] or {}
+                for name, mat, present, nrows in vectors:
+                    # a plain list of numbers, also indexed, reads back as it was given
+                    if row < nrows and present[row] and name not in values:
+                        values[name] = VectorField._stored(mat[j], name, _copied(vinfo.get(name)))
+            if fields is not None:
+                values = {k: values[k] for k in fields if k in values}
+            rec._data = values
+            rec.metadata = _copied(meta_of[row])
+            out.append(rec)
+        return out
 
     def get(self, rid: str) -> Record | None:
         """A copy of the live record ``rid``, or ``None``."""
@@ -667,7 +697,7 @@ class RecordTable:
     def query(self, query: Query | None, expr: Expr | None = None) -> list[Record]:
         """Records matching ``query``: filtered by mask, then sorted, paged and projected."""
         fields = query.fields if query is not None else None
-        return [self.record(r, fields) for r in self.query_rows(query, expr)]
+        return self.records(self.query_rows(query, expr), fields)
 
     def query_ids(self, query: Query | None, expr: Expr | None = None) -> list[str]:
         """The ids of the records :meth:`query` answers, in its order (no record is built)."""
@@ -683,7 +713,7 @@ class RecordTable:
         self._load_rows(rows)
         if expr is not None:
             rows = [r for r in rows if expr.evaluate(*self.row_parts(r)[:3])]
-        return [self.record(r, fields) for r in rows]
+        return self.records(rows, fields)
 
     def query_rows(self, query: Query | None, expr: Expr | None = None) -> list[int]:
         """The rows of the records matching ``query`` (or ``expr`` when there is no query):
@@ -783,11 +813,11 @@ class RecordTable:
                 found.update(k for k, v in data.items() if k not in found and text_of(v) is not None)
         return sorted(found)
 
-    def text_search(
+    def text_tops(
         self, terms: Sequence[Sequence[str]], fields: Sequence[str], k: int, expr: Expr | None = None
-    ) -> list[list[TextSearchResult]]:
-        """BM25 top-``k`` per query (one list of terms each) over ``fields`` of the live rows
-        that satisfy ``expr`` (see :mod:`dk_vector_plugins.textindex`)."""
+    ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+        """BM25 top-``k`` rows and scores per query (one list of terms each) over ``fields`` of
+        the live rows that satisfy ``expr`` (see :mod:`dk_vector_plugins.textindex`)."""
         settings = self.text_settings
         assert settings is not None, "the store sets text_provider before a text search"
         indexes = [self.text_index(f) for f in fields]
@@ -798,18 +828,44 @@ class RecordTable:
         if any(len(rows) == 0 for rows, _ in tops) and live.any():  # a field without text?
             for field, index in zip(fields, indexes):
                 if not index.lengths(self.nrows)[live].any():
-                    known = ", ".join(self.string_fields()) or "none"
-                    raise InvalidRequestError(
-                        f"no record holds text in field {field!r}; the fields holding text: {known}"
-                    )
+                    raise no_text_error(field, self.string_fields())
+        return tops
+
+    def text_search(
+        self, terms: Sequence[Sequence[str]], fields: Sequence[str], k: int, expr: Expr | None = None
+    ) -> list[list[TextSearchResult]]:
+        """:meth:`text_tops` as results."""
         fields_t = tuple(fields)
         return [
             [
-                TextSearchResult(record=self.record(row), score=float(score), text_fields=fields_t)
-                for row, score in zip(rows.tolist(), scores.tolist())
+                TextSearchResult(record=rec, score=score, text_fields=fields_t)
+                for rec, score in zip(self.records(rows.tolist()), scores.tolist())
             ]
-            for rows, scores in tops
+            for rows, scores in self.text_tops(terms, fields, k, expr)
         ]
+
+    def hybrid_search(
+        self, text: TextSearchRequest, vector: SearchRequest, config: HybridSearchConfig, k: int
+    ) -> list[HybridSearchResult]:
+        """Both sides of a hybrid search on this table as it is (one snapshot), fused, and only
+        the ``k`` fused hits' records built."""
+        rows_t, scores_t = self.text_tops(text.terms, text.text_fields, text.k, text.filter)[0]
+        index = self.indexes.get(vector.vector_field)
+        top = None
+        if index is not None and index.count:
+            mask = None if vector.filter is None else self.mask(vector.filter)
+            exact = vector.options.get("exact", "auto")
+            top = index.search(vector.queries, vector.k, vector.metric, self.ids_of, mask, exact=exact)[0]
+        rows_v = top.rows if top is not None else np.zeros(0, dtype=np.int64)
+        ids_t, ids_v = self.ids_of(rows_t), self.ids_of(rows_v)
+        fused = fuse_ranked(
+            list(zip(ids_t, scores_t.tolist())),
+            list(zip(ids_v, top.scores.tolist() if top is not None else [])),
+            config,
+            k,
+        )
+        row_of = dict(zip(ids_v, rows_v.tolist())) | dict(zip(ids_t, rows_t.tolist()))
+        return hybrid_results(fused, self.records([row_of[hit[0]] for hit in fused]), config)
 
     # -- vector search --------------------------------------------------------------------------
     def vector_search(
@@ -848,8 +904,8 @@ class RecordTable:
         out: list[list[VectorSearchResult]] = []
         for top in tops:
             hits = []
-            for j, row in enumerate(top.rows.tolist()):
-                rec = self.record(row)
+            rows = top.rows.tolist()
+            for j, (row, rec) in enumerate(zip(rows, self.records(rows))):
                 info = (self._vinfo[row] or {}).get(field, {})
                 src = info.get("source_field")
                 source_text = rec.get_value(src) if src else None

@@ -28,8 +28,11 @@ __all__ = [
     "apply_threshold",
     "build_search_request",
     "build_text_request",
+    "Fused",
     "fuse",
+    "fuse_ranked",
     "hybrid_fetch_k",
+    "hybrid_results",
     "reciprocal_rank_fusion",
     "weighted_score_fusion",
 ]
@@ -226,34 +229,34 @@ def weighted_score_fusion(
     return sorted(combined.items(), key=lambda kv: kv[1], reverse=True)
 
 
-def fuse(
-    text: Sequence[TextSearchResult],
-    vector: Sequence[VectorSearchResult],
+#: One fused hit: id, combined score, text score, vector score, text rank, vector rank (the
+#: scores and ranks ``None`` on the side that did not rank it).
+Fused = tuple[str, float, float | None, float | None, int | None, int | None]
+
+
+def fuse_ranked(
+    text: Sequence[tuple[str, float]],
+    vector: Sequence[tuple[str, float]],
     config: HybridSearchConfig,
     k: int,
-) -> list[HybridSearchResult]:
-    """Fuse a text and a vector ranking (each best first) into the top ``k`` (ties by id).
+) -> list[Fused]:
+    """Fuse a text and a vector ranking of ``(id, score)`` (each best first) into the top ``k``
+    (ties by id).
 
     RRF (and ``NATIVE``, which is RRF over both rankings of one snapshot here):
     :func:`reciprocal_rank_fusion` with the config's weights and ``rrf_k``. ``WEIGHTED_SUM``:
     :func:`weighted_score_fusion` with the normalized weights.
     """
-    records: dict[str, Record] = {}
     text_scores: dict[str, float] = {}
     vector_scores: dict[str, float] = {}
-    for t in text:
-        rid = str(t.record.id)
-        records.setdefault(rid, t.record)
-        text_scores.setdefault(rid, t.score)
-    for v in vector:
-        rid = str(v.record.id)
-        records.setdefault(rid, v.record)
-        vector_scores.setdefault(rid, v.score)
+    for rid, score in text:
+        text_scores.setdefault(rid, score)
+    for rid, score in vector:
+        vector_scores.setdefault(rid, score)
     text_rank = {rid: i + 1 for i, rid in enumerate(text_scores)}
     vector_rank = {rid: i + 1 for i, rid in enumerate(vector_scores)}
-    strategy = config.fusion_strategy
     pairs_t, pairs_v = list(text_scores.items()), list(vector_scores.items())
-    if strategy is FusionStrategy.WEIGHTED_SUM:
+    if config.fusion_strategy is FusionStrategy.WEIGHTED_SUM:
         tw, vw = config.normalize_weights()
         combined = dict(weighted_score_fusion(pairs_t, pairs_v, tw, vw))
     else:
@@ -261,20 +264,49 @@ def fuse(
             reciprocal_rank_fusion(pairs_t, pairs_v, config.rrf_k, config.text_weight, config.vector_weight)
         )
     best = sorted(combined, key=lambda rid: (-combined[rid], rid))[:k]
+    return [
+        (rid, combined[rid], text_scores.get(rid), vector_scores.get(rid), text_rank.get(rid), vector_rank.get(rid))
+        for rid in best
+    ]
+
+
+def hybrid_results(
+    fused: Sequence[Fused], records: Sequence[Record], config: HybridSearchConfig
+) -> list[HybridSearchResult]:
+    """The results of :func:`fuse_ranked`'s hits, given their records (in the same order)."""
     meta = {
-        "fusion_strategy": strategy.value,
+        "fusion_strategy": config.fusion_strategy.value,
         "text_weight": config.text_weight,
         "vector_weight": config.vector_weight,
     }
     return [
         HybridSearchResult(
-            record=records[rid],
-            combined_score=combined[rid],
-            text_score=text_scores.get(rid),
-            vector_score=vector_scores.get(rid),
-            text_rank=text_rank.get(rid),
-            vector_rank=vector_rank.get(rid),
+            record=rec,
+            combined_score=combined,
+            text_score=ts,
+            vector_score=vs,
+            text_rank=tr,
+            vector_rank=vr,
             metadata=dict(meta),
         )
-        for rid in best
+        for (_, combined, ts, vs, tr, vr), rec in zip(fused, records)
     ]
+
+
+def fuse(
+    text: Sequence[TextSearchResult],
+    vector: Sequence[VectorSearchResult],
+    config: HybridSearchConfig,
+    k: int,
+) -> list[HybridSearchResult]:
+    """Fuse text and vector search results (each best first) into the top ``k`` hybrid results
+    (:func:`fuse_ranked` over their ids and scores)."""
+    records: dict[str, Record] = {}
+    for hit in text:
+        records.setdefault(str(hit.record.id), hit.record)
+    for vhit in vector:
+        records.setdefault(str(vhit.record.id), vhit.record)
+    fused = fuse_ranked(
+        [(str(t.record.id), t.score) for t in text], [(str(v.record.id), v.score) for v in vector], config, k
+    )
+    return hybrid_results(fused, [records[f[0]] for f in fused], config)

@@ -35,7 +35,18 @@ import numpy.typing as npt
 from .errors import StorageError
 from .types import Analyzer
 
-__all__ = ["Postings", "TextIndex", "TextSettings", "bm25_top", "build_postings", "text_of"]
+__all__ = [
+    "CorpusStats",
+    "PartStats",
+    "Postings",
+    "TextIndex",
+    "TextSettings",
+    "bm25_top",
+    "build_postings",
+    "merge_stats",
+    "part_stats",
+    "text_of",
+]
 
 IntArray = npt.NDArray[np.int64]
 Int32Array = npt.NDArray[np.int32]
@@ -410,50 +421,151 @@ class TextIndex:
         return sum(p.nbytes for p in self.parts if isinstance(p, Postings))
 
 
+def _lengths(indexes: Sequence[TextIndex], nrows: int) -> npt.NDArray[np.float64]:
+    """Each row's length in terms over the fields searched (one document per row)."""
+    lengths = indexes[0].lengths(nrows).astype(np.float64)
+    for ix in indexes[1:]:
+        lengths += ix.lengths(nrows)
+    return lengths
+
+
+def _norm_of(lengths: npt.NDArray[np.float64], avgdl: float, k1: float, b: float) -> npt.NDArray[np.float64]:
+    """BM25's length norm ``k1 * (1 - b + b * |d| / avgdl)`` of documents of ``lengths``
+    (elementwise: a row's norm is the same float whichever array holds it)."""
+    out: npt.NDArray[np.float64] = k1 * (1.0 - b + b * lengths / avgdl)
+    return out
+
+
+def _weight_of(idf: float, tf: npt.NDArray[np.float64], norms: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """A term's contribution to documents holding it ``tf`` times, of length norms ``norms``."""
+    out: npt.NDArray[np.float64] = idf * (tf / (tf + norms))
+    return out
+
+
+def _idf(n_live: int, df: int) -> float:
+    return float(np.log1p((n_live - df + 0.5) / (df + 0.5)))
+
+
 def _norms(
-    indexes: Sequence[TextIndex], live: BoolArray, n_live: int, k1: float, b: float, cache: dict[Any, Any]
+    indexes: Sequence[TextIndex],
+    live: BoolArray,
+    n_live: int,
+    k1: float,
+    b: float,
+    cache: dict[Any, Any],
+    corpus: CorpusStats | None = None,
 ) -> npt.NDArray[np.float64]:
     """Per row ``k1 * (1 - b + b * |d| / avgdl)``, kept in ``cache`` while the table and the
     indexes stay as they are (rows only ever join a table, so ``(rows, live rows)`` and the
-    indexes' versions identify its state)."""
+    indexes' versions identify its state). ``corpus``: the average length is the whole
+    corpus's, not these rows'."""
     nrows = len(live)
-    key = (tuple((ix.uid, ix.version) for ix in indexes), nrows, n_live, k1, b)
+    key = (tuple((ix.uid, ix.version) for ix in indexes), nrows, n_live, k1, b, corpus)
     got = cache.get("norms")
     if got is not None and got[0] == key:
         norms: npt.NDArray[np.float64] = got[1]
         return norms
-    lengths = indexes[0].lengths(nrows).astype(np.float64)
-    for ix in indexes[1:]:
-        lengths += ix.lengths(nrows)
-    avgdl = float(lengths[live].sum()) / n_live or 1.0
-    norms = k1 * (1.0 - b + b * lengths / avgdl)
+    lengths = _lengths(indexes, nrows)
+    # integers: an exact sum, whichever order
+    avgdl = (float(lengths[live].sum()) / n_live or 1.0) if corpus is None else corpus.avgdl
+    norms = _norm_of(lengths, avgdl, k1, b)
     cache["norms"] = (key, norms)
     return norms
+
+
+@attrs.frozen
+class PartStats:
+    """What one part of a corpus (a shard of a table) contributes to the corpus statistics of a
+    set of terms (:func:`part_stats`; :func:`merge_stats` combines every part's).
+
+    :ivar n_live: its live rows.
+    :ivar lengths: per field searched, the live rows' total length in terms.
+    :ivar df: per term, how many live rows hold it.
+    :ivar frontier: per term, for each distinct frequency ``tf`` of it in a live row, the
+        shortest such row's length (over the fields searched): a term's largest contribution
+        is at one of these, whatever the corpus's average length.
+    """
+
+    n_live: int
+    lengths: tuple[int, ...]
+    df: dict[str, int]
+    frontier: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
+
+
+@attrs.frozen(eq=False)
+class CorpusStats:
+    """The statistics of a whole corpus that BM25 needs beyond one part's postings (merged
+    exactly from every part's :class:`PartStats` by :func:`merge_stats`).
+
+    :ivar n_live: the live rows of the corpus.
+    :ivar total_length: their total length in terms (over the fields searched).
+    :ivar df: per term, how many live rows hold it.
+    :ivar top: per term, its largest contribution to a live row's score.
+    """
+
+    n_live: int
+    total_length: int
+    df: dict[str, int]
+    top: dict[str, float]
+
+    @property
+    def avgdl(self) -> float:
+        """The average length (as a search over the whole corpus computes it)."""
+        return float(self.total_length) / self.n_live or 1.0
+
+
+def part_stats(indexes: Sequence[TextIndex], terms: Iterable[str], live: BoolArray) -> PartStats:
+    """This part's contribution to the corpus statistics of ``terms`` (see :class:`PartStats`)."""
+    nrows = len(live)
+    n_live = int(np.count_nonzero(live))
+    all_live = n_live == nrows
+    lengths = _lengths(indexes, nrows) if indexes else np.zeros(nrows)
+    totals = tuple(int(ix.lengths(nrows)[live].sum()) for ix in indexes)
+    df: dict[str, int] = {}
+    frontier: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
+    for term in dict.fromkeys(terms):
+        got = _term_rows(indexes, term, live, all_live) if indexes and n_live else None
+        if got is None:
+            continue
+        docs, tf = got
+        lens = lengths[docs]
+        order = np.lexsort((lens, tf))  # by frequency, then length: each frequency's shortest first
+        tf, lens = tf[order], lens[order]
+        first = np.ones(len(tf), dtype=np.bool_)
+        first[1:] = tf[1:] != tf[:-1]
+        df[term] = len(docs)
+        frontier[term] = (tf[first], lens[first])
+    return PartStats(n_live, totals, df, frontier)
+
+
+def merge_stats(parts: Sequence[PartStats], k1: float, b: float) -> CorpusStats:
+    """The corpus statistics of all ``parts`` together: counts summed; each term's largest
+    contribution computed from the parts' frontiers with the same float operations a search
+    over the whole corpus uses (so it is that search's value, bit for bit)."""
+    n_live = sum(p.n_live for p in parts)
+    total = sum(sum(p.lengths) for p in parts)
+    df: dict[str, int] = {}
+    for p in parts:
+        for term, n in p.df.items():
+            df[term] = df.get(term, 0) + n
+    avgdl = float(total) / n_live or 1.0 if n_live else 1.0
+    top: dict[str, float] = {}
+    for term, n in df.items():
+        tf = np.concatenate([p.frontier[term][0] for p in parts if term in p.frontier])
+        lens = np.concatenate([p.frontier[term][1] for p in parts if term in p.frontier])
+        top[term] = float(_weight_of(_idf(n_live, n), tf, _norm_of(lens, avgdl, k1, b)).max())
+    return CorpusStats(n_live, total, df, top)
 
 
 #: How many postings entries the per-term weights cache of a table holds at most.
 _TERM_CACHE_ENTRIES = 1 << 22
 
 
-def _term_weights(
-    indexes: Sequence[TextIndex],
-    term: str,
-    live: BoolArray,
-    all_live: bool,
-    norms: npt.NDArray[np.float64],
-    cache: dict[Any, Any],
-) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64], float] | None:
-    """The live rows holding ``term`` (ascending), their score for it
-    (``idf * (tf / (tf + norm))``) and the largest of those; kept in ``cache`` (by term) while
-    the norms stay the same, so a frequent term costs one scatter-add."""
-    terms: dict[str, Any] = cache.setdefault("terms", {})
-    if cache.get("terms_of") is not norms:  # the table changed: the weights are stale
-        terms.clear()
-        cache["terms_of"] = norms
-        cache["terms_size"] = 0
-    hit = terms.get(term)
-    if hit is not None:
-        return hit  # type: ignore[no-any-return]
+def _term_rows(
+    indexes: Sequence[TextIndex], term: str, live: BoolArray, all_live: bool
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]] | None:
+    """The live rows holding ``term`` (ascending) and how often (over the fields searched, as
+    one document per row), or ``None``."""
     found = [got for ix in indexes if (got := ix.postings(term, len(live))) is not None]
     if not found:
         return None
@@ -467,13 +579,38 @@ def _term_weights(
     if not all_live:
         alive = live[docs]
         docs, tf = docs[alive], tf[alive]
-    df = len(docs)
-    if df == 0:
+    return (docs, tf) if len(docs) else None
+
+
+def _term_weights(
+    indexes: Sequence[TextIndex],
+    term: str,
+    live: BoolArray,
+    all_live: bool,
+    norms: npt.NDArray[np.float64],
+    cache: dict[Any, Any],
+    corpus: CorpusStats | None = None,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64], float] | None:
+    """The live rows holding ``term`` (ascending), their score for it
+    (``idf * (tf / (tf + norm))``) and the largest of those (over the whole ``corpus`` when
+    these rows are part of one); kept in ``cache`` (by term) while the norms stay the same, so
+    a frequent term costs one scatter-add."""
+    terms: dict[str, Any] = cache.setdefault("terms", {})
+    if cache.get("terms_of") is not norms:  # the table changed: the weights are stale
+        terms.clear()
+        cache["terms_of"] = norms
+        cache["terms_size"] = 0
+    hit = terms.get(term)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    got = _term_rows(indexes, term, live, all_live)
+    if got is None:
         return None
-    n_live = int(cache["n_live"])
-    idf = float(np.log1p((n_live - df + 0.5) / (df + 0.5)))
-    weights = idf * (tf / (tf + norms[docs]))
-    entry = (docs, weights, float(weights.max()))
+    docs, tf = got
+    df = len(docs)
+    idf = _idf(int(cache["n_live"]), df) if corpus is None else _idf(corpus.n_live, corpus.df[term])
+    weights = _weight_of(idf, tf, norms[docs])
+    entry = (docs, weights, float(weights.max()) if corpus is None else corpus.top[term])
     cache["terms_size"] += df
     while terms and cache["terms_size"] > _TERM_CACHE_ENTRIES:  # the oldest go first
         old = terms.pop(next(iter(terms)))
@@ -492,13 +629,18 @@ def bm25_top(
     b: float,
     id_of: Callable[[IntArray], list[str]],
     cache: dict[Any, Any] | None = None,
+    corpus: CorpusStats | None = None,
 ) -> list[tuple[IntArray, npt.NDArray[np.float64]]]:
     """The top-``k`` rows and their BM25 scores per query (best first, ties by id).
 
     ``indexes`` are the fields searched (one document per row: their terms together), ``live``
     the live rows (the corpus), ``mask`` the rows a filter lets through (``None``: all live
     ones). Only rows holding at least one query term are ranked. ``cache`` keeps the per-row
-    length norms and recent terms' weights between calls.
+    length norms, recent terms' weights and the score accumulator between calls.
+
+    ``corpus``: these rows are part of a larger corpus (a shard of a table), whose statistics
+    (:func:`merge_stats` of every part's :func:`part_stats`) the scores use, so that each part
+    scores its rows exactly as a search over the whole corpus would.
 
     A row's score is the sum of its terms' contributions (a term once, times its count in the
     query), added in one order: by the term's largest contribution over the live rows,
@@ -516,19 +658,24 @@ def bm25_top(
     out: list[tuple[IntArray, npt.NDArray[np.float64]]] = []
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
     norms: npt.NDArray[np.float64] | None = None
+    # the scores of one query; all zeros between queries (a search zeroes what it touched), taken
+    # from the cache so that a search does not allocate and fault in a table-sized array
+    acc: npt.NDArray[np.float64] | None = cache.pop("acc", None)
+    if acc is None or len(acc) != nrows:
+        acc = np.zeros(nrows, dtype=np.float64)
     for terms in queries:
         if not terms or n_live == 0 or not indexes:
             out.append(empty)
             continue
         if norms is None:
-            norms = _norms(indexes, live, n_live, k1, b, cache)
+            norms = _norms(indexes, live, n_live, k1, b, cache, corpus)
             cache["n_live"] = n_live
         counts: dict[str, int] = {}
         for t in terms:
             counts[t] = counts.get(t, 0) + 1
         items: list[tuple[float, str, npt.NDArray[Any], npt.NDArray[np.float64]]] = []
         for term, times in counts.items():
-            got = _term_weights(indexes, term, live, all_live, norms, cache)
+            got = _term_weights(indexes, term, live, all_live, norms, cache, corpus)
             if got is not None:
                 docs, weights, top = got
                 items.append((times * top, term, docs, weights if times == 1 else times * weights))
@@ -536,8 +683,8 @@ def bm25_top(
             out.append(empty)
             continue
         items.sort(key=lambda it: (-it[0], it[1]))
-        if sum(len(it[2]) for it in items) * 8 < nrows:  # few postings: summed sparsely
-            out.append(_top_sparse(items, mask, k, id_of))
+        if sum(len(it[2]) for it in items) * 8 < nrows:  # few postings: no early stop needed
+            out.append(_top_sparse(items, acc, mask, k, id_of))
             continue
         # rest[i]: what the terms after i can add at most, summed in the order scores are
         # (float addition is monotonic, so no row's remaining contributions exceed it)
@@ -550,7 +697,6 @@ def bm25_top(
         after = [0] * len(items)  # postings of the terms after i
         for i in range(len(items) - 2, -1, -1):
             after[i] = after[i + 1] + len(items[i + 1][2])
-        acc = np.zeros(nrows, dtype=np.float64)
         touched: list[npt.NDArray[Any]] = []
         seen: npt.NDArray[Any] | None = None  # the only rows that can make the top k
         for i, (_, _, docs, weights) in enumerate(items):
@@ -572,41 +718,52 @@ def bm25_top(
                     if rest[i] < kth:  # no row unseen can reach the k-th partial score
                         seen = rows_seen
                         cache["pruned"] = cache.get("pruned", 0) + 1
-        rows = (seen if seen is not None else _rows_of(acc, touched, mask, k, nrows)).astype(np.int64, copy=False)
+        rows = (seen if seen is not None else _rows_of(acc, touched, mask, k)).astype(np.int64, copy=False)
         scores = acc[rows]
-        if len(rows) > k:
-            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-            sel = scores >= kth  # every row tied with the k-th: ties are broken by id below
-            rows, scores = rows[sel], scores[sel]
-        ids = id_of(rows)
-        order = sorted(range(len(rows)), key=lambda j: (-scores[j], ids[j]))[:k]
-        pick = np.asarray(order, dtype=np.int64)
-        out.append((rows[pick], scores[pick]))
+        if sum(len(t) for t in touched) * 8 > nrows:
+            acc.fill(0.0)
+        else:
+            for docs in touched:
+                acc[docs] = 0.0
+        out.append(_ranked(rows, scores, k, id_of))
+    cache["acc"] = acc
     return out
 
 
 def _top_sparse(
     items: Sequence[tuple[float, str, npt.NDArray[Any], npt.NDArray[np.float64]]],
+    acc: npt.NDArray[np.float64],
     mask: BoolArray | None,
     k: int,
     id_of: Callable[[IntArray], list[str]],
 ) -> tuple[IntArray, npt.NDArray[np.float64]]:
-    """:func:`bm25_top` for one query whose terms hold few rows: the contributions summed per
-    row in the same order as the dense sum (``bincount`` adds them in input order), so the
-    scores are the same floats."""
-    docs = np.concatenate([it[2] for it in items]).astype(np.int64, copy=False)
-    weights = np.concatenate([it[3] for it in items])
-    rows, inverse = np.unique(docs, return_inverse=True)
-    scores = np.bincount(inverse, weights=weights).astype(np.float64, copy=False)
+    """:func:`bm25_top` for one query whose terms hold few rows: every row holding a term is
+    ranked (the contributions added in the same order, so the scores are the same floats)."""
+    for _, _, docs, weights in items:
+        acc[docs] += weights
+    if len(items) == 1:
+        touched = rows = items[0][2]
+    else:
+        touched = np.concatenate([it[2] for it in items])
+        rows = np.unique(touched)
     if mask is not None:
-        keep = mask[rows]
-        rows, scores = rows[keep], scores[keep]
+        rows = rows[mask[rows]]
+    scores = acc[rows]
+    acc[touched] = 0.0
+    return _ranked(rows.astype(np.int64, copy=False), scores, k, id_of)
+
+
+def _ranked(
+    rows: IntArray, scores: npt.NDArray[np.float64], k: int, id_of: Callable[[IntArray], list[str]]
+) -> tuple[IntArray, npt.NDArray[np.float64]]:
+    """The best ``k`` of ``rows`` by ``scores``, best first, ties broken by id."""
     if len(rows) > k:
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        sel = scores >= kth  # ties with the k-th: by id below
+        sel = scores >= kth  # every row tied with the k-th: ties are broken by id below
         rows, scores = rows[sel], scores[sel]
     ids = id_of(rows)
-    pick = np.asarray(sorted(range(len(rows)), key=lambda j: (-scores[j], ids[j]))[:k], dtype=np.int64)
+    order = sorted(range(len(rows)), key=lambda j: (-scores[j], ids[j]))[:k]
+    pick = np.asarray(order, dtype=np.int64)
     return rows[pick], scores[pick]
 
 
@@ -615,17 +772,16 @@ def _rows_of(
     touched: list[npt.NDArray[Any]],
     mask: BoolArray | None,
     k: int,
-    nrows: int,
 ) -> npt.NDArray[Any]:
     """The rows (ascending) that the filter lets through, among those with a score, that can be
     in the top ``k``: those at least as good as the k-th best (all when fewer)."""
+    nrows = len(acc)
     if sum(len(t) for t in touched) * 2 > nrows:  # most rows touched: over the dense scores
-        if mask is not None:
-            acc *= mask
+        dense = acc if mask is None else acc * mask
         if k < nrows:
-            kth = acc[np.argpartition(acc, nrows - k)[nrows - k :]].min()
-            return np.flatnonzero(acc >= kth) if kth > 0 else np.flatnonzero(acc)
-        return np.flatnonzero(acc)
+            kth = dense[np.argpartition(dense, nrows - k)[nrows - k :]].min()
+            return np.flatnonzero(dense >= kth) if kth > 0 else np.flatnonzero(dense)
+        return np.flatnonzero(dense)
     cand = touched[0] if len(touched) == 1 else np.concatenate(touched)  # a row once per term
     if mask is not None:
         cand = cand[mask[cand]]

@@ -232,19 +232,39 @@ def test_async_store_through_asyncio(stores: Callable[..., tuple[Any, Any]], clu
 # --- new commits, stable assignment, tombstones --------------------------------------------------
 
 
-@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
-def test_text_and_hybrid_search_on_a_dask_store(stores: Callable[..., tuple[Any, Any]], is_async: bool) -> None:
-    """Text search answers from the client's rows (BM25 over the whole live table), hybrid search
-    fuses it with the workers' vector ranking: the same results as a single process."""
-    ref, dk = stores("file", is_async, text_search_fields=["name", "lang"])
+@pytest.mark.parametrize(
+    "backend, is_async", [("file", False), ("file", True), ("s3", False)], ids=["file-sync", "file-async", "s3-sync"]
+)
+def test_text_and_hybrid_search_on_the_workers(
+    stores: Callable[..., tuple[Any, Any]], backend: str, is_async: bool
+) -> None:
+    """BM25 on the workers: each part's corpus statistics merged exactly, then each part's top
+    ``k``: the same records, order and scores (bit for bit) as a single process over the whole
+    live table, with tombstones, filters, several fields (``name``'s postings stored with the
+    segments, ``lang``'s built on the workers from the rows) and repeated query terms."""
+    ref, dk = stores(backend, is_async, text_search_fields=["name"])
     fill(ref)
-    for q in ("doc12 en", "doc-novec", "fr"):
-        want = [(h.record.id, h.score) for h in ref.text_search(q, k=7, filter={"g": {"$lt": 5}})]
-        assert [(h.record.id, h.score) for h in dk.text_search(q, k=7, filter={"g": {"$lt": 5}})] == want
-        assert want
+    searches_before = sum(r["stats"]["searches"] for r in de.client_for(dk).run(de.cached_parts).values())
+    for q in ("doc12 en", "doc-novec", "fr", "doc1 doc2 de de en", "nothing-matches"):
+        for flt in (None, {"g": {"$lt": 5}}, {"g": 99}):
+            for fields in (["name", "lang"], "name", "lang"):
+                want = ref.text_search(q, k=7, text_fields=fields, filter=flt)
+                got = dk.text_search(q, k=7, text_fields=fields, filter=flt)
+                assert [(h.record.id, h.score) for h in got] == [(h.record.id, h.score) for h in want]
+                assert [h.record for h in got] == [h.record for h in want]
+    batch = ["doc12 en", "fr de", "doc-novec"]
+    want_b = ref.text_search_batch(batch, k=4, text_fields=["name", "lang"])
+    got_b = dk.text_search_batch(batch, k=4, text_fields=["name", "lang"])
+    assert [[(h.record.id, h.score) for h in hits] for hits in got_b] == [
+        [(h.record.id, h.score) for h in hits] for hits in want_b
+    ]
+    searches_after = sum(r["stats"]["searches"] for r in de.client_for(dk).run(de.cached_parts).values())
+    assert searches_after > searches_before  # the workers ranked the rows
+    with pytest.raises(InvalidRequestError, match="no record holds text in field 'nope'"):
+        dk.text_search("doc12", text_fields="nope")
     q = queries(1)[0]
-    want_h = [(h.record.id, h.combined_score) for h in ref.hybrid_search("doc12 de", q, k=6)]
-    assert [(h.record.id, h.combined_score) for h in dk.hybrid_search("doc12 de", q, k=6)] == want_h
+    want_h = [(h.record.id, h.combined_score) for h in ref.hybrid_search("doc12 de", q, text_fields="name", k=6)]
+    assert [(h.record.id, h.combined_score) for h in dk.hybrid_search("doc12 de", q, text_fields="name", k=6)] == want_h
 
 
 def _parts_on_workers(dk: Any, store_key: tuple[str, ...]) -> dict[str, set[tuple[Any, ...]]]:

@@ -32,7 +32,15 @@ from dk_vector_plugins import (
 )
 from dk_vector_plugins.analysis import StandardAnalyzer
 from dk_vector_plugins.search import fuse
-from dk_vector_plugins.textindex import Postings, TextIndex, build_postings, merge_postings
+from dk_vector_plugins.textindex import (
+    Postings,
+    TextIndex,
+    bm25_top,
+    build_postings,
+    merge_postings,
+    merge_stats,
+    part_stats,
+)
 
 K1, B = 1.5, 0.75
 
@@ -236,6 +244,59 @@ def test_early_stopping_keeps_the_exact_top_k(seed: int, k: int, filtered: bool)
         assert got == reference(docs, q, k, allowed)
     assert db.core.table._bm25_cache[("body",)].get("pruned", 0) > 0  # the early stop happened
     db.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    cuts=st.lists(st.integers(1, 199), max_size=5, unique=True),
+    k=st.integers(1, 9),
+    filtered=st.booleans(),
+)
+def test_parts_scored_with_merged_statistics_equal_one_corpus(seed: int, cuts: list[int], k: int, filtered: bool) -> None:
+    """A table cut in parts (as the Dask executor does): each part's :func:`part_stats` merged by
+    :func:`merge_stats`, each part's ``bm25_top`` with those statistics, the parts' top ``k``
+    merged by score and id: the rows and scores (``==``) of one search over the whole table,
+    with two fields searched as one document, dead rows and a filter."""
+    rng = np.random.default_rng(seed)
+    words = ["the", "and", "of", "apple", "fig", "rare1", "rare2", "rare3"]
+    p = np.array([30, 20, 15, 8, 6, 1, 1, 1], dtype=np.float64)
+    n = 200
+
+    def field_tokens() -> list[list[str]]:
+        return [[str(w) for w in rng.choice(words, size=int(rng.integers(0, 7)), p=p / p.sum())] for _ in range(n)]
+
+    title, body = field_tokens(), field_tokens()
+    live = rng.random(n) > 0.15
+    mask = (live & (rng.random(n) > 0.5)) if filtered else None
+    ids = [f"d{i:04d}" for i in range(n)]
+
+    def id_of(rows: Any) -> list[str]:
+        return [ids[r] for r in np.asarray(rows).tolist()]
+
+    def index_of(tokens: list[list[str]], a: int, b: int) -> TextIndex:
+        ix = TextIndex()
+        ix.add(build_postings(tokens[a:b], 0))
+        return ix
+
+    queries = [["rare1", "the", "and"], ["apple", "apple", "fig"], ["rare2"], ["of", "rare3", "zzz"], ["zzz"]]
+    whole = bm25_top([index_of(title, 0, n), index_of(body, 0, n)], queries, live, mask, k, K1, B, id_of)
+    bounds = [0, *sorted(cuts), n]
+    parts = [(a, b, [index_of(title, a, b), index_of(body, a, b)]) for a, b in zip(bounds, bounds[1:])]
+    terms = sorted({t for q in queries for t in q})
+    corpus = merge_stats([part_stats(ixs, terms, live[a:b]) for a, b, ixs in parts], K1, B)
+    per_part = [
+        bm25_top(ixs, queries, live[a:b], None if mask is None else mask[a:b], k, K1, B,
+                 lambda rows, a=a: id_of(np.asarray(rows) + a), corpus=corpus)
+        for a, b, ixs in parts
+    ]
+    for qi, (rows, scores) in enumerate(whole):
+        merged = sorted(
+            ((s, int(r) + a) for (a, _, _), top in zip(parts, per_part) for r, s in zip(*top[qi])),
+            key=lambda hit: (-hit[0], ids[hit[1]]),
+        )[:k]
+        assert [r for _, r in merged] == rows.tolist()
+        assert [s for s, _ in merged] == scores.tolist()
 
 
 def test_several_fields_are_one_document(open_at: Callable[..., Any]) -> None:
@@ -503,6 +564,62 @@ def test_a_plugin_answers_text_search_and_hybrid_uses_it() -> None:
     assert request.queries == ("alpha",) and request.terms == (("alpha",),) and request.text_fields == ("body",)
     fused = {h.id: h for h in db.hybrid_search("alpha", [1.0, 0.0], k=2)}
     assert fused["b"].text_rank == 1 and fused["a"].text_rank is None and fused["a"].vector_rank == 1
+
+
+class ExternalVectors:
+    """Answers vector search itself (every record but ``a``, score 0.5), as a remote index would."""
+
+    @hookimpl(tryfirst=True)
+    def dkv_vector_search(self, db: Any, request: Any) -> Any:
+        from dk_vector_plugins import VectorSearchResult
+
+        hits = [VectorSearchResult(r, 0.5) for r in db.all() if r.id != "a"]
+        return [hits for _ in range(len(request.queries))]
+
+
+def test_a_plugin_answers_vector_search_and_hybrid_uses_it() -> None:
+    db = DatabaseFactory(plugins=[ExternalVectors()]).create(backend="memory")
+    vec = {"a": np.array([1.0, 0.0], dtype=np.float32), "b": np.array([0.0, 1.0], dtype=np.float32)}
+    db.create_batch([Record({"body": "alpha", "embedding": vec["a"]}, id="a"), Record({"body": "beta", "embedding": vec["b"]}, id="b")])
+    fused = {h.id: h for h in db.hybrid_search("alpha", [1.0, 0.0], k=2)}
+    assert fused["a"].text_rank == 1 and fused["a"].vector_rank is None  # the built-in text side
+    assert fused["b"].vector_rank == 1 and fused["b"].vector_score == 0.5  # the plugin's vector side
+
+
+def test_hybrid_search_without_plugins_builds_only_the_fused_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in answer runs both sides in one pass and builds the records of the ``k``
+    fused hits only (each side ranks ``3k`` rows)."""
+    from dk_vector_plugins.memtable import RecordTable
+
+    db = DatabaseFactory().create(backend="memory")
+    rng = np.random.default_rng(3)
+    db.create_batch(
+        [Record({"body": f"word{i % 7} common", "embedding": rng.standard_normal(4).astype(np.float32)}, id=f"r{i:02d}") for i in range(60)]
+    )
+    built: list[int] = []
+    records = RecordTable.records
+
+    def counting(self: RecordTable, rows: Sequence[int], fields: Any = None) -> list[Record]:
+        built.append(len(rows))
+        return records(self, rows, fields)
+
+    monkeypatch.setattr(RecordTable, "records", counting)
+    got = db.hybrid_search("word3 common", [1.0, 0.0, 0.0, 0.0], k=5)
+    assert built == [5] and len(got) == 5
+    built.clear()
+    text = db.text_search("word3 common", k=15)
+    vector = db.vector_search([1.0, 0.0, 0.0, 0.0], k=15)
+    assert [(h.id, h.combined_score, h.text_rank, h.vector_rank) for h in got] == [
+        (h.id, h.combined_score, h.text_rank, h.vector_rank) for h in fuse(text, vector, HybridSearchConfig(), 5)
+    ]
+    assert all(h.record.fields["embedding"].value.shape == (4,) for h in got)
+
+
+def test_hybrid_search_with_the_defaults_blocked_is_a_plugin_error() -> None:
+    db = DatabaseFactory(block=["defaults"]).create(backend="memory")
+    db.create(Record({"body": "alpha", "embedding": np.array([1.0, 0.0], dtype=np.float32)}, id="a"))
+    with pytest.raises(PluginError, match="no plugin answered dkv_text_search"):
+        db.hybrid_search("alpha", [1.0, 0.0])
 
 
 def test_a_plugin_answering_the_wrong_shape_is_named() -> None:

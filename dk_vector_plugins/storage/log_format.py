@@ -1126,7 +1126,7 @@ class TableLogic:
             return cache[0]
 
         texts: dict[str, tuple[str, Callable[[int], Postings]]] = {
-            str(field): (str(t["analyzer"]), functools.partial(self._read_postings, runner, entry, t, sums))
+            str(field): (str(t["analyzer"]), functools.partial(self.read_postings, runner, entry, t, sums))
             for field, t in entry.get("text", {}).items()
         }
         return _ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None, texts, codes)
@@ -1142,7 +1142,7 @@ class TableLogic:
         ]
         return Int8Codes.from_arrays(*arrays)
 
-    def _read_postings(
+    def read_postings(
         self,
         runner: Callable[[Program[Any]], Any],
         entry: Mapping[str, Any],

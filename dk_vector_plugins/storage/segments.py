@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import StorageError
+from ..textindex import Postings
 from .driver import TableStorage, sync_runner
 from .local import LocalObjectStore
 from .log_format import (
@@ -113,6 +114,9 @@ class SegmentInfo:
     deletes: int = 0
     checksums: Checksums | None = attrs.field(default=None, eq=False, repr=False)
     inline: Mapping[str, bytes] | None = attrs.field(default=None, eq=False, repr=False)
+    #: The full-text postings stored with the segment, per field: its manifest entry (``key``,
+    #: ``analyzer``, ``size``).
+    texts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any], inline: Mapping[str, bytes] | None = None) -> SegmentInfo:
@@ -139,6 +143,7 @@ class SegmentInfo:
             int(entry.get("deletes") or 0),
             Checksums.of(entry),
             {k: inline[k] for k in segment_keys(entry) if k in inline} if "in" in entry and inline else None,
+            {str(field): dict(t) for field, t in (entry.get("text") or {}).items()},
         )
 
     def field(self, name: str) -> VectorFieldInfo | None:
@@ -308,6 +313,14 @@ class SegmentReader:
             self._runner(segment), field.mask_key, (segment.rows,), segment.checksums, np.dtype(np.bool_)
         )
         return np.array(full[start:stop], dtype=np.bool_)
+
+    def postings(self, segment: SegmentInfo, field: str) -> Postings | None:
+        """The full-text postings of ``field`` stored with the segment (all its rows), or ``None``."""
+        text = segment.texts.get(field)
+        if text is None:
+            return None
+        entry = {"name": segment.name, "rows": segment.rows}
+        return self.logic.read_postings(self._runner(segment), entry, text, segment.checksums, 0)
 
     def rows(self, segment: SegmentInfo, start: int, stop: int) -> list[RowParts]:
         """(data, metadata, vector info) of rows ``[start, stop)`` (empty ones without row data)."""

@@ -1,4 +1,4 @@
-"""The ``dask`` plugin: exact vector search and bulk embedding of file and S3 stores on a Dask cluster.
+"""The ``dask`` plugin: exact vector search, BM25 text search and bulk embedding of file and S3 stores on a Dask cluster.
 
 A store opts in with ``executor="dask"`` (config dict, keywords or TOML, like every other key)::
 
@@ -28,6 +28,14 @@ The client store opens with ``load_vectors=False`` unless told otherwise (the ``
 implies it): it holds ids, tombstones and row data, and reads only the vectors of the records a
 search returns.
 
+**Text search** (``dkv_text_search`` / ``dkv_text_search_async``, ``tryfirst``): BM25 on the
+workers in two rounds over the same parts. Each part reports its corpus statistics of the query
+terms (live rows, total length, document frequencies, and per term the shortest row for each
+frequency); the client merges them exactly; then each part scores its rows with the merged
+statistics (postings read from the segment when it stores them, else built from its rows once)
+and returns its top ``k``. Scores and order are those of the single-process search, bit for bit
+(:mod:`dk_vector_plugins.textindex`: ``part_stats``, ``merge_stats``). Hybrid search uses both.
+
 **Bulk embedding** (``dkv_bulk_embed`` / ``dkv_bulk_embed_async``, ``tryfirst``): batches are
 embedded on the workers and committed in input order (:mod:`.embed`).
 
@@ -48,10 +56,12 @@ from ...types import (
     OptionSpec,
     SearchRequest,
     Store,
+    TextSearchRequest,
+    TextSearchResult,
     VectorSearchResult,
 )
 from .cluster import ClusterError, assign, client_for, close_client
-from .dispatch import search, search_async
+from .dispatch import search, search_async, text_search, text_search_async
 from .embed import bulk_embed, bulk_embed_async, embed_texts, portable
 from .merge import Hits, merge_hits
 from .options import OPTIONS, wants_dask
@@ -94,6 +104,25 @@ def dkv_vector_search_async(
     if not wants_dask(db):
         return None
     return search_async(db, request)
+
+
+@hookimpl(tryfirst=True)
+def dkv_text_search(db: Store, request: TextSearchRequest) -> list[list[TextSearchResult]] | None:
+    """BM25 search on the Dask cluster for stores with ``executor="dask"`` (corpus statistics
+    merged exactly from every part); declines for others."""
+    if not wants_dask(db):
+        return None
+    return text_search(db, request)
+
+
+@hookimpl(tryfirst=True)
+def dkv_text_search_async(
+    db: AsyncStore, request: TextSearchRequest
+) -> Awaitable[list[list[TextSearchResult]]] | None:
+    """Async BM25 search on the Dask cluster for stores with ``executor="dask"``; declines for others."""
+    if not wants_dask(db):
+        return None
+    return text_search_async(db, request)
 
 
 @hookimpl(tryfirst=True)

@@ -14,39 +14,54 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ...errors import ConflictError, DkvError
 from ...kernel import TopK
+from ...memtable import no_text_error
 from ...search import apply_threshold
 from ...storage.segments import StoreSpec
-from ...types import AsyncStore, SearchRequest, Store, VectorSearchResult
+from ...textindex import merge_stats
+from ...types import (
+    AsyncStore,
+    SearchRequest,
+    Store,
+    TextSearchRequest,
+    TextSearchResult,
+    VectorSearchResult,
+)
 from .cluster import ClusterError, StoreCluster, cluster_error, cluster_for
 from .merge import Hits, merge_hits
 from .options import table_core
-from .plan import SearchPlan, plan_search
-from .worker import search_shards
+from .plan import SearchPlan, plan_parts, plan_search
+from .worker import search_shards, text_search_shards, text_stats_shards
 
-__all__ = ["run_plan", "search", "search_async"]
+__all__ = ["run_plan", "run_tasks", "search", "search_async", "text_search", "text_search_async"]
+
+T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 
 _SEARCH_ATTEMPTS = 3
 
 
-def run_plan(cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, request: SearchRequest) -> list[Hits]:
-    """One task per worker group; the merged hits per query, or :class:`ClusterError`."""
+def run_tasks(
+    cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, what: str, fn: Callable[..., T], *args: Any
+) -> list[T]:
+    """One task ``fn(spec, plan.names, the worker's parts, *args)`` per worker group of ``plan``
+    (on that worker); their answers, or :class:`ClusterError` naming ``what`` when the cluster
+    fails."""
     client = cluster.client
     token = uuid.uuid4().hex[:12]
     futures = [
         client.submit(
-            search_shards,
+            fn,
             spec,
             plan.names,
             shards,
-            request.queries,
-            request.k,
-            request.metric,
-            request.vector_field,
-            request.filter,
-            key=f"dkv-search-{token}-{i}",
+            *args,
+            key=f"dkv-{fn.__name__.replace('_', '-')}-{token}-{i}",
             workers=[addr],
             allow_other_workers=True,
             pure=False,
@@ -54,7 +69,7 @@ def run_plan(cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, request: 
         for i, (addr, shards) in enumerate(sorted(plan.groups.items()))
     ]
     try:
-        groups: list[list[Hits]] = client.gather(futures)
+        answers: list[T] = client.gather(futures)
     except DkvError:
         client.cancel(futures)
         raise
@@ -62,47 +77,150 @@ def run_plan(cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, request: 
         client.cancel(futures)
         if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
-        raise cluster_error("the vector search", e) from e
+        raise cluster_error(what, e) from e
     for f in futures:
         f.release()
+    return answers
+
+
+def run_plan(cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, request: SearchRequest) -> list[Hits]:
+    """One task per worker group; the merged hits per query, or :class:`ClusterError`."""
+    groups = run_tasks(
+        cluster,
+        spec,
+        plan,
+        "the vector search",
+        search_shards,
+        request.queries,
+        request.k,
+        request.metric,
+        request.vector_field,
+        request.filter,
+    )
     b = len(request.queries)
     if any(len(g) != b for g in groups):  # pragma: no cover - a worker answered for other queries
         raise ClusterError("a Dask worker returned results for a different number of queries")
     return [merge_hits([g[qi] for g in groups], request.k, request.metric) for qi in range(b)]
 
 
+def _consistent(
+    db: Store | AsyncStore,
+    plan_of: Callable[[list[str]], SearchPlan | None],
+    run: Callable[[SearchPlan], A],
+    finish: Callable[[A], R],
+    empty: R,
+) -> R:
+    """Plan (under the store lock, after a refresh), run on the cluster, finish under the lock
+    for the version planned: if a commit landed meanwhile, plan again; the last attempt holds the
+    lock throughout, so the table cannot change under it (the others let this store's other
+    threads go on while the cluster works)."""
+    cluster = cluster_for(db)
+    core, storage = table_core(db)
+    for attempt in range(_SEARCH_ATTEMPTS):
+        hold = attempt == _SEARCH_ATTEMPTS - 1
+        workers = cluster.workers()
+        with core.lock:
+            core.refresh()
+            plan = plan_of(workers)
+            if plan is None or not plan.groups:
+                return empty
+            if hold:
+                return finish(run(plan))
+        answer = run(plan)
+        with core.lock:
+            if storage.state.version == plan.version:
+                return finish(answer)
+        # committed meanwhile (rows may have died): search the new version
+    raise ConflictError("the table changed during every attempt of a distributed search")  # pragma: no cover
+
+
 def search(db: Store | AsyncStore, request: SearchRequest) -> list[list[VectorSearchResult]]:
     """Exact search of a Dask-configured store (one result list per query)."""
     cluster = cluster_for(db)
     spec = StoreSpec.from_config(db.backend_name, db.config)
-    core, storage = table_core(db)
-    empty: list[list[VectorSearchResult]] = [[] for _ in range(len(request.queries))]
+    core, _ = table_core(db)
 
     def finish(hits: list[Hits]) -> list[list[VectorSearchResult]]:
         tops = [TopK(rows, scores, dists) for rows, scores, dists, _ in hits]
         results = core.table.vector_results(tops, request.vector_field, request.metric)
         return apply_threshold(results, request)
 
-    for attempt in range(_SEARCH_ATTEMPTS):
-        # The last attempt holds the store lock throughout, so the table cannot change under it;
-        # the others let this store's other threads go on while the cluster works.
-        hold = attempt == _SEARCH_ATTEMPTS - 1
-        workers = cluster.workers()
-        with core.lock:
-            core.refresh()
-            plan = plan_search(db, request, cluster, workers)
-            if plan is None or not plan.groups:
-                return empty
-            if hold:
-                return finish(run_plan(cluster, spec, plan, request))
-        hits = run_plan(cluster, spec, plan, request)
-        with core.lock:
-            if storage.state.version == plan.version:
-                return finish(hits)
-        # committed meanwhile (rows may have died): search the new version
-    raise ConflictError("the table changed during every attempt of a distributed search")  # pragma: no cover
+    return _consistent(
+        db,
+        lambda workers: plan_search(db, request, cluster, workers),
+        lambda plan: run_plan(cluster, spec, plan, request),
+        finish,
+        [[] for _ in range(len(request.queries))],
+    )
 
 
 async def search_async(db: AsyncStore, request: SearchRequest) -> list[list[VectorSearchResult]]:
     """The async twin: the same search from a worker thread (the store's I/O stays on its loop)."""
     return await db.core.run_async(search, db, request, heavy=True)
+
+
+def text_search(db: Store | AsyncStore, request: TextSearchRequest) -> list[list[TextSearchResult]]:
+    """BM25 search of a Dask-configured store, on the workers, in two rounds: each part's corpus
+    statistics of the query terms (:func:`~.worker.text_stats_shards`), merged exactly on the
+    client (:func:`~dk_vector_plugins.textindex.merge_stats`); then each part's top ``k`` scored
+    with them (:func:`~.worker.text_search_shards`), merged by score and id. The scores are
+    those of a single process over the whole live table, bit for bit."""
+    cluster = cluster_for(db)
+    spec = StoreSpec.from_config(db.backend_name, db.config)
+    core, _ = table_core(db)
+    settings = core.table.text_settings
+    assert settings is not None, "a store sets its text settings before a text search"
+    fields = list(request.text_fields)
+    terms = sorted({t for q in request.terms for t in q})
+    b = len(request.terms)
+
+    def run(plan: SearchPlan) -> tuple[list[Hits], str | None]:
+        parts = [
+            p
+            for group in run_tasks(cluster, spec, plan, "the text search", text_stats_shards, terms, fields, settings)
+            for p in group
+        ]
+        corpus = merge_stats(parts, settings.k1, settings.b)
+        groups = run_tasks(
+            cluster,
+            spec,
+            plan,
+            "the text search",
+            text_search_shards,
+            request.terms,
+            fields,
+            settings,
+            request.k,
+            corpus,
+            request.filter,
+        )
+        if any(len(g) != b for g in groups):  # pragma: no cover - a worker answered for other queries
+            raise ClusterError("a Dask worker returned results for a different number of queries")
+        hits = [merge_hits([g[qi] for g in groups], request.k, "bm25") for qi in range(b)]
+        blank = None
+        if corpus.n_live and any(len(h[0]) == 0 for h in hits):
+            blank = next((f for i, f in enumerate(fields) if not any(p.lengths[i] for p in parts)), None)
+        return hits, blank
+
+    def finish(answer: tuple[list[Hits], str | None]) -> list[list[TextSearchResult]]:
+        hits, blank = answer
+        if blank is not None:
+            raise no_text_error(blank, core.table.string_fields())
+        fields_t = tuple(fields)
+        results = [
+            [
+                TextSearchResult(record=rec, score=score, text_fields=fields_t)
+                for rec, score in zip(core.table.records(rows.tolist()), scores.tolist())
+            ]
+            for rows, scores, _, _ in hits
+        ]
+        return apply_threshold(results, request)
+
+    return _consistent(
+        db, lambda workers: plan_parts(db, cluster, workers), run, finish, [[] for _ in range(b)]
+    )
+
+
+async def text_search_async(db: AsyncStore, request: TextSearchRequest) -> list[list[TextSearchResult]]:
+    """The async twin of :func:`text_search` (from a worker thread)."""
+    return await db.core.run_async(text_search, db, request, heavy=True)

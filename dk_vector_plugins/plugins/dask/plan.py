@@ -22,7 +22,7 @@ from ...storage.segments import SegmentInfo, snapshot
 from ...types import AsyncStore, SearchRequest, Store
 from .options import shard_rows, table_core
 
-__all__ = ["PartOwners", "SearchPlan", "ShardRange", "plan_search", "split_parts"]
+__all__ = ["PartOwners", "SearchPlan", "ShardRange", "plan_parts", "plan_search", "split_parts"]
 
 
 @attrs.frozen
@@ -80,10 +80,19 @@ def plan_search(
     db: Store | AsyncStore, request: SearchRequest, cluster: PartOwners, workers: list[str]
 ) -> SearchPlan | None:
     """Under the store lock: the parts to search and their dead rows (``None``: nothing to search)."""
+    core, _ = table_core(db)
+    if not core.table.check_search(request.vector_field, request.queries.shape[1]):
+        return None  # the field holds no vector at all
+    return plan_parts(db, cluster, workers, request.vector_field)
+
+
+def plan_parts(
+    db: Store | AsyncStore, cluster: PartOwners, workers: list[str], vector_field: str | None = None
+) -> SearchPlan:
+    """Under the store lock: the parts of the loaded version (those holding ``vector_field``,
+    when given), their dead rows and their workers."""
     core, storage = table_core(db)
     table = core.table
-    if not table.check_search(request.vector_field, request.queries.shape[1]):
-        return None  # the field holds no vector at all
     version = snapshot(storage)
     if version.rows != table.nrows:
         raise StorageError(
@@ -95,7 +104,7 @@ def plan_search(
     owners = cluster.owners([(f"{s.name}:{a}", b - a) for s, a, b, _ in parts], workers)
     groups: dict[str, list[ShardRange]] = {}
     for (segment, a, b, base), owner in zip(parts, owners):
-        if segment.field(request.vector_field) is None:
+        if vector_field is not None and segment.field(vector_field) is None:
             continue
         dead = np.flatnonzero(~live[base + a : base + b]).astype(np.int64)
         if len(dead) == b - a:

@@ -12,7 +12,7 @@ local top-``k``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,12 +22,32 @@ from ...index import VectorIndex
 from ...kernel import TopK, rank_ids
 from ...memtable import RecordTable
 from ...query import Expr
+from ...records import lookup
 from ...storage.row_codec import RowParts
 from ...storage.segments import SegmentReader, StoreSpec, open_reader
+from ...textindex import (
+    CorpusStats,
+    PartStats,
+    TextIndex,
+    TextSettings,
+    bm25_top,
+    build_postings,
+    part_stats,
+    text_of,
+)
 from .merge import Hits, merge_hits
 from .plan import ShardRange
 
-__all__ = ["SegmentShard", "WorkerCache", "cached_parts", "query_chunks", "search_shards", "worker_cache"]
+__all__ = [
+    "SegmentShard",
+    "WorkerCache",
+    "cached_parts",
+    "query_chunks",
+    "search_shards",
+    "text_search_shards",
+    "text_stats_shards",
+    "worker_cache",
+]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -59,6 +79,7 @@ class SegmentShard:
         self.ids = rank_ids(self.id_list)
         self.lock = threading.Lock()
         self._indexes: dict[str, VectorIndex | None] = {}
+        self._texts: dict[tuple[str, str], TextIndex] = {}
         self._table: RecordTable | None = None
 
     def index(self, field: str) -> VectorIndex | None:
@@ -77,6 +98,64 @@ class SegmentShard:
 
     def _load_rows(self) -> list[RowParts]:
         return self.reader.rows(self.segment, self.start, self.stop)
+
+    def text_index(self, field: str, settings: TextSettings) -> TextIndex:
+        """The part's full-text postings of ``field`` (read from the segment when it stores them,
+        made by the same analyzer; else built from its rows), built once."""
+        key = (field, settings.key)
+        with self.lock:
+            index = self._texts.get(key)
+            if index is None:
+                stored = self.reader.postings(self.segment, field)
+                if stored is not None and stored.analyzer == settings.key:
+                    n = self.stop - self.start
+                    whole = self.start == 0 and n == stored.n
+                    postings = stored if whole else stored.select(np.arange(self.start, self.stop), 0)
+                else:
+                    tokens: list[list[str]] = []
+                    for data, meta, _ in self._load_rows():
+                        text = text_of(lookup(None, data or {}, meta or {}, field)) if data else None
+                        tokens.append(settings.terms(text) if text else [])
+                    postings = build_postings(tokens, 0, settings.key)
+                index = TextIndex()
+                index.add(postings)
+                self._texts[key] = index
+            return index
+
+    def live(self, dead: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """The part's live rows (all but ``dead``)."""
+        live = np.ones(self.stop - self.start, dtype=np.bool_)
+        live[dead] = False
+        return live
+
+    def text_stats(
+        self, terms: Sequence[str], fields: Sequence[str], settings: TextSettings, dead: npt.NDArray[np.int64]
+    ) -> PartStats:
+        """The part's contribution to the corpus statistics of ``terms``."""
+        return part_stats([self.text_index(f, settings) for f in fields], terms, self.live(dead))
+
+    def text_search(
+        self,
+        terms: Sequence[Sequence[str]],
+        fields: Sequence[str],
+        settings: TextSettings,
+        k: int,
+        corpus: CorpusStats,
+        expr: Expr | None,
+        dead: npt.NDArray[np.int64],
+    ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+        """BM25's top-``k`` of this part per query, scored with the whole corpus's statistics
+        (rows local to the part)."""
+        live = self.live(dead)
+        mask = None if expr is None else self._filter_mask(expr) & live
+        indexes = [self.text_index(f, settings) for f in fields]
+        return bm25_top(
+            indexes, terms, live, mask, k, settings.k1, settings.b, self.ids_of, corpus=corpus
+        )
+
+    def ids_of(self, rows: npt.NDArray[np.int64]) -> list[str]:
+        """The ids of the part's rows ``rows``."""
+        return [self.id_list[r] for r in rows.tolist()]
 
     def _filter_mask(self, expr: Expr) -> npt.NDArray[np.bool_]:
         with self.lock:  # building filter columns mutates the table
@@ -206,14 +285,78 @@ def search_shards(
     expr: Expr | None,
 ) -> list[Hits]:
     """The worker task: the merged top-``k`` of ``shards`` for each query (table rows, best first)."""
+    return _merged(
+        spec,
+        live_segments,
+        shards,
+        len(queries),
+        k,
+        metric,
+        lambda part, shard: [
+            (t.rows, t.scores, t.distances) for t in part.search(queries, k, metric, field, expr, shard.dead)
+        ],
+    )
+
+
+def _merged(
+    spec: StoreSpec,
+    live_segments: frozenset[str],
+    shards: Sequence[ShardRange],
+    b: int,
+    k: int,
+    order: str,
+    search: Callable[[SegmentShard, ShardRange], list[tuple[npt.NDArray[np.int64], Any, Any]]],
+) -> list[Hits]:
+    """Run ``search`` (part, shard) -> per query (rows, scores, distances) on each of ``shards``
+    (loaded once on this worker) and merge the parts' hits per query in the kernel's ``order``."""
     cache = worker_cache()
     cache.evict(spec.key, live_segments)
-    per_query: list[list[Hits]] = [[] for _ in range(len(queries))]
+    per_query: list[list[Hits]] = [[] for _ in range(b)]
     for shard in shards:
         part = cache.part(spec, shard)
-        for qi, top in enumerate(part.search(queries, k, metric, field, expr, shard.dead)):
-            if len(top.rows):
-                ids = [part.id_list[r] for r in top.rows.tolist()]
-                per_query[qi].append((top.rows + shard.base, top.scores, top.distances, ids))
+        for qi, (rows, scores, dists) in enumerate(search(part, shard)):
+            if len(rows):
+                per_query[qi].append((rows + shard.base, scores, dists, part.ids_of(rows)))
     cache.stats["searches"] += 1
-    return [merge_hits(lists, k, metric) for lists in per_query]
+    return [merge_hits(lists, k, order) for lists in per_query]
+
+
+def text_stats_shards(
+    spec: StoreSpec,
+    live_segments: frozenset[str],
+    shards: Sequence[ShardRange],
+    terms: Sequence[str],
+    fields: Sequence[str],
+    settings: TextSettings,
+) -> list[PartStats]:
+    """The worker task of a text search's first round: each part's corpus statistics of ``terms``."""
+    cache = worker_cache()
+    cache.evict(spec.key, live_segments)
+    return [cache.part(spec, shard).text_stats(terms, fields, settings, shard.dead) for shard in shards]
+
+
+def text_search_shards(
+    spec: StoreSpec,
+    live_segments: frozenset[str],
+    shards: Sequence[ShardRange],
+    terms: Sequence[Sequence[str]],
+    fields: Sequence[str],
+    settings: TextSettings,
+    k: int,
+    corpus: CorpusStats,
+    expr: Expr | None,
+) -> list[Hits]:
+    """The worker task of a text search's second round: the merged BM25 top-``k`` of ``shards``
+    for each query (table rows, best first, ties by id), scored with the corpus's statistics."""
+    return _merged(
+        spec,
+        live_segments,
+        shards,
+        len(terms),
+        k,
+        "bm25",
+        lambda part, shard: [
+            (rows, scores, None)
+            for rows, scores in part.text_search(terms, fields, settings, k, corpus, expr, shard.dead)
+        ],
+    )
