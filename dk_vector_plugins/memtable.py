@@ -23,7 +23,7 @@ from .quant import Int8Codes
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Field, Record, VectorField, is_number_list, is_vector_value, lookup
 from .search import fuse_ranked, hybrid_results
-from .textindex import Postings, TextIndex, TextSettings, bm25_top, build_postings, text_of
+from .textindex import Postings, TermCollector, TextIndex, TextSettings, bm25_top, text_of
 from .types import (
     HybridSearchConfig,
     HybridSearchResult,
@@ -766,13 +766,13 @@ class RecordTable:
         out: dict[str, Postings] = {}
         analyze = settings.analyzer.analyze
         for field in settings.fields if fields is None else fields:
-            tokens: list[list[str]] = []
+            terms = TermCollector()
             for rid, data, meta, _ in rows:
                 value = data.get(field) if data else None  # the common case: a top-level string
                 if type(value) is not str:
                     value = text_of(lookup(rid, data or {}, meta or {}, field))
-                tokens.append(analyze(value) if value else [])
-            out[field] = build_postings(tokens, 0, settings.key)
+                terms.add(analyze(value) if value else ())
+            out[field] = terms.postings(0, settings.key)
         return out
 
     def adopt_texts(self, start: int, texts: Mapping[str, Postings]) -> None:
@@ -791,15 +791,15 @@ class RecordTable:
         index.resolve(settings.key)
         for a, b in index.gaps(self.nrows):
             self._load_rows(r for r in range(a, b) if self._live[r])
-            tokens: list[list[str]] = []
+            terms = TermCollector()
             for r in range(a, b):
                 data = self._data[r]
                 if not self._live[r] or not data or data is UNLOADED:
-                    tokens.append([])
+                    terms.add(())
                     continue
                 text = text_of(lookup(None, data, self._meta[r] or {}, field))
-                tokens.append(settings.terms(text) if text else [])
-            index.add(build_postings(tokens, a, settings.key))
+                terms.add(settings.terms(text) if text else ())
+            index.add(terms.postings(a, settings.key))
         return index
 
     def string_fields(self) -> list[str]:

@@ -42,9 +42,11 @@ __all__ = [
     "TextIndex",
     "TextSettings",
     "bm25_top",
+    "TermCollector",
     "build_postings",
     "merge_stats",
     "part_stats",
+    "postings_of",
     "text_of",
 ]
 
@@ -219,12 +221,38 @@ class Postings:
 
 def build_postings(token_lists: Sequence[Sequence[str]], start: int = 0, analyzer: str = "") -> Postings:
     """The postings of rows ``start ..``, one list of terms per row (made by ``analyzer``)."""
-    n = len(token_lists)
-    flat = list(itertools.chain.from_iterable(token_lists))
+    lengths = np.fromiter(map(len, token_lists), dtype=np.int32, count=len(token_lists))
+    return postings_of(list(itertools.chain.from_iterable(token_lists)), lengths, start, analyzer)
+
+
+class TermCollector:
+    """Collects the terms of rows one after the other into one flat list and the rows' lengths
+    (no list per row kept: a hundred thousand lists that live until the postings are built
+    would make Python's cyclic garbage collector scan the whole heap, again and again)."""
+
+    __slots__ = ("lengths", "terms")
+
+    def __init__(self) -> None:
+        self.terms: list[str] = []
+        self.lengths: list[int] = []
+
+    def add(self, terms: Sequence[str]) -> None:
+        """The next row's terms."""
+        self.terms.extend(terms)
+        self.lengths.append(len(terms))
+
+    def postings(self, start: int = 0, analyzer: str = "") -> Postings:
+        """The postings of the rows collected, as rows ``start ..``."""
+        return postings_of(self.terms, np.asarray(self.lengths, dtype=np.int32), start, analyzer)
+
+
+def postings_of(flat: Sequence[str], lengths: Int32Array, start: int = 0, analyzer: str = "") -> Postings:
+    """The postings of rows ``start ..`` whose terms are ``flat``, row after row, ``lengths[r]``
+    of them for row ``r``."""
+    n = len(lengths)
     # the terms in order of first appearance, then each token's index: loops in C, not Python
     vocab = {term: i for i, term in enumerate(dict.fromkeys(flat))}
     tids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
-    lengths = np.fromiter(map(len, token_lists), dtype=np.int32, count=n)
     t = len(vocab)
     ptr = np.zeros(t + 1, dtype=np.int64)
     if not len(tids):

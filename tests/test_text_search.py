@@ -3,6 +3,7 @@ persisted postings, analyzers as plugins, the text-search hooks, bad input."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -135,6 +136,36 @@ def test_postings_round_trip_merge_and_select() -> None:
         Postings.decode(terms, worse, 4, 0, "here")
     with pytest.raises(StorageError, match="corrupt text index"):
         Postings.decode(b"{not json", arr, 4, 0, "here")
+
+
+def test_indexing_keeps_no_list_per_row_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexing a commit's rows collects their terms flat (:class:`TermCollector`): a list of
+    terms per row, alive until the postings are built, made Python's cyclic garbage collector
+    scan the whole heap again and again during big ingests (the text index then cost 2x the
+    ingest instead of 1.3x). The objects the collector tracks when the postings are built: no
+    more than before the rows were analyzed, give or take a few."""
+    import gc
+
+    import dk_vector_plugins.textindex as textindex
+    from dk_vector_plugins.memtable import RecordTable
+    from dk_vector_plugins.textindex import TextSettings
+
+    tracked: list[int] = []
+    build = textindex.postings_of
+
+    def counting(*args: Any) -> Any:
+        tracked.append(len(gc.get_objects()))
+        return build(*args)
+
+    monkeypatch.setattr(textindex, "postings_of", counting)
+    table = RecordTable()
+    table.text_provider = lambda: TextSettings(ANALYZER, "k", ("body",))
+    rows = [(f"r{i}", {"body": f"w{i % 97} w{i % 13} common words"}, {}, {}) for i in range(20_000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    postings = table.index_rows(rows)["body"]
+    assert postings.n == 20_000 and len(tracked) == 1
+    assert tracked[0] - before < 1_000  # a list per row: 20,000 more
 
 
 def test_small_writes_leave_few_parts() -> None:
@@ -282,7 +313,7 @@ def test_parts_scored_with_merged_statistics_equal_one_corpus(seed: int, cuts: l
     queries = [["rare1", "the", "and"], ["apple", "apple", "fig"], ["rare2"], ["of", "rare3", "zzz"], ["zzz"]]
     whole = bm25_top([index_of(title, 0, n), index_of(body, 0, n)], queries, live, mask, k, K1, B, id_of)
     bounds = [0, *sorted(cuts), n]
-    parts = [(a, b, [index_of(title, a, b), index_of(body, a, b)]) for a, b in zip(bounds, bounds[1:])]
+    parts = [(a, b, [index_of(title, a, b), index_of(body, a, b)]) for a, b in itertools.pairwise(bounds)]
     terms = sorted({t for q in queries for t in q})
     corpus = merge_stats([part_stats(ixs, terms, live[a:b]) for a, b, ixs in parts], K1, B)
     per_part = [

@@ -28,10 +28,10 @@ from ...storage.segments import SegmentReader, StoreSpec, open_reader
 from ...textindex import (
     CorpusStats,
     PartStats,
+    TermCollector,
     TextIndex,
     TextSettings,
     bm25_top,
-    build_postings,
     part_stats,
     text_of,
 )
@@ -112,11 +112,11 @@ class SegmentShard:
                     whole = self.start == 0 and n == stored.n
                     postings = stored if whole else stored.select(np.arange(self.start, self.stop), 0)
                 else:
-                    tokens: list[list[str]] = []
+                    terms = TermCollector()
                     for data, meta, _ in self._load_rows():
                         text = text_of(lookup(None, data or {}, meta or {}, field)) if data else None
-                        tokens.append(settings.terms(text) if text else [])
-                    postings = build_postings(tokens, 0, settings.key)
+                        terms.add(settings.terms(text) if text else ())
+                    postings = terms.postings(0, settings.key)
                 index = TextIndex()
                 index.add(postings)
                 self._texts[key] = index
