@@ -435,6 +435,92 @@ def cmd_versions(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     return 0
 
 
+def _golden_queries(path: str) -> list[dict[str, Any]]:
+    """The queries of a JSON Lines file: per line ``{"query": text}`` (or ``"text"``) or
+    ``{"vector": [...]}``, with optional ``"id"``, ``"k"`` and ``"filter"``."""
+    out: list[dict[str, Any]] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DkvError(f"cannot read --queries {path}: {e.strerror or e}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DkvError(f"{path}:{n}: not JSON: {e.msg}") from None
+        if isinstance(q, str):
+            q = {"query": q}
+        if not isinstance(q, dict) or not (isinstance(q.get("query", q.get("text")), str) or "vector" in q):
+            raise DkvError(f'{path}:{n}: a query is {{"query": "text"}} or {{"vector": [...]}}, got {line.strip()[:80]}')
+        if "query" not in q and "text" in q:
+            q["query"] = q["text"]
+        q.setdefault("id", str(n))
+        out.append(q)
+    if not out:
+        raise DkvError(f"--queries {path} holds no query")
+    return out
+
+
+def cmd_diff(args: argparse.Namespace, factory: DatabaseFactory) -> int:
+    """How each golden query's exact top-k changed between two versions of a stored table."""
+    config = {**_store_config(args), **_location_config(args.location)}
+    if args.backend:
+        config["backend"] = args.backend
+    queries = _golden_queries(args.queries)
+    versions: list[int | str] = [int(v) if v.isdigit() else v for v in (args.v1, args.v2)]
+    report: list[dict[str, Any]] = []
+    with _open_existing(factory, config) as db:
+        for q in queries:
+            k = int(q.get("k", args.k))
+            tops: list[list[str]] = []
+            text = q.get("query")
+            query: Any = q["vector"] if args.mode == "vector" and "vector" in q else text
+            if not isinstance(query, (str, list)):
+                raise DkvError(f"query {q['id']}: --mode {args.mode} needs a query text")
+            for version in versions:
+                hits: Sequence[Any]
+                if args.mode == "text":
+                    hits = db.text_search(str(query), k=k, filter=q.get("filter"), as_of=version)
+                else:
+                    hits = db.vector_search(query, k=k, filter=q.get("filter"), as_of=version)
+                tops.append([str(h.id) for h in hits])
+            before, after = tops
+            moved = {rid: (before.index(rid) + 1, after.index(rid) + 1) for rid in before if rid in after}
+            report.append(
+                {
+                    "id": q["id"],
+                    "changed": before != after,
+                    "overlap": len(moved) / max(len(before), len(after), 1),
+                    "added": [rid for rid in after if rid not in before],
+                    "removed": [rid for rid in before if rid not in after],
+                    "moved": {rid: ranks for rid, ranks in moved.items() if ranks[0] != ranks[1]},
+                    "before": before,
+                    "after": after,
+                }
+            )
+    changed = sum(r["changed"] for r in report)
+    if args.json:
+        print(json.dumps({"v1": versions[0], "v2": versions[1], "changed": changed, "queries": report}, indent=2))
+    else:
+        rows = [
+            [
+                r["id"],
+                "changed" if r["changed"] else "same",
+                f"{r['overlap']:.2f}",
+                ", ".join(r["added"]) or "-",
+                ", ".join(r["removed"]) or "-",
+                ", ".join(f"{rid} {a}->{b}" for rid, (a, b) in r["moved"].items()) or "-",
+            ]
+            for r in report
+        ]
+        print(_table(rows, ["query", "top-k", "overlap", "added", "removed", "moved (rank)"], width=50))
+        mean = sum(r["overlap"] for r in report) / len(report)
+        print(f"\n{changed} of {len(report)} queries changed between {versions[0]} and {versions[1]}; mean overlap {mean:.2f}")
+    return 1 if changed and args.fail_on_change else 0
+
+
 def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Describe a stored table: counts, vector fields, segments, versions and size."""
     config = {**_store_config(args), **_location_config(args.location)}
@@ -689,6 +775,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_versions)
+
+    p = sub.add_parser(
+        "diff", help="how each query's exact top-k changed between two versions (a retrieval regression check)"
+    )
+    p.add_argument("location", help="a file store's directory, or s3://bucket/prefix")
+    p.add_argument("v1", help="the earlier version (a number or a tag)")
+    p.add_argument("v2", help="the later version (a number or a tag)")
+    p.add_argument(
+        "--queries",
+        required=True,
+        metavar="FILE.jsonl",
+        help='golden queries, one per line: {"query": "text"} or {"vector": [...]}, optional "id", "k", "filter"',
+    )
+    p.add_argument("--mode", choices=["vector", "text"], default="vector", help="vector (default) or text (BM25)")
+    p.add_argument("--k", type=int, default=10, help="results compared per query (default 10)")
+    p.add_argument("--fail-on-change", action="store_true", help="exit with 1 when any query's top-k changed")
+    _add_store_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_diff)
     return parser
 
 

@@ -117,12 +117,14 @@ class Hook:
     store) with ``db=`` the store and ``request``; the answer is the first non-``None`` one.
 
     ``builtin=False`` asks every plugin but the built-in ``defaults``: the answer is ``None``
-    when none of them answers (the built-in implementation would).
+    when none of them answers (the built-in implementation would). ``store``: the store the hook
+    is called for, when not this one (a read-only store of an earlier version, for ``as_of=``).
     """
 
     name: str
     request: Any
     builtin: bool = True
+    store: Any = None
 
 
 @attrs.frozen
@@ -722,15 +724,16 @@ class _Base:
         rec.id = id
         return rec
 
-    def _call_hook(self, name: str, request: Any, builtin: bool = True) -> Any:
+    def _call_hook(self, name: str, request: Any, builtin: bool = True, store: Any = None) -> Any:
         pm = self._plugin_manager
         hook = getattr(pm.hook, name)
+        db = self if store is None else store
         if not builtin:
             defaults = pm.get_plugin("defaults")
             if defaults is not None:  # else (blocked) the whole hook answers, or nothing does
-                answer = pm.subset_hook_caller(name, remove_plugins=[defaults])(db=self, request=request)
+                answer = pm.subset_hook_caller(name, remove_plugins=[defaults])(db=db, request=request)
                 return answer
-        answer = hook(db=self, request=request)
+        answer = hook(db=db, request=request)
         if answer is None:
             raise PluginError(
                 f"no plugin answered {name} for backend {self.backend_name!r}: its plugin may be blocked"
@@ -752,6 +755,21 @@ class _Base:
                 f"({b}) is due: a search hook returns list[list[{kind}]]"
             )
         return results
+
+    def _as_of(self, options: dict[str, Any]) -> Steps[Any]:
+        """The store a search with ``options`` runs on: this one, or, for ``as_of=`` (taken out
+        of ``options``), a read-only store of the table at that version."""
+        as_of = options.pop("as_of", None)
+        if as_of is None:
+            return None
+        return (yield from self._at_version(as_of))
+
+    def _at_version(self, as_of: Any) -> Steps[Any]:
+        """A read-only store of the table at version ``as_of`` (stores that keep versions)."""
+        raise InvalidRequestError(
+            f"as_of={as_of!r}: a {self.backend_name} store keeps no earlier versions (file and s3 stores do)"
+        )
+        yield  # pragma: no cover - a generator
 
     def _text_request(
         self, query_text: Any, text_fields: Any, k: Any, filter: Any, batch: bool, options: dict[str, Any]
@@ -1127,15 +1145,18 @@ class _Base:
         :param k: results wanted (> 0); fewer come back when fewer records match.
         :param filter: a Query, Filter, dict shorthand or list of these, applied before top-k.
         :param metric: override the store's ``vector_metric``.
-        :param options: ``score_threshold`` (drop weaker hits); ``include_source`` is accepted.
+        :param options: ``score_threshold`` (drop weaker hits); ``include_source`` is accepted;
+            ``as_of`` (a version number or a tag of a file or S3 store) searches the table as it
+            was then (see :meth:`checkout`).
         :returns: list of :class:`VectorSearchResult`.
         """
         yield from self._opened()
+        target = yield from self._as_of(options)
         field = self._field(vector_field)
         query = yield from self._query_vectors(query_vector, field)
         batch = True if isinstance(query_vector, (list, tuple)) and query is not query_vector else None
         request = self._request(query, field, k, filter, metric, batch, options)
-        results = yield Hook("dkv_vector_search", request)
+        results = yield Hook("dkv_vector_search", request, store=target)
         return results if request.batch else results[0]  # type: ignore[no-any-return]
 
     @operation
@@ -1152,10 +1173,11 @@ class _Base:
         """One search per query vector (rows of a 2-D array, or texts the field's embedder
         embeds), answered with one matrix product."""
         yield from self._opened()
+        target = yield from self._as_of(options)
         field = self._field(vector_field)
         queries = yield from self._query_vectors(query_vectors, field)
         request = self._request(queries, field, k, filter, metric, True, options)
-        return (yield Hook("dkv_vector_search", request))  # type: ignore[no-any-return]
+        return (yield Hook("dkv_vector_search", request, store=target))  # type: ignore[no-any-return]
 
     @operation
     def text_search(
@@ -1180,12 +1202,14 @@ class _Base:
             configured ``text_search_fields``, else ``text_field``, else every field holding text).
         :param filter: a Query, Filter, dict shorthand or list of these, applied before ranking:
             ``min(k, matching records)`` results come back.
-        :param options: ``score_threshold`` (drop weaker hits).
+        :param options: ``score_threshold`` (drop weaker hits); ``as_of`` (a version number or
+            a tag of a file or S3 store) searches the table as it was then.
         :returns: list of :class:`TextSearchResult`.
         """
         yield from self._opened()
+        target = yield from self._as_of(options)
         request = yield from self._text_request(query_text, text_fields, k, filter, False, options)
-        results = yield Hook("dkv_text_search", request)
+        results = yield Hook("dkv_text_search", request, store=target)
         return results[0]  # type: ignore[no-any-return]
 
     @operation
@@ -1200,8 +1224,9 @@ class _Base:
     ) -> Steps[list[list[TextSearchResult]]]:
         """One :meth:`text_search` per query text (one snapshot, corpus statistics computed once)."""
         yield from self._opened()
+        target = yield from self._as_of(options)
         request = yield from self._text_request(query_texts, text_fields, k, filter, True, options)
-        return (yield Hook("dkv_text_search", request))  # type: ignore[no-any-return]
+        return (yield Hook("dkv_text_search", request, store=target))  # type: ignore[no-any-return]
 
     @operation
     def hybrid_search(
@@ -1748,7 +1773,7 @@ class SyncDatabase(_Base):
         if isinstance(step, Call):
             return step.fn(*step.args)
         if isinstance(step, Hook):
-            answer = self._call_hook(step.name, step.request, step.builtin)
+            answer = self._call_hook(step.name, step.request, step.builtin, step.store)
             return None if answer is None else self._checked(step.name, answer, step.request)
         if isinstance(step, Embed):
             return embed_texts(step.embedder, step.texts)
@@ -1845,7 +1870,7 @@ class AsyncDatabase(_Base):
             return await core.run_async(step.fn, *step.args, heavy=step.heavy, connect=step.connects)
         if isinstance(step, Hook):
             name = f"{step.name}_async"
-            answer = self._call_hook(name, step.request, step.builtin)
+            answer = self._call_hook(name, step.request, step.builtin, step.store)
             return None if answer is None else self._checked(name, await answer, step.request)
         if isinstance(step, Embed):
             return await embed_texts_async(step.embedder, step.texts)

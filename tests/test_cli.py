@@ -270,6 +270,43 @@ def test_versions_lists_the_commits(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["versions", str(tmp_path / "nothing")]) == 2
 
 
+def test_diff_shows_how_each_golden_query_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``dkv diff`` between two versions: per golden query, whether its exact top-k changed, the
+    overlap, the records added, removed and moved; ``--fail-on-change`` makes it a CI check."""
+    from dk_vector_plugins import DatabaseFactory
+
+    store = tmp_path / "store"
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(["coffee beans", "green tea", "black tea", "espresso coffee"]))
+    )
+    assert main(["ingest", str(src), "--backend", "file", "-o", f"path={store}", "-o", "text_search_fields=text"]) == 0
+    db = DatabaseFactory().create(backend="file", path=str(store))
+    db.tag("before")
+    db.delete("d1")  # green tea leaves
+    db.close()
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text('{"id": "tea", "query": "tea", "k": 2}\n{"id": "coffee", "query": "coffee", "k": 2}\n')
+    capsys.readouterr()
+    assert main(["diff", str(store), "before", "2", "--queries", str(golden), "--mode", "text"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 queries changed between before and 2" in out and "d1" in out
+    assert main(["diff", str(store), "1", "2", "--queries", str(golden), "--mode", "text", "--json", "--fail-on-change"]) == 1
+    got = json.loads(capsys.readouterr().out)
+    tea, coffee = got["queries"]
+    assert tea["changed"] and tea["removed"] == ["d1"] and "d1" in tea["before"] and "d1" not in tea["after"]
+    assert not coffee["changed"] and coffee["overlap"] == 1.0 and got["changed"] == 1
+    # vector mode embeds the query with the store's embedder; the same version twice: no change
+    assert main(["diff", str(store), "2", "2", "--queries", str(golden), "--fail-on-change"]) == 0
+    assert "0 of 2 queries changed" in capsys.readouterr().out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"nothing": 1}\n')
+    assert main(["diff", str(store), "1", "2", "--queries", str(bad)]) == 2
+    assert "a query is" in capsys.readouterr().err
+    assert main(["diff", str(store), "1", "nope", "--queries", str(golden)]) == 2
+    assert "no tag 'nope'" in capsys.readouterr().err
+
+
 def test_reembed_changes_the_stored_embedder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": "a", "text": "coffee beans"}\n{"id": "b", "text": "green tea"}\n')

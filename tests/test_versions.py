@@ -103,3 +103,43 @@ def test_cleanup_keeps_tagged_versions(reopen_at: Any) -> None:
     db.untag("v1")
     db.vacuum(grace_s=0)
     missing(db, 1)
+
+
+def test_search_as_of_a_version_or_tag(reopen_at: Any) -> None:
+    """``as_of=`` on vector and text search: the table as it was then (the same answers as a
+    checkout of that version), while the store itself stays current; the stores of earlier
+    versions are kept open for later searches and closed with the store."""
+    db = reopen_at()
+    db.create_batch([Record({"n": i, "body": f"word{i} common", "embedding": rec("x", i)["embedding"]}, id=f"r{i}") for i in range(5)])
+    first = db.tag("golden")
+    db.delete("r1")
+    db.upsert(Record({"n": 50, "body": "word1 fresh", "embedding": rec("x", 50)["embedding"]}, id="r5"))
+    q = [1.0, 1.0, 0.0]
+    old = checkout(db, first)
+    want = [(h.id, h.score) for h in old.vector_search(q, k=3)]
+    want_text = [(h.id, h.score) for h in old.text_search("word1 common", k=3)]
+    old.close()
+    assert want[0][0] == "r1" and want_text[0][0] == "r1"
+    for as_of in (first, "golden"):
+        assert [(h.id, h.score) for h in db.vector_search(q, k=3, as_of=as_of)] == want
+        assert [(h.id, h.score) for h in db.text_search("word1 common", k=3, as_of=as_of)] == want_text
+        batch = db.vector_search_batch([q, q], k=3, as_of=as_of)
+        assert [[(h.id, h.score) for h in hits] for hits in batch] == [want, want]
+        assert [[h.id for h in hits] for hits in db.text_search_batch(["word1"], k=2, as_of=as_of)] == [["r1"]]
+    assert db.vector_search(q, k=3)[0].id != "r1"  # the store itself is current
+    assert db.text_search("word1", k=1)[0].id == "r5"
+    assert db.vector_search(q, k=1, as_of=first + 1)[0].id != "r1"  # after the delete
+    with pytest.raises(InvalidRequestError, match="no tag 'nope'"):
+        db.vector_search(q, as_of="nope")
+    with pytest.raises(InvalidRequestError, match="version number or a tag"):
+        db.text_search("word1", as_of=0)
+    db.close()
+
+
+def test_as_of_on_a_store_without_versions() -> None:
+    from dk_vector_plugins import DatabaseFactory
+
+    db = DatabaseFactory().create(backend="memory")
+    db.create(rec("a", 1))
+    with pytest.raises(InvalidRequestError, match="as_of=3: a memory store keeps no earlier versions"):
+        db.vector_search([1.0, 1.0, 0.0], as_of=3)

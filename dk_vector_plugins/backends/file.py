@@ -142,6 +142,7 @@ class _FileStorage:
         return _InstanceLock(self._core.lock)
 
     def _after_close(self) -> Steps[None]:
+        yield from super()._after_close()  # type: ignore[misc]
         if self._is_temp_file:
             yield Call(self._remove_temp, connects=False)
 

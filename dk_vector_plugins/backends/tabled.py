@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from ..core import StoreCore
-from ..database import AsyncDatabase, Call, Steps, SyncDatabase, operation
+from ..database import Apply, AsyncDatabase, Call, Steps, SyncDatabase, operation
 from ..errors import ConfigError, InvalidRequestError
 from ..memtable import RecordTable
 from ..storage.driver import TableStorage
@@ -21,6 +21,9 @@ from ..types import OptionSpec
 __all__ = ["TABLE_OPTIONS", "AsyncTableDatabase", "TableDatabase", "local_path", "table_options"]
 
 T = TypeVar("T")
+
+#: How many read-only stores of earlier versions (``as_of=`` searches) a store keeps open.
+_AS_OF_KEEP = 4
 
 
 def local_path(key: str) -> Callable[[Any], str]:
@@ -215,12 +218,36 @@ class _TableMixin:
         not exist (or was cleaned up) is one when the store loads (at once for a sync store, on
         its first call for an async one). Close it when done."""
         v = yield from self._version_of(version)
+        return self._pinned_store(v)
+
+    def _pinned_store(self: Any, version: int) -> Any:
+        """A new read-only store of the table at ``version``, of this store's class (a sync one
+        has loaded the version; an async one loads it on its first call)."""
         given = {k: val for k, val in self._config.items() if k in self._config.given}
         cls: Any = type(self)
         old = cls.__new__(cls)
-        old._pinned_version = v
+        old._pinned_version = version
         cls.__init__(old, {**given, "backend": self.backend_name}, plugin_manager=self._plugin_manager)
-        return old  # a sync one has loaded the version; an async one loads it on its first call
+        return old
+
+    def _at_version(self: Any, as_of: Any) -> Steps[Any]:
+        """The read-only store a search ``as_of`` a version (a number or a tag) runs on; the
+        last few are kept open (versions never change) and closed with this store."""
+        v = yield from self._version_of(as_of)
+        kept: dict[int, Any] = self.__dict__.setdefault("_as_of_stores", {})
+        old = kept.pop(v, None)
+        if old is None:
+            old = self._pinned_store(v)
+            while len(kept) >= _AS_OF_KEEP:
+                yield Apply(kept.pop(next(iter(kept))).close)
+        kept[v] = old  # the newest last
+        return old
+
+    def _after_close(self: Any) -> Steps[None]:
+        kept: dict[int, Any] = self.__dict__.get("_as_of_stores") or {}
+        while kept:
+            yield Apply(kept.pop(next(iter(kept))).close)
+        yield from super()._after_close()  # type: ignore[misc]
 
     @operation
     def restore(self: Any, version: int | str) -> Steps[int]:
