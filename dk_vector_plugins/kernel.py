@@ -98,6 +98,10 @@ _MAX32 = np.float32(np.finfo(np.float32).max)
 # a query block's score matrix holds at most this many float32 values (128 MiB: bounds the memory
 # of batches; blocks of a few dozen queries keep the matrix product efficient)
 _BLOCK_ELEMS = 1 << 25
+# a long row of keys is shortlisted through the maxima of chunks of this many keys, when it has
+# at least _CHUNKED_MIN_CHUNKS chunks and that many per wanted key
+_CHUNK = 1024
+_CHUNKED_MIN_CHUNKS = 16
 # rescoring works on at most this many (row, query) pairs at a time (their float64 products
 # stay in cache)
 _RESCORE_CHUNK = 128
@@ -720,15 +724,31 @@ def _bounds(
 _SPARE = 16
 
 
-def _shortlist(key: FloatArray, kk: int, tol: npt.NDArray[np.float64]) -> tuple[IntArray, IntArray]:
+def _window_low(kth: npt.NDArray[np.float32], tol: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """The lowest key of the window ``kth - tol`` (rounded down, never admitting -inf)."""
+    lo = (kth.astype(np.float64) - tol).astype(np.float32)
+    lo = np.nextafter(lo, np.float32(-np.inf))  # rounding down: never narrower than the bound
+    out: npt.NDArray[np.float32] = np.maximum(lo, -_MAX32)  # never admits -inf (masked out)
+    return out
+
+
+def _shortlist(
+    key: FloatArray, kk: int, tol: npt.NDArray[np.float64], chunk: int = _CHUNK
+) -> tuple[IntArray, IntArray]:
     """(query, column) pairs of the keys within ``tol`` of each query's ``kk``-th best key
     (all finite keys when there are no more than ``kk``).
 
-    ``argpartition`` selects the best ``kk + _SPARE`` keys per query; if the worst of them is
-    below the window, the window lies among them. Only a query with more near-ties than that
-    scans its whole row.
+    A long row is first cut in chunks of ``chunk`` keys (:func:`_shortlist_by_chunks`): one
+    vectorized pass of chunk maxima, then only the chunks that can hold the window are looked
+    at. Otherwise ``argpartition`` selects the best ``kk + _SPARE`` keys per query; if the worst
+    of them is below the window, the window lies among them. Only a query with more near-ties
+    than that scans its whole row.
     """
     n = key.shape[1]
+    if n >= _CHUNKED_MIN_CHUNKS * chunk and kk * _CHUNKED_MIN_CHUNKS <= n // chunk:
+        got = _shortlist_by_chunks(key, kk, tol, chunk)
+        if got is not None:
+            return got
     wide = min(n, kk + _SPARE)
     if wide >= n:
         qi, col = np.nonzero(key > -np.inf)
@@ -736,9 +756,7 @@ def _shortlist(key: FloatArray, kk: int, tol: npt.NDArray[np.float64]) -> tuple[
     top = np.argpartition(key, n - wide, axis=1)[:, n - wide :]
     vals = np.take_along_axis(key, top, axis=1)
     kth = np.partition(vals, wide - kk, axis=1)[:, wide - kk]  # the kk-th best of the row
-    lo = (kth.astype(np.float64) - tol).astype(np.float32)
-    lo = np.nextafter(lo, np.float32(-np.inf))  # rounding down: never narrower than the bound
-    lo = np.maximum(lo, -_MAX32)  # never admits -inf (masked out)
+    lo = _window_low(kth, tol)
     finite = np.isfinite(kth)
     inside = finite & (vals.min(axis=1) < lo)  # every key outside `top` is below the window
     out_q: list[IntArray] = []
@@ -756,6 +774,45 @@ def _shortlist(key: FloatArray, kk: int, tol: npt.NDArray[np.float64]) -> tuple[
     qi = np.concatenate(out_q).astype(np.int64)
     col = np.concatenate(out_c).astype(np.int64)
     return qi, col
+
+
+def _shortlist_by_chunks(
+    key: FloatArray, kk: int, tol: npt.NDArray[np.float64], chunk: int
+) -> tuple[IntArray, IntArray] | None:
+    """:func:`_shortlist` through chunk maxima (the same pairs; ``None`` when a query has fewer
+    than ``kk`` chunks holding a finite key: the whole-row selection answers then).
+
+    The ``kk``-th largest chunk maximum ``L`` is at most the ``kk``-th best key (``kk`` distinct
+    keys reach it), so every key of the window (at least ``kth - tol``, at least ``L - tol``)
+    lies in a chunk whose maximum reaches ``L - tol``: typically a few chunks, not the row. A
+    batch then costs one pass over its keys instead of one ``argpartition`` of each row.
+    """
+    b, n = key.shape
+    m = n // chunk
+    rest = n - m * chunk
+    cmax = np.empty((b, m + (1 if rest else 0)), dtype=np.float32)
+    np.max(key[:, : m * chunk].reshape(b, m, chunk), axis=2, out=cmax[:, :m])
+    if rest:
+        np.max(key[:, m * chunk :], axis=1, out=cmax[:, m])
+    nc = cmax.shape[1]
+    least = np.partition(cmax, nc - kk, axis=1)[:, nc - kk]  # the kk-th largest chunk maximum
+    if not np.isfinite(least).all():
+        return None
+    low = _window_low(least, tol)
+    within = np.arange(chunk, dtype=np.int64)
+    out_q: list[IntArray] = []
+    out_c: list[IntArray] = []
+    for i in range(b):
+        chunks = np.flatnonzero(cmax[i] >= low[i])
+        cols = (chunks[:, None] * chunk + within).ravel()
+        if rest and len(chunks) and chunks[-1] == m:
+            cols = cols[cols < n]
+        vals = key[i, cols]
+        kth = np.partition(vals, len(vals) - kk)[len(vals) - kk]  # the row's kk-th best: it is here
+        keep = vals >= _window_low(np.asarray([kth], dtype=np.float32), tol[i : i + 1])[0]
+        out_c.append(cols[keep])
+        out_q.append(np.full(len(out_c[-1]), i, dtype=np.int64))
+    return np.concatenate(out_q), np.concatenate(out_c)
 
 
 def _break_ties_by_id(

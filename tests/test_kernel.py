@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory, Record, VectorField
@@ -639,3 +639,34 @@ def test_batch_over_parts_equals_exhaustive_ranking(metric: str, dup: int) -> No
             rank = scores if dists is None else -dists
             want = [int(rows[j]) for j in sorted(range(len(rows)), key=lambda j: (-rank[j], ids[rows[j]]))[:k]]
             assert top.rows.tolist() == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    b=st.integers(1, 4),
+    n=st.integers(1, 2500),
+    kk=st.integers(1, 12),
+    chunk=st.sampled_from([4, 8, 16]),
+    ties=st.booleans(),
+    masked=st.floats(0.0, 0.95),
+    tol=st.sampled_from([0.0, 1e-3, 0.05]),
+    seed=st.integers(0, 2**16),
+)
+def test_chunked_shortlist_is_the_whole_row_shortlist(
+    b: int, n: int, kk: int, chunk: int, ties: bool, masked: float, tol: float, seed: int
+) -> None:
+    """The shortlist through chunk maxima (long rows: a batch's keys) holds exactly the pairs of
+    the whole-row selection: with near-ties, masked-out keys (-inf) and rows of fewer finite
+    keys than ``kk``."""
+    from dk_vector_plugins.kernel import _shortlist
+
+    rng = np.random.default_rng(seed)
+    key = rng.standard_normal((b, n)).astype(np.float32)
+    if ties:
+        key = np.round(key, 1)
+    key[rng.random((b, n)) < masked] = -np.inf
+    kk = min(kk, n)
+    tols = np.full(b, tol)
+    whole = _shortlist(key, kk, tols, chunk=1 << 40)  # never chunked
+    chunked = _shortlist(key, kk, tols, chunk=chunk)
+    assert set(zip(*map(np.ndarray.tolist, whole))) == set(zip(*map(np.ndarray.tolist, chunked)))
