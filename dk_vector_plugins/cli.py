@@ -439,23 +439,11 @@ def _golden_queries(path: str) -> list[dict[str, Any]]:
     """The queries of a JSON Lines file: per line ``{"query": text}`` (or ``"text"``) or
     ``{"vector": [...]}``, with optional ``"id"``, ``"k"`` and ``"filter"``."""
     out: list[dict[str, Any]] = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DkvError(f"cannot read --queries {path}: {e.strerror or e}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            q = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DkvError(f"{path}:{n}: not JSON: {e.msg}") from None
-        if isinstance(q, str):
-            q = {"query": q}
-        if not isinstance(q, dict) or not (isinstance(q.get("query", q.get("text")), str) or "vector" in q):
-            raise DkvError(f'{path}:{n}: a query is {{"query": "text"}} or {{"vector": [...]}}, got {line.strip()[:80]}')
+    for n, q in _read_jsonl(path):
         if "query" not in q and "text" in q:
             q["query"] = q["text"]
+        if not isinstance(q.get("query"), str) and "vector" not in q:
+            raise DkvError(f'{path}:{n}: a query is {{"query": "text"}} or {{"vector": [...]}}, got {json.dumps(q)[:80]}')
         q.setdefault("id", str(n))
         out.append(q)
     if not out:
