@@ -23,7 +23,7 @@ from .quant import Int8Codes
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Field, Record, VectorField, is_number_list, is_vector_value, lookup
 from .search import fuse_ranked, hybrid_results
-from .textindex import Postings, TermCollector, TextIndex, TextSettings, bm25_top, text_of
+from .textindex import Postings, TermCollector, TextIndex, TextSettings, bm25_top, merge_postings, text_of
 from .types import (
     HybridSearchConfig,
     HybridSearchResult,
@@ -773,6 +773,29 @@ class RecordTable:
                     value = text_of(lookup(rid, data or {}, meta or {}, field))
                 terms.add(analyze(value) if value else ())
             out[field] = terms.postings(0, settings.key)
+        return out
+
+    def postings_of_rows(self, rows: npt.NDArray[np.int64], fields: Iterable[str]) -> dict[str, Postings]:
+        """The postings the index holds for ``rows`` (ascending), as rows ``0 ..`` in that order,
+        per field of ``fields`` it covers them for (made by the store's analyzer): what a merge or
+        a compaction stores for the rows it rewrites, without analyzing their text again. A field
+        some of whose rows are not indexed yet is left out."""
+        settings = self.text_settings
+        out: dict[str, Postings] = {}
+        if settings is None or not len(rows):
+            return out
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        for field in fields:
+            index = self.texts.get(field)
+            if index is None or any(a < hi and lo < b for a, b in index.gaps(hi)):
+                continue
+            if any(p.analyzer != settings.key for p in index.parts if p.start < hi and lo < p.stop):
+                continue
+            parts = index.take(rows).loaded()
+            merged = parts[0]
+            for part in parts[1:]:
+                merged = merge_postings(merged, part)
+            out[field] = merged
         return out
 
     def adopt_texts(self, start: int, texts: Mapping[str, Postings]) -> None:

@@ -421,6 +421,32 @@ def test_merges_and_compaction_keep_scores(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_merges_and_compaction_reuse_the_postings(tmp_path: Path) -> None:
+    """A size-tiered merge or a compaction stores the postings the table holds for the rows it
+    rewrites (selected and merged), not postings of their text analyzed again; scores stay."""
+    plugin = CountingPlugin()
+    db = DatabaseFactory(plugins=[plugin]).create(
+        backend="file", path=str(tmp_path / "m"), text_search_fields="body", analyzer="counting", fsync=False
+    )
+    texts = corpus(5, 60)
+    for rid, t in texts.items():  # one commit each: size-tiered merges happen on the way
+        db.create(Record({"body": t}, id=rid))
+    analyzer = plugin.made[-1]
+    assert len(analyzer.calls) == 60  # each text once, at its own commit
+    assert len(db.storage.state.segments) < 60  # merged on the way
+    for rid in list(texts)[::4]:
+        db.delete(rid)
+        del texts[rid]
+    db.compact()
+    assert len(analyzer.calls) == 60  # neither the merges nor the compaction analyzed again
+    tokens = {rid: ANALYZER.analyze(t) for rid, t in texts.items()}
+    assert hits(db.text_search("grape honey", k=8)) == reference(tokens, ["grape", "honey"], 8)
+    reopened = DatabaseFactory(plugins=[plugin]).create(backend="file", path=str(tmp_path / "m"))
+    assert hits(reopened.text_search("grape honey apple", k=8)) == reference(tokens, ["grape", "honey", "apple"], 8)
+    db.close()
+    reopened.close()
+
+
 # --- analyzers --------------------------------------------------------------------------------------
 
 

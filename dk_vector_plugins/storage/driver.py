@@ -104,8 +104,10 @@ class TableStorage:
         The rows' full-text postings of the ``text_search_fields`` are built here, once, and
         stored in the same commit."""
         schema = self.logic.schema
-        if batch.rows and not batch.texts and schema is not None and schema.text.fields:
-            batch.texts.update(table.index_rows(batch.rows, schema.text.fields))
+        if batch.rows and schema is not None and schema.text.fields:
+            missing = [f for f in schema.text.fields if f not in batch.texts]  # a merge brings its own
+            if missing:
+                batch.texts.update(table.index_rows(batch.rows, missing))
         if self.run(self.logic.commit(self.state, batch)):
             self._conflicts = 0
             if batch.restore is not None:  # the table is loaded again from the restored segments

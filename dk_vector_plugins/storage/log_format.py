@@ -707,9 +707,10 @@ def serve_inline(program: Program[T], inline: Mapping[str, bytes]) -> Program[T]
         return stop.value  # type: ignore[no-any-return]
 
 
-def _live_batch(table: RecordTable, first: int, **flags: Any) -> WriteBatch:
-    """The live rows of ``table`` from row ``first`` on (in row order), with their vectors, as a
-    batch (``flags``: its other fields); vector-only rows as bare ids (no tuple per row)."""
+def _live_batch(table: RecordTable, first: int, text_fields: Sequence[str] = (), **flags: Any) -> WriteBatch:
+    """The live rows of ``table`` from row ``first`` on (in row order), with their vectors and
+    the postings the table holds for them of ``text_fields`` (not analyzed again), as a batch
+    (``flags``: its other fields); vector-only rows as bare ids (no tuple per row)."""
     ids, rows = table.live_rows(first)
     live = np.flatnonzero(table._live[first : table.nrows]) + first
     batches = {}
@@ -722,7 +723,8 @@ def _live_batch(table: RecordTable, first: int, **flags: Any) -> WriteBatch:
             batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
     if rows is None:
         return WriteBatch(bare_ids=ids, batches=batches, **flags)
-    return WriteBatch(rows=rows, batches=batches, **flags)
+    texts = table.postings_of_rows(live, text_fields) if text_fields else {}
+    return WriteBatch(rows=rows, batches=batches, texts=texts, **flags)
 
 
 def _operation(batch: WriteBatch) -> str:
@@ -1465,11 +1467,17 @@ class TableLogic:
                 raw = [runner(self.get_bytes(k, sums)) for k in id_keys(entry)]
                 deletes.extend(decode_ids(entry, raw, self.describe)[1])
         fresh = all(e.get("fresh") for e in tail) and not deletes
-        return _live_batch(table, first, deletes=list(dict.fromkeys(deletes)), fresh=fresh, replaces=start)
+        return _live_batch(
+            table, first, self._text_fields(), deletes=list(dict.fromkeys(deletes)), fresh=fresh, replaces=start
+        )
 
     def compaction_batch(self, table: RecordTable) -> WriteBatch:
         """All live rows of ``table`` (in row order) as one ``clear`` batch."""
-        return _live_batch(table, 0, clear=True, fresh=True)
+        return _live_batch(table, 0, self._text_fields(), clear=True, fresh=True)
+
+    def _text_fields(self) -> tuple[str, ...]:
+        """The fields whose postings every commit stores (the schema's ``text_search_fields``)."""
+        return tuple(self.schema.text.fields) if self.schema is not None else ()
 
     # -- versions -----------------------------------------------------------------------------
     def versions(self) -> Program[list[dict[str, Any]]]:
