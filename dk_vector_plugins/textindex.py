@@ -134,11 +134,6 @@ class Postings:
         """The row after the last one covered."""
         return self.start + len(self.lengths)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the arrays (the term dictionary not counted)."""
-        return int(self.ptr.nbytes + self.docs.nbytes + self.tfs.nbytes + self.lengths.nbytes)
-
     def at(self, start: int) -> Postings:
         """The same postings for rows starting at ``start``."""
         return Postings(start, self.terms, self.ptr, self.docs, self.tfs, self.lengths, self.analyzer)
@@ -376,12 +371,16 @@ class TextIndex:
         """Every part, reading those still in storage."""
         for i, p in enumerate(self.parts):
             if isinstance(p, _Stored):
-                got = p.load(p.start)
-                if got.n != p.n:
-                    raise StorageError(f"a stored text index covers {got.n} rows, its segment holds {p.n}")
-                got.analyzer = p.analyzer
-                self.parts[i] = got
+                self.parts[i] = self._read(p)
         return self.parts  # type: ignore[return-value]
+
+    @staticmethod
+    def _read(p: _Stored) -> Postings:
+        got = p.load(p.start)
+        if got.n != p.n:
+            raise StorageError(f"a stored text index covers {got.n} rows, its segment holds {p.n}")
+        got.analyzer = p.analyzer
+        return got
 
     def truncate(self, nrows: int) -> None:
         """Forget rows ``nrows ..``."""
@@ -390,15 +389,11 @@ class TextIndex:
             if p.stop <= nrows:
                 keep.append(p)
             elif p.start < nrows:
-                q = p if isinstance(p, Postings) else self._load(p)
+                q = p if isinstance(p, Postings) else self._read(p)
                 keep.append(q.select(np.arange(nrows - q.start, dtype=np.int64), q.start))
         self.parts = keep
         self._lengths = None
         self.version += 1
-
-    @staticmethod
-    def _load(p: _Stored) -> Postings:
-        return p.load(p.start)
 
     def take(self, keep: IntArray) -> TextIndex:
         """The index after the table keeps only rows ``keep`` (ascending), renumbered from 0."""
@@ -443,10 +438,6 @@ class TextIndex:
             return docs[0], tfs[0]
         return np.concatenate(docs), np.concatenate(tfs)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the loaded postings' arrays."""
-        return sum(p.nbytes for p in self.parts if isinstance(p, Postings))
 
 
 def _lengths(indexes: Sequence[TextIndex], nrows: int) -> npt.NDArray[np.float64]:
