@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from .errors import ConflictError, DimensionMismatchError, DuplicateRecordError, InvalidRequestError
 from .memtable import RecordTable, Row
+from .quant import Int8Codes
 from .query import Expr, Query
 from .records import Record, new_id
 from .search import apply_threshold
@@ -77,6 +78,9 @@ class WriteBatch:
     #: Full-text postings of the rows per field (``text_search_fields``), built by the storage
     #: when it commits them (stored with the segment) and adopted by the table.
     texts: dict[str, Postings] = attrs.field(factory=dict)
+    #: int8 codes of a field's vectors the table holds already (a merge or a compaction of rows
+    #: that all hold the field): stored with the segment instead of quantizing the rows again.
+    codes: dict[str, Int8Codes] = attrs.field(factory=dict)
 
     def row_ids(self) -> list[str]:
         """The ids of the rows the batch appends."""

@@ -495,12 +495,13 @@ class VectorIndex:
             present = self._present[keep].copy()
             mat = self.gather(keep)
             out.append_block(mat, present, squared_norms(mat))
-            out._parts[-1].adopt_codes(self._gather_codes(keep))
+            out._parts[-1].adopt_codes(self.codes_of(keep))
         return out
 
-    def _gather_codes(self, rows: IntArray) -> Int8Codes | None:
-        """The int8 codes of ``rows`` when every part holding them has its codes (a row's codes
-        depend on that row alone, so compaction keeps them); ``None`` otherwise."""
+    def codes_of(self, rows: IntArray) -> Int8Codes | None:
+        """The int8 codes of ``rows`` (in that order) when every part holding them has its codes
+        (a row's codes depend on that row alone, so compaction and merges keep them); ``None``
+        otherwise."""
         if not self._parts or any(p.codes is None or p.codes.n < p.n for p in self._parts):
             return None
         which = self._locate(rows)

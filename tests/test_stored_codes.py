@@ -59,6 +59,45 @@ def test_codes_are_stored_with_big_segments_and_read_back(tmp_path: Path, monkey
     again.close()
 
 
+def test_compaction_stores_the_codes_the_table_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compaction (or a merge) of rows whose codes the table holds stores those codes (a row's
+    codes depend on that row alone) instead of quantizing the rows again; a reopened store reads
+    them and answers the same."""
+    from dk_vector_plugins.storage import log_format
+
+    path = tmp_path / "t"
+    db = DatabaseFactory().create(backend="file", path=str(path))
+    x = _vectors(3)
+    db.add_vectors(x, ids=[f"r{i:05d}" for i in range(ROWS)])  # stored with its codes, read back
+    db.add_vectors(x[:50] * 2, ids=[f"n{i:02d}" for i in range(50)])  # a small segment: no codes
+    q = np.random.default_rng(6).standard_normal(DIM).astype(np.float32)
+    db.vector_search(q, k=5, exact="int8")  # the small part's codes are built by the int8 search
+    db.delete_batch([f"r{i:05d}" for i in range(0, ROWS, 7)])
+    want = _hits(db.vector_search(q, k=9, exact="float32"))
+    calls: list[int] = []
+    real = log_format.quantize_rows
+
+    def counting(matrix: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(matrix))
+        return real(matrix, *args, **kwargs)
+
+    monkeypatch.setattr(log_format, "quantize_rows", counting)
+    db.compact()
+    assert calls == []  # the table's codes were stored
+    manifest = json.loads(sorted((path / "manifests").glob("*.json"))[-1].read_bytes())
+    (segment,) = manifest["segments"]
+    assert segment["fields"]["embedding"]["codes"] is True
+    monkeypatch.setattr(log_format, "quantize_rows", real)
+    again = DatabaseFactory().create(backend="file", path=str(path))
+    assert _hits(again.vector_search(q, k=9, exact="int8")) == want == _hits(db.vector_search(q, k=9, exact="int8"))
+    stored = again.core.table.indexes["embedding"]._parts[0].codes
+    fresh = quant.quantize_rows(np.asarray(again.core.table.indexes["embedding"].matrix))
+    assert np.array_equal(stored.codes, fresh.codes) and np.array_equal(stored.scales, fresh.scales)
+    assert np.array_equal(stored.residuals, fresh.residuals) and np.array_equal(stored.sqnorms, fresh.sqnorms)
+    again.close()
+    db.close()
+
+
 def test_damaged_stored_codes_are_caught(tmp_path: Path) -> None:
     path = tmp_path / "t"
     db = DatabaseFactory().create(backend="file", path=str(path))

@@ -708,12 +708,14 @@ def serve_inline(program: Program[T], inline: Mapping[str, bytes]) -> Program[T]
 
 
 def _live_batch(table: RecordTable, first: int, text_fields: Sequence[str] = (), **flags: Any) -> WriteBatch:
-    """The live rows of ``table`` from row ``first`` on (in row order), with their vectors and
-    the postings the table holds for them of ``text_fields`` (not analyzed again), as a batch
+    """The live rows of ``table`` from row ``first`` on (in row order), with their vectors, the
+    int8 codes the table holds for them and the postings it holds for them of ``text_fields``
+    (neither computed again), as a batch
     (``flags``: its other fields); vector-only rows as bare ids (no tuple per row)."""
     ids, rows = table.live_rows(first)
     live = np.flatnonzero(table._live[first : table.nrows]) + first
     batches = {}
+    codes: dict[str, Int8Codes] = {}
     for name, index in table.indexes.items():
         in_range = live < index.nrows
         present = np.zeros(len(live), dtype=np.bool_)
@@ -721,10 +723,13 @@ def _live_batch(table: RecordTable, first: int, text_fields: Sequence[str] = (),
         pos = np.flatnonzero(present)
         if len(pos):
             batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
+            held = index.codes_of(live) if len(pos) == len(live) else None
+            if held is not None:
+                codes[name] = held
     if rows is None:
-        return WriteBatch(bare_ids=ids, batches=batches, **flags)
+        return WriteBatch(bare_ids=ids, batches=batches, codes=codes, **flags)
     texts = table.postings_of_rows(live, text_fields) if text_fields else {}
-    return WriteBatch(rows=rows, batches=batches, texts=texts, **flags)
+    return WriteBatch(rows=rows, batches=batches, texts=texts, codes=codes, **flags)
 
 
 def _operation(batch: WriteBatch) -> str:
@@ -847,7 +852,8 @@ class TableLogic:
                 put_npy(f"{key}.mask.npy", present)
             fields[field] = {"key": key, "dim": int(mat.shape[1]), "count": count, "sq": True}
             if self.options.codes_min_rows and m >= self.options.codes_min_rows:
-                codes = quantize_rows(full)
+                held = batch.codes.get(field) if dense else None  # the table's, of these very rows
+                codes = held if held is not None and len(held.codes) == m else quantize_rows(full)
                 arrays: tuple[npt.NDArray[Any], ...] = (codes.codes, codes.scales, codes.residuals, codes.sqnorms)
                 for suffix, arr in zip(CODE_OBJECTS, arrays):
                     put_npy(f"{key}.{suffix}.npy", arr)
