@@ -463,14 +463,13 @@ def cmd_diff(args: argparse.Namespace, factory: DatabaseFactory) -> int:
         for q in queries:
             k = int(q.get("k", args.k))
             tops: list[list[str]] = []
-            text = q.get("query")
-            query: Any = q["vector"] if args.mode == "vector" and "vector" in q else text
-            if not isinstance(query, (str, list)):
+            query: str | list[float] | None = q["vector"] if args.mode == "vector" and "vector" in q else q.get("query")
+            if query is None:
                 raise DkvError(f"query {q['id']}: --mode {args.mode} needs a query text")
             for version in versions:
-                hits: Sequence[Any]
-                if args.mode == "text":
-                    hits = db.text_search(str(query), k=k, filter=q.get("filter"), as_of=version)
+                hits: Sequence[VectorSearchResult] | Sequence[TextSearchResult]
+                if isinstance(query, str) and args.mode == "text":
+                    hits = db.text_search(query, k=k, filter=q.get("filter"), as_of=version)
                 else:
                     hits = db.vector_search(query, k=k, filter=q.get("filter"), as_of=version)
                 tops.append([str(h.id) for h in hits])

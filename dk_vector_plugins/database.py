@@ -124,7 +124,7 @@ class Hook:
     name: str
     request: Any
     builtin: bool = True
-    store: Any = None
+    store: _Base | None = None
 
 
 @attrs.frozen
@@ -724,7 +724,7 @@ class _Base:
         rec.id = id
         return rec
 
-    def _call_hook(self, name: str, request: Any, builtin: bool = True, store: Any = None) -> Any:
+    def _call_hook(self, name: str, request: Any, builtin: bool = True, store: _Base | None = None) -> Any:
         pm = self._plugin_manager
         hook = getattr(pm.hook, name)
         db = self if store is None else store
@@ -756,7 +756,7 @@ class _Base:
             )
         return results
 
-    def _as_of(self, options: dict[str, Any]) -> Steps[Any]:
+    def _as_of(self, options: dict[str, Any]) -> Steps[_Base | None]:
         """The store a search with ``options`` runs on: this one, or, for ``as_of=`` (taken out
         of ``options``), a read-only store of the table at that version."""
         as_of = options.pop("as_of", None)
@@ -764,7 +764,7 @@ class _Base:
             return None
         return (yield from self._at_version(as_of))
 
-    def _at_version(self, as_of: Any) -> Steps[Any]:
+    def _at_version(self, as_of: int | str) -> Steps[_Base]:
         """A read-only store of the table at version ``as_of`` (stores that keep versions)."""
         raise InvalidRequestError(
             f"as_of={as_of!r}: a {self.backend_name} store keeps no earlier versions (file and s3 stores do)"

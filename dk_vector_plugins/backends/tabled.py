@@ -220,7 +220,7 @@ class _TableMixin:
         v = yield from self._version_of(version)
         return self._pinned_store(v)
 
-    def _pinned_store(self: Any, version: int) -> Any:
+    def _pinned_store(self: Any, version: int) -> SyncDatabase | AsyncDatabase:
         """A new read-only store of the table at ``version``, of this store's class (a sync one
         has loaded the version; an async one loads it on its first call)."""
         given = {k: val for k, val in self._config.items() if k in self._config.given}
@@ -228,13 +228,14 @@ class _TableMixin:
         old = cls.__new__(cls)
         old._pinned_version = version
         cls.__init__(old, {**given, "backend": self.backend_name}, plugin_manager=self._plugin_manager)
-        return old
+        pinned: SyncDatabase | AsyncDatabase = old
+        return pinned
 
-    def _at_version(self: Any, as_of: Any) -> Steps[Any]:
+    def _at_version(self: Any, as_of: int | str) -> Steps[SyncDatabase | AsyncDatabase]:
         """The read-only store a search ``as_of`` a version (a number or a tag) runs on; the
         last few are kept open (versions never change) and closed with this store."""
         v = yield from self._version_of(as_of)
-        kept: dict[int, Any] = self.__dict__.setdefault("_as_of_stores", {})
+        kept: dict[int, SyncDatabase | AsyncDatabase] = self.__dict__.setdefault("_as_of_stores", {})
         old = kept.pop(v, None)
         if old is None:
             old = self._pinned_store(v)
@@ -244,7 +245,7 @@ class _TableMixin:
         return old
 
     def _after_close(self: Any) -> Steps[None]:
-        kept: dict[int, Any] = self.__dict__.get("_as_of_stores") or {}
+        kept: dict[int, SyncDatabase | AsyncDatabase] = self.__dict__.get("_as_of_stores") or {}
         while kept:
             yield Apply(kept.pop(next(iter(kept))).close)
         yield from super()._after_close()  # type: ignore[misc]

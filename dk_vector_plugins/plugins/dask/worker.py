@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float32]
+F64Array = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 # A worker scores at least this many queries per kernel call and at most about _CHUNK_FLOATS
 # scores at once (bounds a worker's memory for big batches). How a batch is split does not change
@@ -305,7 +307,7 @@ def _merged(
     b: int,
     k: int,
     order: str,
-    search: Callable[[SegmentShard, ShardRange], list[tuple[npt.NDArray[np.int64], Any, Any]]],
+    search: Callable[[SegmentShard, ShardRange], list[tuple[IntArray, F64Array, F64Array | None]]],
 ) -> list[Hits]:
     """Run ``search`` (part, shard) -> per query (rows, scores, distances) on each of ``shards``
     (loaded once on this worker) and merge the parts' hits per query in the kernel's ``order``."""
