@@ -726,14 +726,11 @@ class _Base:
 
     def _call_hook(self, name: str, request: Any, builtin: bool = True, store: _Base | None = None) -> Any:
         pm = self._plugin_manager
-        hook = getattr(pm.hook, name)
         db = self if store is None else store
-        if not builtin:
-            defaults = pm.get_plugin("defaults")
-            if defaults is not None:  # else (blocked) the whole hook answers, or nothing does
-                answer = pm.subset_hook_caller(name, remove_plugins=[defaults])(db=db, request=request)
-                return answer
-        answer = hook(db=db, request=request)
+        defaults = None if builtin else pm.get_plugin("defaults")
+        if defaults is not None:  # every plugin but the built-in one: None when none answers
+            return pm.subset_hook_caller(name, remove_plugins=[defaults])(db=db, request=request)
+        answer = getattr(pm.hook, name)(db=db, request=request)  # (blocked built-in: no None)
         if answer is None:
             raise PluginError(
                 f"no plugin answered {name} for backend {self.backend_name!r}: its plugin may be blocked"
@@ -1275,10 +1272,11 @@ class _Base:
         query = yield from self._query_vectors(query_text if query_vector is None else query_vector, field)
         vector_request = self._request(query, field, fetch, filter, metric, False, {})
         # a plugin that answers either side answers it; when none does, the built-in search
-        # answers both in one pass (one snapshot, and only the fused hits' records built)
+        # answers both in one pass (one snapshot, and only the fused hits' records built). (With
+        # the built-in plugin blocked, these steps ask every plugin and never answer None.)
         text = yield Hook("dkv_text_search", text_request, builtin=False)
         vector = yield Hook("dkv_vector_search", vector_request, builtin=False)
-        if text is None and vector is None and self._plugin_manager.get_plugin("defaults") is not None:
+        if text is None and vector is None:
             return (  # type: ignore[no-any-return]
                 yield Call(self._core.hybrid_search, (text_request, vector_request, config, int(k)), heavy=True)
             )

@@ -23,7 +23,7 @@ from .quant import Int8Codes
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Field, Record, VectorField, is_number_list, is_vector_value, lookup
 from .search import fuse_ranked, hybrid_results
-from .textindex import Postings, TermCollector, TextIndex, TextSettings, bm25_top, merge_postings, text_of
+from .textindex import Postings, TextIndex, TextSettings, bm25_top, index_texts, merge_postings, text_of
 from .types import (
     HybridSearchConfig,
     HybridSearchResult,
@@ -35,7 +35,7 @@ from .types import (
 from .values import check_names, normalize_dicts
 from .vectors import as_vector_batch
 
-__all__ = ["Row", "RecordTable", "no_text_error"]
+__all__ = ["Row", "RecordTable", "no_text_error", "row_text"]
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float32]
@@ -75,6 +75,13 @@ def _copied(values: dict[str, Any] | None) -> dict[str, Any]:
         if type(v) not in _ATOMIC:
             return copy.deepcopy(values)
     return dict(values)
+
+
+def row_text(rid: str | None, data: dict[str, Any] | None, meta: dict[str, Any] | None, field: str) -> str | None:
+    """The text a row holds in ``field`` (a path into its data or metadata, see
+    :func:`~dk_vector_plugins.records.lookup`), or ``None``."""
+    value = data.get(field) if data else None  # the common case: a top-level string
+    return value if type(value) is str else text_of(lookup(rid, data or {}, meta or {}, field))
 
 
 def no_text_error(field: str, known: Sequence[str]) -> InvalidRequestError:
@@ -763,17 +770,15 @@ class RecordTable:
         settings = self.text_settings
         if settings is None or not rows or not (settings.fields if fields is None else fields):
             return {}
-        out: dict[str, Postings] = {}
-        analyze = settings.analyzer.analyze
-        for field in settings.fields if fields is None else fields:
-            terms = TermCollector()
-            for rid, data, meta, _ in rows:
-                value = data.get(field) if data else None  # the common case: a top-level string
-                if type(value) is not str:
-                    value = text_of(lookup(rid, data or {}, meta or {}, field))
-                terms.add(analyze(value) if value else ())
-            out[field] = terms.postings(0, settings.key)
-        return out
+        return {
+            field: index_texts(
+                (row_text(rid, data, meta, field) for rid, data, meta, _ in rows),
+                settings.analyzer.analyze,
+                0,
+                settings.key,
+            )
+            for field in (settings.fields if fields is None else fields)
+        }
 
     def postings_of_rows(self, rows: npt.NDArray[np.int64], fields: Iterable[str]) -> dict[str, Postings]:
         """The postings the index holds for ``rows`` (ascending), as rows ``0 ..`` in that order,
@@ -814,15 +819,14 @@ class RecordTable:
         index.resolve(settings.key)
         for a, b in index.gaps(self.nrows):
             self._load_rows(r for r in range(a, b) if self._live[r])
-            terms = TermCollector()
-            for r in range(a, b):
-                data = self._data[r]
-                if not self._live[r] or not data or data is UNLOADED:
-                    terms.add(())
-                    continue
-                text = text_of(lookup(None, data, self._meta[r] or {}, field))
-                terms.add(settings.terms(text) if text else ())
-            index.add(terms.postings(a, settings.key))
+            data = self._data
+            texts = (
+                row_text(None, data[r], self._meta[r], field)
+                if self._live[r] and data[r] and data[r] is not UNLOADED
+                else None
+                for r in range(a, b)
+            )
+            index.add(index_texts(texts, settings.analyzer.analyze, a, settings.key))
         return index
 
     def string_fields(self) -> list[str]:
@@ -858,13 +862,21 @@ class RecordTable:
         self, terms: Sequence[Sequence[str]], fields: Sequence[str], k: int, expr: Expr | None = None
     ) -> list[list[TextSearchResult]]:
         """:meth:`text_tops` as results."""
+        return self.text_results(self.text_tops(terms, fields, k, expr), fields)
+
+    def text_results(
+        self, tops: Iterable[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]], fields: Sequence[str]
+    ) -> list[list[TextSearchResult]]:
+        """The text search results for top-``k`` rows and scores of this table, one list per
+        query (as :meth:`vector_results` is for vector search: a plugin that ranks the rows
+        elsewhere builds the very same results with it)."""
         fields_t = tuple(fields)
         return [
             [
                 TextSearchResult(record=rec, score=score, text_fields=fields_t)
                 for rec, score in zip(self.records(rows.tolist()), scores.tolist())
             ]
-            for rows, scores in self.text_tops(terms, fields, k, expr)
+            for rows, scores in tops
         ]
 
     def hybrid_search(
@@ -873,21 +885,11 @@ class RecordTable:
         """Both sides of a hybrid search on this table as it is (one snapshot), fused, and only
         the ``k`` fused hits' records built."""
         rows_t, scores_t = self.text_tops(text.terms, text.text_fields, text.k, text.filter)[0]
-        index = self.indexes.get(vector.vector_field)
-        top = None
-        if index is not None and index.count:
-            mask = None if vector.filter is None else self.mask(vector.filter)
-            exact = vector.options.get("exact", "auto")
-            top = index.search(vector.queries, vector.k, vector.metric, self.ids_of, mask, exact=exact)[0]
-        rows_v = top.rows if top is not None else np.zeros(0, dtype=np.int64)
-        ids_t, ids_v = self.ids_of(rows_t), self.ids_of(rows_v)
-        fused = fuse_ranked(
-            list(zip(ids_t, scores_t.tolist())),
-            list(zip(ids_v, top.scores.tolist() if top is not None else [])),
-            config,
-            k,
-        )
-        row_of = dict(zip(ids_v, rows_v.tolist())) | dict(zip(ids_t, rows_t.tolist()))
+        exact = vector.options.get("exact", "auto")
+        top = self.vector_tops(vector.queries, vector.vector_field, vector.k, vector.metric, vector.filter, exact)[0]
+        ids_t, ids_v = self.ids_of(rows_t), self.ids_of(top.rows)
+        fused = fuse_ranked(list(zip(ids_t, scores_t.tolist())), list(zip(ids_v, top.scores.tolist())), config, k)
+        row_of = dict(zip(ids_v, top.rows.tolist())) | dict(zip(ids_t, rows_t.tolist()))
         return hybrid_results(fused, self.records([row_of[hit[0]] for hit in fused]), config)
 
     # -- vector search --------------------------------------------------------------------------
@@ -905,12 +907,24 @@ class RecordTable:
         ``exact``: which scan shortlists the rows (``"auto"``, ``"int8"``, ``"float32"``; the
         results are the same, see :func:`~dk_vector_plugins.kernel.choose_exact`).
         """
+        return self.vector_results(self.vector_tops(queries, field, k, metric, expr, exact), field, metric)
+
+    def vector_tops(
+        self,
+        queries: npt.NDArray[np.float32],
+        field: str,
+        k: int,
+        metric: str,
+        expr: Expr | None = None,
+        exact: str = "auto",
+    ) -> list[TopK]:
+        """:meth:`vector_search`'s top-``k`` rows and scores per query (no records built)."""
         index = self.indexes.get(field)
         if index is None or index.count == 0:
-            return [[] for _ in range(len(queries))]
+            empty = np.zeros(0, dtype=np.int64)
+            return [TopK(empty, np.zeros(0, dtype=np.float64), None) for _ in range(len(queries))]
         mask = None if expr is None else self.mask(expr)
-        tops = index.search(queries, k, metric, self.ids_of, mask, exact=exact)
-        return self.vector_results(tops, field, metric)
+        return index.search(queries, k, metric, self.ids_of, mask, exact=exact)
 
     def vector_results(self, tops: Sequence[TopK], field: str, metric: str) -> list[list[VectorSearchResult]]:
         """The search results for top-``k`` rows of this table, one list per query, best first.

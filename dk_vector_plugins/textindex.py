@@ -42,8 +42,8 @@ __all__ = [
     "TextIndex",
     "TextSettings",
     "bm25_top",
-    "TermCollector",
     "build_postings",
+    "index_texts",
     "merge_stats",
     "part_stats",
     "postings_of",
@@ -220,25 +220,20 @@ def build_postings(token_lists: Sequence[Sequence[str]], start: int = 0, analyze
     return postings_of(list(itertools.chain.from_iterable(token_lists)), lengths, start, analyzer)
 
 
-class TermCollector:
-    """Collects the terms of rows one after the other into one flat list and the rows' lengths
-    (no list per row kept: a hundred thousand lists that live until the postings are built
-    would make Python's cyclic garbage collector scan the whole heap, again and again)."""
-
-    __slots__ = ("lengths", "terms")
-
-    def __init__(self) -> None:
-        self.terms: list[str] = []
-        self.lengths: list[int] = []
-
-    def add(self, terms: Sequence[str]) -> None:
-        """The next row's terms."""
-        self.terms.extend(terms)
-        self.lengths.append(len(terms))
-
-    def postings(self, start: int = 0, analyzer: str = "") -> Postings:
-        """The postings of the rows collected, as rows ``start ..``."""
-        return postings_of(self.terms, np.asarray(self.lengths, dtype=np.int32), start, analyzer)
+def index_texts(
+    texts: Iterable[str | None], analyze: Callable[[str], Sequence[str]], start: int = 0, analyzer: str = ""
+) -> Postings:
+    """The postings of rows ``start ..``, one text each (``None`` or empty: no terms), analyzed
+    by ``analyze`` (the analyzer whose key is ``analyzer``). The terms are collected into one
+    flat list, not a list per row: a hundred thousand lists that live until the postings are
+    built would make Python's cyclic garbage collector scan the whole heap, again and again."""
+    flat: list[str] = []
+    lengths: list[int] = []
+    for text in texts:
+        terms = analyze(text) if text else ()
+        flat.extend(terms)
+        lengths.append(len(terms))
+    return postings_of(flat, np.asarray(lengths, dtype=np.int32), start, analyzer)
 
 
 def postings_of(flat: Sequence[str], lengths: Int32Array, start: int = 0, analyzer: str = "") -> Postings:
@@ -567,13 +562,12 @@ def merge_stats(parts: Sequence[PartStats], k1: float, b: float) -> CorpusStats:
     for p in parts:
         for term, n in p.df.items():
             df[term] = df.get(term, 0) + n
-    avgdl = float(total) / n_live or 1.0 if n_live else 1.0
-    top: dict[str, float] = {}
-    for term, n in df.items():
+    corpus = CorpusStats(n_live, total, df, {})
+    for term, n in df.items():  # a term some part holds: n_live > 0
         tf = np.concatenate([p.frontier[term][0] for p in parts if term in p.frontier])
         lens = np.concatenate([p.frontier[term][1] for p in parts if term in p.frontier])
-        top[term] = float(_weight_of(_idf(n_live, n), tf, _norm_of(lens, avgdl, k1, b)).max())
-    return CorpusStats(n_live, total, df, top)
+        corpus.top[term] = float(_weight_of(_idf(n_live, n), tf, _norm_of(lens, corpus.avgdl, k1, b)).max())
+    return corpus
 
 
 #: How many postings entries the per-term weights cache of a table holds at most.

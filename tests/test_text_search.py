@@ -139,7 +139,7 @@ def test_postings_round_trip_merge_and_select() -> None:
 
 
 def test_indexing_keeps_no_list_per_row_alive(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Indexing a commit's rows collects their terms flat (:class:`TermCollector`): a list of
+    """Indexing a commit's rows collects their terms flat (:func:`index_texts`): a list of
     terms per row, alive until the postings are built, made Python's cyclic garbage collector
     scan the whole heap again and again during big ingests (the text index then cost 2x the
     ingest instead of 1.3x). The objects the collector tracks when the postings are built: no

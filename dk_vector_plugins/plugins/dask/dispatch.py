@@ -97,10 +97,14 @@ def run_plan(cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, request: 
         request.vector_field,
         request.filter,
     )
-    b = len(request.queries)
+    return _per_query(groups, len(request.queries), request.k, request.metric)
+
+
+def _per_query(groups: list[list[Hits]], b: int, k: int, order: str) -> list[Hits]:
+    """The workers' hit lists (one per query each) merged per query, in the kernel's ``order``."""
     if any(len(g) != b for g in groups):  # pragma: no cover - a worker answered for other queries
         raise ClusterError("a Dask worker returned results for a different number of queries")
-    return [merge_hits([g[qi] for g in groups], request.k, request.metric) for qi in range(b)]
+    return [merge_hits([g[qi] for g in groups], k, order) for qi in range(b)]
 
 
 def _consistent(
@@ -194,9 +198,7 @@ def text_search(db: Store | AsyncStore, request: TextSearchRequest) -> list[list
             corpus,
             request.filter,
         )
-        if any(len(g) != b for g in groups):  # pragma: no cover - a worker answered for other queries
-            raise ClusterError("a Dask worker returned results for a different number of queries")
-        hits = [merge_hits([g[qi] for g in groups], request.k, "bm25") for qi in range(b)]
+        hits = _per_query(groups, b, request.k, "bm25")
         blank = None
         if corpus.n_live and any(len(h[0]) == 0 for h in hits):
             blank = next((f for i, f in enumerate(fields) if not any(p.lengths[i] for p in parts)), None)
@@ -206,14 +208,7 @@ def text_search(db: Store | AsyncStore, request: TextSearchRequest) -> list[list
         hits, blank = answer
         if blank is not None:
             raise no_text_error(blank, core.table.string_fields())
-        fields_t = tuple(fields)
-        results = [
-            [
-                TextSearchResult(record=rec, score=score, text_fields=fields_t)
-                for rec, score in zip(core.table.records(rows.tolist()), scores.tolist())
-            ]
-            for rows, scores, _, _ in hits
-        ]
+        results = core.table.text_results([(rows, scores) for rows, scores, _, _ in hits], fields)
         return apply_threshold(results, request)
 
     return _consistent(

@@ -20,20 +20,18 @@ import numpy.typing as npt
 
 from ...index import VectorIndex
 from ...kernel import TopK, rank_ids
-from ...memtable import RecordTable
+from ...memtable import RecordTable, row_text
 from ...query import Expr
-from ...records import lookup
 from ...storage.row_codec import RowParts
 from ...storage.segments import SegmentReader, StoreSpec, open_reader
 from ...textindex import (
     CorpusStats,
     PartStats,
-    TermCollector,
     TextIndex,
     TextSettings,
     bm25_top,
+    index_texts,
     part_stats,
-    text_of,
 )
 from .merge import Hits, merge_hits
 from .plan import ShardRange
@@ -114,11 +112,8 @@ class SegmentShard:
                     whole = self.start == 0 and n == stored.n
                     postings = stored if whole else stored.select(np.arange(self.start, self.stop), 0)
                 else:
-                    terms = TermCollector()
-                    for data, meta, _ in self._load_rows():
-                        text = text_of(lookup(None, data or {}, meta or {}, field)) if data else None
-                        terms.add(settings.terms(text) if text else ())
-                    postings = terms.postings(0, settings.key)
+                    texts = (row_text(None, data, meta, field) if data else None for data, meta, _ in self._load_rows())
+                    postings = index_texts(texts, settings.analyzer.analyze, 0, settings.key)
                 index = TextIndex()
                 index.add(postings)
                 self._texts[key] = index
