@@ -331,37 +331,42 @@ def _profile(fn: Callable[[], Any]) -> tuple[dict[str, ProfileRow], float]:
     return out, max(float(getattr(stats, "total_tt", 0.0)), 1e-12)
 
 
-def profile_text(fn: Callable[[], Any], top: int = 12) -> str:
-    """The top functions of ``fn()`` by own time, then dk_vector_plugins' by cumulative time
-    (leaving out the call chain that wraps nearly everything, above 85% of the total)."""
-    rows, total = _profile(fn)
-    lines = [f"total {total:.3f} s; by own time (own, cumulative, calls):"]
+def _report(rows: dict[str, ProfileRow], total: float, header: str, top: int, sign: str) -> str:
+    """The top functions by own time, then dk_vector_plugins' by cumulative time (leaving out
+    the call chain that wraps nearly everything, above 85% of ``total``); ``sign="+"`` prints
+    differences."""
+    lines = [header]
     for label, (nc, tt, ct) in sorted(rows.items(), key=lambda kv: -kv[1][1])[:top]:
-        lines.append(f"    {tt:7.3f} s {100 * tt / total:5.1f}%  {ct:7.3f} s  {nc:>8}  {label}")
-    lines.append("  dk_vector_plugins functions by cumulative time (cumulative, own, calls):")
+        lines.append(f"    {tt:{sign}7.3f} s {100 * tt / total:5.1f}%  {ct:{sign}7.3f} s  {nc:>{sign}8}  {label}")
+    lines.append(
+        f"  dk_vector_plugins functions by cumulative {'difference' if sign else 'time'} "
+        f"(cumulative{' +' if sign else ''}, own{' +' if sign else ''}, calls{' +' if sign else ''}):"
+    )
     ours = [(k, v) for k, v in rows.items() if k.startswith("dk_vector_plugins/") and v[2] < 0.85 * total]
     for label, (nc, tt, ct) in sorted(ours, key=lambda kv: -kv[1][2])[:top]:
-        lines.append(f"    {ct:7.3f} s {100 * ct / total:5.1f}%  own {tt:7.3f} s  {nc:>8}  {label}")
+        lines.append(f"    {ct:{sign}7.3f} s {100 * ct / total:5.1f}%  own {tt:{sign}7.3f} s  {nc:>{sign}8}  {label}")
     return "\n".join(lines)
+
+
+def profile_text(fn: Callable[[], Any], top: int = 12) -> str:
+    """The top functions of ``fn()`` by own time, then dk_vector_plugins' by cumulative time."""
+    rows, total = _profile(fn)
+    return _report(rows, total, f"total {total:.3f} s; by own time (own, cumulative, calls):", top, "")
 
 
 def profile_delta(fn: Callable[[], Any], base: Callable[[], Any], top: int = 12) -> str:
     """Where ``fn()`` spends more than ``base()``: functions by own-time difference, then
-    dk_vector_plugins' by cumulative difference (without the chain above 85% of the extra)."""
+    dk_vector_plugins' by cumulative difference."""
     a, total_a = _profile(fn)
     b, total_b = _profile(base)
     extra = max(total_a - total_b, 1e-12)
     zero: ProfileRow = (0, 0.0, 0.0)
     diff = {k: (v[0] - b.get(k, zero)[0], v[1] - b.get(k, zero)[1], v[2] - b.get(k, zero)[2]) for k, v in a.items()}
-    lines = [f"total {total_a:.3f} s vs {total_b:.3f} s without the text index: {extra:+.3f} s; "
-             "by own-time difference (own +, cumulative +, calls +):"]
-    for label, (nc, tt, ct) in sorted(diff.items(), key=lambda kv: -kv[1][1])[:top]:
-        lines.append(f"    {tt:+7.3f} s {100 * tt / extra:5.1f}%  {ct:+7.3f} s  {nc:>+8}  {label}")
-    lines.append("  dk_vector_plugins functions by cumulative difference (cumulative +, own +, calls +):")
-    ours = [(k, v) for k, v in diff.items() if k.startswith("dk_vector_plugins/") and v[2] < 0.85 * extra]
-    for label, (nc, tt, ct) in sorted(ours, key=lambda kv: -kv[1][2])[:top]:
-        lines.append(f"    {ct:+7.3f} s {100 * ct / extra:5.1f}%  own {tt:+7.3f} s  {nc:>+8}  {label}")
-    return "\n".join(lines)
+    header = (
+        f"total {total_a:.3f} s vs {total_b:.3f} s without the text index: {extra:+.3f} s; "
+        "by own-time difference (own +, cumulative +, calls +):"
+    )
+    return _report(diff, extra, header, top, "+")
 
 
 # ----------------------------------------------------------------------------------------------
