@@ -44,6 +44,19 @@ CATEGORIES = 10  # metadata "category" = i % CATEGORIES (bench_memory, bench_s3)
 _LOG_TAG = "bench"
 
 
+def run_report(main: Callable[[], Any]) -> None:
+    """Run a benchmark's ``main()`` as a report: a crash prints its traceback and a ``FAIL`` line,
+    and the process exits 0 all the same (a report, not a test)."""
+    try:
+        main()
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        print(f"FAIL: benchmark aborted: {type(exc).__name__}: {exc}")
+    sys.exit(0)
+
+
 def set_log_tag(tag: str) -> None:
     """The ``[tag]`` in front of every progress line (the script's name)."""
     global _LOG_TAG

@@ -36,7 +36,6 @@ import cProfile
 import gc
 import os
 import pstats
-import sys
 import time
 from typing import Any
 
@@ -57,6 +56,7 @@ from _common import (
     median,
     numpy_topk,
     run_child,
+    run_report,
     set_blas_threads,
     spread,
 )
@@ -442,11 +442,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        print(f"FAIL: benchmark aborted: {type(exc).__name__}: {exc}")
-    sys.exit(0)
+    run_report(main)

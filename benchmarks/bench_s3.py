@@ -75,6 +75,7 @@ from _common import (  # noqa: E402  (helpers shared by the benchmarks)
     make_ids,
     median,
     run_child,
+    run_report,
     spread,
 )
 
@@ -699,11 +700,4 @@ def _run(
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        print(f"FAIL: benchmark aborted: {type(exc).__name__}: {exc}")
-    sys.exit(0)
+    run_report(main)

@@ -60,7 +60,6 @@ import os
 import pstats
 import shutil
 import string
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -83,6 +82,7 @@ from _common import (
     make_ids,
     median,
     run_child,
+    run_report,
     set_log_tag,
     spread,
 )
@@ -705,11 +705,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        print(f"FAIL: benchmark aborted: {type(exc).__name__}: {exc}")
-    sys.exit(0)
+    run_report(main)
