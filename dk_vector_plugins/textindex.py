@@ -391,12 +391,16 @@ class TextIndex:
         self.version += 1
 
     def take(self, keep: IntArray) -> TextIndex:
-        """The index after the table keeps only rows ``keep`` (ascending), renumbered from 0."""
+        """The index after the table keeps only rows ``keep`` (ascending), renumbered from 0
+        (parts still in storage are read only when they hold some of those rows: a merge of the
+        newest segments reads theirs, not the whole table's)."""
         out = TextIndex()
-        for p in self.loaded():
+        for i, p in enumerate(self.parts):
             a, b = np.searchsorted(keep, [p.start, p.stop])
             if a == b:
                 continue
+            if isinstance(p, _Stored):
+                p = self.parts[i] = self._read(p)
             out.add(p.select(keep[a:b] - p.start, int(a)))
         return out
 

@@ -168,6 +168,34 @@ def test_indexing_keeps_no_list_per_row_alive(monkeypatch: pytest.MonkeyPatch) -
     assert tracked[0] - before < 1_000  # a list per row: 20,000 more
 
 
+def test_take_reads_only_the_stored_parts_it_keeps_rows_of() -> None:
+    """A merge of the newest segments selects their rows' postings: only the parts still in
+    storage that hold some of those rows are read, not every segment's."""
+    tokens = [["a", "b"], ["b"], ["c", "a"], ["a"], ["b", "c"], ["c"]]
+    read: list[int] = []
+
+    def loader(first: int) -> Any:
+        def load(start: int) -> Postings:
+            read.append(first)
+            return build_postings(tokens[first : first + 2], start, "k")
+
+        return load
+
+    index = TextIndex()
+    for first in (0, 2, 4):
+        index.add_stored(first, 2, loader(first), "k")
+    kept = index.take(np.array([4, 5], dtype=np.int64))
+    assert read == [4]
+    whole = TextIndex()
+    whole.add(build_postings(tokens, 0, "k"))
+    assert kept.postings("c", 2) is not None
+    for term in ("a", "b", "c"):
+        got, want = kept.postings(term, 2), whole.take(np.array([4, 5], dtype=np.int64)).postings(term, 2)
+        assert (got is None) == (want is None)
+        if got is not None and want is not None:
+            assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+
+
 def test_small_writes_leave_few_parts() -> None:
     index = TextIndex()
     for i in range(1000):
