@@ -499,10 +499,10 @@ class VectorIndex:
         return out
 
     def codes_of(self, rows: IntArray) -> Int8Codes | None:
-        """The int8 codes of ``rows`` (in that order) when every part holding them has its codes
-        (a row's codes depend on that row alone, so compaction and merges keep them); ``None``
-        otherwise."""
-        if not self._parts or any(p.codes is None or p.codes.n < p.n for p in self._parts):
+        """The int8 codes of ``rows`` (in that order) when the parts holding them have their codes
+        (a row's codes depend on that row alone, so compaction and merges keep them; other parts
+        need none); ``None`` otherwise."""
+        if not self._parts:
             return None
         which = self._locate(rows)
         if (which < 0).any() or not self._present[rows].all():
@@ -513,10 +513,9 @@ class VectorIndex:
             part = self._parts[pi]
             here = np.flatnonzero(which == pi)
             local = rows[here] - part.start
-            if (local >= part.n).any():
-                return None
             codes = part.codes
-            assert codes is not None
+            if codes is None or (local >= min(part.n, codes.n)).any():
+                return None  # a part without codes of these rows: the caller quantizes them
             pieces.append(codes.take(local))
             order.append(here)
         both = concat_codes(pieces)

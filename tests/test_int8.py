@@ -417,3 +417,21 @@ def test_auto_builds_codes_only_for_a_table_searched_often() -> None:
         hits = db.vector_search(q, k=5)
     assert hits[0].metadata["exact"] == "int8" and part.codes is not None
     assert [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in first]
+
+
+def test_codes_of_needs_codes_only_where_the_rows_are() -> None:
+    """A merge of some rows reuses their parts' codes even when another part of the table has
+    none yet; rows in a part without codes give ``None`` (quantized by the caller)."""
+    m = np.random.default_rng(4).standard_normal((301, 16)).astype(np.float32)
+    index = VectorIndex()
+    index.append_block(m[:201])
+    index.append_block(m[201:])
+    first = index._parts[0]
+    first.adopt_codes(quant.quantize_rows(first.matrix[: first.n]))
+    rows = np.arange(150, 201, dtype=np.int64)
+    got = index.codes_of(rows)
+    want = quant.quantize_rows(m[150:201])
+    assert got is not None
+    assert np.array_equal(got.codes, want.codes) and np.array_equal(got.scales, want.scales)
+    assert np.array_equal(got.residuals, want.residuals) and np.array_equal(got.sqnorms, want.sqnorms)
+    assert index.codes_of(np.arange(190, 210, dtype=np.int64)) is None  # some rows in the part without
