@@ -17,7 +17,7 @@ import numpy.typing as npt
 from .errors import DimensionMismatchError, InvalidVectorError
 from .kernel import IdSource, Part, TopK, search_parts
 from .quant import Int8Codes, concat_codes
-from .vectors import squared_norms
+from .vectors import squared_norms, unique_ints
 
 __all__ = ["LazyArray", "VectorIndex"]
 
@@ -357,11 +357,11 @@ class VectorIndex:
         """Replace the vectors of existing rows (copying an adopted part before writing to it)."""
         which = self._locate(rows)
         if (which < 0).any() or any(
-            rows[which == pi].max() >= self._parts[pi].start + self._parts[pi].n for pi in np.unique(which).tolist()
+            rows[which == pi].max() >= self._parts[pi].start + self._parts[pi].n for pi in unique_ints(which).tolist()
         ):
             self.matrix  # noqa: B018 - rows in gaps between parts: one part covering every row first
             which = self._locate(rows)
-        for pi in np.unique(which).tolist():
+        for pi in unique_ints(which).tolist():
             part = self._parts[pi]
             sel = which == pi
             if not part.owned:
@@ -374,7 +374,7 @@ class VectorIndex:
             part.changed(local)
         before = int(np.count_nonzero(self._present[rows]))
         self._present[rows] = True
-        self._count += len(np.unique(rows)) - before if before < len(rows) else 0
+        self._count += len(unique_ints(rows)) - before if before < len(rows) else 0
 
     def _bound_parts(self) -> None:
         """Merge the smallest neighbouring parts while there are more than :attr:`MAX_PARTS`."""
@@ -425,7 +425,7 @@ class VectorIndex:
         rows = rows[rows < self._nrows]
         if len(rows) == 0:
             return
-        rows = np.unique(rows)
+        rows = unique_ints(rows)
         self._count -= int(self._present[rows].sum())
         self._present[rows] = False
 
@@ -465,7 +465,7 @@ class VectorIndex:
                 out[sel] = parts[pi].matrix[rows[sel] - starts[pi]]
             return out
         which = self._locate(rows)
-        for pi in np.unique(which).tolist():
+        for pi in unique_ints(which).tolist():
             if pi < 0:
                 continue
             part = parts[pi]
@@ -509,7 +509,7 @@ class VectorIndex:
             return None  # rows without a vector: quantized again (cheap) by the next int8 search
         pieces: list[Int8Codes] = []
         order: list[IntArray] = []
-        for pi in np.unique(which).tolist():
+        for pi in unique_ints(which).tolist():
             part = self._parts[pi]
             here = np.flatnonzero(which == pi)
             local = rows[here] - part.start

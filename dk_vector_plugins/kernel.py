@@ -43,7 +43,7 @@ import numpy.typing as npt
 from . import quant
 from .errors import InvalidVectorError
 from .quant import Int8Codes, QueryCodes
-from .vectors import squared_norms
+from .vectors import squared_norms, unique_ints
 
 __all__ = [
     "EXACT_MODES",
@@ -487,7 +487,7 @@ def _table_rows(cols: Sequence[_Col], col: IntArray) -> IntArray:
     starts = np.asarray([c.offset for c in cols], dtype=np.int64)
     which = np.searchsorted(starts, col, side="right") - 1
     rows = np.empty(len(col), dtype=np.int64)
-    for pi in np.unique(which).tolist():
+    for pi in unique_ints(which).tolist():
         here = which == pi
         c = cols[pi]
         local = col[here] - c.offset

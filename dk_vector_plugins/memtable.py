@@ -33,7 +33,7 @@ from .types import (
     VectorSearchResult,
 )
 from .values import check_names, normalize_dicts
-from .vectors import as_vector_batch
+from .vectors import as_vector_batch, unique_ints
 
 __all__ = ["Row", "RecordTable", "no_text_error", "row_text"]
 
@@ -934,7 +934,7 @@ class RecordTable:
         table builds the very same results with it.
         """
         if tops:  # the hits' vectors in one read per part (they may still be in storage)
-            hit_rows = np.unique(np.concatenate([t.rows for t in tops]))
+            hit_rows = unique_ints(np.concatenate([t.rows for t in tops]))
             for index in self.indexes.values():
                 if index.in_storage:
                     index.gather(hit_rows[hit_rows < index.nrows])

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import itertools
 import json
+from array import array
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -34,6 +36,7 @@ import numpy.typing as npt
 
 from .errors import StorageError
 from .types import Analyzer
+from .vectors import unique_ints, unique_inverse
 
 __all__ = [
     "CorpusStats",
@@ -214,40 +217,49 @@ class Postings:
         return cls(start, index, ptr, docs, tfs, lengths, analyzer)
 
 
-def build_postings(token_lists: Sequence[Sequence[str]], start: int = 0, analyzer: str = "") -> Postings:
-    """The postings of rows ``start ..``, one list of terms per row (made by ``analyzer``)."""
-    lengths = np.fromiter(map(len, token_lists), dtype=np.int32, count=len(token_lists))
-    return postings_of(list(itertools.chain.from_iterable(token_lists)), lengths, start, analyzer)
+def build_postings(token_lists: Iterable[Sequence[str]], start: int = 0, analyzer: str = "") -> Postings:
+    """The postings of rows ``start ..``, one sequence of terms per row (made by ``analyzer``).
+
+    Each row's terms become term ids as the row comes (one dictionary lookup per token, in C),
+    so only one string per distinct term outlives its row: a hundred thousand rows' tokens
+    alive at once would cost memory, page faults, and (as a list per row) garbage collector
+    scans of the whole heap.
+    """
+    vocab: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+    term_id = vocab.__getitem__
+    tids = array("q")
+    lengths = array("i")
+    for terms in token_lists:
+        tids.extend(map(term_id, terms))
+        lengths.append(len(terms))
+    return postings_of(
+        dict(vocab),
+        np.frombuffer(tids, dtype=np.int64) if tids else np.zeros(0, dtype=np.int64),
+        np.frombuffer(lengths, dtype=np.int32).copy() if lengths else np.zeros(0, dtype=np.int32),
+        start,
+        analyzer,
+    )
 
 
 def index_texts(
     texts: Iterable[str | None], analyze: Callable[[str], Sequence[str]], start: int = 0, analyzer: str = ""
 ) -> Postings:
     """The postings of rows ``start ..``, one text each (``None`` or empty: no terms), analyzed
-    by ``analyze`` (the analyzer whose key is ``analyzer``). The terms are collected into one
-    flat list, not a list per row: a hundred thousand lists that live until the postings are
-    built would make Python's cyclic garbage collector scan the whole heap, again and again."""
-    flat: list[str] = []
-    lengths: list[int] = []
-    for text in texts:
-        terms = analyze(text) if text else ()
-        flat.extend(terms)
-        lengths.append(len(terms))
-    return postings_of(flat, np.asarray(lengths, dtype=np.int32), start, analyzer)
+    by ``analyze`` (the analyzer whose key is ``analyzer``)."""
+    return build_postings((analyze(text) if text else () for text in texts), start, analyzer)
 
 
-def postings_of(flat: Sequence[str], lengths: Int32Array, start: int = 0, analyzer: str = "") -> Postings:
-    """The postings of rows ``start ..`` whose terms are ``flat``, row after row, ``lengths[r]``
-    of them for row ``r``."""
+def postings_of(
+    terms: dict[str, int], tids: IntArray, lengths: Int32Array, start: int = 0, analyzer: str = ""
+) -> Postings:
+    """The postings of rows ``start ..`` whose tokens are the term ids ``tids`` (``terms``: term
+    -> id, ids ``0 ..`` in order), row after row, ``lengths[r]`` of them for row ``r``."""
     n = len(lengths)
-    # the terms in order of first appearance, then each token's index: loops in C, not Python
-    vocab = {term: i for i, term in enumerate(dict.fromkeys(flat))}
-    tids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
-    t = len(vocab)
+    t = len(terms)
     ptr = np.zeros(t + 1, dtype=np.int64)
     if not len(tids):
         empty = np.zeros(0, dtype=np.int32)
-        return Postings(start, vocab, ptr, empty, empty.copy(), lengths, analyzer)
+        return Postings(start, terms, ptr, empty, empty.copy(), lengths, analyzer)
     docs = np.repeat(np.arange(n, dtype=np.int64), lengths)
     keys = tids * max(n, 1) + docs
     keys.sort()
@@ -258,7 +270,7 @@ def postings_of(flat: Sequence[str], lengths: Int32Array, start: int = 0, analyz
     tfs = np.diff(np.append(starts, len(keys))).astype(np.int32)
     term = uniq // max(n, 1)
     np.cumsum(np.bincount(term, minlength=t), out=ptr[1:])
-    return Postings(start, vocab, ptr, (uniq % max(n, 1)).astype(np.int32), tfs, lengths, analyzer)
+    return Postings(start, terms, ptr, (uniq % max(n, 1)).astype(np.int32), tfs, lengths, analyzer)
 
 
 def merge_postings(a: Postings, b: Postings) -> Postings:
@@ -590,7 +602,7 @@ def _term_rows(
     if len(found) == 1:
         docs, tf = found[0][0], found[0][1].astype(np.float64)
     else:  # several fields: one document per row, frequencies summed
-        docs, inverse = np.unique(np.concatenate([f[0] for f in found]), return_inverse=True)
+        docs, inverse = unique_inverse(np.concatenate([f[0] for f in found]))
         weights = np.concatenate([f[1] for f in found]).astype(np.float64)
         tf = np.bincount(inverse, weights=weights).astype(np.float64, copy=False)
     if not all_live:
@@ -726,7 +738,7 @@ def bm25_top(
             acc[docs] += weights  # a row at most once per term
             touched.append(docs)
             if i + 1 < len(items) and after[i] > 4 * sum(len(t) for t in touched):
-                rows_seen = touched[0] if len(touched) == 1 else np.unique(np.concatenate(touched))
+                rows_seen = touched[0] if len(touched) == 1 else unique_ints(np.concatenate(touched))
                 if mask is not None:
                     rows_seen = rows_seen[mask[rows_seen]]
                 if len(rows_seen) >= k:
@@ -762,7 +774,7 @@ def _top_sparse(
         touched = rows = items[0][2]
     else:
         touched = np.concatenate([it[2] for it in items])
-        rows = np.unique(touched)
+        rows = unique_ints(touched)
     if mask is not None:
         rows = rows[mask[rows]]
     scores = acc[rows]
@@ -808,7 +820,7 @@ def _rows_of(
         # score is among them
         m = min(len(cand), k * len(touched))
         top = np.argpartition(scores, len(scores) - m)[len(scores) - m :]
-        best = acc[np.unique(cand[top])]
+        best = acc[unique_ints(cand[top])]
         j = len(best) - min(k, len(best))
         cand = cand[scores >= np.partition(best, j)[j]]  # ties with the k-th: by id later
-    return np.unique(cand)
+    return unique_ints(cand)

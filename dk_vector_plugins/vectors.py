@@ -3,12 +3,13 @@
 Every vector that enters the package (a record's :class:`~dk_vector_plugins.VectorField`, an
 ``add_vectors`` batch, a query) is validated here: numeric, real, finite, 1-D (or 2-D for a
 batch), non-empty, of the expected dimension. :func:`squared_norms` is the one place a row's
-squared norm is computed.
+squared norm is computed; :func:`unique_ints` and :func:`unique_inverse` the one place distinct
+rows are taken.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,8 @@ __all__ = [
     "as_vector_batch_with_norms",
     "normalize_metric",
     "squared_norms",
+    "unique_ints",
+    "unique_inverse",
 ]
 
 FloatArray = npt.NDArray[np.float32]
@@ -167,3 +170,34 @@ def squared_norms(matrix: FloatArray) -> FloatArray:
     """The rows' squared norms in float32 (the one place they are computed)."""
     out: FloatArray = np.einsum("ij,ij->i", matrix, matrix, dtype=np.float32)
     return out
+
+
+IntsT = TypeVar("IntsT", bound=np.integer[Any])
+
+
+def unique_ints(values: npt.NDArray[IntsT]) -> npt.NDArray[IntsT]:
+    """The distinct values of a 1-D integer array, ascending (what ``np.unique`` returns).
+
+    By sorting: numpy 2.3+'s ``np.unique`` hashes, and costs ~60 us even for a handful of
+    values, which the search paths (a few rows, many calls) cannot afford.
+    """
+    if len(values) < 2:
+        return np.array(values, copy=True)
+    s = np.sort(values)
+    keep = np.empty(len(s), dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def unique_inverse(values: npt.NDArray[IntsT]) -> tuple[npt.NDArray[IntsT], npt.NDArray[np.int64]]:
+    """:func:`unique_ints` and, per value, the position of its distinct value in it
+    (``np.unique(values, return_inverse=True)``, by sorting)."""
+    order = np.argsort(values, kind="stable")
+    s = values[order]
+    first = np.empty(len(s), dtype=np.bool_)
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    inverse = np.empty(len(s), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return s[first], inverse

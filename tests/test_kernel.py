@@ -31,6 +31,8 @@ from dk_vector_plugins.vectors import (
     as_vector_batch,
     normalize_metric,
     squared_norms,
+    unique_ints,
+    unique_inverse,
 )
 
 # --- the reference ---------------------------------------------------------------------------
@@ -670,3 +672,20 @@ def test_chunked_shortlist_is_the_whole_row_shortlist(
     whole = _shortlist(key, kk, tols, chunk=1 << 40)  # never chunked
     chunked = _shortlist(key, kk, tols, chunk=chunk)
     assert set(zip(*map(np.ndarray.tolist, whole))) == set(zip(*map(np.ndarray.tolist, chunked)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(2**40), 2**40), max_size=60) | st.lists(st.integers(0, 5), max_size=60),
+    st.sampled_from([np.int64, np.int32]),
+)
+def test_unique_helpers_equal_np_unique(values: list[int], dtype: Any) -> None:
+    a = np.asarray(values, dtype=np.int64)
+    if dtype is np.int32:
+        a = (a % 1000).astype(np.int32)
+    want, want_inverse = np.unique(a, return_inverse=True)
+    got = unique_ints(a)
+    assert got.dtype == a.dtype and got.tolist() == want.tolist()
+    got2, inverse = unique_inverse(a)
+    assert got2.dtype == a.dtype and got2.tolist() == want.tolist()
+    assert inverse.tolist() == want_inverse.tolist()

@@ -74,7 +74,7 @@ from ..memtable import RecordTable
 from ..quant import Int8Codes, quantize_rows
 from ..schema import StoreSchema
 from ..textindex import Postings
-from ..vectors import squared_norms
+from ..vectors import squared_norms, unique_ints
 from .npy import dump_npy, load_npy, npy_header, npy_header_bytes, npy_source
 from .ops import (
     Data,
@@ -845,7 +845,7 @@ class TableLogic:
             sq = np.zeros(m, dtype=np.float32)
             sq[positions] = known if known is not None and len(known) == len(mat) else squared_norms(mat)
             put_npy(f"{key}.sq.npy", sq)
-            count = m if dense else len(np.unique(positions))
+            count = m if dense else len(unique_ints(positions))
             if count < m:
                 present = np.zeros(m, dtype=np.bool_)
                 present[positions] = True
@@ -1274,7 +1274,7 @@ class TableLogic:
             layout = self._layouts[key] = yield from self._layout(key, shape, sums)
         offset, digests = layout
         width = shape[1] * 4
-        wanted = np.unique(rows)
+        wanted = unique_ints(rows)
         breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
         runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, breaks) if len(r)]
         # byte spans to read: the runs' rows, or (with checksums) the blocks holding them
