@@ -194,9 +194,9 @@ def _guarded(func: Callable[..., Any], where: str, hook: str) -> Callable[..., A
             raise
         except Exception as e:
             raise wrap_error(e) from e
-        if inspect.isawaitable(result):
-            return guard_awaitable(result)
-        return result
+        if result is None or type(result) is list or not inspect.isawaitable(result):
+            return result
+        return guard_awaitable(result)
 
     functools.update_wrapper(guarded, func)  # name, docstring, the marker's options, __wrapped__
     return guarded

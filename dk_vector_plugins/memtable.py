@@ -644,23 +644,27 @@ class RecordTable:
         self._load_rows([r for r in rows if self._data[r] is UNLOADED])
         ids = self.ids_of(rows)
         arr = np.asarray(rows, dtype=np.int64)
-        vectors: list[tuple[str, FloatArray, BoolArray, int]] = [
-            (name, index.gather(arr), index.present, index.nrows)
-            for name, index in self.indexes.items()
-            if index.count and (fields is None or name in fields)
-        ]
+        # per vector field: its vectors of the rows (one gather) and which rows hold one
+        vectors: list[tuple[str, list[FloatArray], list[bool]]] = []
+        for name, index in self.indexes.items():
+            if index.count and (fields is None or name in fields):
+                inside = arr < index.nrows
+                held = np.zeros(len(arr), dtype=np.bool_)
+                held[inside] = index.present[arr[inside]]
+                vectors.append((name, list(index.gather(arr)), held.tolist()))
         out: list[Record] = []
+        new_record = Record.__new__
         data_of, meta_of, vinfo_of = self._data, self._meta, self._vinfo
         for j, row in enumerate(rows):
-            rec = Record.__new__(Record)
+            rec = new_record(Record)
             rec._id = ids[j]
             values = _copied(data_of[row])
             if vectors:
                 vinfo = vinfo_of[row] or {}
-                for name, mat, present, nrows in vectors:
+                for name, mats, held_of in vectors:
                     # a plain list of numbers, also indexed, reads back as it was given
-                    if row < nrows and present[row] and name not in values:
-                        values[name] = VectorField._stored(mat[j], name, _copied(vinfo.get(name)))
+                    if held_of[j] and name not in values:
+                        values[name] = VectorField._stored(mats[j], name, _copied(vinfo.get(name)))
             if fields is not None:
                 values = {k: values[k] for k in fields if k in values}
             rec._data = values

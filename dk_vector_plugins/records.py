@@ -344,7 +344,11 @@ class VectorField:
         field.source_field = info.get("source_field")
         field.model_name = info.get("model_name")
         field.model_version = info.get("model_version")
-        field._metadata = VectorMetadata(info.get("metadata") or ())
+        meta = VectorMetadata.__new__(VectorMetadata)  # (its derived keys are set when read)
+        given = info.get("metadata")
+        if given:
+            dict.update(meta, given)
+        field._metadata = meta
         return field
 
     def copy(self) -> VectorField:

@@ -791,7 +791,8 @@ def _ranked(
         sel = scores >= kth  # every row tied with the k-th: ties are broken by id below
         rows, scores = rows[sel], scores[sel]
     ids = id_of(rows)
-    order = sorted(range(len(rows)), key=lambda j: (-scores[j], ids[j]))[:k]
+    neg = (-scores).tolist()
+    order = sorted(range(len(rows)), key=lambda j: (neg[j], ids[j]))[:k]
     pick = np.asarray(order, dtype=np.int64)
     return rows[pick], scores[pick]
 
