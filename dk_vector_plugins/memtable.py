@@ -80,8 +80,16 @@ def _copied(values: dict[str, Any] | None) -> dict[str, Any]:
 def row_text(rid: str | None, data: dict[str, Any] | None, meta: dict[str, Any] | None, field: str) -> str | None:
     """The text a row holds in ``field`` (a path into its data or metadata, see
     :func:`~dk_vector_plugins.records.lookup`), or ``None``."""
-    value = data.get(field) if data else None  # the common case: a top-level string
+    value = data.get(field) if data and field != "id" else None  # the common case: a top-level string
     return value if type(value) is str else text_of(lookup(rid, data or {}, meta or {}, field))
+
+
+def names_the_id(field: str) -> bool:
+    """Whether the path ``field`` resolves to the record's id (``id``, ``fields.id``), which
+    :func:`row_text` then needs."""
+    while field.startswith("fields."):
+        field = field[len("fields.") :]
+    return field == "id"
 
 
 def no_text_error(field: str, known: Sequence[str]) -> InvalidRequestError:
@@ -823,10 +831,11 @@ class RecordTable:
         index.resolve(settings.key)
         for a, b in index.gaps(self.nrows):
             self._load_rows(r for r in range(a, b) if self._live[r])
-            data = self._data
+            data, meta, live = self._data, self._meta, self._live
+            ids = self.ids_of(range(a, b)) if names_the_id(field) else None
             texts = (
-                row_text(None, data[r], self._meta[r], field)
-                if self._live[r] and data[r] and data[r] is not UNLOADED
+                row_text(None if ids is None else ids[r - a], data[r], meta[r], field)
+                if live[r] and data[r] is not UNLOADED
                 else None
                 for r in range(a, b)
             )

@@ -402,6 +402,31 @@ def test_several_fields_are_one_document(open_at: Callable[..., Any]) -> None:
     assert hits(db.text_search("apple")) == got
 
 
+@pytest.mark.parametrize("at_commit", [False, True], ids=["first-search", "commit"])
+def test_field_paths_resolve_alike_however_rows_are_indexed(open_at: Callable[..., Any], at_commit: bool) -> None:
+    """A text field is a path resolved as filters resolve it (``id`` is the record's id,
+    ``metadata.x`` its metadata), whether the rows were indexed at commit
+    (``text_search_fields``) or on the field's first search, also for a record without data."""
+    fields = ["metadata.title", "id"]
+    db = open_at(**({"text_search_fields": fields} if at_commit else {}))
+    db.create_batch(
+        [
+            Record({}, metadata={"title": "alpha beta"}, id="only-metadata"),
+            Record({"body": "gamma"}, metadata={"title": "alpha"}, id="with-data"),
+            Record({"body": "delta", "id": "data-id"}, id="record-id"),
+        ]
+    )
+    assert {h.record.id for h in db.text_search("alpha", text_fields="metadata.title")} == {
+        "only-metadata",
+        "with-data",
+    }
+    assert [h.record.id for h in db.text_search("metadata", text_fields="id")] == ["only-metadata"]
+    assert [h.record.id for h in db.text_search("record", text_fields="id")] == ["record-id"]
+    assert db.text_search("data", text_fields="id") and all(
+        h.record.id != "record-id" for h in db.text_search("data", text_fields="id")
+    )
+
+
 # --- persisted postings ----------------------------------------------------------------------------
 
 
