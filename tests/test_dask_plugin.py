@@ -13,6 +13,7 @@ boundary differently), nor on which process computed it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import signal
@@ -31,12 +32,21 @@ import pytest
 from distributed import KilledWorker, LocalCluster
 
 import dk_vector_plugins.plugins.dask as de
-from dk_vector_plugins import AsyncDatabaseFactory, ConfigError, DatabaseFactory, InvalidRequestError, Record
+from dk_vector_plugins import (
+    AsyncDatabaseFactory,
+    ConfigError,
+    DatabaseFactory,
+    InvalidRequestError,
+    Record,
+    StorageError,
+    quant,
+)
+from dk_vector_plugins import kernel as kernel_module
 from dk_vector_plugins.kernel import TopK
 from dk_vector_plugins.plugins.dask import dispatch as dask_dispatch
 from dk_vector_plugins.plugins.dask import plan as dask_plan
 from dk_vector_plugins.plugins.dask import worker as dask_worker
-from dk_vector_plugins.storage.segments import SegmentInfo
+from dk_vector_plugins.storage.segments import SegmentInfo, open_reader, snapshot
 
 DIM = 24
 COMMITS = (701, 523, 389, 1, 250)  # rows per commit: segments of odd sizes, parts of odd sizes
@@ -267,6 +277,23 @@ def test_text_and_hybrid_search_on_the_workers(
     assert [(h.record.id, h.combined_score) for h in dk.hybrid_search("doc12 de", q, text_fields="name", k=6)] == want_h
 
 
+def test_workers_resolve_text_field_paths_as_one_process(stores: Callable[..., tuple[Any, Any]]) -> None:
+    """Postings a worker builds from the rows resolve a field as a filter path, as the single
+    process does: ``metadata.title`` of a record without data fields, ``id`` as the record's id."""
+    ref, dk = stores("file")
+    ref.create_batch(
+        [
+            Record({}, metadata={"title": "alpha beta"}, id="only-metadata"),
+            Record({"body": "gamma"}, metadata={"title": "alpha"}, id="with-data"),
+            Record({"body": "delta", "id": "data-id"}, id="record-id"),
+        ]
+    )
+    for q, field in (("alpha", "metadata.title"), ("record", "id"), ("data", "id"), ("metadata", "id")):
+        want = [(h.record.id, h.score) for h in ref.text_search(q, text_fields=field)]
+        assert want, (q, field)
+        assert [(h.record.id, h.score) for h in dk.text_search(q, text_fields=field)] == want, (q, field)
+
+
 def _parts_on_workers(dk: Any, store_key: tuple[str, ...]) -> dict[str, set[tuple[Any, ...]]]:
     report = de.client_for(dk).run(de.cached_parts)
     return {w: {p[1:] for p in r["parts"] if p[0] == store_key} for w, r in report.items()}
@@ -339,7 +366,7 @@ def test_worker_task_in_process(stores: Callable[..., tuple[Any, Any]], backend:
             groups = [
                 dask_worker.search_shards(
                     spec, plan.names, shards, request.queries, 6, metric, "embedding", request.filter
-                )
+                ).hits
                 for shards in plan.groups.values()
             ]
             merged = [de.merge_hits([g[i] for g in groups], 6, metric) for i in range(70)]
@@ -682,3 +709,219 @@ def test_client_of_an_s3_store_downloads_no_vectors(stores: Callable[..., tuple[
     assert_alike(ref.vector_search_batch(q, k=10), dk.vector_search_batch(q, k=10))
     arrays = [p.matrix for p in dk.core.table.indexes["embedding"]._parts]
     assert arrays and all(isinstance(a, LazyArray) and not a.loaded for a in arrays)
+
+
+# --- int8 codes stored with the segments ---------------------------------------------------------
+
+CODED_COMMITS = (701, 523, 389)  # every segment of vectors at least CODES_MIN_ROWS: all store codes
+CODES_MIN_ROWS = 100
+
+
+def fill_coded(db: Any, seed: int = 11) -> None:
+    """Segments that all store the int8 codes of their vectors (the writer's ``codes_min_rows``
+    lowered to :data:`CODES_MIN_ROWS`), then deletes and an update of 150 rows (a segment of its
+    own, with codes too)."""
+    db.storage.logic.options.codes_min_rows = CODES_MIN_ROWS
+    rng = np.random.default_rng(seed)
+    start = 0
+    for size in CODED_COMMITS:
+        rows = range(start, start + size)
+        db.add_vectors(
+            rng.standard_normal((size, DIM)).astype(np.float32),
+            ids=[f"r{i:05d}" for i in rows],
+            metadata=[{"g": i % 7, "lang": ("en", "de", "fr")[i % 3], "name": f"doc{i}"} for i in rows],
+        )
+        start += size
+    db.delete_batch([f"r{i:05d}" for i in (3, 4, 400, 1000, 1500)])
+    moved = range(600, 750)  # rows of the first two segments die, a segment of 150 rows holds them
+    db.add_vectors(
+        rng.standard_normal((len(moved), DIM)).astype(np.float32),
+        ids=[f"r{i:05d}" for i in moved],
+        metadata=[{"g": i % 7, "lang": "en", "name": f"doc{i}"} for i in moved],
+    )
+    coded = [f.get("codes") for seg in db.storage.state.segments for f in seg["fields"].values()]
+    assert len(coded) == len(CODED_COMMITS) + 1 and all(coded)
+
+
+@contextlib.contextmanager
+def worker_quantizer_spy(client: Any, **kernel_settings: int) -> Iterator[Callable[[], list[int]]]:
+    """Count, on every worker process, the rows each call of ``quant.quantize_rows`` quantizes
+    (and set ``kernel_settings`` there, e.g. the thresholds of ``exact="auto"``); yields a
+    function returning the counts of all workers. Undone on exit."""
+
+    def install() -> None:
+        from dk_vector_plugins import kernel, quant
+
+        real = quant.quantize_rows
+        calls: list[int] = []
+
+        def counting(matrix: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(int(matrix.shape[0]))
+            return real(matrix, *args, **kwargs)
+
+        saved = {name: getattr(kernel, name) for name in kernel_settings}
+        for name, value in kernel_settings.items():
+            setattr(kernel, name, value)
+        quant.quantize_rows = counting
+        quant.__dict__["_test_spy"] = (real, calls, saved)
+
+    def counts() -> list[int]:
+        from dk_vector_plugins import quant
+
+        return list(quant.__dict__["_test_spy"][1])
+
+    def remove() -> None:
+        from dk_vector_plugins import kernel, quant
+
+        real, _, saved = quant.__dict__.pop("_test_spy")
+        quant.quantize_rows = real
+        for name, value in saved.items():
+            setattr(kernel, name, value)
+
+    client.run(install)
+    try:
+        yield lambda: sorted(n for got in client.run(counts).values() for n in got)
+    finally:
+        client.run(remove)
+
+
+def assert_same_scans(expected: list[list[Any]], got: list[list[Any]], exact: str | None) -> None:
+    """The Dask results show ``reranked`` and ``exact`` where the single-process ones do: the
+    same scan (``exact``, when given), and at least as many rows ranked as results shown."""
+    for exp_hits, got_hits in zip(expected, got):
+        for e, g in zip(exp_hits, got_hits):
+            assert ("reranked" in g.metadata) == ("reranked" in e.metadata)
+            if "reranked" not in e.metadata:
+                continue
+            assert isinstance(g.metadata["reranked"], int) and g.metadata["reranked"] >= len(got_hits)
+            if exact is not None:
+                assert e.metadata["exact"] == g.metadata["exact"] == exact
+
+
+@pytest.mark.skipif(not quant.available(), reason="the int8 scan needs numkong")
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_workers_scan_the_stored_int8_codes(
+    stores: Callable[..., tuple[Any, Any]], backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's int8 search reads the codes its segments store (a slice of them for a part of a
+    segment) instead of quantizing its rows; ``exact`` travels to the workers, whose results are
+    the single-process ones (ids, order, scores with ==) and whose metadata shows the scan."""
+    ref, dk = stores(backend, inline_bytes=0)  # (every segment on its own objects: ranged reads on S3)
+    fill_coded(ref)
+    batch = queries(5, seed=3)
+    client = de.client_for(dk)
+    # exact="auto" picks int8 for this little table (whole or per part) once it has 100 rows
+    auto_settings = {"INT8_MIN_ROWS": CODES_MIN_ROWS, "INT8_ROWS_PER_K": 1}
+    for name, value in auto_settings.items():
+        monkeypatch.setattr(kernel_module, name, value)
+    with worker_quantizer_spy(client, **auto_settings) as quantized:
+        for exact in ("int8", "float32", "auto"):
+            for metric in METRICS:
+                for flt in (None, {"g": 3}, {"$or": [{"lang": "en"}, {"g": {"$gte": 5}}]}):
+                    expected = ref.vector_search_batch(batch, k=10, metric=metric, filter=flt, exact=exact)
+                    got = dk.vector_search_batch(batch, k=10, metric=metric, filter=flt, exact=exact)
+                    assert_alike(expected, got)
+                    # auto decides per part (for its own rows): a filtered part of few rows scans float32
+                    forced = exact if exact != "auto" else ("int8" if flt is None else None)
+                    assert_same_scans(expected, got, forced)
+                    one = ref.vector_search(batch[0], k=4, metric=metric, filter=flt, exact=exact)
+                    got_one = dk.vector_search(batch[0], k=4, metric=metric, filter=flt, exact=exact)
+                    assert_alike([one], [got_one])
+        assert quantized() == [], "a worker quantized rows whose codes its segment stores"
+    parts = _parts_on_workers(dk, de.StoreSpec.from_config(backend, dk.config).key)
+    assert any(start > 0 for held in parts.values() for _, start, _ in held), "a part is a slice of a segment"
+
+
+def test_workers_quantize_rows_without_stored_codes(stores: Callable[..., tuple[Any, Any]]) -> None:
+    """The spy sees a worker quantize: segments that store no codes (``codes_min_rows`` above
+    their rows) are quantized on the worker by its first int8 search, with the same results."""
+    ref, dk = stores("file")
+    fill(ref)  # segments of fewer than 4096 rows: no codes stored
+    assert not any(f.get("codes") for seg in ref.storage.state.segments for f in seg["fields"].values())
+    batch = queries(3)
+    with worker_quantizer_spy(de.client_for(dk)) as quantized:
+        for _ in range(2):
+            expected = ref.vector_search_batch(batch, k=10, exact="int8")
+            got = dk.vector_search_batch(batch, k=10, exact="int8")
+            assert_alike(expected, got)
+            assert_same_scans(expected, got, "int8" if quant.available() else "float32")
+        if quant.available():  # every part's rows, once (the segment of 5 updated rows too)
+            assert sum(quantized()) == sum(COMMITS) + 5
+
+
+def test_exact_reaches_the_worker_task(
+    stores: Callable[..., tuple[Any, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's ``exact`` option is an argument of the worker task (the kernel raises for
+    an unknown one: the store validates it first)."""
+    ref, dk = stores("file")
+    fill(ref)
+    seen: list[tuple[Any, ...]] = []
+    real = dask_dispatch.run_tasks
+
+    def spying(*args: Any) -> Any:
+        seen.append(args[5:])
+        return real(*args)
+
+    monkeypatch.setattr(dask_dispatch, "run_tasks", spying)
+    for exact in ("float32", "int8", "auto"):
+        dk.vector_search(queries(1)[0], k=3, exact=exact)
+        assert seen[-1][-1] == exact
+    dk.vector_search(queries(1)[0], k=3)
+    assert seen[-1][-1] == "auto"
+    with pytest.raises(InvalidRequestError, match="exact must be one of"):
+        dk.vector_search(queries(1)[0], k=3, exact="int4")
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_reader_reads_the_codes_of_a_row_range(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``SegmentReader.codes``: the stored codes of any row range of a segment equal those of its
+    rows quantized; on S3 a range is read from the checksum blocks holding it (an object of
+    several blocks here), which are verified: damage inside the range is caught, damage
+    elsewhere is not read."""
+    if backend == "file":
+        where: dict[str, Any] = {"path": str(tmp_path / "t")}
+    else:
+        where = request.getfixturevalue("s3_server").config()
+    db = DatabaseFactory().create(backend=backend, vector_enabled=True, **where)
+    db.storage.logic.options.codes_min_rows = 1000
+    rows, dim = 3000, 96  # codes of 288,000 bytes: two checksum blocks of 256 KiB
+    x = np.random.default_rng(4).standard_normal((rows, dim)).astype(np.float32)
+    db.add_vectors(x, ids=[f"r{i:05d}" for i in range(rows)])
+    db.add_vectors(x[:5], ids=[f"s{i}" for i in range(5)])  # a small segment: no codes
+    (segment, small) = snapshot(db.storage).segments
+    field, small_field = segment.field("embedding"), small.field("embedding")
+    assert field is not None and field.has_codes and len(field.codes_keys) == 4
+    assert small_field is not None and not small_field.has_codes
+    spec = de.StoreSpec.from_config(backend, db.config)
+    reader = open_reader(spec)
+    try:
+        assert reader.codes(small, small_field, 0, 5) is None
+        for start, stop in ((0, rows), (0, 1), (1000, 2000), (2700, rows), (2730, 2731), (1234, 1234)):
+            got = reader.codes(segment, field, start, stop)
+            want = quant.quantize_rows(x[start:stop])
+            assert got is not None and got.n == stop - start
+            for name in ("codes", "scales", "residuals", "sqnorms"):
+                assert np.array_equal(getattr(got, name), getattr(want, name)), (start, stop, name)
+        with pytest.raises(IndexError):
+            reader.codes(segment, field, 10, rows + 1)
+    finally:
+        reader.close()
+    if backend == "s3":
+        s3 = request.getfixturevalue("s3_server").client()
+        key = f"{spec.prefix}{field.codes_keys[0]}"
+        raw = bytearray(s3.get_object(Bucket=spec.bucket, Key=key)["Body"].read())
+        raw[-(8 * 2 + 1000)] ^= 0x55  # a byte of the last rows (the second block)
+        s3.put_object(Bucket=spec.bucket, Key=key, Body=bytes(raw))
+        reader = open_reader(spec)
+        try:
+            assert reader.codes(segment, field, 0, 1000) is not None  # the first block only
+            with pytest.raises(StorageError, match=r"c8\.npy.*block digests"):
+                reader.codes(segment, field, 2900, rows)
+            with pytest.raises(StorageError, match=r"c8\.npy"):
+                reader.codes(segment, field, 0, rows)  # read whole: verified whole
+        finally:
+            reader.close()
+    db.close()

@@ -10,8 +10,9 @@ needs less, and must not write:
 * :class:`StoreSpec` names the objects of a file or S3 store in a picklable form (it travels with
   tasks), and :func:`open_reader` opens them read-only where it arrives;
 * :class:`SegmentReader` reads a segment's ids, a row range of its vectors (memory-mapped on a
-  local store; only that range's bytes on S3), its presence masks and its rows, with the table's
-  own programs (:class:`~dk_vector_plugins.storage.log_format.TableLogic`) on the object stores
+  local store; only that range's bytes on S3), the int8 codes stored of a row range (likewise),
+  its presence masks and its rows, with the table's own programs
+  (:class:`~dk_vector_plugins.storage.log_format.TableLogic`) on the object stores
   the backends use (:class:`~dk_vector_plugins.storage.local.LocalObjectStore`,
   :class:`~dk_vector_plugins.storage.s3.S3ObjectStore`).
 
@@ -20,6 +21,7 @@ Segments are immutable, so what a reader returns may be cached by segment name.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -30,22 +32,28 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import StorageError
+from ..quant import Int8Codes
 from ..textindex import Postings
 from .driver import TableStorage, sync_runner
 from .local import LocalObjectStore
 from .log_format import (
+    CODE_OBJECTS,
     SEGMENTS,
     Checksums,
     TableLogic,
     TableOptions,
     TableState,
+    block_digests,
     decode_ids,
+    digest_list_checksum,
     has_row_data,
     id_keys,
     segment_keys,
     serve_inline,
+    verify_npy,
 )
-from .ops import Program, SyncObjectStore
+from .npy import npy_header, npy_header_bytes
+from .ops import GetArray, GetRange, Many, Program, SyncObjectStore
 from .row_codec import RowParts
 from .s3 import S3ObjectStore, client_kwargs, require
 
@@ -76,6 +84,9 @@ class VectorFieldInfo:
     :ivar vectors_key: the object holding the vectors (float32 ``.npy``, rows x dim; rows without a
         vector hold zeros).
     :ivar mask_key: the object saying which rows hold one (``None``: every row does).
+    :ivar codes_keys: the objects holding the int8 codes of its rows, in the order of
+        :data:`~dk_vector_plugins.storage.log_format.CODE_OBJECTS` (codes, scales, residual norms,
+        squared norms; empty: the segment stores none).
     """
 
     name: str
@@ -83,11 +94,17 @@ class VectorFieldInfo:
     count: int
     vectors_key: str
     mask_key: str | None = None
+    codes_keys: tuple[str, ...] = ()
 
     @property
     def has_mask(self) -> bool:
         """Whether some rows hold no vector of this field (a presence mask is stored)."""
         return self.mask_key is not None
+
+    @property
+    def has_codes(self) -> bool:
+        """Whether the segment stores the int8 codes of this field's rows."""
+        return bool(self.codes_keys)
 
 
 @attrs.frozen
@@ -131,6 +148,7 @@ class SegmentInfo:
                 int(f["count"]),
                 f"{base}.{f['key']}.npy",
                 f"{base}.{f['key']}.mask.npy" if int(f["count"]) < rows else None,
+                tuple(f"{base}.{f['key']}.{c}.npy" for c in CODE_OBJECTS) if f.get("codes") else (),
             )
             for name, f in sorted(entry.get("fields", {}).items())
         )
@@ -264,7 +282,7 @@ class SegmentReader:
         self.mapped = mapped
         self.run, self._close = sync_runner(store)
         self.logic = TableLogic(TableOptions(), store.describe)
-        self._mapped: dict[str, FloatArray] = {}
+        self._mapped: dict[str, npt.NDArray[Any]] = {}
         self._mapped_lock = threading.Lock()
 
     def describe(self, key: str) -> str:
@@ -290,18 +308,144 @@ class SegmentReader:
         holds none: see :meth:`presence`)."""
         shape = (segment.rows, field.dim)
         if self.mapped:
-            key = field.vectors_key
-            with self._mapped_lock:
-                mat = self._mapped.get(key)
-            if mat is None:
-                mat = self.logic.read_array(self._runner(segment), key, shape, segment.checksums)
-                with self._mapped_lock:
-                    while len(self._mapped) >= self.KEEP_MAPPED:
-                        self._mapped.pop(next(iter(self._mapped)))
-                    self._mapped[key] = mat
+            mat: FloatArray = self._mapped_array(segment, field.vectors_key, shape, np.dtype(np.float32))
             return mat[start:stop]
         wanted = np.arange(start, stop, dtype=np.int64)
         return self.logic.read_vectors(self._runner(segment), field.vectors_key, shape, wanted, segment.checksums)
+
+    def _mapped_array(
+        self, segment: SegmentInfo, key: str, shape: tuple[int, ...], dtype: np.dtype[Any]
+    ) -> npt.NDArray[Any]:
+        """A whole memory-mapped ``.npy`` object of the segment (verified when first mapped, then
+        kept: :attr:`KEEP_MAPPED`)."""
+        with self._mapped_lock:
+            arr = self._mapped.get(key)
+        if arr is None:
+            arr = self.logic.read_array(self._runner(segment), key, shape, segment.checksums, dtype)
+            with self._mapped_lock:
+                while len(self._mapped) >= self.KEEP_MAPPED:
+                    self._mapped.pop(next(iter(self._mapped)))
+                self._mapped[key] = arr
+        return arr
+
+    def codes(self, segment: SegmentInfo, field: VectorFieldInfo, start: int, stop: int) -> Int8Codes | None:
+        """The int8 codes stored of rows ``[start, stop)`` of one of the segment's fields (``None``:
+        the segment stores none; see :attr:`VectorFieldInfo.has_codes`).
+
+        A row's codes depend on that row alone, so those of a row range are a slice of the
+        segment's. On a local store the slice is a view of the mapped objects (each verified
+        when first mapped); otherwise the whole objects are read when the range is the whole
+        segment, else only the checksum blocks holding the range (verified block by block).
+        """
+        if not field.has_codes:
+            return None
+        m = segment.rows
+        if not 0 <= start <= stop <= m:
+            raise IndexError(f"rows {start}..{stop} out of range 0..{m}")
+        layout = [
+            (key, (m, field.dim) if c == "c8" else (m,), _CODE_DTYPES[c])
+            for key, c in zip(field.codes_keys, CODE_OBJECTS)
+        ]
+        arrays: list[npt.NDArray[Any]]
+        if start == stop:
+            arrays = [np.empty((0, *shape[1:]), dtype=dt) for _, shape, dt in layout]
+        elif self.mapped:
+            arrays = [self._mapped_array(segment, key, shape, dt)[start:stop] for key, shape, dt in layout]
+        elif start == 0 and stop == m:
+            arrays = self._runner(segment)(self._whole_arrays(layout, segment.checksums))
+        else:
+            arrays = self._runner(segment)(self._array_rows(layout, start, stop, segment.checksums))
+        return Int8Codes.from_arrays(*arrays)  # (each array's dtype and shape checked already)
+
+    def _whole_arrays(
+        self, layout: Sequence[tuple[str, tuple[int, ...], np.dtype[Any]]], sums: Checksums | None
+    ) -> Program[list[npt.NDArray[Any]]]:
+        """Whole ``.npy`` objects (one round of parallel reads), each checked and verified."""
+        got: list[npt.NDArray[Any]] = yield Many([GetArray(key) for key, _, _ in layout])
+        out = []
+        for (key, shape, dtype), arr in zip(layout, got):
+            if arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
+                raise StorageError(
+                    f"segment file {self.describe(key)} holds {arr.dtype} {arr.shape}, "
+                    f"expected {dtype} {shape}"
+                )
+            verify_npy(arr, key, sums, self.describe)
+            out.append(arr)
+        return out
+
+    def _array_rows(
+        self,
+        layout: Sequence[tuple[str, tuple[int, ...], np.dtype[Any]]],
+        start: int,
+        stop: int,
+        sums: Checksums | None,
+    ) -> Program[list[npt.NDArray[Any]]]:
+        """Rows ``[start, stop)`` of ``.npy`` objects (of ``shape`` and ``dtype`` each, rows first)
+        by ranged reads, in two rounds of parallel reads: each object's header (and, with
+        checksums, its trailer of block digests, verified against the manifest, where this
+        version's header puts it); then the rows (with checksums: the whole checksum blocks
+        holding them, each verified against its digest)."""
+        # where this version's header ends each object's data (and so where its trailer starts)
+        ends = [len(npy_header_bytes(shape, dt)) + math.prod(shape) * dt.itemsize for _, shape, dt in layout]
+        first: list[GetRange] = [GetRange(key, 0, _HEADER_BYTES) for key, _, _ in layout]
+        if sums is not None:
+            first += [GetRange(k, end, _trailer_size(end, sums) + 1) for (k, _, _), end in zip(layout, ends)]
+        got: list[bytes] = yield Many(first)
+        offsets = [self._data_offset(k, shape, dt, head) for (k, shape, dt), head in zip(layout, got)]
+        digests: list[npt.NDArray[np.uint64] | None] = [None] * len(layout)
+        if sums is not None:
+            trailers = got[len(layout) :]
+            for i, ((key, shape, dtype), offset) in enumerate(zip(layout, offsets)):
+                end = offset + math.prod(shape) * dtype.itemsize
+                if end != ends[i]:  # another header than this version writes: its trailer is elsewhere
+                    trailers[i] = (yield GetRange(key, end, _trailer_size(end, sums) + 1))
+                trailer = trailers[i]
+                size = _trailer_size(end, sums)
+                if len(trailer) != size or digest_list_checksum(trailer) != sums.expected(key):
+                    raise StorageError(
+                        f"checksum mismatch in segment file {self.describe(key)}: its block digests do not "
+                        "match the manifest (the object is damaged)"
+                    )
+                digests[i] = np.frombuffer(trailer, dtype="<u8")
+        spans = []
+        for (_, shape, dtype), offset in zip(layout, offsets):
+            width = math.prod(shape[1:]) * dtype.itemsize
+            a, b = offset + start * width, offset + stop * width
+            if sums is not None:  # whole checksum blocks of the object's data
+                block = sums.block
+                a, b = a // block * block, min(-(-b // block) * block, offset + shape[0] * width)
+            spans.append((a, b))
+        datas: list[bytes] = yield Many([GetRange(k, a, b - a) for (k, _, _), (a, b) in zip(layout, spans)])
+        out = []
+        for (key, shape, dtype), offset, (a, b), data, digest in zip(layout, offsets, spans, datas, digests):
+            if len(data) != b - a:
+                raise StorageError(f"segment file {self.describe(key)} is truncated")
+            if digest is not None and sums is not None:
+                blocks = block_digests([data], sums.block)
+                at = a // sums.block
+                if not np.array_equal(blocks, digest[at : at + len(blocks)]):
+                    raise StorageError(
+                        f"checksum mismatch in segment file {self.describe(key)}: bytes {a}..{b} do not "
+                        "match their block digests (the object is damaged)"
+                    )
+            per_row = math.prod(shape[1:])
+            at_row = offset + start * per_row * dtype.itemsize - a
+            rows = np.frombuffer(data, dtype=dtype, count=(stop - start) * per_row, offset=at_row)
+            out.append(rows.reshape((stop - start, *shape[1:])))
+        return out
+
+    def _data_offset(self, key: str, shape: tuple[int, ...], dtype: np.dtype[Any], head: bytes) -> int:
+        """Where the data of a ``.npy`` object starts, by its header (checked against ``shape``
+        and ``dtype``)."""
+        try:
+            got_shape, fortran, got_dtype, offset = npy_header(head)
+        except ValueError as e:
+            raise StorageError(f"corrupt segment file {self.describe(key)}: {e}") from e
+        if fortran or got_dtype != dtype or got_shape != shape:
+            raise StorageError(
+                f"segment file {self.describe(key)} holds {got_dtype} {got_shape}, expected {dtype} {shape}"
+            )
+        return offset
 
     def presence(
         self, segment: SegmentInfo, field: VectorFieldInfo, start: int, stop: int
@@ -337,6 +481,24 @@ class SegmentReader:
     def close(self) -> None:
         """Release the reader's I/O threads."""
         self._close()
+
+
+#: The dtype of each object of a field's stored int8 codes (see :class:`Int8Codes`).
+_CODE_DTYPES: dict[str, np.dtype[Any]] = {
+    "c8": np.dtype(np.int8),
+    "cs": np.dtype(np.float32),
+    "cr": np.dtype(np.float32),
+    "cn": np.dtype(np.float64),
+}
+
+
+#: Bytes read for a ``.npy`` header (this package writes headers of 128 bytes).
+_HEADER_BYTES = 4096
+
+
+def _trailer_size(end: int, sums: Checksums) -> int:
+    """Bytes of the block digests after an object's first ``end`` bytes (header and data)."""
+    return 8 * math.ceil(end / sums.block)
 
 
 def open_reader(spec: StoreSpec) -> SegmentReader:

@@ -19,6 +19,10 @@ plans under the store lock, from a snapshot of the version it has loaded
 read-only :class:`~dk_vector_plugins.storage.segments.SegmentReader` and keeps (:mod:`.worker`);
 the client merges the per-worker top-``k`` lists in the kernel's order (:mod:`.merge`) and builds
 the results from its table, bit for bit those of the single-process search (:mod:`.dispatch`).
+The request's ``exact`` option (``"auto"``, ``"int8"``, ``"float32"``) reaches every part's
+kernel; a part of a segment that stores int8 codes reads those of its rows for the int8 scan
+instead of quantizing them, and the results' metadata shows ``reranked`` (summed over the parts)
+and ``exact`` as a single process's does.
 
 A worker lost mid-query makes the scheduler run its task again on another worker (up to Dask's
 ``distributed.scheduler.allowed-failures``); a search that still cannot finish raises

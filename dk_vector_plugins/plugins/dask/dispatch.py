@@ -3,12 +3,12 @@
 1. The client refreshes the store (it answers for the current version) and, under the store lock,
    plans the search (:func:`~.plan.plan_search`): the parts of the loaded version, their dead
    rows, their workers.
-2. One task per worker carries the whole batch of queries and that worker's parts
-   (:func:`~.worker.search_shards`).
-3. The client merges the per-worker lists (:func:`~.merge.merge_hits`), keeps ``k`` and builds the
-   results from its table (:meth:`RecordTable.vector_results
-   <dk_vector_plugins.memtable.RecordTable.vector_results>`, the code the single-process search
-   uses). If the table changed meanwhile, it searches again.
+2. One task per worker carries the whole batch of queries, the request's ``exact`` option and that
+   worker's parts (:func:`~.worker.search_shards`).
+3. The client merges the per-worker lists (:func:`~.merge.merge_hits`) and their shortlist counts
+   (:func:`~.merge.merge_shortlists`), keeps ``k`` and builds the results from its table
+   (:meth:`RecordTable.vector_results <dk_vector_plugins.memtable.RecordTable.vector_results>`,
+   the code the single-process search uses). If the table changed meanwhile, it searches again.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ...types import (
     VectorSearchResult,
 )
 from .cluster import ClusterError, StoreCluster, cluster_error, cluster_for
-from .merge import Hits, merge_hits
+from .merge import Hits, merge_hits, merge_shortlists
 from .options import table_core
 from .plan import SearchPlan, plan_parts, plan_search
 from .worker import search_shards, text_search_shards, text_stats_shards
@@ -83,9 +83,16 @@ def run_tasks(
     return answers
 
 
-def run_plan(cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, request: SearchRequest) -> list[Hits]:
-    """One task per worker group; the merged hits per query, or :class:`ClusterError`."""
-    groups = run_tasks(
+def run_plan(cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, request: SearchRequest) -> list[TopK]:
+    """One task per worker group; the merged top-``k`` per query (table rows), or
+    :class:`ClusterError`.
+
+    Each top-``k`` carries how the kernel's exact ranking went over every part
+    (:attr:`TopK.reranked <dk_vector_plugins.kernel.TopK.reranked>`: the rows it scored, summed
+    over the parts; :attr:`TopK.exact <dk_vector_plugins.kernel.TopK.exact>`: the scan of every
+    part, or ``"mixed"``), as the single-process search's shows it for the whole table.
+    """
+    answers = run_tasks(
         cluster,
         spec,
         plan,
@@ -96,8 +103,18 @@ def run_plan(cluster: StoreCluster, spec: StoreSpec, plan: SearchPlan, request: 
         request.metric,
         request.vector_field,
         request.filter,
+        request.options.get("exact", "auto"),
     )
-    return _per_query(groups, len(request.queries), request.k, request.metric)
+    b = len(request.queries)
+    hits = _per_query([a.hits for a in answers], b, request.k, request.metric)
+    tops = []
+    for qi, (rows, scores, dists, _) in enumerate(hits):
+        scan = merge_shortlists(a.shortlists[qi] for a in answers)
+        if scan is None:
+            tops.append(TopK(rows, scores, dists))
+        else:
+            tops.append(TopK(rows, scores, dists, reranked=scan.reranked, exact=scan.exact))
+    return tops
 
 
 def _per_query(groups: list[list[Hits]], b: int, k: int, order: str) -> list[Hits]:
@@ -144,8 +161,7 @@ def search(db: Store | AsyncStore, request: SearchRequest) -> list[list[VectorSe
     spec = StoreSpec.from_config(db.backend_name, db.config)
     core, _ = table_core(db)
 
-    def finish(hits: list[Hits]) -> list[list[VectorSearchResult]]:
-        tops = [TopK(rows, scores, dists) for rows, scores, dists, _ in hits]
+    def finish(tops: list[TopK]) -> list[list[VectorSearchResult]]:
         results = core.table.vector_results(tops, request.vector_field, request.metric)
         return apply_threshold(results, request)
 

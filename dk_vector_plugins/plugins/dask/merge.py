@@ -6,15 +6,41 @@ per-part top-``k`` lists equals the single-process ranking bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+import attrs
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Hits", "empty_hits", "merge_hits"]
+__all__ = ["Hits", "Shortlist", "empty_hits", "merge_hits", "merge_shortlists"]
 
 #: One list of hits: table rows, scores, distances (euclidean) and ids, best first.
 Hits = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64] | None, list[str]]
+
+
+@attrs.frozen
+class Shortlist:
+    """How the kernel's exact ranking went for one query over some parts (the
+    :attr:`~dk_vector_plugins.kernel.TopK.reranked` and :attr:`~dk_vector_plugins.kernel.TopK.exact`
+    of their searches, added up).
+
+    :ivar reranked: how many rows the exact ranking scored, over all the parts.
+    :ivar exact: which scan shortlisted them: ``"int8"`` or ``"float32"`` when every part used
+        that one, ``"mixed"`` when the parts used different ones.
+    """
+
+    reranked: int
+    exact: str
+
+
+def merge_shortlists(items: Iterable[Shortlist | None]) -> Shortlist | None:
+    """The :class:`Shortlist` of several parts' searches of one query (``None``: no part ranked
+    any row)."""
+    known = [s for s in items if s is not None]
+    if not known:
+        return None
+    scans = {s.exact for s in known}
+    return Shortlist(sum(s.reranked for s in known), scans.pop() if len(scans) == 1 else "mixed")
 
 
 def empty_hits() -> Hits:

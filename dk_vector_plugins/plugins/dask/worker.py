@@ -5,25 +5,31 @@ store, one ranged GET on S3; row data only when a filter needs it) through a rea
 :class:`~dk_vector_plugins.storage.segments.SegmentReader`, and keeps it on the
 ``distributed.Worker`` object, keyed by store and segment name (segments are immutable). It
 computes ``mask = live & filter`` with the core's compiled filter, runs the core's one search
-kernel (:meth:`VectorIndex.search <dk_vector_plugins.index.VectorIndex.search>`) and returns its
-local top-``k``.
+kernel (:meth:`VectorIndex.search <dk_vector_plugins.index.VectorIndex.search>`, with the
+request's ``exact`` option) and returns its local top-``k``. A part of a segment that stores the
+int8 codes of its rows reads those of its row range on its first int8 search (as the
+single-process store does), so the int8 scan quantizes nothing on the worker.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 import numpy.typing as npt
 
 from ...index import VectorIndex
 from ...kernel import TopK, rank_ids
-from ...memtable import RecordTable, row_text
+from ...memtable import RecordTable, names_the_id, row_text
+from ...quant import Int8Codes
 from ...query import Expr
 from ...storage.row_codec import RowParts
-from ...storage.segments import SegmentReader, StoreSpec, open_reader
+from ...storage.segments import SegmentReader, StoreSpec, VectorFieldInfo, open_reader
 from ...textindex import (
     CorpusStats,
     PartStats,
@@ -33,11 +39,12 @@ from ...textindex import (
     index_texts,
     part_stats,
 )
-from .merge import Hits, merge_hits
+from .merge import Hits, Shortlist, merge_hits, merge_shortlists
 from .plan import ShardRange
 
 __all__ = [
     "SegmentShard",
+    "ShardAnswer",
     "WorkerCache",
     "cached_parts",
     "query_chunks",
@@ -90,11 +97,23 @@ class SegmentShard:
             return self._indexes[field]
 
     def _load_index(self, field: str) -> VectorIndex | None:
+        """The part's rows of ``field`` as one adopted block; where the segment stores their int8
+        codes, the first int8 search reads those of the part's rows instead of quantizing them."""
         f = self.segment.field(field)
         if f is None or self.stop <= self.start:
             return None
         mat = self.reader.vectors(self.segment, f, self.start, self.stop)
-        return VectorIndex.from_matrix(mat, self.reader.presence(self.segment, f, self.start, self.stop))
+        index = VectorIndex()
+        codes = functools.partial(self._stored_codes, f) if f.has_codes else None
+        index.append_block(mat, self.reader.presence(self.segment, f, self.start, self.stop), codes=codes)
+        return index
+
+    def _stored_codes(self, field: VectorFieldInfo) -> Int8Codes:
+        """The int8 codes the segment stores of the part's rows of ``field`` (a slice of the
+        segment's when the part is a range of it)."""
+        codes = self.reader.codes(self.segment, field, self.start, self.stop)
+        assert codes is not None, "called only for a field whose codes the segment stores"
+        return codes
 
     def _load_rows(self) -> list[RowParts]:
         return self.reader.rows(self.segment, self.start, self.stop)
@@ -112,7 +131,10 @@ class SegmentShard:
                     whole = self.start == 0 and n == stored.n
                     postings = stored if whole else stored.select(np.arange(self.start, self.stop), 0)
                 else:
-                    texts = (row_text(None, data, meta, field) if data else None for data, meta, _ in self._load_rows())
+                    rids = self.id_list if names_the_id(field) else itertools.repeat(None)
+                    texts = (
+                        row_text(rid, data, meta, field) for rid, (data, meta, _) in zip(rids, self._load_rows())
+                    )
                     postings = index_texts(texts, settings.analyzer.analyze, 0, settings.key)
                 index = TextIndex()
                 index.add(postings)
@@ -171,8 +193,10 @@ class SegmentShard:
         field: str,
         expr: Expr | None,
         dead: npt.NDArray[np.int64],
+        exact: str = "auto",
     ) -> list[TopK]:
-        """The kernel's top-``k`` of this part per query (rows local to the part)."""
+        """The kernel's top-``k`` of this part per query (rows local to the part); ``exact``:
+        which scan shortlists the rows (see :func:`~dk_vector_plugins.kernel.choose_exact`)."""
         index = self.index(field)
         if index is None or index.count == 0:
             return [TopK(np.empty(0, np.int64), np.empty(0, np.float64), None) for _ in range(len(queries))]
@@ -183,8 +207,21 @@ class SegmentShard:
             mask[dead] = False
         out: list[TopK] = []
         for chunk in query_chunks(queries, self.stop - self.start):
-            out.extend(index.search(chunk, k, metric, self.ids, mask))
+            out.extend(index.search(chunk, k, metric, self.ids, mask, exact=exact))
         return out
+
+
+@attrs.frozen
+class ShardAnswer:
+    """A worker's answer to a vector search task.
+
+    :ivar hits: per query, the merged top-``k`` of the worker's parts (table rows, best first).
+    :ivar shortlists: per query, how the kernel's exact ranking went over those parts (``None``:
+        no part ranked a row).
+    """
+
+    hits: list[Hits]
+    shortlists: list[Shortlist | None]
 
 
 class WorkerCache:
@@ -280,19 +317,22 @@ def search_shards(
     metric: str,
     field: str,
     expr: Expr | None,
-) -> list[Hits]:
-    """The worker task: the merged top-``k`` of ``shards`` for each query (table rows, best first)."""
-    return _merged(
-        spec,
-        live_segments,
-        shards,
-        len(queries),
-        k,
-        metric,
-        lambda part, shard: [
-            (t.rows, t.scores, t.distances) for t in part.search(queries, k, metric, field, expr, shard.dead)
-        ],
-    )
+    exact: str = "auto",
+) -> ShardAnswer:
+    """The worker task: the merged top-``k`` of ``shards`` for each query (table rows, best first),
+    each part searched with the scan ``exact`` asks for (``"auto"``: the kernel's choice for the
+    part), and per query how their exact ranking went."""
+    scans: list[list[Shortlist]] = [[] for _ in range(len(queries))]
+
+    def search(part: SegmentShard, shard: ShardRange) -> list[tuple[IntArray, F64Array, F64Array | None]]:
+        tops = part.search(queries, k, metric, field, expr, shard.dead, exact)
+        for qi, top in enumerate(tops):
+            if top.reranked is not None and top.exact is not None:
+                scans[qi].append(Shortlist(top.reranked, top.exact))
+        return [(t.rows, t.scores, t.distances) for t in tops]
+
+    hits = _merged(spec, live_segments, shards, len(queries), k, metric, search)
+    return ShardAnswer(hits, [merge_shortlists(s) for s in scans])
 
 
 def _merged(
