@@ -19,11 +19,18 @@ Reported:
 4. the int8 scan alone with numkong and with simsimd (when installed) against numpy float32;
 5. per-row against per-dimension scales: the average bound radius ``‖q̂‖·r + ‖q - q̂‖·‖x‖``
    (smaller is tighter) on random, anisotropic and clustered data;
-6. bytes held: float32 matrix against codes (+ per-row scale, residual, norms).
+6. bytes held: float32 matrix against codes (+ per-row scale, residual, norms);
+7. S3 (moto's server on 127.0.0.1, as the tests start it; ``S3_ENDPOINT_URL`` with
+   ``TEST_S3=true`` for another): a cold open and first search of a table of ``--s3-rows`` unit
+   vectors (one compacted segment, its int8 codes stored) with ``load_vectors="codes"`` (the
+   codes on open, the re-ranked rows by ranged GETs) against ``load_vectors=True`` (the vectors
+   on open): bytes downloaded, requests, latency of the open, of the first search and of a next
+   one, as ratios; results checked identical. Interleaved, ``--s3-repeat`` cold opens each.
 
 Usage::
 
     python benchmarks/bench_int8.py [--sizes 1000000,100000] [--dim 384] [--repeat 15] [--quick]
+        [--s3-rows 100000] [--s3-repeat 3]      (--s3-rows 0: no S3 check)
 
 The script always exits 0: it is a report; failed targets are marked FAIL.
 """
@@ -31,17 +38,23 @@ The script always exits 0: it is a report; failed targets are marked FAIL.
 from __future__ import annotations
 
 import argparse
+import gc
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import Report, env_summary, fmt_mb, fmt_ms, interleaved, log, median, set_log_tag
 
-from dk_vector_plugins import quant
+from dk_vector_plugins import DatabaseFactory, quant
 from dk_vector_plugins.index import VectorIndex
 from dk_vector_plugins.kernel import TopK, choose_exact, rank_ids
 
 K = 10
+#: The cold-open variants of the S3 check: ``load_vectors`` values.
+S3_VARIANTS: dict[str, bool | str] = {"codes": "codes", "vectors": True}
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -271,6 +284,210 @@ def scale_choice(report: Report, d: int, rng: np.random.Generator) -> None:
         )
 
 
+class Downloads:
+    """What one botocore client downloads: ``GetObject`` responses (``after-call``) and their bytes."""
+
+    def __init__(self, events: Any) -> None:
+        self.requests = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+        events.register("after-call.s3.GetObject", self._on_get)
+
+    def _on_get(self, parsed: Any = None, **_: Any) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes += int((parsed or {}).get("ContentLength") or 0)
+
+    def snapshot(self) -> tuple[int, int]:
+        """(requests, bytes) so far."""
+        with self._lock:
+            return self.requests, self.bytes
+
+
+def counted_store(config: dict[str, Any]) -> tuple[Any, Downloads]:
+    """A sync S3 store whose downloads are counted from its construction (its cold open) on."""
+    import boto3
+
+    session = boto3.Session()
+    downloads = Downloads(session.events)
+    original = boto3.client
+    boto3.client = session.client  # type: ignore[assignment]
+    try:
+        db = DatabaseFactory().create(**config)
+    finally:
+        boto3.client = original  # type: ignore[assignment]
+    return db, downloads
+
+
+def s3_cold_open(report: Report, n: int, d: int, reps: int, rng: np.random.Generator) -> None:
+    """Cold open + first search on S3: ``load_vectors="codes"`` against ``load_vectors=True``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import s3_server  # tests/s3_server.py: moto's server on 127.0.0.1
+
+    server = s3_server.external()
+    started = server is None
+    if server is None:
+        log("starting moto's S3 server on 127.0.0.1 (tests/s3_server.py)")
+        server = s3_server.start()
+    try:
+        cfg: dict[str, Any] = {"backend": "s3", **server.config(bucket="dkv-bench-int8")}
+        log(f"S3: writing {n} x {d} unit vectors (one compacted segment, its codes stored)")
+        writer = DatabaseFactory().create(**cfg)
+        step = 50_000
+        for s0 in range(0, n, step):
+            m = min(step, n - s0)
+            writer.add_vectors(unit_rows(rng, m, d), ids=[f"r{i:08d}" for i in range(s0, s0 + m)])
+        writer.compact()
+        writer.close()
+        del writer
+        gc.collect()
+        queries = unit_rows(rng, 2 * reps, d)
+
+        def cold(variant: str, r: int) -> dict[str, Any]:
+            gc.collect()
+            t0 = time.perf_counter()
+            db, downloads = counted_store({**cfg, "load_vectors": S3_VARIANTS[variant]})
+            t1 = time.perf_counter()
+            opened = downloads.snapshot()
+            first = db.vector_search(queries[2 * r], k=K)
+            t2 = time.perf_counter()
+            searched = downloads.snapshot()
+            t3 = time.perf_counter()
+            nxt = db.vector_search(queries[2 * r + 1], k=K)
+            t4 = time.perf_counter()
+            db.close()
+            return {
+                "open": t1 - t0,
+                "first": t2 - t1,
+                "next": t4 - t3,
+                "open_bytes": opened[1],
+                "bytes": searched[1],
+                "requests": searched[0],
+                "hits": [[(h.id, h.score) for h in hits] for hits in (first, nxt)],
+                "exact": first[0].metadata.get("exact"),
+            }
+
+        log("S3: warm-up (one cold open of each variant, untimed)")
+        warm = {v: cold(v, 0) for v in S3_VARIANTS}
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in S3_VARIANTS}
+        order = list(S3_VARIANTS)
+        shuffle = np.random.default_rng(n)
+        for r in range(reps):
+            for j in shuffle.permutation(len(order)):
+                v = order[j]
+                runs[v].append(cold(v, r))
+                log(f"S3 cold open {r + 1}/{reps} {v}: {runs[v][-1]['open'] + runs[v][-1]['first']:.2f} s")
+        reference = ranged_get_reference(server, cfg["bucket"], cfg["prefix"])
+    finally:
+        if started:
+            server.stop()
+    same = all(
+        a["hits"] == b["hits"] for a, b in zip(runs["codes"], runs["vectors"], strict=True)
+    ) and warm["codes"]["hits"] == warm["vectors"]["hits"]
+    c, v = runs["codes"], runs["vectors"]
+
+    def med(rs: list[dict[str, Any]], key: str) -> float:
+        return median([float(x[key]) for x in rs])
+
+    label = f"S3 N={n} d={d}, cold open"
+    matrix = n * d * 4
+    ratio = med(c, "bytes") / med(v, "bytes")
+    report.add(
+        f"{label} + first search: bytes, codes vs load_vectors=True",
+        fmt_mb(med(c, "bytes")),
+        fmt_mb(med(v, "bytes")),
+        f"{ratio:.2f}x",
+        "<= 0.35x" if n >= 100_000 else "info",
+        ratio <= 0.35 if n >= 100_000 else None,
+    )
+    report.add(
+        f"{label} + first search: bytes, codes vs the float32 matrix",
+        fmt_mb(med(c, "bytes")),
+        fmt_mb(matrix),
+        f"{med(c, 'bytes') / matrix:.2f}x",
+        "info",
+        None,
+    )
+    report.add(
+        f"{label} alone: bytes (ids + codes vs ids + vectors + norms)",
+        fmt_mb(med(c, "open_bytes")),
+        fmt_mb(med(v, "open_bytes")),
+        f"{med(c, 'open_bytes') / med(v, 'open_bytes'):.2f}x",
+        "info",
+        None,
+    )
+    report.add(
+        f"{label} + first search: GET requests",
+        f"{med(c, 'requests'):.0f}",
+        f"{med(v, 'requests'):.0f}",
+        f"{med(c, 'requests') / med(v, 'requests'):.1f}x",
+        "info",
+        None,
+    )
+    for key, what in (("open", "open alone"), ("first", "first search"), ("next", "next search (new query)")):
+        report.add(
+            f"S3 N={n} d={d}: latency of the {what}, codes vs load_vectors=True",
+            fmt_ms(med(c, key)),
+            fmt_ms(med(v, key)),
+            f"{med(c, key) / med(v, key):.2f}x",
+            "info",
+            None,
+        )
+    total_c = median([x["open"] + x["first"] for x in c])
+    total_v = median([x["open"] + x["first"] for x in v])
+    report.add(
+        f"{label} + first search: latency, codes vs load_vectors=True",
+        fmt_ms(total_c),
+        fmt_ms(total_v),
+        f"{total_c / total_v:.2f}x",
+        f"auto picks {c[0]['exact']} / {v[0]['exact']}",
+        None,
+    )
+    report.add(
+        f"S3 N={n} d={d}: one 256 KiB ranged GET of the vectors object vs a small GET",
+        fmt_ms(reference[0]),
+        fmt_ms(reference[1]),
+        f"{reference[0] / reference[1]:.1f}x",
+        "info (the server's)",
+        None,
+    )
+    report.add(
+        f"S3 N={n} d={d}: results codes == load_vectors=True (ids, order, scores)",
+        f"{len(c) + 1}/{len(c) + 1}" if same else "DIFFERENT",
+        "",
+        "",
+        "all",
+        same,
+    )
+    if started:
+        report.note(
+            "S3 latencies are moto's (tests/moto_locked_server.py): it serves one request at a time "
+            "and reads the whole object for a ranged GET (see the reference row), so each of the "
+            "codes store's ranged reads costs what reading the vectors object costs there; S3 "
+            "answers a ranged GET in about the time of a small GET, 16 at a time (the store's "
+            "concurrency). The bytes and requests are the server-independent figures."
+        )
+
+
+def ranged_get_reference(server: Any, bucket: str, prefix: str) -> tuple[float, float]:
+    """Median seconds of a 256 KiB ranged GET of the table's vectors object and of a GET of
+    ``LATEST.json``, with a bare boto3 client on the same server."""
+    client = server.client()
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/segments/")
+    keys = [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith(".f0.npy")]
+    ranged: list[float] = []
+    small: list[float] = []
+    for i in range(5):
+        t0 = time.perf_counter()
+        client.get_object(Bucket=bucket, Key=keys[-1], Range=f"bytes={i << 18}-{((i + 1) << 18) - 1}")["Body"].read()
+        t1 = time.perf_counter()
+        client.get_object(Bucket=bucket, Key=f"{prefix}/LATEST.json")["Body"].read()
+        t2 = time.perf_counter()
+        ranged.append(t1 - t0)
+        small.append(t2 - t1)
+    return median(ranged), median(small)
+
+
 def main() -> None:
     set_log_tag("bench_int8")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -279,11 +496,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--batches", default="1,32,256")
     ap.add_argument("--quick", action="store_true", help="100k rows, few repetitions")
+    ap.add_argument(
+        "--s3-rows", type=int, default=None, help="rows of the S3 cold-open check (default 100000; 0: none)"
+    )
+    ap.add_argument("--s3-repeat", type=int, default=3, help="cold opens of each S3 variant")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     reps = args.repeat
+    s3_rows = 100_000 if args.s3_rows is None else args.s3_rows
     if args.quick:
         sizes, reps = [100_000], 5
+        s3_rows = 20_000 if args.s3_rows is None else args.s3_rows
     batches = [int(b) for b in args.batches.split(",")]
     start = time.perf_counter()
     rng = np.random.default_rng(18)
@@ -296,6 +519,8 @@ def main() -> None:
     reranked_on_mixture(report, min(sizes), args.dim, rng)
     library_scan(report, max(sizes), args.dim, reps, rng)
     scale_choice(report, args.dim, rng)
+    if s3_rows > 0:
+        s3_cold_open(report, s3_rows, args.dim, max(1, args.s3_repeat), rng)
     # the targets: (case, which reference, limit)
     targets = [
         ("1000000/single query", "numpy float32", 2, 0.4),

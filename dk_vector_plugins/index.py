@@ -16,8 +16,8 @@ import numpy.typing as npt
 
 from .errors import DimensionMismatchError, InvalidVectorError
 from .kernel import IdSource, Part, TopK, search_parts
-from .quant import Int8Codes, concat_codes
-from .vectors import squared_norms, unique_ints
+from .quant import Int8Codes, LoadedCodes, concat_codes
+from .vectors import squared_norms, unique_ints, unique_inverse
 
 __all__ = ["LazyArray", "VectorIndex"]
 
@@ -36,22 +36,29 @@ class LazyArray:
     """A float32 array still in storage (a segment's vectors or norms on S3), read when needed.
 
     Indexing it with a few row numbers reads just those rows (``read_rows``; a record shown in
-    a result needs its vector); anything else reads all of it once (``load``), after which it
-    behaves as the array.
+    a result needs its vector, an int8 search the rows it re-ranks) and keeps them; anything else
+    reads all of it once (``load``), after which it behaves as the array. ``few``: the share of
+    the rows (at least 64) read by themselves, default :attr:`FEW`; :attr:`MOST` for rows meant
+    to stay in storage (``load_vectors="codes"``: the re-rank of a batch reads its rows too).
     """
 
     #: At most this share of the rows (or 64 rows) is read row by row.
     FEW = 0.05
+    #: The share for an array whose rows are to stay in storage: beyond it, reading it whole
+    #: costs less than keeping that many rows one by one.
+    MOST = 0.5
 
     def __init__(
         self,
         shape: tuple[int, ...],
         load: Callable[[], npt.NDArray[np.float32]],
         read_rows: Callable[[IntArray], npt.NDArray[np.float32]] | None = None,
+        few: float | None = None,
     ) -> None:
         self.shape = shape
         self.dtype = np.dtype(np.float32)
         self.ndim = len(shape)
+        self.few = self.FEW if few is None else few
         self._load = load
         self._read_rows = read_rows
         self._array: npt.NDArray[np.float32] | None = None
@@ -90,13 +97,13 @@ class LazyArray:
             and isinstance(key, np.ndarray)
             and key.ndim == 1
             and key.dtype.kind in "iu"
-            and len(key) <= max(64, int(self.FEW * self.shape[0]))
+            and len(key) <= max(64, int(self.few * self.shape[0]))
         ):
             wanted = key.astype(np.int64).tolist()
             missing = sorted({r for r in wanted if r not in self._rows})
             if missing:
-                got = self._read_rows(np.asarray(missing, dtype=np.int64))
-                self._rows.update(zip(missing, got))
+                got = np.array(self._read_rows(np.asarray(missing, dtype=np.int64)), dtype=np.float32)
+                self._rows.update(zip(missing, got))  # a copy: not views of the blocks read
             return np.stack([self._rows[r] for r in wanted]) if wanted else self.load()[key]
         return self.load()[key]
 
@@ -149,7 +156,9 @@ class VectorIndex:
         Rows where ``present`` is false hold no vector (their matrix rows should be zeros).
         ``matrix`` and ``sqnorm`` may be :class:`LazyArray` s: read when a search or a record
         first needs them. ``codes`` reads the rows' int8 codes stored with them (the first int8
-        search calls it instead of quantizing the rows).
+        search calls it instead of quantizing the rows); codes already read
+        (:class:`~dk_vector_plugins.quant.LoadedCodes`) are held at once, so a search scans them
+        while ``matrix`` stays in storage and reads only the rows it re-ranks.
         """
         if matrix.ndim != 2 or matrix.dtype != np.float32:
             raise InvalidVectorError(f"expected a 2-D float32 matrix, got {matrix.dtype} {matrix.shape}")
@@ -176,7 +185,10 @@ class VectorIndex:
         self._nrows = start + m
         self._seal_tail()
         part = Part(start, matrix, sqnorm, m, growable=False, owned=False)
-        part.stored_codes = codes
+        if isinstance(codes, LoadedCodes):
+            part.adopt_codes(codes())
+        else:
+            part.stored_codes = codes
         self._parts.append(part)
         self._bound_parts()
 
@@ -471,7 +483,16 @@ class VectorIndex:
             part = parts[pi]
             local = rows - part.start
             sel = (which == pi) & (local < part.n)
-            out[sel] = part.matrix[local[sel]]
+            matrix = part.matrix
+            if not sel.any():
+                continue
+            if isinstance(matrix, LazyArray) and not matrix.loaded:
+                # rows in storage: each read once (a row re-ranked for several queries is
+                # asked for once per query), so a few rows stay a few ranged reads
+                uniq, back = unique_inverse(local[sel])
+                out[sel] = matrix[uniq][back]
+            else:
+                out[sel] = matrix[local[sel]]
         out[~self._present[rows]] = 0.0
         return out
 
@@ -484,7 +505,8 @@ class VectorIndex:
 
     @property
     def in_storage(self) -> bool:
-        """Whether some vectors are still in storage (:class:`LazyArray` parts not read)."""
+        """Whether some vectors are still in storage (:class:`LazyArray` parts not read whole;
+        rows gathered from them, such as those a search re-ranked, are read by themselves)."""
         return any(isinstance(p.matrix, LazyArray) and not p.matrix.loaded for p in self._parts)
 
     def take(self, keep: IntArray) -> VectorIndex:

@@ -360,8 +360,9 @@ def _warm(parts: Sequence[Part]) -> bool:
         codes = part.codes
         if part.stored_codes is not None and codes is None and getattr(part.matrix, "loaded", True):
             # stored with the segment: reading them is cheaper than a float32 scan (rows still in
-            # storage keep to the float32 scan, which reads them once; exact="int8" reads the
-            # codes and, by ranged reads, only the rows it re-ranks)
+            # storage without their codes held, load_vectors=False, keep to the float32 scan,
+            # which reads them once; exact="int8", or a store opened with load_vectors="codes",
+            # reads the codes and, by ranged reads, only the rows it re-ranks)
             continue
         if part.n <= INT8_CHEAP_ROWS:
             continue  # quantized in no time (small segments store no codes)
@@ -371,18 +372,30 @@ def _warm(parts: Sequence[Part]) -> bool:
     return ready
 
 
-def choose_exact(exact: str, queries: int, rows: int, k: int, dim: int) -> str:
+def _codes_over_storage(parts: Sequence[Part]) -> bool:
+    """Whether some of ``parts`` have their rows still in storage (a lazily read segment's matrix)
+    and every such part holds the int8 codes of all its rows: the int8 scan then reads only the
+    rows it re-ranks, where the float32 scan would read them all (``load_vectors="codes"``)."""
+    away = [p for p in parts if not getattr(p.matrix, "loaded", True)]
+    return bool(away) and all(p.codes is not None and p.codes.n >= p.n for p in away)
+
+
+def choose_exact(
+    exact: str, queries: int, rows: int, k: int, dim: int, *, in_storage: bool = False
+) -> str:
     """Which scan shortlists a search: ``"int8"`` or ``"float32"`` (see :data:`EXACT_MODES`).
 
     ``"int8"`` is honoured whenever the SIMD library is installed (else the float32 scan runs:
     the results are the same); ``"auto"`` picks int8 where it was measured faster
-    (``benchmarks/bench_int8.py``).
+    (``benchmarks/bench_int8.py``), and always when ``in_storage``: rows still in storage whose
+    int8 codes are held (a store opened with ``load_vectors="codes"``), which the float32 scan
+    would read whole and the int8 scan reads only where it re-ranks them.
     """
     if exact not in EXACT_MODES:
         raise ValueError(f"exact must be one of {', '.join(EXACT_MODES)}, got {exact!r}")
     if exact == "float32" or not quant.available() or dim > quant.MAX_DIM or rows == 0:
         return "float32"
-    if exact == "int8":
+    if exact == "int8" or in_storage:
         return "int8"
     ok = queries <= INT8_MAX_BATCH and rows >= INT8_MIN_ROWS and k * INT8_ROWS_PER_K <= rows
     return "int8" if ok else "float32"
@@ -452,8 +465,9 @@ def search_parts(
         total += width
     if not cols:
         return [_empty() for _ in range(b)]
-    mode = choose_exact(exact, b, int(np.count_nonzero(cand)), k, d)
-    if mode == "int8" and exact == "auto" and not _warm([c.part for c in cols]):
+    stored = _codes_over_storage([c.part for c in cols])
+    mode = choose_exact(exact, b, int(np.count_nonzero(cand)), k, d, in_storage=stored)
+    if mode == "int8" and exact == "auto" and not stored and not _warm([c.part for c in cols]):
         mode = "float32"  # codes are built once a table is searched often (not for one query)
     found_q: list[IntArray] = []
     found_r: list[IntArray] = []

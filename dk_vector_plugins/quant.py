@@ -57,6 +57,7 @@ __all__ = [
     "EPS32",
     "EPS64",
     "Int8Codes",
+    "LoadedCodes",
     "QueryCodes",
     "available",
     "concat_codes",
@@ -201,6 +202,20 @@ class Int8Codes:
         if n >= self.n:
             return self
         return Int8Codes(self.codes[:n], self.scales[:n], self.residuals[:n], self.sqnorms[:n])
+
+
+@attrs.frozen
+class LoadedCodes:
+    """Stored int8 codes already read: a reader of stored codes (called like any, it returns them)
+    that a vector index adopts at once instead of keeping it for the first int8 search. A store
+    opened with ``load_vectors="codes"`` hands these over; its parts hold their codes from the
+    open on, while their float32 rows stay in storage."""
+
+    codes: Int8Codes
+
+    def __call__(self) -> Int8Codes:
+        """The codes."""
+        return self.codes
 
 
 def concat_codes(parts: Sequence[Int8Codes]) -> Int8Codes:

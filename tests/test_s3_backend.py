@@ -306,3 +306,21 @@ def test_load_vectors_defaults_to_false_for_dask_stores(s3_server: Any) -> None:
     assert cfg["load_vectors"] is False and not table_options(cfg, True).load_vectors
     assert table_options(resolve_config(pm, {**base, "executor": "dask", "load_vectors": True}), True).load_vectors
     assert resolve_config(pm, {**base, "executor": "local"})["load_vectors"] is None
+
+
+def test_ranged_read_from_the_end_of_an_object_is_empty(s3_server: Any, tmp_path: Path) -> None:
+    """A ranged read that starts at or past an object's end answers no bytes on S3 (where the
+    server answers 416) as on a local directory, instead of failing."""
+    from dk_vector_plugins.storage.local import LocalObjectStore
+    from dk_vector_plugins.storage.ops import GetRange, Put
+    from dk_vector_plugins.storage.s3 import S3ObjectStore
+
+    cfg = s3_server.config()
+    s3 = S3ObjectStore(s3_server.client(), cfg["bucket"], prefix=cfg["prefix"])
+    s3.check_bucket(True)
+    local = LocalObjectStore(str(tmp_path / "objects"))
+    for store in (s3, local):
+        store.do(Put("segments/x.bin", b"0123456789"))
+        assert store.do(GetRange("segments/x.bin", 8, 5)) == b"89"
+        assert store.do(GetRange("segments/x.bin", 10, 5)) == b""
+        assert store.do(GetRange("segments/x.bin", 30, 5)) == b""

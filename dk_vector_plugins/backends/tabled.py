@@ -15,7 +15,7 @@ from ..database import Apply, AsyncDatabase, Call, Steps, SyncDatabase, operatio
 from ..errors import ConfigError, InvalidRequestError
 from ..memtable import RecordTable
 from ..storage.driver import TableStorage
-from ..storage.log_format import TableOptions
+from ..storage.log_format import LOAD_VECTORS, TableOptions
 from ..types import OptionSpec
 
 __all__ = ["TABLE_OPTIONS", "AsyncTableDatabase", "TableDatabase", "local_path", "table_options"]
@@ -83,12 +83,15 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
         ),
         OptionSpec(
             "load_vectors",
-            (bool,),
+            (bool, str),
             None,
             "read vectors on open (True), or when first needed (False: for stores whose searches "
-            "run elsewhere); default True, unless a plugin's option implies otherwise "
-            "(executor='dask' implies False)",
+            "run elsewhere), or 'codes': read on open the int8 codes of the segments that store "
+            "them (a quarter of the vectors' bytes) and, by ranged reads, only the rows a search "
+            "re-ranks; default True, unless a plugin's option implies otherwise (executor='dask' "
+            "implies False)",
             backends=b,
+            choices=LOAD_VECTORS,
         ),
         OptionSpec(
             "merge_fan",
@@ -128,7 +131,7 @@ def table_options(config: Mapping[str, Any], lazy_rows: bool) -> TableOptions:
         keep_versions=max(1, int(config["keep_versions"])),
         grace_s=float(config["grace_s"]),
         lazy_rows=lazy_rows,
-        load_vectors=True if load is None else bool(load),
+        load_vectors=True if load is None else load,
         inline_max_bytes=int(config["inline_bytes"]),
         merge_fan=int(config["merge_fan"]),
         gc_every=int(config["gc_every"]),

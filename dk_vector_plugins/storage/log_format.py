@@ -60,7 +60,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import attrs
 import numpy as np
@@ -68,10 +68,10 @@ import numpy.typing as npt
 import xxhash
 
 from ..core import WriteBatch
-from ..errors import DkvPerformanceWarning, InvalidRequestError, StorageError
+from ..errors import ConfigError, DkvPerformanceWarning, InvalidRequestError, StorageError
 from ..index import LazyArray
 from ..memtable import RecordTable
-from ..quant import Int8Codes, quantize_rows
+from ..quant import Int8Codes, LoadedCodes, quantize_rows
 from ..schema import StoreSchema
 from ..textindex import Postings
 from ..vectors import squared_norms, unique_ints
@@ -99,6 +99,7 @@ from .row_codec import EMPTY_ROW, LazyRows, RowParts, encode_row, line_at
 
 __all__ = [
     "FORMAT_VERSION",
+    "LOAD_VECTORS",
     "Checksums",
     "TableLogic",
     "TableOptions",
@@ -129,6 +130,10 @@ CHECKSUM_BLOCK = 1 << 18
 #: The objects of a vector field's int8 codes: codes (int8 rows x dim), scales (float32), residual
 #: norms (float32), squared norms (float64); see :class:`~dk_vector_plugins.quant.Int8Codes`.
 CODE_OBJECTS = ("c8", "cs", "cr", "cn")
+#: What a store reads of a segment's vectors when it loads it (``TableOptions.load_vectors``).
+LoadVectors = bool | Literal["codes"]
+#: The values ``load_vectors`` takes.
+LOAD_VECTORS: tuple[LoadVectors, ...] = (True, False, "codes")
 LATEST = "LATEST.json"
 MANIFESTS = "manifests/"
 SEGMENTS = "segments/"
@@ -138,6 +143,14 @@ TMP_MARK = ".tmp-"
 def manifest_key(version: int) -> str:
     """The key of manifest ``version``."""
     return f"{MANIFESTS}{version:020d}.json"
+
+
+def check_load_vectors(value: Any) -> LoadVectors:
+    """``value`` if it is a value of ``load_vectors`` (``True``, ``False`` or ``"codes"``), else a
+    :class:`ConfigError` naming it."""
+    if isinstance(value, bool) or (isinstance(value, str) and value == "codes"):
+        return value  # type: ignore[return-value]
+    raise ConfigError(f"load_vectors must be True, False or 'codes', got {value!r}")
 
 
 @attrs.define
@@ -153,7 +166,10 @@ class TableOptions:
         (worth it where a read is cheap: local files; on S3 it would cost a round trip later).
     :ivar load_vectors: read vectors when a segment is loaded; ``False``: when first needed (a
         local search reads a segment's vectors whole, a record shown reads its own row), for a
-        store whose searches run elsewhere (a Dask cluster).
+        store whose searches run elsewhere (a Dask cluster); ``"codes"``: read the int8 codes of
+        a segment that stores them (:data:`CODE_OBJECTS`) instead of its vectors, which stay in
+        storage: a search scans the codes and reads the rows it re-ranks by ranged reads (the
+        vectors of a segment without codes are read on load, as with ``True``).
     :ivar warn_load_bytes: warn (:class:`DkvPerformanceWarning`) before loading more than this.
     :ivar inline_max_bytes: a commit whose segment objects total at most this many bytes keeps
         them inside its manifest (one durable write per commit; see "Small commits").
@@ -176,7 +192,7 @@ class TableOptions:
     grace_s: float = 3600.0
     lazy_rows: bool = True
     lazy_ids: bool = False
-    load_vectors: bool = True
+    load_vectors: LoadVectors = attrs.field(default=True, validator=lambda _s, _a, v: check_load_vectors(v))
     warn_load_bytes: int | None = None
     inline_max_bytes: int = 64 * 1024
     latest_every: int = 1
@@ -965,7 +981,7 @@ class TableLogic:
         keep_rows = sum(int(e["rows"]) for e in state.segments[:same])
         new = segs[same:]
         yield from self._load_inline(state, manifest, new)
-        total = sum(int(e.get("bytes", 0)) for e in new)
+        total = sum(self._bytes_on_load(e) for e in new)
         if self.options.warn_load_bytes is not None and total > self.options.warn_load_bytes:
             warnings.warn(
                 f"loading {total / 2**20:.1f} MiB of segments from {self.describe('')} "
@@ -982,7 +998,12 @@ class TableLogic:
             if not self.options.lazy_rows and has_row_data(entry):
                 ops.append(Get(f"{base}.rows.jsonl"))
             for f in entry["fields"].values():
-                if self.options.load_vectors:
+                if self._codes_only(f):  # the codes, and where the vectors' rows are
+                    ops.extend(GetArray(f"{base}.{f['key']}.{c}.npy") for c in CODE_OBJECTS)
+                    trailer = self._trailer_guess(entry, f)
+                    if trailer is not None:
+                        ops.append(trailer)
+                elif self.options.load_vectors:
                     ops.append(GetArray(f"{base}.{f['key']}.npy"))
                     if f.get("sq"):
                         ops.append(GetArray(f"{base}.{f['key']}.sq.npy"))
@@ -1016,6 +1037,23 @@ class TableLogic:
             table.expect_rows(0)
         state.version = int(manifest["version"])
         state.segments = list(segs)
+
+    def _bytes_on_load(self, entry: Mapping[str, Any]) -> int:
+        """About how many bytes loading a segment reads: its objects' bytes less those of the
+        vectors (and norms) left in storage and of the int8 codes not read on load."""
+        total = int(entry.get("bytes", 0))
+        m = int(entry["rows"])
+        for f in entry["fields"].values():
+            d = int(f["dim"])
+            vectors = m * d * 4 + (m * 4 if f.get("sq") else 0)
+            codes = m * (d + 16) if f.get("codes") else 0  # int8 codes, scales, residuals, norms
+            if self._codes_only(f):
+                total -= vectors
+            elif self.options.load_vectors:
+                total -= codes
+            else:
+                total -= vectors + codes
+        return max(total, 0)
 
     def _load_inline(
         self, state: TableState, manifest: Mapping[str, Any], new: Sequence[Mapping[str, Any]]
@@ -1102,7 +1140,15 @@ class TableLogic:
             shape = (m, int(f["dim"]))
             mat: Any
             sq: Any = None
-            if self.options.load_vectors:
+            held: Int8Codes | None = None
+            if self._codes_only(f):
+                arrays = [next(results) for _ in CODE_OBJECTS]
+                held = self._checked_codes(f"{base}.{f['key']}", arrays, shape, sums)
+                if sums is not None:  # where the rows are: the first search reads only them
+                    digests = self._trailer_digests(key, next(results), self._data_offset(shape), shape, sums)
+                    if digests is not None:
+                        self._layouts[key] = (self._data_offset(shape), digests)
+            if self.options.load_vectors and held is None:
                 mat = self._checked(key, next(results), shape, sums)
                 if f.get("sq"):
                     sq = self._checked(skey, next(results), (m,), sums)
@@ -1116,6 +1162,8 @@ class TableLogic:
                     shape,
                     functools.partial(self.read_array, runner, key, shape, sums),
                     functools.partial(self.read_vectors, runner, key, shape, sums=sums),
+                    # codes held: the rows a search re-ranks are read by themselves, a batch's too
+                    few=LazyArray.MOST if held is not None else None,
                 )
                 if f.get("sq"):
                     sq = LazyArray((m,), functools.partial(self.read_array, runner, skey, (m,), sums))
@@ -1124,7 +1172,9 @@ class TableLogic:
                 mkey = f"{base}.{f['key']}.mask.npy"
                 present = self._checked(mkey, next(results), (m,), sums, np.dtype(np.bool_))
             vectors[field] = (mat, present, sq)
-            if f.get("codes"):
+            if held is not None:
+                codes[field] = LoadedCodes(held)
+            elif f.get("codes"):
                 codes[field] = functools.partial(self._read_codes, runner, f"{base}.{f['key']}", m, int(f["dim"]), sums)
 
         def loader() -> CheckedRows:
@@ -1139,16 +1189,36 @@ class TableLogic:
         }
         return _ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None, texts, codes)
 
+    def _codes_only(self, field: Mapping[str, Any]) -> bool:
+        """Whether a segment's vector field is loaded as its int8 codes, its vectors left in
+        storage (``load_vectors="codes"`` and the segment stores them)."""
+        return self.options.load_vectors == "codes" and bool(field.get("codes"))
+
     def _read_codes(
         self, runner: Callable[[Program[Any]], Any], base: str, m: int, dim: int, sums: Checksums | None
     ) -> Int8Codes:
         """A segment's stored int8 codes of one vector field (read on its first int8 search)."""
-        shapes = {"c8": (m, dim), "cs": (m,), "cr": (m,), "cn": (m,)}
-        dtypes = {"c8": np.int8, "cs": np.float32, "cr": np.float32, "cn": np.float64}
-        arrays = [
-            self.read_array(runner, f"{base}.{c}.npy", shapes[c], sums, np.dtype(dtypes[c])) for c in CODE_OBJECTS
+        arrays = runner(self.get_arrays([f"{base}.{c}.npy" for c in CODE_OBJECTS]))
+        return self._checked_codes(base, arrays, (m, dim), sums)
+
+    def _checked_codes(
+        self, base: str, arrays: Sequence[npt.NDArray[Any]], shape: tuple[int, int], sums: Checksums | None
+    ) -> Int8Codes:
+        """The int8 codes of a segment's vector field (``base``: its objects' key without the
+        suffix) from its loaded code objects (in :data:`CODE_OBJECTS` order), checked: dtypes,
+        shapes (``shape``: the vectors'), checksums."""
+        m = shape[0]
+        want: dict[str, tuple[type[np.generic], tuple[int, ...]]] = {
+            "c8": (np.int8, shape),
+            "cs": (np.float32, (m,)),
+            "cr": (np.float32, (m,)),
+            "cn": (np.float64, (m,)),
+        }
+        checked = [
+            self._checked(f"{base}.{c}.npy", arr, want[c][1], sums, np.dtype(want[c][0]))
+            for c, arr in zip(CODE_OBJECTS, arrays, strict=True)
         ]
-        return Int8Codes.from_arrays(*arrays)
+        return Int8Codes.from_arrays(*checked)
 
     def read_postings(
         self,
@@ -1205,6 +1275,11 @@ class TableLogic:
         arr: npt.NDArray[Any] = yield GetArray(key)
         return arr
 
+    def get_arrays(self, keys: Sequence[str]) -> Program[list[npt.NDArray[Any]]]:
+        """Load several ``.npy`` objects at once (unchecked), in the order of ``keys``."""
+        arrays: list[npt.NDArray[Any]] = yield Many([GetArray(k) for k in keys])
+        return arrays
+
     def read_vectors(
         self,
         runner: Callable[[Program[Any]], Any],
@@ -1229,7 +1304,7 @@ class TableLogic:
         """
         if sums is None:
             return (yield from self._header_offset(key, shape)), None
-        guess = len(npy_header_bytes(shape, np.dtype(np.float32)))
+        guess = self._data_offset(shape)
         digests = yield from self._trailer(key, guess, shape, sums)
         if digests is not None:
             return guess, digests
@@ -1244,12 +1319,42 @@ class TableLogic:
     ) -> Program[npt.NDArray[np.uint64] | None]:
         """The block digests after the data of a vectors object whose data starts at ``offset``,
         if they are there (and nothing follows them) and match the manifest."""
+        trailer = yield self._trailer_range(key, offset, shape, sums)
+        return self._trailer_digests(key, trailer, offset, shape, sums)
+
+    @staticmethod
+    def _data_offset(shape: tuple[int, int]) -> int:
+        """Where the data of a vectors object of ``shape`` starts when this version wrote it."""
+        return len(npy_header_bytes(shape, np.dtype(np.float32)))
+
+    @staticmethod
+    def _trailer_range(key: str, offset: int, shape: tuple[int, int], sums: Checksums) -> GetRange:
+        """The read of the block digests after the data of a vectors object whose data starts
+        at ``offset`` (one byte more: nothing may follow them)."""
         end = offset + shape[0] * shape[1] * 4
-        size = 8 * math.ceil(end / sums.block)
-        trailer = yield GetRange(key, end, size + 1)
-        if len(trailer) != size or digest_list_checksum(trailer) != sums.expected(key):
+        return GetRange(key, end, 8 * math.ceil(end / sums.block) + 1)
+
+    @staticmethod
+    def _trailer_digests(
+        key: str, trailer: bytes, offset: int, shape: tuple[int, int], sums: Checksums
+    ) -> npt.NDArray[np.uint64] | None:
+        """The block digests read by :meth:`_trailer_range`, if they are all there and match the
+        manifest (``None``: the data does not start at ``offset``)."""
+        end = offset + shape[0] * shape[1] * 4
+        if len(trailer) != 8 * math.ceil(end / sums.block) or digest_list_checksum(trailer) != sums.expected(key):
             return None
         return np.frombuffer(trailer, dtype="<u8")
+
+    def _trailer_guess(self, entry: Mapping[str, Any], field: Mapping[str, Any]) -> GetRange | None:
+        """The read of a field's vectors' block digests where this version puts them, for a
+        segment left in storage (loaded with its codes): the first search then reads only the
+        blocks of the rows it re-ranks. ``None`` without checksums (the header says where)."""
+        sums = Checksums.of(entry)
+        if sums is None:
+            return None
+        shape = (int(entry["rows"]), int(field["dim"]))
+        key = f"{SEGMENTS}{entry['name']}.{field['key']}.npy"
+        return self._trailer_range(key, self._data_offset(shape), shape, sums)
 
     def _header_offset(self, key: str, shape: tuple[int, int]) -> Program[int]:
         """Where the data of a vectors object starts, by its header (checked against ``shape``)."""
@@ -1313,7 +1418,7 @@ class TableLogic:
         whose row count its vectors confirm when it loads (an untrusted count sizes nothing)."""
         return (
             self.options.lazy_ids
-            and self.options.load_vectors
+            and self.options.load_vectors is not False  # vectors or codes confirm the count
             and bool(entry["fields"])
             and bool(entry.get("fresh"))
             and entry.get("ids") == "txt"

@@ -47,6 +47,7 @@ from .ops import (
 __all__ = ["AsyncS3ObjectStore", "S3ObjectStore", "client_kwargs", "require"]
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_PAST_END = {"InvalidRange", "416"}
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 SEGMENT_PREFIX = "segments/"
 
@@ -208,6 +209,8 @@ class _S3Programs(S3Keys):
             except ce as e:
                 if _code(e) in _MISSING_CODES:
                     raise StorageError(f"missing object {self.describe(op.key)}") from e
+                if _code(e) in _PAST_END or _status(e) == 416:
+                    return b""  # a range from the object's end on: no bytes (as a local file)
                 raise
             return got.data
         if isinstance(op, GetIfChanged):
