@@ -389,7 +389,7 @@ class _Base:
         """The analyzer and BM25 settings for the schema's text index (rebuilt when the schema
         changes: a stored analyzer adopted on open)."""
         ts = self._schema.text
-        if self._text is not None and self._text[0] == ts:
+        if self._text is not None and (self._text[0] is ts or self._text[0] == ts):
             return self._text[1]
         from .factory import make_analyzer
 

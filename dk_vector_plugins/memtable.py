@@ -663,20 +663,23 @@ class RecordTable:
         out: list[Record] = []
         new_record = Record.__new__
         data_of, meta_of, vinfo_of = self._data, self._meta, self._vinfo
+        stored = VectorField._stored
         for j, row in enumerate(rows):
             rec = new_record(Record)
             rec._id = ids[j]
             values = _copied(data_of[row])
             if vectors:
-                vinfo = vinfo_of[row] or {}
+                vinfo = vinfo_of[row]
                 for name, mats, held_of in vectors:
                     # a plain list of numbers, also indexed, reads back as it was given
                     if held_of[j] and name not in values:
-                        values[name] = VectorField._stored(mats[j], name, _copied(vinfo.get(name)))
+                        info = vinfo.get(name) if vinfo else None
+                        values[name] = stored(mats[j], name, _copied(info) if info else {})
             if fields is not None:
                 values = {k: values[k] for k in fields if k in values}
             rec._data = values
-            rec.metadata = _copied(meta_of[row])
+            meta = meta_of[row]
+            rec.metadata = _copied(meta) if meta else {}
             out.append(rec)
         return out
 

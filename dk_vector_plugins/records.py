@@ -341,14 +341,17 @@ class VectorField:
         field = cls.__new__(cls)
         field.name = name
         field.value = value
+        meta = VectorMetadata.__new__(VectorMetadata)  # (its derived keys are set when read)
+        field._metadata = meta
+        if not info:  # the common case: a vector stored without any of these
+            field.source_field = field.model_name = field.model_version = None
+            return field
         field.source_field = info.get("source_field")
         field.model_name = info.get("model_name")
         field.model_version = info.get("model_version")
-        meta = VectorMetadata.__new__(VectorMetadata)  # (its derived keys are set when read)
         given = info.get("metadata")
         if given:
             dict.update(meta, given)
-        field._metadata = meta
         return field
 
     def copy(self) -> VectorField:
