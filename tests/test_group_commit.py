@@ -61,3 +61,38 @@ def test_async_tasks_share_commits(tmp_path: Path) -> None:
 
     assert asyncio.run(go()) == 64
     assert DatabaseFactory().create(backend="file", path=str(tmp_path / "a")).verify()["live"] == 64
+
+
+def test_a_leader_waits_for_the_active_writers_and_a_lone_writer_never_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After commits that carried several writers, the thread that gets the lock waits (briefly)
+    for as many writers to queue as the last two commits carried, so that one commit takes them
+    all (without the wait, every other commit takes half of them); it stops waiting as soon as
+    they are there. A writer alone never waits."""
+    import time
+
+    import dk_vector_plugins.core as core_mod
+
+    monkeypatch.setattr(core_mod, "GROUP_WAIT_S", 5.0)
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "g"))
+    core = db._core
+    t0 = time.monotonic()
+    for i in range(3):  # a lone writer: no wait, one commit each
+        db.create(rec(f"alone{i}", i))
+    assert time.monotonic() - t0 < 2.0 and db.version == 3
+
+    core._groups, core._last_commit_s = (4, 4), 60.0  # as after commits of 4 writers each
+    first = threading.Thread(target=db.create, args=(rec("first", 100),))
+    t0 = time.monotonic()
+    first.start()
+    time.sleep(0.3)  # the first writer leads and waits for the others
+    assert db.version == 3
+    others = [threading.Thread(target=db.create, args=(rec(f"o{i}", 200 + i),)) for i in range(7)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join()
+    assert time.monotonic() - t0 < 4.0  # it stopped waiting once the 8 writers were there
+    assert db.version == 4 and db.count() == 11  # one commit carried all eight
+    assert core._groups == (4, 8)
