@@ -50,7 +50,7 @@ from _common import Report, env_summary, fmt_mb, fmt_ms, interleaved, log, media
 
 from dk_vector_plugins import DatabaseFactory, quant
 from dk_vector_plugins.index import VectorIndex
-from dk_vector_plugins.kernel import TopK, choose_exact, rank_ids
+from dk_vector_plugins.kernel import TopK, rank_ids
 
 K = 10
 #: The cold-open variants of the S3 check: ``load_vectors`` values.
@@ -154,7 +154,7 @@ def latency_checks(
                 mismatches += 1
             reranked.extend(t.reranked or 0 for t in a)
         t8, t32, tnp = median(times["int8"]), median(times["float32"]), median(times["numpy"])
-        auto = choose_exact("auto", b, int(np.count_nonzero(mask)) if mask is not None else n, K, d)
+        auto = index.search(queries[0], K, "cosine", ids, mask, exact="auto")[0].exact  # what auto ran
         report.add(
             f"N={n} {label}: int8 vs numpy float32",
             fmt_ms(t8),

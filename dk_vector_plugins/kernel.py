@@ -188,6 +188,11 @@ def exact_scores(
     return scores, dists
 
 
+#: A part's candidate rows for the int8 scan: codes, cosine and dot-product key weights, squared
+#: norms, special columns (see :meth:`Part.gathered`).
+_Gathered = tuple[npt.NDArray[np.int8], FloatArray, FloatArray, FloatArray, IntArray]
+
+
 class Part:
     """A run of consecutive index rows held in one float32 matrix (what the kernel scores).
 
@@ -198,6 +203,7 @@ class Part:
 
     __slots__ = (
         "_codes",
+        "_gathered",
         "_inv",
         "_maxsq",
         "_overflow",
@@ -232,6 +238,8 @@ class Part:
         self._inv: FloatArray | None = None
         # int8 codes of the first ``_codes.n`` rows (built by the first int8 search)
         self._codes: Int8Codes | None = None
+        # the codes, key weights and special columns of the last candidate rows gathered
+        self._gathered: tuple[Int8Codes, IntArray, _Gathered] | None = None
         #: Reads the part's codes stored with its segment (instead of quantizing its rows).
         self.stored_codes: Callable[[], Int8Codes] | None = None
         #: Auto searches that would have used int8 codes it lacked (see ``INT8_WARMUP``).
@@ -245,6 +253,7 @@ class Part:
         """
         self._maxsq = None
         self._inv = None
+        self._gathered = None
         first = int(rows.min()) if rows is not None and len(rows) else 0
         if self._codes is not None:
             self._codes = self._codes.head(first) if first > 0 else None
@@ -261,6 +270,20 @@ class Part:
         """Take ``codes`` of this part's first ``codes.n`` rows (carried over from other parts,
         or read from storage)."""
         self._codes = codes
+        self._gathered = None
+
+    def gathered(self, sel: IntArray, codes: Int8Codes) -> _Gathered:
+        """The int8 codes, key weights (cosine, dot product), squared norms and special columns
+        of the candidate rows ``sel`` of :meth:`int8_codes` ``codes``: gathered, and kept for the
+        next search with the same candidates (a filter repeated query after query gathers the
+        codes once: a few MB a query otherwise)."""
+        kept = self._gathered
+        if kept is not None and kept[0] is codes and len(kept[1]) == len(sel) and np.array_equal(kept[1], sel):
+            return kept[2]
+        special = np.flatnonzero(np.isin(sel, codes.special)) if len(codes.special) else codes.special
+        got = (codes.codes[sel], codes.w_cos[sel], codes.w_dot[sel], codes.sq32[sel], special)
+        self._gathered = (codes, sel.copy(), got)
+        return got
 
     def int8_codes(self) -> Int8Codes:
         """The int8 codes of all :attr:`n` rows: built on first use, extended when the part
@@ -340,9 +363,13 @@ def top_k(
 
 #: ``exact="auto"`` scans int8 codes when the SIMD library is there, the search has at most this
 #: many queries (a larger batch is one float32 matrix product, faster than int8 dot products),
-#: at least :data:`INT8_MIN_ROWS` candidate rows, and ``k`` is small beside them.
+#: at least :data:`INT8_MIN_ROWS` candidate rows (:data:`INT8_MIN_GATHERED` when a filter leaves
+#: few enough that they are gathered: the float32 scan copies their rows, the int8 scan their
+#: codes, a quarter of the bytes, and keeps them for the same filter's next search), and ``k``
+#: is small beside them.
 INT8_MAX_BATCH = 8
 INT8_MIN_ROWS = 50_000
+INT8_MIN_GATHERED = 4096
 INT8_ROWS_PER_K = 256
 #: ``exact="auto"`` builds a part's codes (about 2 s per million rows of 384 dimensions) only
 #: after this many searches chose int8 on it: a store opened for a few queries never pays it.
@@ -381,7 +408,7 @@ def _codes_over_storage(parts: Sequence[Part]) -> bool:
 
 
 def choose_exact(
-    exact: str, queries: int, rows: int, k: int, dim: int, *, in_storage: bool = False
+    exact: str, queries: int, rows: int, k: int, dim: int, *, in_storage: bool = False, gathered: bool = False
 ) -> str:
     """Which scan shortlists a search: ``"int8"`` or ``"float32"`` (see :data:`EXACT_MODES`).
 
@@ -389,7 +416,8 @@ def choose_exact(
     the results are the same); ``"auto"`` picks int8 where it was measured faster
     (``benchmarks/bench_int8.py``), and always when ``in_storage``: rows still in storage whose
     int8 codes are held (a store opened with ``load_vectors="codes"``), which the float32 scan
-    would read whole and the int8 scan reads only where it re-ranks them.
+    would read whole and the int8 scan reads only where it re-ranks them. ``gathered``: a filter
+    leaves candidates few enough to be gathered (the bar is :data:`INT8_MIN_GATHERED` rows).
     """
     if exact not in EXACT_MODES:
         raise ValueError(f"exact must be one of {', '.join(EXACT_MODES)}, got {exact!r}")
@@ -397,7 +425,8 @@ def choose_exact(
         return "float32"
     if exact == "int8" or in_storage:
         return "int8"
-    ok = queries <= INT8_MAX_BATCH and rows >= INT8_MIN_ROWS and k * INT8_ROWS_PER_K <= rows
+    least = INT8_MIN_GATHERED if gathered else INT8_MIN_ROWS
+    ok = queries <= INT8_MAX_BATCH and rows >= least and k * INT8_ROWS_PER_K <= rows
     return "int8" if ok else "float32"
 
 
@@ -466,7 +495,8 @@ def search_parts(
     if not cols:
         return [_empty() for _ in range(b)]
     stored = _codes_over_storage([c.part for c in cols])
-    mode = choose_exact(exact, b, int(np.count_nonzero(cand)), k, d, in_storage=stored)
+    gathered = any(c.sel is not None for c in cols)
+    mode = choose_exact(exact, b, int(np.count_nonzero(cand)), k, d, in_storage=stored, gathered=gathered)
     if mode == "int8" and exact == "auto" and not stored and not _warm([c.part for c in cols]):
         mode = "float32"  # codes are built once a table is searched often (not for one query)
     found_q: list[IntArray] = []
@@ -618,12 +648,11 @@ def _int8_shortlist(
     scan: list[tuple[npt.NDArray[np.int8], FloatArray, FloatArray, IntArray]] = []
     for c in cols:
         full = c.codes = c.part.int8_codes()
-        w = full.w_cos if metric == "cosine" else full.w_dot
         if c.sel is None:
-            scan.append((full.codes, w, full.sq32, full.special))
+            scan.append((full.codes, full.w_cos if metric == "cosine" else full.w_dot, full.sq32, full.special))
         else:
-            special = np.flatnonzero(np.isin(c.sel, full.special)) if len(full.special) else full.special
-            scan.append((full.codes[c.sel], w[c.sel], full.sq32[c.sel], special))
+            codes8, w_cos, w_dot, sq32, special = c.part.gathered(c.sel, full)
+            scan.append((codes8, w_cos if metric == "cosine" else w_dot, sq32, special))
     qc = quant.quantize_queries(queries)
     maxima = (
         max(c.codes.max_norm for c in cols if c.codes is not None),

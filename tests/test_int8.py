@@ -243,6 +243,39 @@ def test_codes_are_cached_extended_and_invalidated() -> None:
 
 
 @needs_simd
+@pytest.mark.parametrize("metric", METRICS)
+def test_a_repeated_filter_reuses_its_gathered_codes(metric: str) -> None:
+    """A filtered int8 scan gathers the codes of the candidate rows; the next search with the
+    same candidates (a filter repeated query after query) takes them as they are, and a change
+    of the part's rows, or other candidates, gathers again. Results stay those of float32."""
+    rng = np.random.default_rng(5)
+    d, n = 16, 3000
+    index = VectorIndex(d)
+    index.set_rows(np.arange(n, dtype=np.int64), rng.standard_normal((n, d)).astype(np.float32))
+    ids = rank_ids([f"r{i:05d}" for i in range(n)])
+    mask = rng.random(n) < 0.1
+    qs = rng.standard_normal((3, 1, d)).astype(np.float32)
+    part = index._parts[-1]
+    got = index.search(qs[0], 5, metric, ids, mask.copy(), exact="int8")
+    assert_identical(got, index.search(qs[0], 5, metric, ids, mask.copy(), exact="float32"))
+    kept = part._gathered
+    assert kept is not None
+    got = index.search(qs[1], 5, metric, ids, mask.copy(), exact="int8")  # an equal, new mask
+    assert part._gathered is kept
+    assert_identical(got, index.search(qs[1], 5, metric, ids, mask.copy(), exact="float32"))
+    other = mask.copy()
+    other[np.flatnonzero(mask)[:3]] = False
+    got = index.search(qs[2], 5, metric, ids, other, exact="int8")
+    assert part._gathered is not kept
+    assert_identical(got, index.search(qs[2], 5, metric, ids, other, exact="float32"))
+    row = int(np.flatnonzero(mask)[0])
+    index.set_rows(np.array([row], dtype=np.int64), np.full((1, d), 3.0, dtype=np.float32))  # overwrite
+    assert part._gathered is None
+    got = index.search(qs[0], 5, metric, ids, mask.copy(), exact="int8")
+    assert_identical(got, index.search(qs[0], 5, metric, ids, mask.copy(), exact="float32"))
+
+
+@needs_simd
 def test_merged_parts_keep_their_codes() -> None:
     rng = np.random.default_rng(4)
     m = rng.standard_normal((600, 6)).astype(np.float32)
@@ -341,6 +374,9 @@ def test_choose_exact_rule(monkeypatch: pytest.MonkeyPatch) -> None:
         assert choose_exact("auto", 1, 10**6, 10, 384) == "int8"
         assert choose_exact("auto", 256, 10**6, 10, 384) == "float32"  # a GEMM wins
         assert choose_exact("auto", 1, 1000, 10, 384) == "float32"  # small: nothing to win
+        assert choose_exact("auto", 1, 10_000, 10, 384) == "float32"  # a small table scanned whole
+        assert choose_exact("auto", 1, 10_000, 10, 384, gathered=True) == "int8"  # a filter's rows
+        assert choose_exact("auto", 1, 2_000, 10, 384, gathered=True) == "float32"
         assert choose_exact("auto", 1, 10**6, 10**5, 384) == "float32"  # k near the row count
     monkeypatch.setattr(quant, "_nk", None)
     assert not quant.available()
