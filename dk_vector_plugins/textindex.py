@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from .errors import StorageError
 from .types import Analyzer
-from .vectors import unique_ints, unique_inverse
+from .vectors import run_starts, unique_ints, unique_inverse
 
 __all__ = [
     "CorpusStats",
@@ -263,9 +263,7 @@ def postings_of(
     docs = np.repeat(np.arange(n, dtype=np.int64), lengths)
     keys = tids * max(n, 1) + docs
     keys.sort()
-    first = np.ones(len(keys), dtype=np.bool_)
-    first[1:] = keys[1:] != keys[:-1]
-    starts = np.flatnonzero(first)
+    starts = np.flatnonzero(run_starts(keys))
     uniq = keys[starts]
     tfs = np.diff(np.append(starts, len(keys))).astype(np.int32)
     term = uniq // max(n, 1)
@@ -561,8 +559,7 @@ def part_stats(indexes: Sequence[TextIndex], terms: Iterable[str], live: BoolArr
         lens = lengths[docs]
         order = np.lexsort((lens, tf))  # by frequency, then length: each frequency's shortest first
         tf, lens = tf[order], lens[order]
-        first = np.ones(len(tf), dtype=np.bool_)
-        first[1:] = tf[1:] != tf[:-1]
+        first = run_starts(tf)
         df[term] = len(docs)
         frontier[term] = (tf[first], lens[first])
     return PartStats(n_live, totals, df, frontier)

@@ -3,8 +3,8 @@
 Every vector that enters the package (a record's :class:`~dk_vector_plugins.VectorField`, an
 ``add_vectors`` batch, a query) is validated here: numeric, real, finite, 1-D (or 2-D for a
 batch), non-empty, of the expected dimension. :func:`squared_norms` is the one place a row's
-squared norm is computed; :func:`unique_ints` and :func:`unique_inverse` the one place distinct
-rows are taken.
+squared norm is computed; :func:`run_starts`, :func:`unique_ints` and :func:`unique_inverse`
+the one place distinct values are taken.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "as_vector_batch",
     "as_vector_batch_with_norms",
     "normalize_metric",
+    "run_starts",
     "squared_norms",
     "unique_ints",
     "unique_inverse",
@@ -175,19 +176,22 @@ def squared_norms(matrix: FloatArray) -> FloatArray:
 IntsT = TypeVar("IntsT", bound=np.integer[Any])
 
 
+def run_starts(ordered: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Where each run of equal values of a sorted 1-D array starts (its first element)."""
+    first = np.empty(len(ordered), dtype=np.bool_)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return first
+
+
 def unique_ints(values: npt.NDArray[IntsT]) -> npt.NDArray[IntsT]:
     """The distinct values of a 1-D integer array, ascending (what ``np.unique`` returns).
 
     By sorting: numpy 2.3+'s ``np.unique`` hashes, and costs ~60 us even for a handful of
     values, which the search paths (a few rows, many calls) cannot afford.
     """
-    if len(values) < 2:
-        return np.array(values, copy=True)
     s = np.sort(values)
-    keep = np.empty(len(s), dtype=np.bool_)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
+    return s[run_starts(s)]
 
 
 def unique_inverse(values: npt.NDArray[IntsT]) -> tuple[npt.NDArray[IntsT], npt.NDArray[np.int64]]:
@@ -195,9 +199,7 @@ def unique_inverse(values: npt.NDArray[IntsT]) -> tuple[npt.NDArray[IntsT], npt.
     (``np.unique(values, return_inverse=True)``, by sorting)."""
     order = np.argsort(values, kind="stable")
     s = values[order]
-    first = np.empty(len(s), dtype=np.bool_)
-    first[:1] = True
-    np.not_equal(s[1:], s[:-1], out=first[1:])
+    first = run_starts(s)
     inverse = np.empty(len(s), dtype=np.int64)
     inverse[order] = np.cumsum(first) - 1
     return s[first], inverse
