@@ -26,6 +26,7 @@ from dk_vector_plugins import (
     ConfigError,
     DatabaseFactory,
     DkvError,
+    DuplicateRecordError,
     Record,
     StorageError,
     VectorField,
@@ -253,6 +254,22 @@ def test_store_opened_earlier_sees_other_writers(open_store: Callable[..., Any],
     assert proc.returncode == 0, err
     assert a.count() == 31 and b.count({"batch": 2}) == 10
     assert a.read("b1-9")["batch"] == 1
+
+
+def test_a_stale_writer_plans_again_on_the_newer_version(open_store: Callable[..., Any]) -> None:
+    """A store plans a write on the table it last saw (the conditional manifest create is the
+    check): a write that another store's commits make wrong is planned again on them."""
+    a = open_store()
+    a.create(Record({"n": 0, "embedding": VectorField(vec(0))}, id="x0"))
+    b = open_store()
+    b.create_batch([Record({"n": i, "embedding": VectorField(vec(i))}, id=f"x{i}") for i in (1, 2)])
+    with pytest.raises(DuplicateRecordError):
+        a.create(Record({"n": 9}, id="x1"))
+    b.create(Record({"n": 3}, id="x3"))
+    assert a.update("x3", Record({"n": -3})) is True and a.delete("x2") is True
+    b.delete("x1")
+    a.create(Record({"n": 11, "embedding": VectorField(vec(11))}, id="x1"))  # a still held x1
+    assert b.read("x1")["n"] == 11 and b.read("x3")["n"] == -3 and not b.exists("x2") and b.count() == 3
 
 
 def test_readers_never_see_half_a_commit(open_store: Callable[..., Any], tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from dk_vector_plugins import (
     ConfigError,
     DatabaseFactory,
     DkvPerformanceWarning,
+    DuplicateRecordError,
     Record,
     StorageError,
     VectorField,
@@ -114,8 +115,9 @@ def test_small_commits_cost_two_requests_and_a_reader_one_per_commit(s3_server: 
     writer = _make(s3_server, prefix=prefix)
     wcount = Requests(writer.s3_client)
     writer.create(_records(1, start=50)[0])  # a small commit: its segment inside the manifest
-    # the writer's check for newer commits (a conditional GET), the manifest, LATEST.json
-    assert sorted(r.split()[0] for r in wcount.take()) == ["GET", "PUT", "PUT"]
+    # the manifest and LATEST.json (the writer opened the table: its conditional PUT of the
+    # manifest is the check for newer commits)
+    assert sorted(r.split()[0] for r in wcount.take()) == ["PUT", "PUT"]
     rcount = Requests(reader.s3_client)
     assert len(reader.vector_search(q, k=100)) == 51
     assert rcount.take() == ["GET LATEST.json"]  # the new manifest carries the new rows
@@ -126,6 +128,37 @@ def test_small_commits_cost_two_requests_and_a_reader_one_per_commit(s3_server: 
     assert sent[0] == "GET LATEST.json" and len(sent) == 3, sent
     assert all(s.startswith("GET 000") and s.endswith(".json") for s in sent[1:]), sent  # manifests
     assert reader.verify()["live"] == 54
+
+
+def test_a_writer_commits_without_checking_first(s3_server: Any) -> None:
+    """A store that wrote last plans its next write on the table it holds: any newer commit takes
+    the version its manifest would take, so the conditional PUT is the check (no GET first)."""
+    writer = _make(s3_server)
+    writer.create(_records(1)[0])  # the first write loads the table
+    count = Requests(writer.s3_client)
+    for i in range(1, 4):
+        writer.create(_records(1, start=i)[0])
+        # the manifest (if absent) and LATEST.json: two requests per small commit
+        assert sorted(r.split()[0] for r in count.take()) == ["PUT", "PUT"]
+    assert writer.count() == 4
+
+
+def test_a_stale_writer_plans_again_on_the_newer_version(s3_server: Any) -> None:
+    a = _make(s3_server)
+    prefix = a.config["prefix"]
+    a.create(_records(1)[0])
+    b = _make(s3_server, prefix=prefix)
+    b.create_batch(_records(4, start=1))  # a has not seen these
+    with pytest.raises(DuplicateRecordError):
+        a.create(_records(1, start=2)[0])
+    b.create(_records(1, start=5)[0])
+    assert a.update("r00005", Record({"i": -5})) is True  # created after a's last look
+    b.create(_records(1, start=6)[0])
+    assert a.delete("r00006") is True
+    assert b.read("r00005")["i"] == -5 and not b.exists("r00006") and b.count() == 6
+    b.delete("r00003")
+    a.create(Record({"i": 33}, id="r00003"))  # a still held r00003: refused there, not in storage
+    assert b.read("r00003")["i"] == 33 and b.count() == 6
 
 
 def test_async_warm_search_is_one_request(s3_server: Any) -> None:
