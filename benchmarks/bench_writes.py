@@ -13,6 +13,11 @@ c. files and bytes on disk after the inserts, before and after ``compact()`` + `
 d. the longest single commit among the inserts (automatic maintenance included) vs the median one.
 e. S3 (a local moto server over HTTP): requests per single-record commit (target <= 3) and
    requests a reader makes to catch up after n of them (target <= n + 2).
+f. S3: a writer process's cold open plus its first single-record append on a table of
+   ``--s3-rows`` rows (default 100k x d), with the default options (the table loaded) and as a
+   writer opens (``load_vectors=False, lazy_rows=True``: the manifest and each segment's ids
+   only): time, requests, bytes downloaded; LanceDB's ``connect`` + ``open_table`` + ``add`` of
+   one row on the same server and data when it is installed (target: the writer >= 1x LanceDB).
 
 LanceDB (``pip install lancedb``) is measured when importable, and reported as skipped otherwise.
 
@@ -26,6 +31,7 @@ The script always exits 0: it is a report; failed targets are marked FAIL.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -33,7 +39,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +126,26 @@ def disk(root: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def s3_requests(n: int, dim: int) -> tuple[float, list[int]] | None:
-    """(requests per single-record commit, reader requests after each of 1..n commits)."""
+@contextlib.contextmanager
+def _moto() -> Iterator[Any]:
+    """tests/s3_server.py's moto server over HTTP (stopped on exit), or ``None`` without moto."""
     try:
-        from s3_server import start  # tests/s3_server.py: moto's standalone server over HTTP
+        from s3_server import start
     except ImportError:
-        return None
+        yield None
+        return
     server = start()
     try:
+        yield server
+    finally:
+        server.stop()
+
+
+def s3_requests(n: int, dim: int) -> tuple[float, list[int]] | None:
+    """(requests per single-record commit, reader requests after each of 1..n commits)."""
+    with _moto() as server:
+        if server is None:
+            return None
         config = server.config()
         writer = DatabaseFactory().create(backend="s3", **config)
         reader = DatabaseFactory().create(backend="s3", **config)
@@ -152,8 +170,144 @@ def s3_requests(n: int, dim: int) -> tuple[float, list[int]] | None:
         writer.close()
         reader.close()
         return per_commit, catch_up
+
+
+def s3_writer_open(rows: int, dim: int, reps: int) -> dict[str, tuple[float, int, int]] | None:
+    """Cold open + first single-record append by a writer on a table of ``rows`` rows, per
+    variant: (median seconds, requests, bytes downloaded); LanceDB's when importable."""
+    with _moto() as server:
+        if server is None:
+            return None
+        config = server.config()
+        rng = np.random.default_rng(2)
+        base = DatabaseFactory().create(backend="s3", **config)
+        x = rng.standard_normal((rows, dim)).astype(np.float32)
+        step = 10_000
+        for j in range(0, rows, step):
+            ids = [f"r{i}" for i in range(j, min(rows, j + step))]
+            base.add_vectors(x[j : j + step], ids=ids, metadata=[{"title": f"doc {i}"} for i in range(len(ids))])
+        base.close()
+        lance_uri = lance_table(server, x) if _lancedb() is not None else None
+        variants: dict[str, dict[str, Any]] = {"default": {}, "writer": {"load_vectors": False, "lazy_rows": True}}
+        out: dict[str, tuple[float, int, int]] = {}
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        if lance_uri is not None:
+            times["lancedb"] = []
+        counts: dict[str, tuple[int, int]] = {}
+        for r in range(reps):
+            for name in random.Random(r).sample(sorted(times), len(times)):
+                if name == "lancedb":
+                    times[name].append(lance_append(server, lance_uri, x[0], r))
+                    continue
+                opened = {k: v for k, v in config.items() if k != "create_bucket"}  # it exists
+                seconds, requests, nbytes = dkv_append(opened, variants[name], dim, f"{name}-{r}")
+                times[name].append(seconds)
+                counts[name] = (requests, nbytes)
+        for name, ts in times.items():
+            req, nbytes = counts.get(name, (-1, -1))
+            out[name] = (median(ts), req, nbytes)
+        return out
+
+
+def dkv_append(config: dict[str, Any], extra: dict[str, Any], dim: int, rid: str) -> tuple[float, int, int]:
+    """(seconds, requests, bytes downloaded) of a cold open and one single-record create."""
+    import boto3
+
+    session = _counting_session()
+    sent = _COUNTED
+    sent[:] = [0, 0]
+    original = boto3.client
+    vec = np.random.default_rng(len(rid)).standard_normal(dim).astype(np.float32)
+    t0 = time.perf_counter()
+    try:
+        boto3.client = session.client  # type: ignore[assignment]
+        db = DatabaseFactory().create(backend="s3", **config, **extra)
     finally:
-        server.stop()
+        boto3.client = original  # type: ignore[assignment]
+    db.create(Record({"title": "new", "embedding": VectorField(vec)}, id=rid))
+    seconds = time.perf_counter() - t0
+    db.close()
+    return seconds, sent[0], sent[1]
+
+
+#: Requests sent and bytes of objects read through :func:`_counting_session`'s clients.
+_COUNTED = [0, 0]
+_SESSION: list[Any] = []
+
+
+def _counting_session() -> Any:
+    """One boto3 session (made once: a new session loads botocore's data files again, which
+    would be timed) whose clients count into :data:`_COUNTED`."""
+    if not _SESSION:
+        import boto3
+
+        def on_send(**_: Any) -> None:
+            _COUNTED[0] += 1
+
+        def on_get(parsed: dict[str, Any], **_: Any) -> None:
+            _COUNTED[1] += int(parsed.get("ContentLength") or 0)
+
+        session = boto3.Session()
+        session.events.register("before-send.s3.*", on_send)
+        session.events.register("after-call.s3.GetObject", on_get)
+        _SESSION.append(session)
+    return _SESSION[0]
+
+
+def _lancedb() -> Any:
+    try:
+        import lancedb
+    except ImportError:
+        return None
+    return lancedb
+
+
+def _lance_options(server: Any) -> dict[str, str]:
+    cfg = server.config()
+    return {
+        "endpoint": cfg["endpoint_url"],
+        "aws_access_key_id": cfg.get("aws_access_key_id", "testing"),
+        "aws_secret_access_key": cfg.get("aws_secret_access_key", "testing"),
+        "region": cfg.get("region_name", "us-east-1"),
+        "allow_http": "true",
+    }
+
+
+def lance_table(server: Any, x: np.ndarray) -> str:
+    """The same vectors (and titles) as a LanceDB table on the same S3 server; its URI."""
+    import pyarrow as pa
+
+    lancedb = _lancedb()
+    uri = f"s3://{server.config()['bucket']}/lance-{random.randrange(1 << 30)}"
+    db = lancedb.connect(uri, storage_options=_lance_options(server))
+    step = 10_000
+    for j in range(0, len(x), step):
+        part = x[j : j + step]
+        data = pa.table({
+            "id": [f"r{i}" for i in range(j, j + len(part))],
+            "title": [f"doc {i}" for i in range(j, j + len(part))],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), x.shape[1]),
+        })
+        if j == 0:
+            db.create_table("t", data)
+        else:
+            db.open_table("t").add(data)
+    return uri
+
+
+def lance_append(server: Any, uri: str, vec: np.ndarray, r: int) -> float:
+    """Seconds of LanceDB's cold ``connect`` + ``open_table`` + ``add`` of one row."""
+    import pyarrow as pa
+
+    lancedb = _lancedb()
+    t0 = time.perf_counter()
+    table = lancedb.connect(uri, storage_options=_lance_options(server)).open_table("t")
+    table.add(pa.table({
+        "id": [f"new{r}"],
+        "title": ["new"],
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.astype(np.float32)), len(vec)),
+    }))
+    return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -161,10 +315,11 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=300, help="single inserts per variant")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="n=100, reps=2")
+    ap.add_argument("--s3-rows", type=int, default=100_000, help="rows of the table check f opens (0: skip f)")
+    ap.add_argument("--quick", action="store_true", help="n=100, reps=2, s3-rows=5000")
     args = ap.parse_args()
     if args.quick:
-        args.n, args.reps = 100, 2
+        args.n, args.reps, args.s3_rows = 100, 2, 5_000
     started = time.perf_counter()
     vecs = np.random.default_rng(0).standard_normal((args.n, args.dim)).astype(np.float32)
     work = Path(tempfile.mkdtemp(prefix="bench-writes-"))
@@ -239,6 +394,20 @@ def main() -> int:
             ok = all(r <= n + 2 for r, n in zip(catch_up, (1, 5, 10)))
             report.add("e'. S3 reader catch-up after 1/5/10 commits", "/".join(map(str, catch_up)),
                        "n + 2: 3/7/12", "", "<= n + 2", ok)
+        opened = s3_writer_open(args.s3_rows, args.dim, args.reps) if args.s3_rows else None
+        if opened is not None:
+            w_s, w_req, w_bytes = opened["writer"]
+            d_s, d_req, d_bytes = opened["default"]
+            report.add(f"f. S3 writer cold open + first append, {args.s3_rows} rows",
+                       f"{w_s * 1000:.0f} ms, {w_req} requests, {w_bytes / 2**20:.1f} MiB",
+                       f"default options: {d_s * 1000:.0f} ms, {d_req} requests, {d_bytes / 2**20:.1f} MiB",
+                       f"{w_s / d_s:.2f}x", "info", None)
+            if "lancedb" in opened:
+                l_s = opened["lancedb"][0]
+                report.add("f'. the writer's cold open + first append vs LanceDB's", f"{w_s * 1000:.0f} ms",
+                           f"LanceDB {l_s * 1000:.0f} ms", f"{l_s / w_s:.2f}x faster", ">= 1x", w_s <= l_s)
+            else:
+                report.note("f': LanceDB is not installed (pip install lancedb): its row is skipped")
         report.print(f"## Small writes (file backend; d={args.dim}, {args.n} single inserts, median of {args.reps})",
                      env_summary(), time.perf_counter() - started)
     finally:

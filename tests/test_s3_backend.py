@@ -45,6 +45,23 @@ def _make(s3_server: Any, **extra: Any) -> Any:
     return DatabaseFactory().create(backend="s3", vector_enabled=True, **{**s3_server.config(), **extra})
 
 
+def _make_counted(s3_server: Any, **extra: Any) -> tuple[Any, list[str]]:
+    """A store made as by :func:`_make` and the URLs of every request it sends, from its
+    construction (its cold load) on."""
+    import boto3
+
+    counted: list[str] = []
+    boto3.DEFAULT_SESSION = None
+    session = boto3.Session()
+    session.events.register("before-send.s3.*", lambda request, **_: counted.append(request.url))
+    original = boto3.client
+    try:
+        boto3.client = session.client  # type: ignore[assignment]
+        return _make(s3_server, **extra), counted
+    finally:
+        boto3.client = original  # type: ignore[assignment]
+
+
 def _records(n: int, dim: int = 8, start: int = 0, seed: int = 0) -> list[Record]:
     rng = np.random.default_rng(seed)
     return [
@@ -143,6 +160,26 @@ def test_a_writer_commits_without_checking_first(s3_server: Any) -> None:
     assert writer.count() == 4
 
 
+def test_a_writer_opens_and_appends_without_reading_vectors_or_rows(s3_server: Any) -> None:
+    """``load_vectors=False, lazy_rows=True``: a writer process reads what a commit needs (the
+    manifest, each segment's ids) and never a segment's vectors, norms or rows."""
+    first = _make(s3_server, inline_bytes=0)
+    prefix = first.config["prefix"]
+    for start in (0, 300, 600):
+        first.create_batch(_records(300, start=start))
+    first.close()
+    writer, sent = _make_counted(s3_server, prefix=prefix, load_vectors=False, lazy_rows=True)
+    writer.create(_records(1, start=900)[0])
+    with pytest.raises(DuplicateRecordError):  # the ids it read answer for uniqueness
+        writer.create(_records(1, start=5)[0])
+    read = [u.split("?")[0].rsplit("/", 1)[-1] for u in sent]
+    assert len([k for k in read if k.endswith(".ids.txt")]) == 3, read  # one per segment
+    assert not [k for k in read if k.endswith((".npy", ".jsonl"))], read
+    hits = writer.vector_search(writer.read("r00005")["embedding"], k=1)  # read when needed
+    assert hits[0].id == "r00005" and writer.count() == 901
+    writer.close()
+
+
 def test_a_stale_writer_plans_again_on_the_newer_version(s3_server: Any) -> None:
     a = _make(s3_server)
     prefix = a.config["prefix"]
@@ -212,18 +249,7 @@ def test_segment_cache_avoids_downloads(s3_server: Any, tmp_path: Path) -> None:
     first = _make(s3_server, prefix=cfg["prefix"], cache_dir=str(tmp_path / "cache"))
     assert first.count() == 40
     assert any((tmp_path / "cache").iterdir())
-    import boto3  # count the second store's cold-load requests from its construction on
-
-    counted: list[str] = []
-    boto3.DEFAULT_SESSION = None
-    session = boto3.Session()
-    session.events.register("before-send.s3.*", lambda request, **_: counted.append(request.url))
-    original = boto3.client
-    try:
-        boto3.client = session.client  # type: ignore[assignment]
-        second = _make(s3_server, prefix=cfg["prefix"], cache_dir=str(tmp_path / "cache"))
-    finally:
-        boto3.client = original  # type: ignore[assignment]
+    second, counted = _make_counted(s3_server, prefix=cfg["prefix"], cache_dir=str(tmp_path / "cache"))
     assert second.count() == 40
     assert not [u for u in counted if "/segments/" in u], counted
 
