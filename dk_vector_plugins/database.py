@@ -389,8 +389,9 @@ class _Base:
         """The analyzer and BM25 settings for the schema's text index (rebuilt when the schema
         changes: a stored analyzer adopted on open)."""
         ts = self._schema.text
-        if self._text is not None and (self._text[0] is ts or self._text[0] == ts):
-            return self._text[1]
+        held = self._text
+        if held is not None and (held[0].analyzer, held[0].options, held[0].fields) == (ts.analyzer, ts.options, ts.fields):
+            return held[1]  # (compared field by field in C: this runs for every text search)
         from .factory import make_analyzer
 
         analyzer = make_analyzer(self._plugin_manager, ts.analyzer, ts.options)

@@ -66,15 +66,12 @@ def _stacked(values: list[Any]) -> Any:
 _ATOMIC = frozenset({str, int, float, bool, type(None)})
 
 
-def _copied(values: dict[str, Any] | None) -> dict[str, Any]:
-    """A copy of a row's data or metadata that the caller may change freely: a shallow copy
-    when every value is immutable (the common case, and much faster), else a deep copy."""
-    if not values:
-        return {}
-    for v in values.values():
-        if type(v) not in _ATOMIC:
-            return copy.deepcopy(values)
-    return dict(values)
+def _copied_all(rows: Iterable[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Copies of rows' data or metadata that the caller may change freely: a shallow copy of a
+    row whose values are all immutable (the common case, and much faster), else a deep copy
+    (one loop for all the rows: a result's records are copied without a call per row)."""
+    atomic = _ATOMIC.issuperset
+    return [{} if not v else dict(v) if atomic(map(type, v.values())) else copy.deepcopy(v) for v in rows]
 
 
 def row_text(rid: str | None, data: dict[str, Any] | None, meta: dict[str, Any] | None, field: str) -> str | None:
@@ -653,33 +650,39 @@ class RecordTable:
         ids = self.ids_of(rows)
         arr = np.asarray(rows, dtype=np.int64)
         # per vector field: its vectors of the rows (one gather) and which rows hold one
-        vectors: list[tuple[str, list[FloatArray], list[bool]]] = []
+        vectors: list[tuple[str, list[FloatArray], list[bool] | None]] = []
+        last = max(rows)
         for name, index in self.indexes.items():
             if index.count and (fields is None or name in fields):
-                inside = arr < index.nrows
-                held = np.zeros(len(arr), dtype=np.bool_)
-                held[inside] = index.present[arr[inside]]
-                vectors.append((name, list(index.gather(arr)), held.tolist()))
+                held: list[bool] | None = None  # None: every row holds one (the common case)
+                if index.count < index.nrows or last >= index.nrows:
+                    inside = arr < index.nrows
+                    mask = np.zeros(len(arr), dtype=np.bool_)
+                    mask[inside] = index.present[arr[inside]]
+                    held = mask.tolist()
+                vectors.append((name, list(index.gather(arr)), held))
+        n = len(rows)
+        datas = _copied_all(map(self._data.__getitem__, rows))
+        metas = _copied_all(map(self._meta.__getitem__, rows))
+        vinfo_of = self._vinfo
+        for name, mats, held_of in vectors:
+            # the rows that get this field's vector: they hold one, and their data lacks the
+            # name (a plain list of numbers, also indexed, reads back as it was given)
+            take = [j for j in range(n) if (held_of is None or held_of[j]) and name not in datas[j]]
+            infos = [(vinfo_of[rows[j]] or {}).get(name) for j in take]
+            made = VectorField._stored_all([mats[j] for j in take], name, _copied_all(infos))
+            for j, field in zip(take, made):
+                datas[j][name] = field
         out: list[Record] = []
         new_record = Record.__new__
-        data_of, meta_of, vinfo_of = self._data, self._meta, self._vinfo
-        stored = VectorField._stored
-        for j, row in enumerate(rows):
+        for j in range(n):
             rec = new_record(Record)
             rec._id = ids[j]
-            values = _copied(data_of[row])
-            if vectors:
-                vinfo = vinfo_of[row]
-                for name, mats, held_of in vectors:
-                    # a plain list of numbers, also indexed, reads back as it was given
-                    if held_of[j] and name not in values:
-                        info = vinfo.get(name) if vinfo else None
-                        values[name] = stored(mats[j], name, _copied(info) if info else {})
+            values = datas[j]
             if fields is not None:
                 values = {k: values[k] for k in fields if k in values}
             rec._data = values
-            meta = meta_of[row]
-            rec.metadata = _copied(meta) if meta else {}
+            rec.metadata = metas[j]
             out.append(rec)
         return out
 

@@ -920,7 +920,9 @@ def compile_filter(spec: Any) -> Expr | None:
     or a list/tuple of these (ANDed). Anything else raises :class:`FilterError`, and so does a
     filter nested deeper than :data:`MAX_FILTER_DEPTH` levels.
     """
-    if spec is not None and not isinstance(spec, (Cond, Filter)) and _nesting(spec) > MAX_FILTER_DEPTH:
+    if spec is None:
+        return None
+    if not isinstance(spec, (Cond, Filter)) and _nesting(spec) > MAX_FILTER_DEPTH:
         raise FilterError(
             f"the filter is nested more than {MAX_FILTER_DEPTH} levels deep: flatten it "
             "(an $and or $or takes any number of conditions)"

@@ -335,24 +335,31 @@ class VectorField:
         )
 
     @classmethod
-    def _stored(cls, value: npt.NDArray[np.float32], name: str, info: Mapping[str, Any]) -> VectorField:
-        """:meth:`from_info` for a store's own copy of a vector it validated when storing it
-        (taken as it is: building search results does not validate every hit again)."""
-        field = cls.__new__(cls)
-        field.name = name
-        field.value = value
-        meta = VectorMetadata.__new__(VectorMetadata)  # (its derived keys are set when read)
-        field._metadata = meta
-        if not info:  # the common case: a vector stored without any of these
-            field.source_field = field.model_name = field.model_version = None
-            return field
-        field.source_field = info.get("source_field")
-        field.model_name = info.get("model_name")
-        field.model_version = info.get("model_version")
-        given = info.get("metadata")
-        if given:
-            dict.update(meta, given)
-        return field
+    def _stored_all(
+        cls, values: Sequence[npt.NDArray[np.float32]], name: str, infos: Sequence[Mapping[str, Any]]
+    ) -> list[VectorField]:
+        """:meth:`from_info` for a store's own copies of vectors of field ``name`` it validated
+        when storing them (taken as they are: building search results does not validate every
+        hit again), in one loop rather than a call each."""
+        out: list[VectorField] = []
+        new_field, new_meta, update = cls.__new__, VectorMetadata.__new__, dict.update
+        for value, info in zip(values, infos):
+            field = new_field(cls)
+            field.name = name
+            field.value = value
+            meta = new_meta(VectorMetadata)  # (its derived keys are set when read)
+            field._metadata = meta
+            if not info:  # the common case: a vector stored without any of these
+                field.source_field = field.model_name = field.model_version = None
+            else:
+                field.source_field = info.get("source_field")
+                field.model_name = info.get("model_name")
+                field.model_version = info.get("model_version")
+                given = info.get("metadata")
+                if given:
+                    update(meta, given)
+            out.append(field)
+        return out
 
     def copy(self) -> VectorField:
         """A deep copy."""

@@ -28,6 +28,7 @@ import json
 from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import attrs
@@ -709,7 +710,7 @@ def bm25_top(
             out.append(empty)
             continue
         items.sort(key=lambda it: (-it[0], it[1]))
-        if sum(len(it[2]) for it in items) * 8 < nrows:  # few postings: no early stop needed
+        if sum(map(len, map(itemgetter(2), items))) * 8 < nrows:  # few postings: no early stop needed
             out.append(_top_sparse(items, acc, mask, k, id_of))
             continue
         # rest[i]: what the terms after i can add at most, summed in the order scores are
@@ -734,7 +735,7 @@ def bm25_top(
                 continue
             acc[docs] += weights  # a row at most once per term
             touched.append(docs)
-            if i + 1 < len(items) and after[i] > 4 * sum(len(t) for t in touched):
+            if i + 1 < len(items) and after[i] > 4 * sum(map(len, touched)):
                 rows_seen = touched[0] if len(touched) == 1 else unique_ints(np.concatenate(touched))
                 if mask is not None:
                     rows_seen = rows_seen[mask[rows_seen]]
@@ -746,7 +747,7 @@ def bm25_top(
                         cache["pruned"] = cache.get("pruned", 0) + 1
         rows = (seen if seen is not None else _rows_of(acc, touched, mask, k)).astype(np.int64, copy=False)
         scores = acc[rows]
-        if sum(len(t) for t in touched) * 8 > nrows:
+        if sum(map(len, touched)) * 8 > nrows:
             acc.fill(0.0)
         else:
             for docs in touched:
@@ -788,9 +789,9 @@ def _ranked(
         sel = scores >= kth  # every row tied with the k-th: ties are broken by id below
         rows, scores = rows[sel], scores[sel]
     ids = id_of(rows)
-    neg = (-scores).tolist()
-    order = sorted(range(len(rows)), key=lambda j: (neg[j], ids[j]))[:k]
-    pick = np.asarray(order, dtype=np.int64)
+    # (score descending, id): tuples compared in C (distinct rows have distinct ids)
+    best = sorted(zip((-scores).tolist(), ids, range(len(rows))))[:k]
+    pick = np.fromiter(map(itemgetter(2), best), dtype=np.int64, count=len(best))
     return rows[pick], scores[pick]
 
 
