@@ -20,6 +20,12 @@ Reported:
 5. per-row against per-dimension scales: the average bound radius ``‖q̂‖·r + ‖q - q̂‖·‖x‖``
    (smaller is tighter) on random, anisotropic and clustered data;
 6. bytes held: float32 matrix against codes (+ per-row scale, residual, norms);
+6b. for information, the single query again with every call made after 150 ms idle: OpenBLAS's
+   threads keep spinning for about 50-100 ms after a threaded BLAS call (the numpy reference's,
+   the float32 kernel's) and take a core from whatever runs next, which slows the int8 scan's
+   two threads in the interleaved runs (about 1.5x at 1M) but not a BLAS call (its threads are
+   the spinning ones). Idle starts also wake the reference's threads cold, so neither figure is
+   "the" ratio: both are reported;
 7. S3 (moto's server on 127.0.0.1, as the tests start it; ``S3_ENDPOINT_URL`` with
    ``TEST_S3=true`` for another): a cold open and first search of a table of ``--s3-rows`` unit
    vectors (one compacted segment, its int8 codes stored) with ``load_vectors="codes"`` (the
@@ -42,6 +48,7 @@ import gc
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +196,35 @@ def latency_checks(
             None,
         )
         stats[f"{n}/{label}"] = (t8, t32, tnp)
+        if label == "single query":
+            idle = idle_starts({"int8": v_int8, "numpy": v_np}, creps, seed=n)
+            report.add(
+                f"N={n} single query, each call after {IDLE_S * 1000:.0f} ms idle: int8 vs numpy float32",
+                fmt_ms(idle["int8"]),
+                fmt_ms(idle["numpy"]),
+                f"{idle['int8'] / idle['numpy']:.2f}x",
+                "info",
+                None,
+            )
+
+
+#: The pause before each call of :func:`idle_starts`: longer than OpenBLAS's threads spin.
+IDLE_S = 0.15
+
+
+def idle_starts(variants: dict[str, Callable[[int], Any]], reps: int, seed: int) -> dict[str, float]:
+    """Median seconds of each variant when every call follows :data:`IDLE_S` of idle time (in a
+    shuffled order per repetition): no thread of an earlier call is still spinning."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    rng = np.random.default_rng(seed)
+    for r in range(reps):
+        for j in rng.permutation(len(variants)):
+            name = list(variants)[j]
+            time.sleep(IDLE_S)
+            t0 = time.perf_counter()
+            variants[name](r)
+            times[name].append(time.perf_counter() - t0)
+    return {name: median(ts) for name, ts in times.items()}
 
 
 def reranked_on_mixture(report: Report, n: int, d: int, rng: np.random.Generator) -> None:
