@@ -111,11 +111,6 @@ class Storage(Protocol):
     #: so that a caller's batch need not be copied first.
     adopts_written: bool
 
-    #: Whether a commit fails whenever another one landed after the version ``table`` holds
-    #: (each version is created only if absent), so that a write may be planned on the table
-    #: as this store last saw it and planned again only after a lost race.
-    commit_checks_version: bool
-
     def refresh(self, table: RecordTable) -> None:
         """Bring ``table`` up to the latest committed version."""
 
@@ -137,7 +132,6 @@ class NullStorage:
     """The storage of the memory backend: nothing to load, every commit succeeds."""
 
     adopts_written = False
-    commit_checks_version = False
 
     def refresh(self, table: RecordTable) -> None:
         """Nothing to do."""
@@ -350,9 +344,9 @@ class StoreCore:
         if len(group) > 1:
             alone = []
             deadline = time.monotonic() + self.rebase_timeout_s
-            lost = False
             while True:
-                fresh = self._fresh_to_write(lost)
+                self.storage.refresh(self.table)
+                self.opened = True
                 joined: list[tuple[_Ticket, WriteBatch, Any]] = []
                 seen: set[str] = set()
                 for t in group:
@@ -361,15 +355,10 @@ class StoreCore:
                     try:
                         batch, result = t.plan(self.table)
                     except Exception as e:  # this write is refused; the others go on
-                        if fresh:
-                            t.finish(error=e)
-                        else:  # refused on the table as last seen: planned again on its own
-                            alone.append(t)
+                        t.finish(error=e)
                         continue
                     ids = batch.row_ids()
-                    if batch.empty and not fresh:  # no commit to check the version: on its own
-                        alone.append(t)
-                    elif batch.empty:
+                    if batch.empty:
                         t.finish(result)
                     elif not _adds_only(batch) or not seen.isdisjoint(ids):
                         alone.append(t)
@@ -390,7 +379,6 @@ class StoreCore:
                     for t, _, _ in joined:
                         t.finish(error=ConflictError("gave up: concurrent writers kept committing first"))
                     break
-                lost = True
         for t in alone:
             if not t.done:
                 try:
@@ -403,20 +391,11 @@ class StoreCore:
         with self.lock:
             lost = 0
             deadline = time.monotonic() + self.rebase_timeout_s
-            fresh = False
             while True:
-                fresh = self._fresh_to_write(fresh or lost > 0)
-                try:
-                    batch, result = plan(self.table)
-                except Exception:
-                    if fresh:
-                        raise
-                    fresh = True  # refused on the table as last seen: ask the newest version
-                    continue
+                self.storage.refresh(self.table)
+                self.opened = True
+                batch, result = plan(self.table)
                 if batch.empty:
-                    if not fresh:  # nothing to commit, so no commit to check the version: look
-                        fresh = True
-                        continue
                     return result
                 if self.storage.commit(self.table, batch):
                     apply(self.table, batch)
@@ -430,20 +409,6 @@ class StoreCore:
                         + ("" if appends_only else f" (commit_retries={self.max_retries})")
                         + ": concurrent writers kept committing first"
                     )
-
-    def _fresh_to_write(self, refresh: bool) -> bool:
-        """Before a write is planned (under the lock): bring the table up to date, unless the
-        storage's commit itself finds any newer version (:attr:`Storage.commit_checks_version`)
-        and the table is loaded: then a write is planned on the table as this store last saw
-        it, and a commit that lost to a newer one is planned again after a refresh (a lone
-        writer's small commit makes no request before it commits). Returns whether the table
-        was refreshed; a plan made without one that commits nothing, or is refused, is made
-        again after one (the commit is the check, and there is none)."""
-        if refresh or not self.opened or not self.storage.commit_checks_version:
-            self.storage.refresh(self.table)
-            self.opened = True
-            return True
-        return False
 
     def read_locked(self, fn: Callable[[RecordTable], Any]) -> Any:
         """Run ``fn`` on the refreshed table under the lock."""

@@ -62,11 +62,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class TableStorage:
     """A log-structured table on an object store, as a :class:`~dk_vector_plugins.core.Storage`."""
 
-    #: A commit creates the next version's manifest only if it is absent, so it fails whenever
-    #: another writer committed after the version the table holds: a writer needs no look at
-    #: the storage before it plans a write (see :meth:`StoreCore.write`).
-    commit_checks_version = True
-
     def __init__(
         self,
         runner: Runner,
