@@ -343,15 +343,12 @@ class Downloads:
 def counted_store(config: dict[str, Any]) -> tuple[Any, Downloads]:
     """A sync S3 store whose downloads are counted from its construction (its cold open) on."""
     import boto3
+    from s3_server import clients_from  # tests/ is on the path (s3_cold_open puts it there)
 
     session = boto3.Session()
     downloads = Downloads(session.events)
-    original = boto3.client
-    boto3.client = session.client  # type: ignore[assignment]
-    try:
+    with clients_from(session):
         db = DatabaseFactory().create(**config)
-    finally:
-        boto3.client = original  # type: ignore[assignment]
     return db, downloads
 
 

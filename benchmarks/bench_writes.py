@@ -211,19 +211,15 @@ def s3_writer_open(rows: int, dim: int, reps: int) -> dict[str, tuple[float, int
 
 def dkv_append(config: dict[str, Any], extra: dict[str, Any], dim: int, rid: str) -> tuple[float, int, int]:
     """(seconds, requests, bytes downloaded) of a cold open and one single-record create."""
-    import boto3
+    from s3_server import clients_from
 
     session = _counting_session()
     sent = _COUNTED
     sent[:] = [0, 0]
-    original = boto3.client
     vec = np.random.default_rng(len(rid)).standard_normal(dim).astype(np.float32)
     t0 = time.perf_counter()
-    try:
-        boto3.client = session.client  # type: ignore[assignment]
+    with clients_from(session):
         db = DatabaseFactory().create(backend="s3", **config, **extra)
-    finally:
-        boto3.client = original  # type: ignore[assignment]
     db.create(Record({"title": "new", "embedding": VectorField(vec)}, id=rid))
     seconds = time.perf_counter() - t0
     db.close()

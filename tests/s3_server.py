@@ -8,6 +8,7 @@ ones. Without ``TEST_S3`` the tests start their own server, whatever ``S3_ENDPOI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,11 +16,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    import boto3
 
 HERE = Path(__file__).parent
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
@@ -116,3 +120,17 @@ def start(timeout: float = 60.0) -> S3Server:
                 raise RuntimeError(f"moto server at {url} did not become ready") from None
             time.sleep(0.1)
     return S3Server(url, dict(CREDENTIALS), proc)
+
+
+@contextlib.contextmanager
+def clients_from(session: boto3.session.Session) -> Iterator[None]:
+    """Within it, ``boto3.client`` makes its clients from ``session``: a store created there sends
+    every request, its cold load included, through ``session``'s event handlers (to count them)."""
+    import boto3
+
+    original = boto3.client
+    boto3.client = session.client  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        boto3.client = original  # type: ignore[assignment]

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from s3_server import clients_from
 
 from dk_vector_plugins import (
     AsyncDatabaseFactory,
@@ -54,12 +55,8 @@ def _make_counted(s3_server: Any, **extra: Any) -> tuple[Any, list[str]]:
     boto3.DEFAULT_SESSION = None
     session = boto3.Session()
     session.events.register("before-send.s3.*", lambda request, **_: counted.append(request.url))
-    original = boto3.client
-    try:
-        boto3.client = session.client  # type: ignore[assignment]
+    with clients_from(session):
         return _make(s3_server, **extra), counted
-    finally:
-        boto3.client = original  # type: ignore[assignment]
 
 
 def _records(n: int, dim: int = 8, start: int = 0, seed: int = 0) -> list[Record]:

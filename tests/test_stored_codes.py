@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from s3_server import clients_from
 
 from dk_vector_plugins import DatabaseFactory, StorageError, quant
 from dk_vector_plugins import kernel as kernel_module
@@ -237,8 +238,7 @@ def _open_counted(cfg: Mapping[str, Any], **extra: Any) -> tuple[Any, Traffic]:
 
     session = boto3.Session()
     traffic = Traffic(session.events)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(boto3, "client", session.client)
+    with clients_from(session):
         db = DatabaseFactory().create(backend="s3", **{**cfg, **extra})
     return db, traffic
 
