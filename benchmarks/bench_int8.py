@@ -50,14 +50,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from _common import Report, env_summary, fmt_mb, fmt_ms, interleaved, log, median, set_log_tag
 
-from dk_vector_plugins import DatabaseFactory, quant
+from dk_vector_plugins import DatabaseFactory, SyncDatabase, quant
 from dk_vector_plugins.index import VectorIndex
 from dk_vector_plugins.kernel import TopK, rank_ids
+
+if TYPE_CHECKING:
+    from s3_server import S3Server
 
 K = 10
 #: The cold-open variants of the S3 check: ``load_vectors`` values.
@@ -212,7 +215,7 @@ def latency_checks(
 IDLE_S = 0.15
 
 
-def idle_starts(variants: dict[str, Callable[[int], Any]], reps: int, seed: int) -> dict[str, float]:
+def idle_starts(variants: dict[str, Callable[[int], object]], reps: int, seed: int) -> dict[str, float]:
     """Median seconds of each variant when every call follows :data:`IDLE_S` of idle time (in a
     shuffled order per repetition): no thread of an earlier call is still spinning."""
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -340,7 +343,7 @@ class Downloads:
             return self.requests, self.bytes
 
 
-def counted_store(config: dict[str, Any]) -> tuple[Any, Downloads]:
+def counted_store(config: dict[str, Any]) -> tuple[SyncDatabase, Downloads]:
     """A sync S3 store whose downloads are counted from its construction (its cold open) on."""
     import boto3
     from s3_server import clients_from  # tests/ is on the path (s3_cold_open puts it there)
@@ -502,7 +505,7 @@ def s3_cold_open(report: Report, n: int, d: int, reps: int, rng: np.random.Gener
         )
 
 
-def ranged_get_reference(server: Any, bucket: str, prefix: str) -> tuple[float, float]:
+def ranged_get_reference(server: S3Server, bucket: str, prefix: str) -> tuple[float, float]:
     """Median seconds of a 256 KiB ranged GET of the table's vectors object and of a GET of
     ``LATEST.json``, with a bare boto3 client on the same server."""
     client = server.client()

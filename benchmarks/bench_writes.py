@@ -39,9 +39,10 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,6 +52,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from _common import Report, env_summary, log, median
 
 from dk_vector_plugins import DatabaseFactory, Record, VectorField
+
+if TYPE_CHECKING:
+    import boto3
+    from s3_server import S3Server
 
 
 def dkv_inserts(root: Path, vecs: np.ndarray, fsync: bool, **config: Any) -> tuple[float, list[float], Any]:
@@ -127,7 +132,7 @@ def disk(root: Path) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _moto() -> Iterator[Any]:
+def _moto() -> Iterator[S3Server | None]:
     """tests/s3_server.py's moto server over HTTP (stopped on exit), or ``None`` without moto."""
     try:
         from s3_server import start
@@ -228,19 +233,19 @@ def dkv_append(config: dict[str, Any], extra: dict[str, Any], dim: int, rid: str
 
 #: Requests sent and bytes of objects read through :func:`_counting_session`'s clients.
 _COUNTED = [0, 0]
-_SESSION: list[Any] = []
+_SESSION: list[boto3.session.Session] = []
 
 
-def _counting_session() -> Any:
+def _counting_session() -> boto3.session.Session:
     """One boto3 session (made once: a new session loads botocore's data files again, which
     would be timed) whose clients count into :data:`_COUNTED`."""
     if not _SESSION:
         import boto3
 
-        def on_send(**_: Any) -> None:
+        def on_send(**_: object) -> None:
             _COUNTED[0] += 1
 
-        def on_get(parsed: dict[str, Any], **_: Any) -> None:
+        def on_get(parsed: Mapping[str, Any], **_: object) -> None:
             _COUNTED[1] += int(parsed.get("ContentLength") or 0)
 
         session = boto3.Session()
@@ -250,7 +255,7 @@ def _counting_session() -> Any:
     return _SESSION[0]
 
 
-def _lancedb() -> Any:
+def _lancedb() -> ModuleType | None:
     try:
         import lancedb
     except ImportError:
@@ -258,7 +263,7 @@ def _lancedb() -> Any:
     return lancedb
 
 
-def _lance_options(server: Any) -> dict[str, str]:
+def _lance_options(server: S3Server) -> dict[str, str]:
     cfg = server.config()
     return {
         "endpoint": cfg["endpoint_url"],
@@ -269,7 +274,7 @@ def _lance_options(server: Any) -> dict[str, str]:
     }
 
 
-def lance_table(server: Any, x: np.ndarray) -> str:
+def lance_table(server: S3Server, x: np.ndarray) -> str:
     """The same vectors (and titles) as a LanceDB table on the same S3 server; its URI."""
     import pyarrow as pa
 
@@ -291,7 +296,7 @@ def lance_table(server: Any, x: np.ndarray) -> str:
     return uri
 
 
-def lance_append(server: Any, uri: str, vec: np.ndarray, r: int) -> float:
+def lance_append(server: S3Server, uri: str, vec: np.ndarray, r: int) -> float:
     """Seconds of LanceDB's cold ``connect`` + ``open_table`` + ``add`` of one row."""
     import pyarrow as pa
 

@@ -20,12 +20,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory
+
+if TYPE_CHECKING:
+    from s3_server import S3Server
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/s3_server.py
 
@@ -222,7 +225,7 @@ def store(make_store_for: Callable[..., Any]) -> Any:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[Any]:
+def s3_server() -> Iterator[S3Server]:
     """The S3 server of the session: moto's standalone server on a free port, started here; with
     ``TEST_S3=true``, the external one at ``S3_ENDPOINT_URL`` (default ``http://localhost:4566``)."""
     import s3_server as s3mod

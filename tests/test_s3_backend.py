@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from s3_server import clients_from
+from s3_server import S3Server, clients_from
 
 from dk_vector_plugins import (
     AsyncDatabaseFactory,
@@ -21,6 +21,7 @@ from dk_vector_plugins import (
     DuplicateRecordError,
     Record,
     StorageError,
+    SyncDatabase,
     VectorField,
 )
 
@@ -46,7 +47,7 @@ def _make(s3_server: Any, **extra: Any) -> Any:
     return DatabaseFactory().create(backend="s3", vector_enabled=True, **{**s3_server.config(), **extra})
 
 
-def _make_counted(s3_server: Any, **extra: Any) -> tuple[Any, list[str]]:
+def _make_counted(s3_server: S3Server, **extra: Any) -> tuple[SyncDatabase, list[str]]:
     """A store made as by :func:`_make` and the URLs of every request it sends, from its
     construction (its cold load) on."""
     import boto3
@@ -143,7 +144,7 @@ def test_small_commits_cost_two_requests_and_a_reader_one_per_commit(s3_server: 
     assert reader.verify()["live"] == 54
 
 
-def test_a_writer_opens_and_appends_without_reading_vectors_or_rows(s3_server: Any) -> None:
+def test_a_writer_opens_and_appends_without_reading_vectors_or_rows(s3_server: S3Server) -> None:
     """``load_vectors=False, lazy_rows=True``: a writer process reads what a commit needs (the
     manifest, each segment's ids) and never a segment's vectors, norms or rows."""
     first = _make(s3_server, inline_bytes=0)
@@ -163,7 +164,7 @@ def test_a_writer_opens_and_appends_without_reading_vectors_or_rows(s3_server: A
     writer.close()
 
 
-def test_a_writer_answers_as_on_the_newest_version(s3_server: Any) -> None:
+def test_a_writer_answers_as_on_the_newest_version(s3_server: S3Server) -> None:
     """Writes of a store that another store's commits left behind: a create of a taken id, an
     update and a delete of records created since, a re-create of an id deleted since."""
     a = _make(s3_server)
@@ -352,7 +353,7 @@ def test_load_vectors_defaults_to_false_for_dask_stores(s3_server: Any) -> None:
     assert resolve_config(pm, {**base, "executor": "local"})["load_vectors"] is None
 
 
-def test_ranged_read_from_the_end_of_an_object_is_empty(s3_server: Any, tmp_path: Path) -> None:
+def test_ranged_read_from_the_end_of_an_object_is_empty(s3_server: S3Server, tmp_path: Path) -> None:
     """A ranged read that starts at or past an object's end answers no bytes on S3 (where the
     server answers 416) as on a local directory, instead of failing."""
     from dk_vector_plugins.storage.local import LocalObjectStore

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from s3_server import clients_from
+from s3_server import S3Server, clients_from
 
-from dk_vector_plugins import DatabaseFactory, StorageError, quant
+from dk_vector_plugins import DatabaseFactory, StorageError, SyncDatabase, VectorSearchResult, quant
 from dk_vector_plugins import kernel as kernel_module
 
 ROWS, DIM = 5000, 24
@@ -193,7 +193,7 @@ class Traffic:
 
 
 @pytest.fixture(scope="module")
-def codes_table(s3_server: Any) -> Iterator[dict[str, Any]]:
+def codes_table(s3_server: S3Server) -> Iterator[dict[str, Any]]:
     """An S3 table of one segment of CODES_ROWS x CODES_DIM vectors with a ``tag`` field, its
     int8 codes stored (objects of their own: ``inline_bytes=0``), and the queries."""
     from dk_vector_plugins.storage import log_format
@@ -211,7 +211,7 @@ def codes_table(s3_server: Any) -> Iterator[dict[str, Any]]:
     yield {"config": cfg, "queries": queries}
 
 
-def _full(results: list[Any]) -> list[tuple[str, float, float | None, dict[str, Any]]]:
+def _full(results: Sequence[VectorSearchResult]) -> list[tuple[str | None, float, float | None, dict[str, Any]]]:
     """What must not differ: ids, order, scores, distances, and the records."""
     return [
         (h.id, h.score, h.distance, {k: np.asarray(v).tolist() for k, v in h.record.data.items()}) for h in results
@@ -232,7 +232,7 @@ def _expected(cfg: Mapping[str, Any], queries: np.ndarray) -> dict[tuple[str, in
     return out
 
 
-def _open_counted(cfg: Mapping[str, Any], **extra: Any) -> tuple[Any, Traffic]:
+def _open_counted(cfg: Mapping[str, Any], **extra: Any) -> tuple[SyncDatabase, Traffic]:
     """A sync S3 store whose downloads are counted from its construction (its open) on."""
     import boto3
 

@@ -145,11 +145,13 @@ def manifest_key(version: int) -> str:
     return f"{MANIFESTS}{version:020d}.json"
 
 
-def check_load_vectors(value: Any) -> LoadVectors:
+def check_load_vectors(value: object) -> LoadVectors:
     """``value`` if it is a value of ``load_vectors`` (``True``, ``False`` or ``"codes"``), else a
     :class:`ConfigError` naming it."""
-    if isinstance(value, bool) or (isinstance(value, str) and value == "codes"):
-        return value  # type: ignore[return-value]
+    if isinstance(value, bool):
+        return value
+    if value == "codes":
+        return "codes"
     raise ConfigError(f"load_vectors must be True, False or 'codes', got {value!r}")
 
 
