@@ -839,3 +839,21 @@ def test_listing_skips_a_file_removed_while_it_lists(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(local.os, "scandir", racing)
     assert [x.key for x in store.do(List("segments/"))] == ["segments/kept.npy"]
+
+
+def test_small_durable_writes_of_a_commit_run_in_parallel(tmp_path: Path) -> None:
+    from dk_vector_plugins.storage.local import LocalObjectStore
+    from dk_vector_plugins.storage.ops import Get, Put
+
+    store = LocalObjectStore(tmp_path / "s")
+    small = [Put(f"segments/a{i}", b"x" * 1000) for i in range(3)]
+    assert store.parallel_ops(small)  # their fsyncs share the journal's commits
+    big = [Put("segments/big", b"x" * (store.PARALLEL_PUT_BYTES + 1)), *small]
+    assert not store.parallel_ops(big)  # a bulk load: one file at a time
+    assert not store.parallel_ops([Get("segments/a0"), *small])  # reads come from the page cache
+    assert not LocalObjectStore(tmp_path / "t", fsync=False).parallel_ops(small)  # nothing to wait for
+    # a commit of several objects written by the pool: every file complete, readable again
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "db"), inline_bytes=0)
+    db.create_batch([Record({"n": i, "embedding": VectorField(np.full(4, i, dtype=np.float32))}, id=f"r{i}") for i in range(5)])
+    again = DatabaseFactory().create(backend="file", path=str(tmp_path / "db"))
+    assert again.verify()["live"] == 5 and again.read("r3")["n"] == 3  # type: ignore[index]

@@ -30,9 +30,8 @@ Runner = Callable[[Program[Any]], Any]
 
 
 def sync_runner(store: SyncObjectStore) -> tuple[Runner, Callable[[], None]]:
-    """A runner for a blocking store (parallel requests on a thread pool) and its closer."""
-    if not getattr(store, "parallel_io", True):
-        return (lambda program: run_sync(program, store)), (lambda: None)
+    """A runner for a blocking store (parallel requests on a thread pool, its threads started
+    on first use) and its closer."""
     pool = ThreadPoolExecutor(max_workers=max(1, store.concurrency), thread_name_prefix="dkv-io")
 
     def run(program: Program[Any]) -> Any:

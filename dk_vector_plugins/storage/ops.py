@@ -10,7 +10,7 @@ generator against a :class:`SyncObjectStore`; :func:`run_async` against an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
@@ -35,6 +35,7 @@ __all__ = [
     "GetRange",
     "run_async",
     "run_sync",
+    "runs_parallel",
 ]
 
 T = TypeVar("T")
@@ -173,7 +174,11 @@ class Many(Op):
 
 
 class SyncObjectStore(Protocol):
-    """A blocking object store: one method per operation."""
+    """A blocking object store: one method per operation.
+
+    A store may also define ``parallel_ops(ops) -> bool`` to say which :class:`Many` batches
+    run on the thread pool (see :func:`runs_parallel`); without it, all of them do.
+    """
 
     #: How many requests :class:`Many` may run at once.
     concurrency: int
@@ -200,13 +205,21 @@ class AsyncObjectStore(Protocol):
 Program = Generator[Op, Any, T]
 
 
+def runs_parallel(store: SyncObjectStore, ops: Sequence[Op]) -> bool:
+    """Whether the operations of one :class:`Many` go to the thread pool: a store may decide per
+    batch with a ``parallel_ops(ops)`` method (the local store: small writes only); without one,
+    they always do."""
+    decide: Callable[[Sequence[Op]], bool] | None = getattr(store, "parallel_ops", None)
+    return True if decide is None else decide(ops)
+
+
 def run_sync(program: Program[T], store: SyncObjectStore, pool: ThreadPoolExecutor | None = None) -> T:
     """Drive a table program against a sync store; :class:`Many` runs on ``pool`` when given."""
     try:
         op = next(program)
         while True:
             if isinstance(op, Many):
-                if pool is not None and len(op.ops) > 1 and getattr(store, "parallel_io", True):
+                if pool is not None and len(op.ops) > 1 and runs_parallel(store, op.ops):
                     result: Any = list(pool.map(store.do, op.ops))
                 else:
                     result = [store.do(o) for o in op.ops]
