@@ -83,6 +83,9 @@ class WriteBatch:
     #: int8 codes of a field's vectors the table holds already (a merge or a compaction of rows
     #: that all hold the field): stored with the segment instead of quantizing the rows again.
     codes: dict[str, Int8Codes] = attrs.field(factory=dict)
+    #: The rows' stored JSON lines, aligned with ``rows`` (a merge or a compaction of stored
+    #: segments whose rows files it has at hand): written as they are, not encoded again.
+    lines: list[bytes] | None = None
 
     def row_ids(self) -> list[str]:
         """The ids of the rows the batch appends."""

@@ -81,3 +81,127 @@ def test_clean_up_runs_on_its_own_and_bounds_the_files(tmp_path: Any) -> None:
     assert len(files) < 40, len(files)  # 120 commits; old manifests and merged segments cleaned up
     assert DatabaseFactory().create(backend="file", path=str(root)).verify()["live"] == 120
     assert db.config["grace_s"] == 0  # keep_for is its other name
+
+
+def _rows_file(db: Any, entry: dict[str, Any]) -> bytes:
+    """The stored bytes of a segment's rows (from its manifest when held there)."""
+    key = f"segments/{entry['name']}.rows.jsonl"
+    held = db.storage.state.inline.get(key)
+    return held if held is not None else bytes(db.storage.run(db.storage.logic.get_bytes(key)))
+
+
+@pytest.mark.parametrize("inline", [64 * 1024, 0], ids=["inline", "objects"])
+def test_a_merge_writes_the_rows_as_stored_without_encoding_them(
+    location: dict[str, Any], inline: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dk_vector_plugins.storage import log_format
+
+    db = DatabaseFactory().create(**location, inline_bytes=inline)
+    db.storage.logic.options.merge_fan = 5
+    encoded: list[str] = []
+    real = log_format.encode_row
+    monkeypatch.setattr(log_format, "encode_row", lambda rid, *a: encoded.append(rid) or real(rid, *a))
+    lines: dict[str, bytes] = {}  # id -> its row's line, as its own commit stored it
+    for i in range(3):
+        rid = f"r{i}"
+        db.create(Record({"n": i, "t": f"text {i}", "embedding": VectorField(vec(i))}, id=rid))
+        last = db.storage.state.segments[-1]
+        lines[rid] = _rows_file(db, last)
+    db.delete("r1")
+    db.add_vectors(vec(9)[None, :], ids=["bare"])  # a row without data; the fifth segment: merged
+    # each row encoded once, when it was created; a store whose rows files cost a request (s3)
+    # reads only those held in manifests, and encodes the others from the table
+    at_hand = location["backend"] == "file" or inline > 0
+    assert encoded == ["r0", "r1", "r2"] + ([] if at_hand else ["r0", "r2"])
+    merged = db.storage.state.segments[-1]
+    assert merged["rows"] == 3 and len(db.storage.state.segments) == 1
+    assert _rows_file(db, merged) == lines["r0"] + lines["r2"] + b'{"d": {}, "m": {}, "v": {}}\n'
+    again = DatabaseFactory().create(**location)
+    assert state(again) == [("bare", None), ("r0", 0), ("r2", 2)]
+    assert again.read("r2").get("t") == "text 2"  # type: ignore[union-attr]
+
+
+def test_a_compaction_writes_the_rows_as_stored(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dk_vector_plugins.storage import log_format
+
+    root = tmp_path / "s"
+    db = DatabaseFactory().create(backend="file", path=str(root), inline_bytes=0)
+    for i in range(4):
+        db.create(Record({"n": i, "embedding": VectorField(vec(i))}, id=f"r{i}"))
+    db.delete("r0")
+    monkeypatch.setattr(log_format, "encode_row", lambda *a: pytest.fail("a stored row was encoded again"))
+    db.compact()
+    assert len(db.storage.state.segments) == 1
+    fresh = DatabaseFactory().create(backend="file", path=str(root))
+    assert state(fresh) == [("r1", 1), ("r2", 2), ("r3", 3)] and fresh.verify()["live"] == 3
+
+
+def test_a_merge_encodes_the_rows_when_a_rows_file_is_damaged(tmp_path: Any) -> None:
+    root = tmp_path / "s"
+    db = DatabaseFactory().create(backend="file", path=str(root), inline_bytes=0)
+    db.storage.logic.options.merge_fan = 3
+    for i in range(2):
+        db.create(Record({"n": i, "embedding": VectorField(vec(i))}, id=f"r{i}"))
+    first = db.storage.state.segments[0]
+    rows = root / "segments" / f"{first['name']}.rows.jsonl"
+    rows.write_bytes(rows.read_bytes().replace(b'"n": 0', b'"n": 7'))  # the table holds n=0
+    db.create(Record({"n": 2}, id="r2"))  # merges: r0 is encoded from the table, not copied
+    assert len(db.storage.state.segments) == 1
+    fresh = DatabaseFactory().create(backend="file", path=str(root))
+    assert state(fresh) == [("r0", 0), ("r1", 1), ("r2", 2)] and fresh.verify()["live"] == 3
+
+
+def test_clean_up_waits_for_the_commit_after_a_merge(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dk_vector_plugins.storage.driver import TableStorage
+
+    events: list[str] = []
+    maintain, gc = TableStorage._maintain, TableStorage.gc
+
+    def logged_maintain(self: TableStorage, table: Any) -> bool:
+        merged = maintain(self, table)
+        events.append("merge" if merged else "commit")
+        return merged
+
+    def logged_gc(self: TableStorage, grace_s: float | None = None) -> int:
+        events.append("gc")
+        return gc(self, grace_s)
+
+    monkeypatch.setattr(TableStorage, "_maintain", logged_maintain)
+    monkeypatch.setattr(TableStorage, "gc", logged_gc)
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"), gc_every=5)
+    db.storage.logic.options.merge_fan = 4  # merges make versions 5, 10, 15: a clean-up is due
+    for i in range(12):
+        db.create(Record({"n": i}, id=f"r{i}"))
+    assert "gc" in events
+    for at, event in enumerate(events):
+        if event == "gc":  # never right after a merge: after the next plain commit
+            assert events[at - 1] == "commit", events
+    assert state(DatabaseFactory().create(backend="file", path=str(tmp_path / "s"))) == [
+        (f"r{i}", i) for i in sorted(range(12), key=lambda i: f"r{i}")
+    ]
+
+
+def test_clean_up_reads_no_manifest_the_store_wrote_itself(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dk_vector_plugins.storage.local import LocalObjectStore
+    from dk_vector_plugins.storage.ops import Get
+
+    root = tmp_path / "s"
+    writer = DatabaseFactory().create(backend="file", path=str(root), gc_every=0, keep_versions=3)
+    for i in range(8):
+        writer.create(Record({"n": i}, id=f"r{i}"))
+    reads: list[str] = []
+    do = LocalObjectStore.do
+
+    def counted(self: LocalObjectStore, op: Any) -> Any:
+        if isinstance(op, Get) and op.key.startswith("manifests/"):
+            reads.append(op.key)
+        return do(self, op)
+
+    monkeypatch.setattr(LocalObjectStore, "do", counted)
+    writer.vacuum(grace_s=0)
+    assert reads == []  # the versions it keeps are those it committed
+    other = DatabaseFactory().create(backend="file", path=str(root), gc_every=0, keep_versions=3)
+    reads.clear()
+    other.vacuum(grace_s=0)  # it loaded the newest only: it reads the two before it
+    assert len(reads) == 2
+    assert state(DatabaseFactory().create(backend="file", path=str(root))) == state(writer)

@@ -78,6 +78,7 @@ class TableStorage:
         self.state = TableState()
         self._closer = closer
         self._conflicts = 0
+        self._gc_due = False  # a clean-up put off by a merge (see after_commit)
         self.max_staleness_s = max_staleness_s
         self._checked = float("-inf")
 
@@ -129,32 +130,39 @@ class TableStorage:
 
     def after_commit(self, table: RecordTable) -> None:
         """Merge the newest small segments (bounded work); compact when segments or dead rows
-        pile up all the same; every ``gc_every`` versions, clean up by the retention policy."""
-        self._maintain(table)
+        pile up all the same; every ``gc_every`` versions, clean up by the retention policy
+        (after the next commit instead when this one merged: one pause, not two at once)."""
+        merged = self._maintain(table)
         every = self.logic.options.gc_every
         if every and self.state.version % every == 0:
+            self._gc_due = True
+        if self._gc_due and not merged:
+            self._gc_due = False
             try:
                 self.gc()
             except StorageError as e:  # the commit stands; the next clean-up tries again
                 warnings.warn(f"dk_vector_plugins: automatic clean-up failed: {e}", RuntimeWarning, stacklevel=2)
 
-    def _maintain(self, table: RecordTable) -> None:
+    def _maintain(self, table: RecordTable) -> bool:
+        """Compact or merge if due; whether anything was rewritten."""
         if self.logic.needs_compaction(table, self.state):
             self.compact(table)
-            return
+            return True
         start = self.logic.merge_start(self.state)
-        if start is not None:
-            first = sum(int(e["rows"]) for e in self.state.segments[:start])
-            batch = self.logic.merge_batch(table, self.state, start, self.run)
-            if self.commit(table, batch):  # lost to another writer: the next commit tries again
-                table.truncate(first)
-                apply(table, batch)
+        if start is None:
+            return False
+        first = sum(int(e["rows"]) for e in self.state.segments[:start])
+        batch = self.logic.merge_batch(table, self.state, start, self.run, self.adopts_written)
+        if self.commit(table, batch):  # lost to another writer: the next commit tries again
+            table.truncate(first)
+            apply(table, batch)
+        return True
 
     def compact(self, table: RecordTable) -> bool:
         """Rewrite the live rows as one segment; ``False`` if another writer committed first."""
         if len(self.state.segments) <= 1 and table.dead == 0:
             return True
-        batch = self.logic.compaction_batch(table)
+        batch = self.logic.compaction_batch(table, self.state, self.run, self.adopts_written)
         if self.commit(table, batch):
             # the table becomes the compacted segment itself (mapped, for a local store: the
             # live vectors are not copied a second time)

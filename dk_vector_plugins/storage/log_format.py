@@ -811,6 +811,9 @@ class TableLogic:
         self.schema: StoreSchema | None = None
         # .npy key -> (where its data starts, its verified block digests or None): row reads
         self._layouts: dict[str, tuple[int, npt.NDArray[np.uint64] | None]] = {}
+        # version -> its segments, for the newest versions this store committed or loaded: what
+        # clean-up keeps, without reading and parsing those manifests again (each is written once)
+        self._recent: dict[int, list[dict[str, Any]]] = {}
 
     # -- encoding -------------------------------------------------------------------------------
     def encode_segment(
@@ -841,10 +844,14 @@ class TableLogic:
             put("ids.json", json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode())
         has_data = False
         if batch.rows:
-            lines = [
-                EMPTY_ROW if not (r[1] or r[2] or (r[3] and any(r[3].values()))) else encode_row(*r)
-                for r in batch.rows
-            ]
+            lines = (
+                batch.lines
+                if batch.lines is not None and len(batch.lines) == len(batch.rows)
+                else [
+                    EMPTY_ROW if not (r[1] or r[2] or (r[3] and any(r[3].values()))) else encode_row(*r)
+                    for r in batch.rows
+                ]
+            )
             has_data = any(line is not EMPTY_ROW for line in lines)
             if has_data:  # rows that are all empty (vectors only) need no file
                 put("rows.jsonl", b"".join(lines))
@@ -1039,6 +1046,14 @@ class TableLogic:
             table.expect_rows(0)
         state.version = int(manifest["version"])
         state.segments = list(segs)
+        self._saw(state.version, state.segments)
+
+    def _saw(self, version: int, segments: list[dict[str, Any]]) -> None:
+        """Remember the segments of a version just committed or loaded (the newest few)."""
+        recent = self._recent
+        recent[version] = segments
+        while len(recent) > max(1, self.options.keep_versions):
+            del recent[min(recent)]
 
     def _bytes_on_load(self, entry: Mapping[str, Any]) -> int:
         """About how many bytes loading a segment reads: its objects' bytes less those of the
@@ -1487,6 +1502,7 @@ class TableLogic:
             return False
         state.version = version
         state.segments = segments
+        self._saw(version, segments)
         allowed = {k for e in segments if "in" in e for k in segment_keys(e)}
         for key in [k for k in state.inline if k not in allowed]:
             del state.inline[key]
@@ -1567,10 +1583,16 @@ class TableLogic:
         return i if len(segs) - i >= fan else None
 
     def merge_batch(
-        self, table: RecordTable, state: TableState, start: int, runner: Callable[[Program[Any]], Any]
+        self,
+        table: RecordTable,
+        state: TableState,
+        start: int,
+        runner: Callable[[Program[Any]], Any],
+        read_stored: bool = False,
     ) -> WriteBatch:
         """The live rows of segments ``start..`` (table rows from the first of them on) and
-        their deletes of earlier rows, as one batch replacing those segments."""
+        their deletes of earlier rows, as one batch replacing those segments (their rows as
+        stored, see :meth:`_with_stored_lines`)."""
         tail = state.segments[start:]
         first = sum(int(e["rows"]) for e in state.segments[:start])
         deletes: list[str] = []
@@ -1580,13 +1602,74 @@ class TableLogic:
                 raw = [runner(self.get_bytes(k, sums)) for k in id_keys(entry)]
                 deletes.extend(decode_ids(entry, raw, self.describe)[1])
         fresh = all(e.get("fresh") for e in tail) and not deletes
-        return _live_batch(
+        batch = _live_batch(
             table, first, self._text_fields(), deletes=list(dict.fromkeys(deletes)), fresh=fresh, replaces=start
         )
+        return self._with_stored_lines(batch, table, state, start, runner, read_stored)
 
-    def compaction_batch(self, table: RecordTable) -> WriteBatch:
-        """All live rows of ``table`` (in row order) as one ``clear`` batch."""
-        return _live_batch(table, 0, self._text_fields(), clear=True, fresh=True)
+    def compaction_batch(
+        self,
+        table: RecordTable,
+        state: TableState | None = None,
+        runner: Callable[[Program[Any]], Any] | None = None,
+        read_stored: bool = False,
+    ) -> WriteBatch:
+        """All live rows of ``table`` (in row order) as one ``clear`` batch (with ``state`` and
+        ``runner``, their stored lines where :meth:`_with_stored_lines` finds them)."""
+        batch = _live_batch(table, 0, self._text_fields(), clear=True, fresh=True)
+        if state is None or runner is None:
+            return batch
+        return self._with_stored_lines(batch, table, state, 0, runner, read_stored)
+
+    def _with_stored_lines(
+        self,
+        batch: WriteBatch,
+        table: RecordTable,
+        state: TableState,
+        start: int,
+        runner: Callable[[Program[Any]], Any],
+        read_stored: bool,
+    ) -> WriteBatch:
+        """``batch`` (the live rows of segments ``start..``) with the rows' JSON lines as those
+        segments store them, so that a merge writes them again without encoding each row: from
+        the segments held in their manifests, and, with ``read_stored`` (a local store, where a
+        read costs no request), from their rows files (checksums verified either way). Without
+        the lines of every segment (one not at hand, damaged or missing), the batch as it is:
+        its rows, which the table holds, are encoded."""
+        if not batch.rows:
+            return batch
+        tail = state.segments[start:]
+        first = table.nrows - sum(int(e["rows"]) for e in tail)
+        if first < 0:
+            return batch
+        lines: list[bytes] = []
+        row = first
+        for entry in tail:
+            m = int(entry["rows"])
+            alive = np.flatnonzero(table._live[row : row + m])
+            row += m
+            if not len(alive):
+                continue
+            if not has_row_data(entry):
+                lines.extend([EMPTY_ROW] * len(alive))
+                continue
+            key = f"{SEGMENTS}{entry['name']}.rows.jsonl"
+            if key not in state.inline and not read_stored:
+                return batch
+            try:
+                raw = runner(self.get_bytes(key, Checksums.of(entry)))
+            except StorageError:  # damaged or gone: the rows the table holds are encoded instead
+                return batch
+            ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
+            if len(ends) != m:
+                return batch  # not one line per row: encode them
+            starts = np.concatenate((np.zeros(1, dtype=ends.dtype), ends[:-1] + 1))
+            for a, b in zip(starts[alive].tolist(), ends[alive].tolist()):
+                line = raw[a : b + 1]
+                lines.append(EMPTY_ROW if line == EMPTY_ROW else line)
+        if len(lines) != len(batch.rows):
+            return batch
+        return attrs.evolve(batch, lines=lines)
 
     def _text_fields(self) -> tuple[str, ...]:
         """The fields whose postings every commit stores (the schema's ``text_search_fields``)."""
@@ -1683,13 +1766,16 @@ class TableLogic:
         tagged = set((yield from self.tags()).values())
         recent = {v for v, _ in versions[-self.options.keep_versions :]}
         keep = sorted(recent | tagged)
-        got = yield Many([Get(manifest_key(v), missing_ok=True) for v in keep])
-        referenced: set[str] = set()
-        holders: set[int] = set()  # manifests holding the inline objects of a kept segment
         kept_entries = list(state.segments)
-        for g, v in zip(got, keep):
+        unseen = [v for v in keep if v not in self._recent]
+        for v in keep:
+            kept_entries += self._recent.get(v, ())
+        got = yield Many([Get(manifest_key(v), missing_ok=True) for v in unseen])
+        for g, v in zip(got, unseen):
             if g is not None:
                 kept_entries += _parse_manifest(g.data, self.describe(manifest_key(v)))["segments"]
+        referenced: set[str] = set()
+        holders: set[int] = set()  # manifests holding the inline objects of a kept segment
         for entry in kept_entries:
             referenced.update(self.segment_keys(entry))
             if "in" in entry:
