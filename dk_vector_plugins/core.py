@@ -84,8 +84,9 @@ class WriteBatch:
     #: that all hold the field): stored with the segment instead of quantizing the rows again.
     codes: dict[str, Int8Codes] = attrs.field(factory=dict)
     #: The rows' stored JSON lines, aligned with ``rows`` (a merge or a compaction of stored
-    #: segments whose rows files it has at hand): written as they are, not encoded again.
-    lines: list[bytes] | None = None
+    #: segments whose rows files it has at hand): written as they are, not encoded again
+    #: (``None``: that row is encoded).
+    lines: list[bytes | None] | None = None
 
     def row_ids(self) -> list[str]:
         """The ids of the rows the batch appends."""

@@ -844,14 +844,17 @@ class TableLogic:
             put("ids.json", json.dumps({"ids": ids, "deletes": list(batch.deletes)}).encode())
         has_data = False
         if batch.rows:
-            lines = (
-                batch.lines
-                if batch.lines is not None and len(batch.lines) == len(batch.rows)
-                else [
-                    EMPTY_ROW if not (r[1] or r[2] or (r[3] and any(r[3].values()))) else encode_row(*r)
-                    for r in batch.rows
-                ]
+            stored: Sequence[bytes | None] = (
+                batch.lines if batch.lines is not None and len(batch.lines) == len(batch.rows) else [None] * len(batch.rows)
             )
+            lines = [
+                line
+                if line is not None
+                else EMPTY_ROW
+                if not (r[1] or r[2] or (r[3] and any(r[3].values())))
+                else encode_row(*r)
+                for line, r in zip(stored, batch.rows)
+            ]
             has_data = any(line is not EMPTY_ROW for line in lines)
             if has_data:  # rows that are all empty (vectors only) need no file
                 put("rows.jsonl", b"".join(lines))
@@ -1633,16 +1636,18 @@ class TableLogic:
         """``batch`` (the live rows of segments ``start..``) with the rows' JSON lines as those
         segments store them, so that a merge writes them again without encoding each row: from
         the segments held in their manifests, and, with ``read_stored`` (a local store, where a
-        read costs no request), from their rows files (checksums verified either way). Without
-        the lines of every segment (one not at hand, damaged or missing), the batch as it is:
-        its rows, which the table holds, are encoded."""
+        read costs no request), from their rows files (checksums verified either way); ``None``
+        for a row to encode again (one holding a string that starts with ``$``, which an earlier
+        version may have written ambiguously). Without the lines of every segment (one not at
+        hand, damaged or missing), the batch as it is: its rows, which the table holds, are
+        encoded."""
         if not batch.rows:
             return batch
         tail = state.segments[start:]
-        first = table.nrows - sum(int(e["rows"]) for e in tail)
-        if first < 0:
-            return batch
-        lines: list[bytes] = []
+        first = sum(int(e["rows"]) for e in state.segments[:start])
+        if first + sum(int(e["rows"]) for e in tail) != table.nrows:
+            return batch  # the table's rows are not those of the segments: encode them
+        lines: list[bytes | None] = []
         row = first
         for entry in tail:
             m = int(entry["rows"])
@@ -1666,7 +1671,9 @@ class TableLogic:
             starts = np.concatenate((np.zeros(1, dtype=ends.dtype), ends[:-1] + 1))
             for a, b in zip(starts[alive].tolist(), ends[alive].tolist()):
                 line = raw[a : b + 1]
-                lines.append(EMPTY_ROW if line == EMPTY_ROW else line)
+                # a string starting with "$" may be a tag-shaped dict an earlier version wrote
+                # unescaped: that row is encoded again, in the current (unambiguous) form
+                lines.append(EMPTY_ROW if line == EMPTY_ROW else None if b'"$' in line else line)
         if len(lines) != len(batch.rows):
             return batch
         return attrs.evolve(batch, lines=lines)
