@@ -857,3 +857,11 @@ def test_small_durable_writes_of_a_commit_run_in_parallel(tmp_path: Path) -> Non
     db.create_batch([Record({"n": i, "embedding": VectorField(np.full(4, i, dtype=np.float32))}, id=f"r{i}") for i in range(5)])
     again = DatabaseFactory().create(backend="file", path=str(tmp_path / "db"))
     assert again.verify()["live"] == 5 and again.read("r3")["n"] == 3  # type: ignore[index]
+
+
+def test_a_closed_file_store_still_writes_several_objects(tmp_path: Path) -> None:
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"), inline_bytes=0)
+    db.create(Record({"n": 0, "embedding": VectorField(np.ones(3, dtype=np.float32))}, id="a"))
+    db.close()  # its I/O threads stop; a later commit writes its objects on the calling thread
+    db.create(Record({"n": 1, "embedding": VectorField(np.ones(3, dtype=np.float32))}, id="b"))
+    assert DatabaseFactory().create(backend="file", path=str(tmp_path / "s")).count() == 2

@@ -33,11 +33,17 @@ def sync_runner(store: SyncObjectStore) -> tuple[Runner, Callable[[], None]]:
     """A runner for a blocking store (parallel requests on a thread pool, its threads started
     on first use) and its closer."""
     pool = ThreadPoolExecutor(max_workers=max(1, store.concurrency), thread_name_prefix="dkv-io")
+    closed = False
 
     def run(program: Program[Any]) -> Any:
-        return run_sync(program, store, pool)
+        return run_sync(program, store, None if closed else pool)  # closed: on the calling thread
 
-    return run, lambda: pool.shutdown(wait=False)
+    def close() -> None:
+        nonlocal closed
+        closed = True
+        pool.shutdown(wait=False)
+
+    return run, close
 
 
 def async_runner(store: AsyncObjectStore, loop: asyncio.AbstractEventLoop) -> Runner:
@@ -78,7 +84,7 @@ class TableStorage:
         self.state = TableState()
         self._closer = closer
         self._conflicts = 0
-        self._gc_due = False  # a clean-up put off by a merge (see after_commit)
+        self._gc_due = 0  # clean-ups due, put off by a merge (see after_commit)
         self.max_staleness_s = max_staleness_s
         self._checked = float("-inf")
 
@@ -131,13 +137,14 @@ class TableStorage:
     def after_commit(self, table: RecordTable) -> None:
         """Merge the newest small segments (bounded work); compact when segments or dead rows
         pile up all the same; every ``gc_every`` versions, clean up by the retention policy
-        (after the next commit instead when this one merged: one pause, not two at once)."""
+        (after the next commit instead when this one merged: one pause, not two at once; put
+        off once at most, so that commits that all merge still clean up)."""
         merged = self._maintain(table)
         every = self.logic.options.gc_every
         if every and self.state.version % every == 0:
-            self._gc_due = True
-        if self._gc_due and not merged:
-            self._gc_due = False
+            self._gc_due += 1
+        if self._gc_due and (not merged or self._gc_due > 1):
+            self._gc_due = 0
             try:
                 self.gc()
             except StorageError as e:  # the commit stands; the next clean-up tries again
