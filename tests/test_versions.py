@@ -3,12 +3,13 @@ and clean-up keeping what tags name."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from dk_vector_plugins import InvalidRequestError, Record, StorageError, VectorField
+from dk_vector_plugins import DatabaseFactory, InvalidRequestError, Record, StorageError, VectorField
 
 
 def rec(rid: str, n: int) -> Record:
@@ -143,3 +144,21 @@ def test_as_of_on_a_store_without_versions() -> None:
     db.create(rec("a", 1))
     with pytest.raises(InvalidRequestError, match="as_of=3: a memory store keeps no earlier versions"):
         db.vector_search([1.0, 1.0, 0.0], as_of=3)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"keep_versions": 2}, {"keep_versions": 3, "gc_every": 5, "grace_s": 0}, {"inline_bytes": 0}],
+    ids=["defaults", "keep-2", "automatic", "objects"],
+)
+def test_clean_up_keeps_the_manifests_after_the_one_latest_names(tmp_path: Path, config: dict[str, Any]) -> None:
+    # a file store advances LATEST.json every 16 versions; readers walk from it to the newest
+    # manifest, so clean-up keeps that walk (it deleted it: a reopen failed or showed an old version)
+    root = tmp_path / "s"
+    db = DatabaseFactory().create(backend="file", path=str(root), **config)
+    for i in range(40):
+        db.create(Record({"n": i}, id=f"r{i}"))
+    db.vacuum(grace_s=0)
+    again = DatabaseFactory().create(backend="file", path=str(root))
+    assert (again.version, again.count()) == (db.version, 40)
+    assert again.verify()["live"] == 40

@@ -812,7 +812,8 @@ class TableLogic:
         # .npy key -> (where its data starts, its verified block digests or None): row reads
         self._layouts: dict[str, tuple[int, npt.NDArray[np.uint64] | None]] = {}
         # version -> its segments, for the newest versions this store committed or loaded: what
-        # clean-up keeps, without reading and parsing those manifests again (each is written once)
+        # clean-up keeps (the newest keep_versions, and those from the one LATEST.json names on),
+        # without reading and parsing those manifests again (each is written once)
         self._recent: dict[int, list[dict[str, Any]]] = {}
 
     # -- encoding -------------------------------------------------------------------------------
@@ -944,6 +945,7 @@ class TableLogic:
                     latest = yield from self._newest_listed(state)
                 if latest is not None and latest["version"] > state.version:
                     target = latest
+                    self._saw(int(latest["version"]), latest["segments"])
         every = self.options.latest_every
         if state.probe or every > 1:  # LATEST.json may lag: look for the manifests after it
             v = max(state.version, target["version"] if target else 0)
@@ -954,6 +956,7 @@ class TableLogic:
                     break
                 target = _parse_manifest(got.data, self.describe(manifest_key(v + 1)))
                 v += 1
+                self._saw(v, target["segments"])
             state.probe = False
             if target is not None and v - newest_from_latest >= every:
                 yield from self.publish_latest(target, state)
@@ -1055,7 +1058,7 @@ class TableLogic:
         """Remember the segments of a version just committed or loaded (the newest few)."""
         recent = self._recent
         recent[version] = segments
-        while len(recent) > max(1, self.options.keep_versions):
+        while len(recent) > max(1, self.options.keep_versions + self.options.latest_every):
             del recent[min(recent)]
 
     def _bytes_on_load(self, entry: Mapping[str, Any]) -> int:
@@ -1767,11 +1770,16 @@ class TableLogic:
         """Delete unreferenced segments and old manifests past the grace period; returns the count."""
         now = time.time() if now is None else now
         grace = self.options.grace_s if grace_s is None else grace_s
-        listed = yield Many([List(MANIFESTS), List(SEGMENTS)])
-        manifests, segments = listed
+        listed = yield Many([List(MANIFESTS), List(SEGMENTS), Get(LATEST, missing_ok=True)])
+        manifests, segments, latest = listed
         versions = manifest_versions(manifests)
         tagged = set((yield from self.tags()).values())
         recent = {v for v, _ in versions[-self.options.keep_versions :]}
+        # a reader opens at the version LATEST.json names (it advances every latest_every
+        # versions) and reads every manifest after it: those stay, with what they name
+        hint = _hint_version(latest.data, self.describe(LATEST)) if latest is not None and latest.data else -1
+        if hint >= 0:
+            recent.update(v for v, _ in versions if v >= hint)
         keep = sorted(recent | tagged)
         kept_entries = list(state.segments)
         unseen = [v for v in keep if v not in self._recent]
@@ -1790,8 +1798,8 @@ class TableLogic:
         doomed = [x.key for x in segments if x.key not in referenced and now - x.mtime > grace]
         doomed += [
             x.key
-            for v, x in versions[: -self.options.keep_versions]
-            if v not in holders and v not in tagged and now - x.mtime > grace
+            for v, x in versions
+            if v not in recent and v not in holders and v not in tagged and now - x.mtime > grace
         ]
         doomed += [x.key for x in manifests if TMP_MARK in x.key and now - x.mtime > grace]
         if doomed:
