@@ -493,7 +493,10 @@ class VectorIndex:
                 out[sel] = matrix[uniq][back]
             else:
                 out[sel] = matrix[local[sel]]
-        out[~self._present[rows]] = 0.0
+        held = np.zeros(len(rows), dtype=np.bool_)
+        inside = rows < self._nrows  # rows past the last one with a vector hold none
+        held[inside] = self._present[rows[inside]]
+        out[~held] = 0.0
         return out
 
     def get(self, row: int) -> FloatArray | None:

@@ -837,3 +837,17 @@ def test_close_runs_on_close_callbacks_once(store: Any) -> None:
     assert calls == ["second", "first"]  # every callback ran, the last registered first
     store.close()  # closing again does nothing
     assert calls == ["second", "first"]
+
+
+def test_all_after_compaction_with_the_last_rows_without_a_vector(store: Any) -> None:
+    # the vector index spans the rows up to the last one holding a vector; reading every record
+    # (more than a few rows) after a compaction indexed past its presence mask (IndexError)
+    store.create_batch(
+        [Record({"n": i, "embedding": VectorField(np.ones(4, dtype=np.float32))}, id=f"v{i}") for i in range(60)]
+    )
+    store.create_batch([Record({"n": i}, id=f"p{i}") for i in range(10)])  # rows without a vector, last
+    store.delete("v0")
+    store.compact()
+    records = {r.id: r for r in store.all()}
+    assert len(records) == 69 and "embedding" not in records["p3"].data
+    assert np.array_equal(np.asarray(records["v5"]["embedding"]), np.ones(4, dtype=np.float32))
