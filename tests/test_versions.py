@@ -162,3 +162,26 @@ def test_clean_up_keeps_the_manifests_after_the_one_latest_names(tmp_path: Path,
     again = DatabaseFactory().create(backend="file", path=str(root))
     assert (again.version, again.count()) == (db.version, 40)
     assert again.verify()["live"] == 40
+
+
+@pytest.mark.parametrize("then_write", [False, True])
+def test_another_store_sees_a_restore_of_rows_later_segments_retired(tmp_path: Path, then_write: bool) -> None:
+    # a store that had loaded the later segments kept their deletes and replacements of the
+    # restored rows: it saw no records, and its compaction then deleted them for good
+    root = str(tmp_path / "s")
+    a = DatabaseFactory().create(backend="file", path=root)
+    b = DatabaseFactory().create(backend="file", path=root)
+    a.create(Record({"n": 1}, id="x"))
+    a.create(Record({"n": 2}, id="y"))
+    a.delete("x")
+    a.upsert(Record({"n": 20}, id="y"))
+    assert sorted((r.id, r["n"]) for r in b.all()) == [("y", 20)]
+    a.restore(2)
+    if then_write:
+        a.create(Record({"n": 3}, id="z"))  # a restore, then more commits
+    want = [("x", 1), ("y", 2)] + ([("z", 3)] if then_write else [])
+    assert sorted((r.id, r["n"]) for r in b.all()) == want
+    b.create(Record({"n": 4}, id="w"))
+    b.compact()
+    fresh = DatabaseFactory().create(backend="file", path=root)
+    assert sorted((r.id, r["n"]) for r in fresh.all()) == sorted([*want, ("w", 4)])

@@ -216,6 +216,9 @@ class TableState:
     inline: dict[str, bytes] = attrs.field(factory=dict)
     #: A checkout: the table stays at this committed version and takes no writes.
     pinned: int | None = None
+    #: How many restores the loaded version follows (the manifest's ``epoch``): a store whose
+    #: next version follows another restore loads the table again (see ``_apply_manifest``).
+    epoch: int = 0
     stats: dict[str, int] = attrs.field(factory=lambda: {"segments_loaded": 0, "bytes_loaded": 0})
 
 
@@ -399,6 +402,8 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
             raise _Invalid(f"created is {m['created']!r}, not a time")
         if "rows" in m:
             _int(m["rows"], "rows")
+        if "epoch" in m:
+            _int(m["epoch"], "epoch")
         if "schema" in m and not (isinstance(m["schema"], dict) and isinstance(m["schema"].get("fields"), dict)):
             raise _Invalid(f"schema is {m['schema']!r}, not an object with fields")
         segs = m.get("segments")
@@ -991,8 +996,13 @@ class TableLogic:
         while same < min(len(old), len(segs)) and segs[same]["name"] == old[same]:
             same += 1
         # merged by another writer: the table keeps the rows of the common segments and loads
-        # the rest; compacted or cleared (nothing in common): it loads everything again
-        rebuild = same == 0 and bool(old)
+        # the rest (the merged segment deletes and replaces what the segments it replaced did);
+        # compacted or cleared (nothing in common), or restored since (the segments dropped may
+        # have deleted or replaced rows of the common ones): it loads everything again
+        epoch = int(manifest.get("epoch", 0))
+        rebuild = (same == 0 and bool(old)) or (same < len(old) and epoch != state.epoch)
+        if rebuild:
+            same = 0
         keep_rows = sum(int(e["rows"]) for e in state.segments[:same])
         new = segs[same:]
         yield from self._load_inline(state, manifest, new)
@@ -1052,6 +1062,7 @@ class TableLogic:
             table.expect_rows(0)
         state.version = int(manifest["version"])
         state.segments = list(segs)
+        state.epoch = epoch
         self._saw(state.version, state.segments)
 
     def _saw(self, version: int, segments: list[dict[str, Any]]) -> None:
@@ -1485,11 +1496,13 @@ class TableLogic:
             segments = ([] if batch.clear else list(kept)) + [entry]
         else:  # a new schema only: the same segments
             objects, segments = {}, list(state.segments)
+        epoch = state.epoch + (batch.restore is not None)
         manifest: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "version": version,
             "created": time.time(),
             "op": _operation(batch),
+            "epoch": epoch,
             "segments": segments,
             "rows": sum(int(s["rows"]) for s in segments),
         }
@@ -1508,6 +1521,7 @@ class TableLogic:
             return False
         state.version = version
         state.segments = segments
+        state.epoch = epoch
         self._saw(version, segments)
         allowed = {k for e in segments if "in" in e for k in segment_keys(e)}
         for key in [k for k in state.inline if k not in allowed]:
