@@ -218,3 +218,51 @@ def test_clean_up_still_runs_when_every_commit_compacts(tmp_path: Any, max_segme
         db.create(Record({"n": i}, id=f"r{i}"))
     assert len(list((root / "manifests").iterdir())) < 20  # put off once at most, never starved
     assert DatabaseFactory().create(backend="file", path=str(root)).count() == 60
+
+
+def test_clean_up_reads_the_ages_of_a_few_files_only(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dk_vector_plugins.storage.local import LocalObjectStore
+    from dk_vector_plugins.storage.ops import List, Stat
+
+    root = tmp_path / "s"
+    db = DatabaseFactory().create(backend="file", path=str(root), gc_every=0, keep_versions=2)
+    for i in range(40):
+        db.create(Record({"n": i, "embedding": VectorField(vec(i))}, id=f"r{i}"))
+    ops: list[Any] = []
+    do = LocalObjectStore.do
+
+    def counted(self: LocalObjectStore, op: Any) -> Any:
+        ops.append(op)
+        return do(self, op)
+
+    monkeypatch.setattr(LocalObjectStore, "do", counted)
+    manifests = len(list((root / "manifests").iterdir()))
+    assert db.vacuum() == 0  # everything is younger than grace_s: nothing goes
+    listed = [op for op in ops if isinstance(op, List) and op.prefix in ("manifests/", "segments/")]
+    assert listed and not any(op.stat for op in listed)  # names only, no stat per file
+    assert 1 <= sum(isinstance(op, Stat) for op in ops) <= 3  # the oldest candidates' ages
+    ops.clear()
+    gone = db.vacuum(grace_s=0)  # all old enough: each candidate's age read, then deleted
+    assert gone > 10 and len(list((root / "manifests").iterdir())) < manifests
+    assert sum(isinstance(op, Stat) for op in ops) >= gone
+    assert DatabaseFactory().create(backend="file", path=str(root)).count() == 40
+
+
+def test_stat_and_a_listing_without_ages(location: dict[str, Any]) -> None:
+    from dk_vector_plugins.storage.ops import List, Put, Stat
+
+    db = DatabaseFactory().create(**location)
+    db.storage.run(_program([Put("segments/x.bin", b"12345")]))
+    got = db.storage.run(_program([Stat("segments/x.bin"), Stat("segments/missing"), List("segments/x", stat=False)]))
+    here, missing, listed = got
+    assert (here.key, here.size) == ("segments/x.bin", 5) and here.mtime > 0
+    assert missing is None
+    assert [x.key for x in listed] == ["segments/x.bin"]  # ages may be left out (a local directory)
+
+
+def _program(ops: list[Any]) -> Any:
+    """A table program performing ``ops`` one after another; returns their results."""
+    out = []
+    for op in ops:
+        out.append((yield op))
+    return out

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import uuid
@@ -35,6 +36,7 @@ from .ops import (
     Put,
     PutIfAbsent,
     PutIfMatch,
+    Stat,
     Versioned,
     data_len,
 )
@@ -167,7 +169,13 @@ class LocalObjectStore:
         if isinstance(op, PutIfMatch):
             return self._put_if_match(op)
         if isinstance(op, List):
-            return self._list(op.prefix)
+            return self._list(op.prefix, op.stat)
+        if isinstance(op, Stat):
+            try:
+                st = os.stat(self.path(op.key))
+            except FileNotFoundError:
+                return None
+            return Listed(op.key, st.st_size, st.st_mtime)
         if isinstance(op, Delete):
             try:
                 os.unlink(self.path(op.key))
@@ -235,7 +243,7 @@ class LocalObjectStore:
         finally:
             os.close(fd)  # releases the flock
 
-    def _list(self, prefix: str) -> list[Listed]:
+    def _list(self, prefix: str, stat: bool = True) -> list[Listed]:
         head, _, name_prefix = prefix.rpartition("/")
         d = self.root / head if head else self.root
         out: list[Listed] = []
@@ -243,12 +251,15 @@ class LocalObjectStore:
             entries = list(os.scandir(d))
         except FileNotFoundError:
             return out
+        base = f"{head}/" if head else ""
         for e in entries:
             if e.is_file() and e.name.startswith(name_prefix):
+                if not stat:  # a stat per file costs more than the listing: left to Stat
+                    out.append(Listed(base + e.name, -1, math.nan))
+                    continue
                 try:
                     st = e.stat()
                 except FileNotFoundError:  # removed since the listing (another writer's temp file)
                     continue
-                key = f"{head}/{e.name}" if head else e.name
-                out.append(Listed(key, st.st_size, st.st_mtime))
+                out.append(Listed(base + e.name, st.st_size, st.st_mtime))
         return sorted(out, key=lambda x: x.key)

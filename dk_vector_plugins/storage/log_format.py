@@ -91,6 +91,7 @@ from .ops import (
     Put,
     PutIfAbsent,
     PutIfMatch,
+    Stat,
     Versioned,
     data_len,
     joined,
@@ -1784,7 +1785,7 @@ class TableLogic:
         """Delete unreferenced segments and old manifests past the grace period; returns the count."""
         now = time.time() if now is None else now
         grace = self.options.grace_s if grace_s is None else grace_s
-        listed = yield Many([List(MANIFESTS), List(SEGMENTS), Get(LATEST, missing_ok=True)])
+        listed = yield Many([List(MANIFESTS, stat=False), List(SEGMENTS, stat=False), Get(LATEST, missing_ok=True)])
         manifests, segments, latest = listed
         versions = manifest_versions(manifests)
         tagged = set((yield from self.tags()).values())
@@ -1809,16 +1810,41 @@ class TableLogic:
             referenced.update(self.segment_keys(entry))
             if "in" in entry:
                 holders.add(int(entry["in"]))
-        doomed = [x.key for x in segments if x.key not in referenced and now - x.mtime > grace]
-        doomed += [
-            x.key
-            for v, x in versions
-            if v not in recent and v not in holders and v not in tagged and now - x.mtime > grace
-        ]
-        doomed += [x.key for x in manifests if TMP_MARK in x.key and now - x.mtime > grace]
+        # candidates in the order they were created (segment names and manifest numbers start
+        # with the version that wrote them); each is deleted only when it is older than grace
+        doomed = yield from self._older_than(
+            [x for x in segments if x.key not in referenced and TMP_MARK not in x.key], now - grace
+        )
+        doomed += yield from self._older_than(
+            [x for v, x in versions if v not in recent and v not in holders and v not in tagged], now - grace
+        )
+        doomed += yield from self._older_than(
+            [x for x in manifests + segments if TMP_MARK in x.key], now - grace, stop=False
+        )
         if doomed:
             yield Many([Delete(k) for k in doomed])
         return len(doomed)
+
+    @staticmethod
+    def _older_than(listed: Sequence[Listed], cutoff: float, stop: bool = True) -> Program[list[str]]:
+        """The keys of ``listed`` last modified before ``cutoff``. A listing that left the ages
+        out (a local directory: a call per key) has them read one by one, in the given (creation)
+        order, up to the first one too young (``stop``): the later ones are younger, and any that
+        is not waits for a later clean-up, so a store that keeps an hour of versions reads one or
+        two ages per clean-up, not hundreds. Ages the listing gave (S3) are all used."""
+        out: list[str] = []
+        for x in listed:
+            mtime, known = x.mtime, not math.isnan(x.mtime)
+            if not known:
+                got = yield Stat(x.key)
+                if got is None:  # deleted since the listing
+                    continue
+                mtime = got.mtime
+            if mtime < cutoff:
+                out.append(x.key)
+            elif stop and not known:
+                break
+        return out
 
     def verify(self) -> Program[dict[str, Any]]:
         """Check that the newest manifest and every segment it names are complete and consistent."""

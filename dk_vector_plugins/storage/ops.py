@@ -30,6 +30,7 @@ __all__ = [
     "Put",
     "PutIfAbsent",
     "PutIfMatch",
+    "Stat",
     "SyncObjectStore",
     "Versioned",
     "GetRange",
@@ -149,9 +150,21 @@ class PutIfMatch(Op):
 
 @attrs.frozen
 class List(Op):
-    """Keys under a prefix: a list of :class:`Listed`."""
+    """Keys under a prefix: a list of :class:`Listed`, by key.
+
+    ``stat=False``: a store where an object's size and age cost a call per key (a local
+    directory) may leave them unknown (``-1``, NaN); :class:`Stat` reads them for one key.
+    """
 
     prefix: str
+    stat: bool = True
+
+
+@attrs.frozen
+class Stat(Op):
+    """One object's size and age: a :class:`Listed`, or ``None`` when it is missing."""
+
+    key: str
 
 
 @attrs.frozen

@@ -39,6 +39,7 @@ from .ops import (
     Put,
     PutIfAbsent,
     PutIfMatch,
+    Stat,
     Versioned,
     data_len,
     joined,
@@ -265,6 +266,14 @@ class _S3Programs(S3Keys):
                 if not page.get("IsTruncated"):
                     return out
                 kwargs = {**kwargs, "ContinuationToken": page["NextContinuationToken"]}
+        if isinstance(op, Stat):
+            try:
+                head = yield Call("head_object", {"Bucket": self.bucket, "Key": self.key(op.key)})
+            except ce as e:
+                if _code(e) in _MISSING_CODES or _status(e) == 404:
+                    return None
+                raise
+            return Listed(op.key, head["ContentLength"], head["LastModified"].timestamp())
         if isinstance(op, Delete):
             yield Call("delete_object", {"Bucket": self.bucket, "Key": self.key(op.key)})
             return None
