@@ -185,3 +185,29 @@ def test_another_store_sees_a_restore_of_rows_later_segments_retired(tmp_path: P
     b.compact()
     fresh = DatabaseFactory().create(backend="file", path=root)
     assert sorted((r.id, r["n"]) for r in fresh.all()) == sorted([*want, ("w", 4)])
+
+
+@pytest.mark.parametrize("lost", ["missing", "empty"])
+def test_a_lost_latest_hint_loses_no_version(tmp_path: Path, lost: str) -> None:
+    # LATEST.json is written without fsync: a power failure may leave it missing or empty. A
+    # store then walked from version 1; clean-up, keeping only the newest manifests, cut that
+    # walk, and a fresh store saw an empty table (its next write re-created manifest 1)
+    root = tmp_path / "s"
+    db = DatabaseFactory().create(backend="file", path=str(root), keep_versions=2)
+    for i in range(3):
+        db.create(Record({"n": i}, id=f"r{i}"))
+    db.close()
+    hint = root / "LATEST.json"
+    hint.unlink() if lost == "missing" else hint.write_bytes(b"")
+    db = DatabaseFactory().create(backend="file", path=str(root), keep_versions=2)
+    assert db.count() == 3
+    for i in range(3, 10):
+        db.create(Record({"n": i}, id=f"r{i}"))
+    db.vacuum(grace_s=0)
+    again = DatabaseFactory().create(backend="file", path=str(root))
+    assert (again.version, again.count()) == (db.version, 10)
+    hint.unlink()  # lost again, after the clean-up removed the first manifests
+    fresh = DatabaseFactory().create(backend="file", path=str(root))
+    assert (fresh.version, fresh.count()) == (db.version, 10)
+    fresh.create(Record({"n": 99}, id="new"))
+    assert DatabaseFactory().create(backend="file", path=str(root)).count() == 11

@@ -939,8 +939,10 @@ class TableLogic:
             return True
         resp = yield GetIfChanged(LATEST, state.etag)
         target: dict[str, Any] | None = None
+        no_hint = False  # no LATEST.json: a new table, or a hint lost to a power failure
         if resp is not None:
             state.etag = resp.etag
+            no_hint = not resp.data
             if resp.data:
                 latest: dict[str, Any] | None
                 try:
@@ -964,8 +966,11 @@ class TableLogic:
                 v += 1
                 self._saw(v, target["segments"])
             state.probe = False
-            if target is not None and v - newest_from_latest >= every:
-                yield from self.publish_latest(target, state)
+            if target is None and no_hint and state.version == 0:
+                # nothing at version 1 either: clean-up may have removed the first manifests
+                target = yield from self._newest_listed(state)
+            if target is not None and (v - newest_from_latest >= every or no_hint):
+                yield from self.publish_latest(target, state)  # (a lost hint is written again)
         if target is None:
             return False
         yield from self._apply_manifest(table, state, target, runner)
@@ -1793,8 +1798,9 @@ class TableLogic:
         # a reader opens at the version LATEST.json names (it advances every latest_every
         # versions) and reads every manifest after it: those stay, with what they name
         hint = _hint_version(latest.data, self.describe(LATEST)) if latest is not None and latest.data else -1
-        if hint >= 0:
-            recent.update(v for v, _ in versions if v >= hint)
+        # (no usable hint: a reader walks from the version it holds; every manifest stays until a
+        # store writes the hint again, which its next refresh does)
+        recent.update(v for v, _ in versions if v >= max(hint, 0))
         keep = sorted(recent | tagged)
         kept_entries = list(state.segments)
         unseen = [v for v in keep if v not in self._recent]
