@@ -493,11 +493,16 @@ class VectorIndex:
                 out[sel] = matrix[uniq][back]
             else:
                 out[sel] = matrix[local[sel]]
-        held = np.zeros(len(rows), dtype=np.bool_)
-        inside = rows < self._nrows  # rows past the last one with a vector hold none
-        held[inside] = self._present[rows[inside]]
-        out[~held] = 0.0
+        out[~self.holds(rows)] = 0.0
         return out
+
+    def holds(self, rows: IntArray) -> BoolArray:
+        """Which of ``rows`` hold a vector (rows past :attr:`nrows`, the last one with a
+        vector, hold none)."""
+        held = np.zeros(len(rows), dtype=np.bool_)
+        inside = rows < self._nrows
+        held[inside] = self._present[rows[inside]]
+        return held
 
     def get(self, row: int) -> FloatArray | None:
         """A copy of the vector at ``row``, or ``None``."""

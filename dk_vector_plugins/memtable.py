@@ -656,10 +656,7 @@ class RecordTable:
             if index.count and (fields is None or name in fields):
                 held: list[bool] | None = None  # None: every row holds one (the common case)
                 if index.count < index.nrows or last >= index.nrows:
-                    inside = arr < index.nrows
-                    mask = np.zeros(len(arr), dtype=np.bool_)
-                    mask[inside] = index.present[arr[inside]]
-                    held = mask.tolist()
+                    held = index.holds(arr).tolist()
                 vectors.append((name, list(index.gather(arr)), held))
         n = len(rows)
         datas = _copied_all(map(self._data.__getitem__, rows))

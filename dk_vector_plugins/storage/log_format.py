@@ -96,7 +96,7 @@ from .ops import (
     data_len,
     joined,
 )
-from .row_codec import EMPTY_ROW, LazyRows, RowParts, encode_row, line_at
+from .row_codec import EMPTY_ROW, LazyRows, RowParts, encode_row, line_at, line_ends
 
 __all__ = [
     "FORMAT_VERSION",
@@ -605,7 +605,7 @@ class LazyIds(Sequence[str]):
     @property
     def _ends(self) -> npt.NDArray[np.intp]:
         if self._ends_cache is None:
-            ends = np.flatnonzero(np.frombuffer(self._raw, dtype=np.uint8) == 10)
+            ends = line_ends(self._raw)
             if len(ends) != self._expected or (len(self._raw) and self._raw[-1:] != b"\n"):
                 raise self._bad_count(len(ends))
             self._ends_cache = ends
@@ -741,10 +741,7 @@ def _live_batch(table: RecordTable, first: int, text_fields: Sequence[str] = (),
     batches = {}
     codes: dict[str, Int8Codes] = {}
     for name, index in table.indexes.items():
-        in_range = live < index.nrows
-        present = np.zeros(len(live), dtype=np.bool_)
-        present[in_range] = index.present[live[in_range]]
-        pos = np.flatnonzero(present)
+        pos = np.flatnonzero(index.holds(live))
         if len(pos):
             batches[name] = (pos.astype(np.int64), index.gather(live[pos]))
             held = index.codes_of(live) if len(pos) == len(live) else None
@@ -1688,7 +1685,7 @@ class TableLogic:
                 raw = runner(self.get_bytes(key, Checksums.of(entry)))
             except StorageError:  # damaged or gone: the rows the table holds are encoded instead
                 return batch
-            ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
+            ends = line_ends(raw)
             if len(ends) != m:
                 return batch  # not one line per row: encode them
             starts = np.concatenate((np.zeros(1, dtype=ends.dtype), ends[:-1] + 1))

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from ..errors import InvalidRequestError, StorageError
 
-__all__ = ["EMPTY_ROW", "LazyRows", "RowParts", "decode_rows", "encode_row", "line_at"]
+__all__ = ["EMPTY_ROW", "LazyRows", "RowParts", "decode_rows", "encode_row", "line_at", "line_ends"]
 
 #: Values stored as JSON scalars or by :func:`_encode` (nothing inside them to escape).
 _LEAVES = frozenset({str, int, float, bool, type(None), dt.datetime, dt.date, bytes})
@@ -128,6 +128,11 @@ def decode_rows(raw: bytes, where: str) -> list[tuple[dict[str, Any], dict[str, 
 RowParts = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
+def line_ends(raw: bytes) -> npt.NDArray[np.intp]:
+    """The offsets of the newlines of ``raw`` (one per complete line), in order."""
+    return np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
+
+
 def line_at(ends: npt.NDArray[np.intp], i: int) -> tuple[int, int, int]:
     """(index, start, end) of line ``i`` (negative from the end) of a buffer whose newlines are
     at ``ends``; ``end`` is the newline's offset."""
@@ -146,7 +151,7 @@ class LazyRows(Sequence[RowParts]):
     def __init__(self, raw: bytes, where: str) -> None:
         self._raw = raw
         self._where = where
-        self._ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
+        self._ends = line_ends(raw)
 
     def __len__(self) -> int:
         return len(self._ends)
