@@ -5,12 +5,16 @@ answers exactly as a store that never merged (checked against the memory backend
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from dk_vector_plugins import DatabaseFactory, Record, VectorField
+from dk_vector_plugins.memtable import RecordTable
+from dk_vector_plugins.storage.driver import TableStorage
+from dk_vector_plugins.storage.ops import Op, Program
 from dk_vector_plugins.storage.segments import snapshot
 
 
@@ -83,11 +87,11 @@ def test_clean_up_runs_on_its_own_and_bounds_the_files(tmp_path: Any) -> None:
     assert db.config["grace_s"] == 0  # keep_for is its other name
 
 
-def _rows_file(db: Any, entry: dict[str, Any]) -> bytes:
+def _rows_file(storage: TableStorage, entry: dict[str, Any]) -> bytes:
     """The stored bytes of a segment's rows (from its manifest when held there)."""
     key = f"segments/{entry['name']}.rows.jsonl"
-    held = db.storage.state.inline.get(key)
-    return held if held is not None else bytes(db.storage.run(db.storage.logic.get_bytes(key)))
+    held = storage.state.inline.get(key)
+    return held if held is not None else bytes(storage.run(storage.logic.get_bytes(key)))
 
 
 @pytest.mark.parametrize("inline", [64 * 1024, 0], ids=["inline", "objects"])
@@ -106,7 +110,7 @@ def test_a_merge_writes_the_rows_as_stored_without_encoding_them(
         rid = f"r{i}"
         db.create(Record({"n": i, "t": f"text {i}", "embedding": VectorField(vec(i))}, id=rid))
         last = db.storage.state.segments[-1]
-        lines[rid] = _rows_file(db, last)
+        lines[rid] = _rows_file(db.storage, last)
     db.delete("r1")
     db.add_vectors(vec(9)[None, :], ids=["bare"])  # a row without data; the fifth segment: merged
     # each row encoded once, when it was created; a store whose rows files cost a request (s3)
@@ -115,13 +119,13 @@ def test_a_merge_writes_the_rows_as_stored_without_encoding_them(
     assert encoded == ["r0", "r1", "r2"] + ([] if at_hand else ["r0", "r2"])
     merged = db.storage.state.segments[-1]
     assert merged["rows"] == 3 and len(db.storage.state.segments) == 1
-    assert _rows_file(db, merged) == lines["r0"] + lines["r2"] + b'{"d": {}, "m": {}, "v": {}}\n'
+    assert _rows_file(db.storage, merged) == lines["r0"] + lines["r2"] + b'{"d": {}, "m": {}, "v": {}}\n'
     again = DatabaseFactory().create(**location)
     assert state(again) == [("bare", None), ("r0", 0), ("r2", 2)]
     assert again.read("r2").get("t") == "text 2"  # type: ignore[union-attr]
 
 
-def test_a_compaction_writes_the_rows_as_stored(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_compaction_writes_the_rows_as_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dk_vector_plugins.storage import log_format
 
     root = tmp_path / "s"
@@ -136,7 +140,7 @@ def test_a_compaction_writes_the_rows_as_stored(tmp_path: Any, monkeypatch: pyte
     assert state(fresh) == [("r1", 1), ("r2", 2), ("r3", 3)] and fresh.verify()["live"] == 3
 
 
-def test_a_merge_encodes_the_rows_when_a_rows_file_is_damaged(tmp_path: Any) -> None:
+def test_a_merge_encodes_the_rows_when_a_rows_file_is_damaged(tmp_path: Path) -> None:
     root = tmp_path / "s"
     db = DatabaseFactory().create(backend="file", path=str(root), inline_bytes=0)
     db.storage.logic.options.merge_fan = 3
@@ -151,13 +155,11 @@ def test_a_merge_encodes_the_rows_when_a_rows_file_is_damaged(tmp_path: Any) -> 
     assert state(fresh) == [("r0", 0), ("r1", 1), ("r2", 2)] and fresh.verify()["live"] == 3
 
 
-def test_clean_up_waits_for_the_commit_after_a_merge(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dk_vector_plugins.storage.driver import TableStorage
-
+def test_clean_up_waits_for_the_commit_after_a_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
     maintain, gc = TableStorage._maintain, TableStorage.gc
 
-    def logged_maintain(self: TableStorage, table: Any) -> bool:
+    def logged_maintain(self: TableStorage, table: RecordTable) -> bool:
         merged = maintain(self, table)
         events.append("merge" if merged else "commit")
         return merged
@@ -181,7 +183,7 @@ def test_clean_up_waits_for_the_commit_after_a_merge(tmp_path: Any, monkeypatch:
     ]
 
 
-def test_clean_up_reads_no_manifest_the_store_wrote_itself(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clean_up_reads_no_manifest_the_store_wrote_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dk_vector_plugins.storage.local import LocalObjectStore
     from dk_vector_plugins.storage.ops import Get
 
@@ -192,7 +194,7 @@ def test_clean_up_reads_no_manifest_the_store_wrote_itself(tmp_path: Any, monkey
     reads: list[str] = []
     do = LocalObjectStore.do
 
-    def counted(self: LocalObjectStore, op: Any) -> Any:
+    def counted(self: LocalObjectStore, op: Op) -> Any:
         if isinstance(op, Get) and op.key.startswith("manifests/"):
             reads.append(op.key)
         return do(self, op)
@@ -209,7 +211,7 @@ def test_clean_up_reads_no_manifest_the_store_wrote_itself(tmp_path: Any, monkey
 
 
 @pytest.mark.parametrize("max_segments", [0, 1])
-def test_clean_up_still_runs_when_every_commit_compacts(tmp_path: Any, max_segments: int) -> None:
+def test_clean_up_still_runs_when_every_commit_compacts(tmp_path: Path, max_segments: int) -> None:
     root = tmp_path / "s"
     db = DatabaseFactory().create(
         backend="file", path=str(root), max_segments=max_segments, gc_every=3, keep_versions=2, grace_s=0
@@ -220,7 +222,7 @@ def test_clean_up_still_runs_when_every_commit_compacts(tmp_path: Any, max_segme
     assert DatabaseFactory().create(backend="file", path=str(root)).count() == 60
 
 
-def test_clean_up_reads_the_ages_of_a_few_files_only(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clean_up_reads_the_ages_of_a_few_files_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dk_vector_plugins.storage.local import LocalObjectStore
     from dk_vector_plugins.storage.ops import List, Stat
 
@@ -228,10 +230,10 @@ def test_clean_up_reads_the_ages_of_a_few_files_only(tmp_path: Any, monkeypatch:
     db = DatabaseFactory().create(backend="file", path=str(root), gc_every=0, keep_versions=2)
     for i in range(40):
         db.create(Record({"n": i, "embedding": VectorField(vec(i))}, id=f"r{i}"))
-    ops: list[Any] = []
+    ops: list[Op] = []
     do = LocalObjectStore.do
 
-    def counted(self: LocalObjectStore, op: Any) -> Any:
+    def counted(self: LocalObjectStore, op: Op) -> Any:
         ops.append(op)
         return do(self, op)
 
@@ -260,9 +262,9 @@ def test_stat_and_a_listing_without_ages(location: dict[str, Any]) -> None:
     assert [x.key for x in listed] == ["segments/x.bin"]  # ages may be left out (a local directory)
 
 
-def _program(ops: list[Any]) -> Any:
+def _program(ops: list[Op]) -> Program[list[Any]]:
     """A table program performing ``ops`` one after another; returns their results."""
-    out = []
+    out: list[Any] = []
     for op in ops:
         out.append((yield op))
     return out
