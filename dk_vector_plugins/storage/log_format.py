@@ -1633,15 +1633,13 @@ class TableLogic:
     def compaction_batch(
         self,
         table: RecordTable,
-        state: TableState | None = None,
-        runner: Callable[[Program[Any]], Any] | None = None,
+        state: TableState,
+        runner: Callable[[Program[Any]], Any],
         read_stored: bool = False,
     ) -> WriteBatch:
-        """All live rows of ``table`` (in row order) as one ``clear`` batch (with ``state`` and
-        ``runner``, their stored lines where :meth:`_with_stored_lines` finds them)."""
+        """All live rows of ``table`` (in row order) as one ``clear`` batch (their rows as
+        stored, see :meth:`_with_stored_lines`)."""
         batch = _live_batch(table, 0, self._text_fields(), clear=True, fresh=True)
-        if state is None or runner is None:
-            return batch
         return self._with_stored_lines(batch, table, state, 0, runner, read_stored)
 
     def _with_stored_lines(
