@@ -3,13 +3,16 @@ and clean-up keeping what tags name."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from s3_server import S3Server
 
 from dk_vector_plugins import DatabaseFactory, InvalidRequestError, Record, StorageError, VectorField
+from dk_vector_plugins.storage.ops import Program
 
 
 def rec(rid: str, n: int) -> Record:
@@ -211,3 +214,89 @@ def test_a_lost_latest_hint_loses_no_version(tmp_path: Path, lost: str) -> None:
     assert (fresh.version, fresh.count()) == (db.version, 10)
     fresh.create(Record({"n": 99}, id="new"))
     assert DatabaseFactory().create(backend="file", path=str(root)).count() == 11
+
+
+@pytest.fixture(params=["file", "s3"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Where a table lives: a directory, or a prefix on the test S3 server."""
+    if request.param == "file":
+        return {"backend": "file", "path": str(tmp_path / "s")}
+    server: S3Server = request.getfixturevalue("s3_server")
+    return {"backend": "s3", **server.config()}
+
+
+def _open(location: dict[str, Any]) -> Any:
+    return DatabaseFactory().create(**location, keep_versions=2, gc_every=0)
+
+
+def _history(location: dict[str, Any]) -> Any:
+    """A store (2 versions kept) whose versions 1-2 hold x and y in segments that a compaction
+    (3) and two later commits (4, 5) left unreferenced: version 2's manifest and segments are
+    what a clean-up with ``grace_s=0`` deletes."""
+    db = _open(location)
+    db.create(Record({"n": 1}, id="x"))
+    db.create(Record({"n": 2}, id="y"))
+    db.delete("x")
+    db.compact()
+    db.create(Record({"n": 3}, id="z"))
+    return db
+
+
+def _paused(program: Program[Any], after_ops: int, hook: Callable[[], None]) -> Program[Any]:
+    """``program``, with ``hook()`` run once its first ``after_ops`` operations are answered."""
+    sent: Any = None
+    done = 0
+    while True:
+        try:
+            op = program.send(sent)
+        except StopIteration as stop:
+            return stop.value
+        if done == after_ops:
+            hook()
+        done += 1
+        sent = yield op
+
+
+def test_a_clean_up_spares_what_a_restore_committed_after_its_listing(location: dict[str, Any]) -> None:
+    # a clean-up decided from its listing of the manifests: a restore of an old version that
+    # committed after that listing named segments the clean-up then deleted (the newest
+    # version, unreadable for good)
+    a = _history(location)
+    b = _open(location)
+    assert b.count() == 2
+    restored: list[int] = []
+
+    def restore() -> None:
+        restored.append(a.restore(2))
+
+    b.storage.run(_paused(b.storage.logic.gc(b.storage.state, grace_s=0), 1, restore))
+    assert restored  # the restore ran between the clean-up's listing and its deletes
+    fresh = _open(location)
+    assert fresh.verify()["live"] == 2
+    assert sorted((r.id, r["n"]) for r in fresh.all()) == [("x", 1), ("y", 2)]
+    b.vacuum(grace_s=0)  # and once the restore is seen, it stays whole
+    assert sorted(r.id for r in _open(location).all()) == ["x", "y"]
+
+
+def test_a_restore_undoes_itself_when_a_clean_up_deleted_what_it_names(
+    location: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a clean-up between a restore's check of the old segments and its commit deleted them:
+    # the restore committed a version naming missing objects and returned as if it had worked
+    a = _history(location)
+    b = _open(location)
+    checked = a.storage.version_segments
+
+    def then_clean_up(version: int) -> list[dict[str, Any]]:
+        got = checked(version)
+        b.vacuum(grace_s=0)
+        return got
+
+    monkeypatch.setattr(a.storage, "version_segments", then_clean_up)
+    with pytest.raises(StorageError, match="cleaned up"):
+        a.restore(2)
+    fresh = _open(location)
+    assert fresh.verify()["live"] == 2  # the newest version is readable: the table as before
+    assert sorted((r.id, r["n"]) for r in fresh.all()) == [("y", 2), ("z", 3)]
+    assert sorted(r.id for r in a.all()) == ["y", "z"]
+    assert fresh.versions()[-1]["operation"] == "restore"  # the undo: a restore of version 5

@@ -67,7 +67,8 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             (int, float),
             3600.0,
             "retention: clean-up never deletes objects younger than this many seconds (what a "
-            "reader of an older version may still read)",
+            "reader of an older version, or another process's commit in flight, may still need; "
+            "vacuum(grace_s=0) only while no other process writes)",
             backends=b,
             minimum=0,
             aliases=("keep_for",),
@@ -256,7 +257,11 @@ class _TableMixin:
     @operation
     def restore(self: Any, version: int | str) -> Steps[int]:
         """Make the table what it was at ``version`` (a number or a tag), as a new commit (later
-        versions stay, and can be restored in turn). Returns the new version."""
+        versions stay, and can be restored in turn). Returns the new version.
+
+        Raises :class:`StorageError` when a clean-up of another store, running at the same time,
+        deleted objects the old version's segments are stored in: the table is then as it was
+        before the restore (a further commit holds it again)."""
         v = yield from self._version_of(version)
         yield Call(self._core.restore, (v,))
         yield Call(self._core.refresh)  # the table becomes the restored version

@@ -114,14 +114,18 @@ class TableStorage:
             missing = [f for f in schema.text.fields if f not in batch.texts]  # a merge brings its own
             if missing:
                 batch.texts.update(table.index_rows(batch.rows, missing))
+        before = list(self.state.segments)
         if self.run(self.logic.commit(self.state, batch)):
             self._conflicts = 0
             if batch.restore is not None:  # the table is loaded again from the restored segments
-                table.clear()
-                self.state.segments = []
-                self.state.version -= 1
-                self.state.probe = True
-                self.state.etag = None
+                try:
+                    self._check_restored(batch.restore, before)
+                finally:
+                    table.clear()
+                    self.state.segments = []
+                    self.state.version -= 1
+                    self.state.probe = True
+                    self.state.etag = None
                 return True
             if self.adopts_written and batch.batches:
                 try:
@@ -133,6 +137,27 @@ class TableStorage:
         self._conflicts += 1
         time.sleep(min(0.5, 0.002 * 2 ** min(self._conflicts, 8)) * random.random())
         return False
+
+    def _check_restored(self, restored: list[dict[str, Any]], before: list[dict[str, Any]]) -> None:
+        """After a restore's commit: if a clean-up (of another store, racing it) deleted objects
+        the restored segments are stored in, commit the segments of the version before once more
+        (the table as it was) and raise :class:`StorageError`."""
+        missing = self.run(self.logic.missing_objects(restored))
+        if not missing:
+            return
+        committed = self.state.version
+        lost = f"{self.logic.describe(missing[0])}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        if self.run(self.logic.commit(self.state, WriteBatch(restore=before))):
+            raise StorageError(
+                f"a clean-up running at the same time deleted what the restore needs ({lost}; "
+                f"cleaned up meanwhile): version {committed} is undone by version {self.state.version}, "
+                f"which holds the table as it was; nothing was lost, try the restore again"
+            )
+        raise StorageError(
+            f"a clean-up running at the same time deleted what the restore needs ({lost}; cleaned up "
+            f"meanwhile), and another writer committed after it: version {committed} cannot be read; "
+            f"restore the version before it, {committed - 1}"
+        )
 
     def after_commit(self, table: RecordTable) -> None:
         """Merge the newest small segments (bounded work); compact when segments or dead rows

@@ -1769,17 +1769,22 @@ class TableLogic:
         if got is None:
             raise InvalidRequestError(f"version {version} does not exist or was cleaned up: nothing to restore")
         segments: list[dict[str, Any]] = _parse_manifest(got.data, self.describe(key))["segments"]
-        holders = sorted({int(e["in"]) for e in segments if "in" in e})
-        stored = [k for e in segments if "in" not in e for k in segment_keys(e)]
-        listed = yield Many([List(SEGMENTS), List(MANIFESTS)])
-        have = {x.key for x in listed[0]} | {x.key for x in listed[1]}
-        missing = [k for k in stored if k not in have] + [manifest_key(v) for v in holders if manifest_key(v) not in have]
+        missing = yield from self.missing_objects(segments)
         if missing:
             raise InvalidRequestError(
                 f"version {version} names objects that were cleaned up ({self.describe(missing[0])}, ...): "
                 "it cannot be restored"
             )
         return segments
+
+    def missing_objects(self, segments: Sequence[Mapping[str, Any]]) -> Program[list[str]]:
+        """The keys of the objects ``segments`` are stored in (their files, or the manifests
+        holding them inline) that are no longer stored."""
+        holders = sorted({int(e["in"]) for e in segments if "in" in e})
+        stored = [k for e in segments if "in" not in e for k in segment_keys(e)]
+        listed = yield Many([List(SEGMENTS, stat=False), List(MANIFESTS, stat=False)])
+        have = {x.key for x in listed[0]} | {x.key for x in listed[1]}
+        return [k for k in stored if k not in have] + [manifest_key(v) for v in holders if manifest_key(v) not in have]
 
     def gc(self, state: TableState, now: float | None = None, grace_s: float | None = None) -> Program[int]:
         """Delete unreferenced segments and old manifests past the grace period; returns the count."""
@@ -1823,8 +1828,26 @@ class TableLogic:
             [x for x in manifests + segments if TMP_MARK in x.key], now - grace, stop=False
         )
         if doomed:
+            # versions committed since the listing: a restore names old segments again
+            spared = yield from self._named_after(versions[-1][0] if versions else 0)
+            doomed = [k for k in doomed if k not in spared]
+        if doomed:
             yield Many([Delete(k) for k in doomed])
         return len(doomed)
+
+    def _named_after(self, version: int) -> Program[set[str]]:
+        """The object keys that the versions committed after ``version`` name (their segments'
+        files and the manifests holding segments inline), read manifest by manifest."""
+        named: set[str] = set()
+        while True:
+            got = yield Get(manifest_key(version + 1), missing_ok=True)
+            if got is None:
+                return named
+            version += 1
+            for entry in _parse_manifest(got.data, self.describe(manifest_key(version)))["segments"]:
+                named.update(self.segment_keys(entry))
+                if "in" in entry:
+                    named.add(manifest_key(int(entry["in"])))
 
     @staticmethod
     def _older_than(listed: Sequence[Listed], cutoff: float, stop: bool = True) -> Program[list[str]]:
