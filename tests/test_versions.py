@@ -3,6 +3,7 @@ and clean-up keeping what tags name."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from s3_server import S3Server
 
 from dk_vector_plugins import DatabaseFactory, InvalidRequestError, Record, StorageError, VectorField
-from dk_vector_plugins.storage.ops import Program
+from dk_vector_plugins.storage.ops import Delete, Many, Program
 
 
 def rec(rid: str, n: int) -> Record:
@@ -293,10 +294,113 @@ def test_a_restore_undoes_itself_when_a_clean_up_deleted_what_it_names(
         return got
 
     monkeypatch.setattr(a.storage, "version_segments", then_clean_up)
-    with pytest.raises(StorageError, match="cleaned up"):
+    with pytest.raises(StorageError, match="version 6 is undone by version 7, which holds the table as it was"):
         a.restore(2)
     fresh = _open(location)
     assert fresh.verify()["live"] == 2  # the newest version is readable: the table as before
     assert sorted((r.id, r["n"]) for r in fresh.all()) == [("y", 2), ("z", 3)]
     assert sorted(r.id for r in a.all()) == ["y", "z"]
     assert fresh.versions()[-1]["operation"] == "restore"  # the undo: a restore of version 5
+    monkeypatch.undo()
+    with pytest.raises(InvalidRequestError, match="does not exist or was cleaned up"):
+        a.restore(2)  # as the error said: version 2 is gone
+    a.create(Record({"n": 4}, id="w"))
+    assert sorted(r.id for r in _open(location).all()) == ["w", "y", "z"]
+
+
+def test_a_restore_that_cannot_be_undone_names_the_intact_version(
+    location: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what the fix leaves open: a clean-up that read the manifests last before the restore
+    # committed deletes after the restore's commit, and another writer commits on top of the
+    # restore before it can be undone; the error says so, and names the version still whole
+    a = _history(location)
+    b, c = _open(location), _open(location)
+    assert c.count() == 2
+    paused, go = threading.Event(), threading.Event()
+
+    def held(program: Program[Any]) -> Program[Any]:  # b's clean-up, held just before it deletes
+        sent: Any = None
+        while True:
+            try:
+                op = program.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(op, Many) and op.ops and isinstance(op.ops[0], Delete):
+                paused.set()
+                go.wait(30)
+            sent = yield op
+
+    clean_up = threading.Thread(target=b.storage.run, args=(held(b.storage.logic.gc(b.storage.state, grace_s=0)),))
+    clean_up.start()
+    assert paused.wait(30)
+    logic = a.storage.logic
+    real = logic.missing_objects
+    calls: list[int] = []
+
+    def after_commit(segments: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the check after the restore's commit
+            c.create(Record({"n": 4}, id="w"))  # on top of the restore
+            go.set()
+            clean_up.join(30)
+        return (yield from real(segments))
+
+    monkeypatch.setattr(logic, "missing_objects", after_commit)
+    try:
+        with pytest.raises(StorageError, match="version 6 and the versions after it cannot be read; the objects of version 5"):
+            a.restore(2)
+    finally:
+        go.set()
+        clean_up.join(30)
+
+
+def test_a_failed_check_after_a_restore_is_a_warning(location: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # the restore committed; its check failing (a listing refused) is no reason to report that
+    # the restore failed
+    a = _history(location)
+    logic = a.storage.logic
+    real = logic.missing_objects
+    calls: list[int] = []
+
+    def flaky(segments: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the check after the commit
+            raise StorageError("listing failed: SlowDown")
+        return (yield from real(segments))
+
+    monkeypatch.setattr(logic, "missing_objects", flaky)
+    with pytest.warns(RuntimeWarning, match="the restore is committed, but checking .* failed: listing failed"):
+        assert a.restore(2) == 6
+    assert sorted(r.id for r in _open(location).all()) == ["x", "y"]
+
+
+def test_a_clean_up_spares_versions_committed_after_a_gap(location: dict[str, Any]) -> None:
+    # the clean-up read the versions committed since its listing one by one up to the first
+    # missing manifest: another clean-up had removed the restore's own manifest, and the later
+    # versions, which name the restored segments too, were never read
+    a = _history(location)
+    b, c = _open(location), _open(location)
+    assert b.count() == c.count() == 2
+
+    def meanwhile() -> None:
+        a.restore(2)
+        for i in range(4):
+            a.create(Record({"n": 10 + i}, id=f"w{i}"))
+        c.vacuum(grace_s=0)  # removes the manifest of the restore (6), no longer among the newest
+
+    b.storage.run(_paused(b.storage.logic.gc(b.storage.state, grace_s=0), 1, meanwhile))
+    fresh = _open(location)
+    assert sorted(r.id for r in fresh.all()) == ["w0", "w1", "w2", "w3", "x", "y"]
+    assert fresh.verify()["live"] == 6
+
+
+def test_a_clean_up_spares_a_version_tagged_after_it_read_the_tags(location: dict[str, Any]) -> None:
+    a = _history(location)
+    b = _open(location)
+    assert b.count() == 2
+    b.storage.run(_paused(b.storage.logic.gc(b.storage.state, grace_s=0), 3, lambda: a.tag("keep", 2)))
+    old = checkout(a, "keep")
+    assert sorted(r.id for r in old.all()) == ["x", "y"]
+    old.close()
+    assert a.restore("keep") == 6

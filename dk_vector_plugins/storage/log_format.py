@@ -1731,6 +1731,10 @@ class TableLogic:
     def tags(self) -> Program[dict[str, int]]:
         """Tag name -> version."""
         listed = yield List(TAGS)
+        return (yield from self._tag_versions(listed))
+
+    def _tag_versions(self, listed: Sequence[Listed]) -> Program[dict[str, int]]:
+        """Tag name -> version, read from the tag objects among ``listed``."""
         keys = [x.key for x in listed if x.key.endswith(".json") and TMP_MARK not in x.key]
         got = yield Many([Get(k, missing_ok=True) for k in keys])
         out: dict[str, int] = {}
@@ -1828,26 +1832,36 @@ class TableLogic:
             [x for x in manifests + segments if TMP_MARK in x.key], now - grace, stop=False
         )
         if doomed:
-            # versions committed since the listing: a restore names old segments again
-            spared = yield from self._named_after(versions[-1][0] if versions else 0)
+            # versions committed or tagged since the listing: a restore names old segments again
+            spared = yield from self._named_since({v for v, _ in versions}, tagged)
             doomed = [k for k in doomed if k not in spared]
         if doomed:
             yield Many([Delete(k) for k in doomed])
         return len(doomed)
 
-    def _named_after(self, version: int) -> Program[set[str]]:
-        """The object keys that the versions committed after ``version`` name (their segments'
-        files and the manifests holding segments inline), read manifest by manifest."""
-        named: set[str] = set()
-        while True:
-            got = yield Get(manifest_key(version + 1), missing_ok=True)
-            if got is None:
-                return named
-            version += 1
-            for entry in _parse_manifest(got.data, self.describe(manifest_key(version)))["segments"]:
-                named.update(self.segment_keys(entry))
-                if "in" in entry:
-                    named.add(manifest_key(int(entry["in"])))
+    def _named_since(self, listed: set[int], tagged: set[int]) -> Program[set[str]]:
+        """What a clean-up that listed the manifests ``listed`` and read the tagged versions
+        ``tagged`` must spare, read again just before it deletes: the manifests committed
+        since (every one still stored: another clean-up may have removed some, not what the
+        later ones name) and those tagged since, and the object keys they name (their
+        segments' files, the manifests holding segments inline)."""
+        got_list, tags = yield Many([List(MANIFESTS, stat=False), List(TAGS)])
+        newest = max(listed, default=0)
+        fresh = [v for v, _ in manifest_versions(got_list) if v > newest]
+        now_tagged = set((yield from self._tag_versions(tags)).values())
+        versions = sorted(set(fresh) | (now_tagged - tagged))
+        named = {manifest_key(v) for v in versions}
+        unseen = [v for v in versions if v not in self._recent]
+        got = yield Many([Get(manifest_key(v), missing_ok=True) for v in unseen])
+        entries = [e for v in versions if v in self._recent for e in self._recent[v]]
+        for g, v in zip(got, unseen):
+            if g is not None:
+                entries += _parse_manifest(g.data, self.describe(manifest_key(v)))["segments"]
+        for entry in entries:
+            named.update(self.segment_keys(entry))
+            if "in" in entry:
+                named.add(manifest_key(int(entry["in"])))
+        return named
 
     @staticmethod
     def _older_than(listed: Sequence[Listed], cutoff: float, stop: bool = True) -> Program[list[str]]:
