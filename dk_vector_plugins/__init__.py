@@ -28,6 +28,7 @@ from .errors import (
     RecordNotFoundError,
     SchemaMismatchError,
     StorageError,
+    VersionNotFoundError,
 )
 from .factory import AsyncDatabaseFactory, DatabaseFactory
 from .hookspecs import hookimpl, hookspec
@@ -133,6 +134,7 @@ __all__ = [
     "SyncDatabase",
     "TextSearchRequest",
     "TextSearchResult",
+    "VersionNotFoundError",
     "VectorField",
     "VectorQuery",
     "VectorSearchResult",

@@ -23,6 +23,7 @@ __all__ = [
     "RecordNotFoundError",
     "SchemaMismatchError",
     "StorageError",
+    "VersionNotFoundError",
 ]
 
 
@@ -102,6 +103,12 @@ class ConflictError(DkvError):
 
 class StorageError(DkvError):
     """The storage under a store is unreachable, missing, corrupt, or refused an operation."""
+
+
+class VersionNotFoundError(StorageError, InvalidRequestError):
+    """A version asked for (``checkout``, ``restore``, ``tag``, ``as_of=``) is not stored: it was
+    never committed, or clean-up removed it (``keep_versions``; a tag keeps one). Both a
+    :class:`StorageError` and an :class:`InvalidRequestError` (a ``ValueError``)."""
 
 
 class SchemaMismatchError(ConfigError):

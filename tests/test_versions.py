@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from s3_server import S3Server
 
-from dk_vector_plugins import DatabaseFactory, InvalidRequestError, Record, StorageError, VectorField
+from dk_vector_plugins import (
+    DatabaseFactory,
+    InvalidRequestError,
+    Record,
+    StorageError,
+    VectorField,
+    VersionNotFoundError,
+)
 from dk_vector_plugins.storage.log_format import manifest_key
 from dk_vector_plugins.storage.ops import Delete, Get, Many, Program
 
@@ -137,7 +144,7 @@ def test_search_as_of_a_version_or_tag(reopen_at: Any) -> None:
     assert db.vector_search(q, k=1, as_of=first + 1)[0].id != "r1"  # after the delete
     with pytest.raises(InvalidRequestError, match="no tag 'nope'"):
         db.vector_search(q, as_of="nope")
-    with pytest.raises(InvalidRequestError, match="version number or a tag"):
+    with pytest.raises(InvalidRequestError, match="versions start at 1, got 0"):
         db.text_search("word1", as_of=0)
     db.close()
 
@@ -414,3 +421,47 @@ def test_a_clean_up_spares_a_version_tagged_after_it_read_the_tags(location: dic
     assert sorted(r.id for r in old.all()) == ["x", "y"]
     old.close()
     assert a.restore("keep") == 6
+
+
+def test_a_tag_of_digits_only_is_refused(tmp_path: Path) -> None:
+    # "2" read as a tag in Python (checkout("2")) and as version 2 on the command line
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"))
+    db.create(rec("a", 1))
+    with pytest.raises(InvalidRequestError, match="digits only, '2', would read as a version number"):
+        db.tag("2")
+    assert db.tags() == {}
+    assert db.tag("v2") == 1
+
+
+def test_a_version_not_stored_is_one_error_type_everywhere(tmp_path: Path) -> None:
+    # restore(999) raised InvalidRequestError (a ValueError), checkout(999) and as_of=999 a
+    # StorageError: `except ValueError` caught one and not the other
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"))
+    db.create(rec("a", 1))
+    for call in (
+        lambda: db.restore(999),
+        lambda: db.checkout(999),
+        lambda: db.vector_search(np.ones(3, dtype=np.float32), as_of=999),
+        lambda: db.tag("t", 999),
+    ):
+        with pytest.raises(VersionNotFoundError, match=r"version 999 .*does not exist or was cleaned up") as got:
+            call()
+        assert isinstance(got.value, ValueError) and isinstance(got.value, StorageError)
+    with pytest.raises(InvalidRequestError, match="versions start at 1, got 0"):
+        db.restore(0)
+
+
+def test_a_tag_moves_only_when_asked(tmp_path: Path) -> None:
+    # tag("rel") again after a write silently moved the name: the version it named lost its
+    # protection from clean-up
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"))
+    db.create(rec("a", 1))
+    assert db.tag("rel") == 1
+    assert db.tag("rel") == 1  # the same version again: a no-op
+    db.create(rec("b", 2))
+    with pytest.raises(InvalidRequestError, match="tag 'rel' names version 1: pass move=True to move it to version 2"):
+        db.tag("rel")
+    assert db.tags() == {"rel": 1}
+    assert db.tag("rel", move=True) == 2
+    assert db.tags() == {"rel": 2}
+    assert [(v["version"], v["tags"]) for v in db.versions()] == [(1, []), (2, ["rel"])]

@@ -190,14 +190,20 @@ class _TableMixin:
         return (yield Call(self.storage.run, (self.storage.logic.tags(),)))  # type: ignore[no-any-return]
 
     @operation
-    def tag(self: Any, name: str, version: int | None = None) -> Steps[int]:
+    def tag(self: Any, name: str, version: int | None = None, *, move: bool = False) -> Steps[int]:
         """Name ``version`` (default: the newest): clean-up keeps a tagged version and all it
-        names, and :meth:`checkout` and :meth:`restore` take the name. Returns the version."""
+        names, and :meth:`checkout` and :meth:`restore` take the name. Returns the version.
+
+        A name that already names another version is refused (:class:`InvalidRequestError`)
+        unless ``move=True``: the version it named then loses that tag, and with it the
+        protection from clean-up. Tagging the version a name already names again is a no-op.
+        Names are ``[A-Za-z0-9._-]`` (up to 128, starting alphanumeric), not digits only.
+        :meth:`tags` lists them, :meth:`untag` removes one."""
         yield Call(self._core.refresh)
         v = self.version if version is None else version
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise InvalidRequestError(f"version must be a committed version number, got {v!r}")
-        yield Call(self.storage.run, (self.storage.logic.tag(name, v),))
+        yield Call(self.storage.run, (self.storage.logic.tag(name, v, move),))
         return int(v)
 
     @operation
@@ -211,8 +217,10 @@ class _TableMixin:
             if version not in tags:
                 raise InvalidRequestError(f"no tag {version!r}; tags: {', '.join(sorted(tags)) or 'none'}")
             return int(tags[version])
-        if isinstance(version, bool) or not isinstance(version, int) or version <= 0:
+        if isinstance(version, bool) or not isinstance(version, int):
             raise InvalidRequestError(f"version must be a version number or a tag, got {version!r}")
+        if version <= 0:
+            raise InvalidRequestError(f"versions start at 1, got {version!r}")
         return version
 
     @operation

@@ -68,7 +68,13 @@ import numpy.typing as npt
 import xxhash
 
 from ..core import WriteBatch
-from ..errors import ConfigError, DkvPerformanceWarning, InvalidRequestError, StorageError
+from ..errors import (
+    ConfigError,
+    DkvPerformanceWarning,
+    InvalidRequestError,
+    StorageError,
+    VersionNotFoundError,
+)
 from ..index import LazyArray
 from ..memtable import RecordTable
 from ..quant import Int8Codes, LoadedCodes, quantize_rows
@@ -928,7 +934,7 @@ class TableLogic:
             key = manifest_key(state.pinned)
             got = yield Get(key, missing_ok=True)
             if got is None:
-                raise StorageError(
+                raise VersionNotFoundError(
                     f"version {state.pinned} of {self.describe('')} does not exist or was cleaned up "
                     "(keep_versions, or tag a version to keep it)"
                 )
@@ -1737,24 +1743,38 @@ class TableLogic:
         """Tag name -> version, read from the tag objects among ``listed``."""
         keys = [x.key for x in listed if x.key.endswith(".json") and TMP_MARK not in x.key]
         got = yield Many([Get(k, missing_ok=True) for k in keys])
-        out: dict[str, int] = {}
-        for k, g in zip(keys, got):
-            if g is None:
-                continue
-            try:
-                v = json.loads(g.data)["version"]
-            except (ValueError, KeyError, TypeError):
-                raise StorageError(f"corrupt tag {self.describe(k)}") from None
-            out[k[len(TAGS) : -5]] = _int_or_error(v, self.describe(k))
-        return out
+        return {k[len(TAGS) : -5]: self._tag_version(k, g.data) for k, g in zip(keys, got) if g is not None}
 
-    def tag(self, name: str, version: int) -> Program[None]:
-        """Name a version (clean-up keeps it and what it names); an existing name moves."""
+    def _tag_version(self, key: str, data: Data) -> int:
+        """The version a tag object names."""
+        try:
+            v = json.loads(joined(data))["version"]
+        except (ValueError, KeyError, TypeError):
+            raise StorageError(f"corrupt tag {self.describe(key)}") from None
+        return _int_or_error(v, self.describe(key))
+
+    def tag(self, name: str, version: int, move: bool = False) -> Program[None]:
+        """Name a version (clean-up keeps it and what it names); a name that names another
+        version moves only with ``move``."""
         if not isinstance(name, str) or not TAG_NAME.fullmatch(name):
             raise InvalidRequestError(f"a tag name is [A-Za-z0-9._-] (up to 128), starting alphanumeric; got {name!r}")
-        got = yield Get(manifest_key(version), missing_ok=True)
+        if name.isdigit():
+            raise InvalidRequestError(
+                f"a tag name of digits only, {name!r}, would read as a version number (on the command "
+                "line, in diff): add a letter, e.g. 'v" + name + "'"
+            )
+        got, held = yield Many([Get(manifest_key(version), missing_ok=True), Get(f"{TAGS}{name}.json", missing_ok=True)])
         if got is None:
-            raise InvalidRequestError(f"version {version} does not exist or was cleaned up: nothing to tag")
+            raise VersionNotFoundError(f"version {version} does not exist or was cleaned up: nothing to tag")
+        if held is not None:
+            now = self._tag_version(f"{TAGS}{name}.json", held.data)
+            if now == version:
+                return
+            if not move:
+                raise InvalidRequestError(
+                    f"tag {name!r} names version {now}: pass move=True to move it to version {version} "
+                    f"(version {now} then loses it, and with it the protection from clean-up)"
+                )
         yield Put(f"{TAGS}{name}.json", json.dumps({"version": version, "created": time.time()}).encode())
 
     def untag(self, name: str) -> Program[bool]:
@@ -1771,7 +1791,7 @@ class TableLogic:
         key = manifest_key(version)
         got = yield Get(key, missing_ok=True)
         if got is None:
-            raise InvalidRequestError(f"version {version} does not exist or was cleaned up: nothing to restore")
+            raise VersionNotFoundError(f"version {version} does not exist or was cleaned up: nothing to restore")
         segments: list[dict[str, Any]] = _parse_manifest(got.data, self.describe(key))["segments"]
         missing = yield from self.missing_objects(segments)
         if missing:
