@@ -696,8 +696,9 @@ class _Base:
                 )
         return out
 
-    def _query_vectors(self, query: Any, field: str) -> Steps[Any]:
-        """A text query (a string, or a list of strings) as the field's embedding; else as given."""
+    def _query_vectors(self, query: Any, field: str, zero_ok: bool = False) -> Steps[Any]:
+        """A text query (a string, or a list of strings) as the field's embedding; else as given.
+        A blank text is refused, and so is one that embeds to a zero vector unless ``zero_ok``."""
         texts = isinstance(query, str) or (
             isinstance(query, (list, tuple)) and bool(query) and all(isinstance(q, str) for q in query)
         )
@@ -707,11 +708,20 @@ class _Base:
                 f"the query is text, but vector field {field!r} of this store has no embedder: pass a "
                 "vector, or create the store with text_field=... (and embedder=..., default 'hashing')"
             )
-        if isinstance(query, str):
-            return (yield from self._embed_texts(field, [query]))[0]
-        if isinstance(query, (list, tuple)) and query and all(isinstance(q, str) for q in query):
-            return (yield from self._embed_texts(field, list(query)))
-        return query
+        if not texts:
+            return query
+        given = [query] if isinstance(query, str) else list(query)
+        for q in given:
+            if not q.strip():
+                raise InvalidRequestError(f"a text query must not be empty, got {q!r}")
+        vectors = yield from self._embed_texts(field, given)
+        for q, v in zip(given, vectors):
+            if not zero_ok and not np.any(np.asarray(v)):
+                raise InvalidVectorError(
+                    f"the query text {q!r} embeds to a zero vector (its embedder found nothing to embed "
+                    "in it), which gives no direction to search by"
+                )
+        return vectors[0] if isinstance(query, str) else vectors
 
     @staticmethod
     def _filter_of(query: Any) -> tuple[Query | None, Expr | None]:
@@ -1270,7 +1280,10 @@ class _Base:
         text_request = yield from self._text_request(
             query_text, config.text_fields or text_fields, fetch, filter, False, {}
         )
-        query = yield from self._query_vectors(query_text if query_vector is None else query_vector, field)
+        query = yield from self._query_vectors(query_text if query_vector is None else query_vector, field, True)
+        if query_vector is None and not np.any(query):  # the text embeds to nothing: the text side alone
+            text_only = yield Hook("dkv_text_search", text_request)
+            return fuse(text_only[0], [], config, int(k))
         vector_request = self._request(query, field, fetch, filter, metric, False, {})
         # a plugin that answers either side answers it; when none does, the built-in search
         # answers both in one pass (one snapshot, and only the fused hits' records built). (With

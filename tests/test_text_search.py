@@ -24,6 +24,7 @@ from dk_vector_plugins import (
     HybridSearchConfig,
     HybridSearchResult,
     InvalidRequestError,
+    InvalidVectorError,
     PluginError,
     Record,
     SchemaMismatchError,
@@ -846,3 +847,21 @@ def test_dataknobs_hybrid_hooks(open_at: Callable[..., Any]) -> None:
     assert [(r.id, s) for r, s in pairs] == hits(db.text_search("hello", text_fields="content", k=5))
     assert db._text_search_for_hybrid("hello", None, 5, {"content": "goodbye"}) == []
     assert db._supports_native_hybrid() is True
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot_product"])
+def test_a_text_query_without_words_in_vector_and_hybrid_search(metric: str) -> None:
+    # vector_search("") and vector_search("!!!") said "a zero query vector has no direction";
+    # hybrid_search("!!!") raised that too, though text_search("!!!") matches nothing
+    db = DatabaseFactory().create(backend="memory", text_field="body", vector_metric=metric)
+    db.create_batch([Record({"body": "invoice overdue"}, id="a"), Record({"body": "password reset"}, id="b")])
+    for blank in ("", "   "):
+        with pytest.raises(InvalidRequestError, match=f"a text query must not be empty, got {blank!r}"):
+            db.vector_search(blank, k=3)
+        with pytest.raises(InvalidRequestError, match=f"a text query must not be empty, got {blank!r}"):
+            db.vector_search_batch(["invoice", blank], k=3)
+    with pytest.raises(InvalidVectorError, match="the query text '!!!' embeds to a zero vector"):
+        db.vector_search("!!!", k=3)
+    assert db.text_search("!!!") == []
+    assert db.hybrid_search("!!!", k=3) == []
+    assert db.hybrid_search("invoice", k=3)[0].record.id == "a"
