@@ -23,7 +23,16 @@ from .quant import Int8Codes
 from .query import Column, Expr, Query, SortOrder
 from .records import MISSING, Field, Record, VectorField, is_number_list, is_vector_value, lookup
 from .search import fuse_ranked, hybrid_results
-from .textindex import Postings, TextIndex, TextSettings, bm25_top, index_texts, merge_postings, text_of
+from .textindex import (
+    Postings,
+    TextIndex,
+    TextSettings,
+    bm25_top,
+    field_without_text,
+    index_texts,
+    merge_postings,
+    text_of,
+)
 from .types import (
     HybridSearchConfig,
     HybridSearchResult,
@@ -868,10 +877,16 @@ class RecordTable:
         mask = None if expr is None else self.mask(expr)
         cache = self._bm25_cache.setdefault(tuple(fields), {})
         tops = bm25_top(indexes, terms, live, mask, k, settings.k1, settings.b, self.ids_of, cache)
-        if any(len(rows) == 0 for rows, _ in tops) and live.any():  # a field without text?
-            for field, index in zip(fields, indexes):
-                if not index.lengths(self.nrows)[live].any():
-                    raise no_text_error(field, self.string_fields())
+        if live.any():  # a field without text? (judged alike for every query, kept in the cache)
+            n_live = int(np.count_nonzero(live))
+            key = (tuple((ix.uid, ix.version) for ix in indexes), self.nrows, n_live)
+            held = cache.get("holds")
+            if held is None or held[0] != key:
+                held = (key, [bool(ix.lengths(self.nrows)[live].any()) for ix in indexes])
+                cache["holds"] = held
+            blank = field_without_text(fields, held[1], settings.fields)
+            if blank is not None:
+                raise no_text_error(blank, self.string_fields())
         return tops
 
     def text_search(

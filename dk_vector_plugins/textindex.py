@@ -47,6 +47,7 @@ __all__ = [
     "TextSettings",
     "bm25_top",
     "build_postings",
+    "field_without_text",
     "index_texts",
     "merge_stats",
     "part_stats",
@@ -644,6 +645,19 @@ def _term_weights(
         cache["terms_size"] -= len(old[0])
     terms[term] = entry
     return entry
+
+
+def field_without_text(fields: Sequence[str], holds: Sequence[bool], configured: Sequence[str]) -> str | None:
+    """The field a text search over ``fields`` is refused for (``holds``: whether any live
+    record holds text in each), or ``None``: one that holds no text, unless it is one of the
+    store's ``configured`` text_search_fields (indexed with every write, so it may hold no text
+    yet) and another searched field holds some. The same answer for every query."""
+    empty = [f for f, held in zip(fields, holds) if not held]
+    if not empty:
+        return None
+    if len(empty) == len(fields):
+        return empty[0]
+    return next((f for f in empty if f not in configured), None)
 
 
 def bm25_top(

@@ -865,3 +865,23 @@ def test_a_text_query_without_words_in_vector_and_hybrid_search(metric: str) -> 
     assert db.text_search("!!!") == []
     assert db.hybrid_search("!!!", k=3) == []
     assert db.hybrid_search("invoice", k=3)[0].record.id == "a"
+
+
+def test_a_searched_field_without_text_is_judged_the_same_whatever_the_query() -> None:
+    # a name in text_search_fields that no record holds text in made a search raise only when
+    # the query matched nothing; a list of text_fields with an unknown name was accepted
+    records = [Record({"body": "invoice overdue"}, id="a"), Record({"body": "password reset"}, id="b")]
+    db = DatabaseFactory().create(backend="memory", text_search_fields=["title", "body"])
+    db.create_batch(records)
+    for query, want in (("invoice", ["a"]), ("zzzz", []), ("the", []), ("!!!", [])):
+        assert [h.id for h in db.text_search(query)] == want  # title: configured, empty for now
+    for query in ("invoice", "zzzz"):
+        with pytest.raises(InvalidRequestError, match="no record holds text in field 'nosuch'; the fields holding text: body"):
+            db.text_search(query, text_fields=["body", "nosuch"])
+        with pytest.raises(InvalidRequestError, match="no record holds text in field 'nosuch'"):
+            db.text_search(query, text_fields="nosuch")
+    only = DatabaseFactory().create(backend="memory", text_search_fields=["title"])
+    only.create_batch(records)
+    for query in ("invoice", "zzzz"):  # no searched field holds text: refused, whatever the query
+        with pytest.raises(InvalidRequestError, match="no record holds text in field 'title'"):
+            only.text_search(query)

@@ -22,7 +22,7 @@ from ...kernel import TopK
 from ...memtable import no_text_error
 from ...search import apply_threshold
 from ...storage.segments import StoreSpec
-from ...textindex import merge_stats
+from ...textindex import field_without_text, merge_stats
 from ...types import (
     AsyncStore,
     SearchRequest,
@@ -216,8 +216,9 @@ def text_search(db: Store | AsyncStore, request: TextSearchRequest) -> list[list
         )
         hits = _per_query(groups, b, request.k, "bm25")
         blank = None
-        if corpus.n_live and any(len(h[0]) == 0 for h in hits):
-            blank = next((f for i, f in enumerate(fields) if not any(p.lengths[i] for p in parts)), None)
+        if corpus.n_live:  # a field without text? (judged alike for every query)
+            holds = [any(p.lengths[i] for p in parts) for i in range(len(fields))]
+            blank = field_without_text(fields, holds, settings.fields)
         return hits, blank
 
     def finish(answer: tuple[list[Hits], str | None]) -> list[list[TextSearchResult]]:
