@@ -69,7 +69,8 @@ def _store_config(args: argparse.Namespace) -> dict[str, Any]:
         config[key] = value
     if getattr(args, "backend", None):
         config["backend"] = args.backend
-    config.setdefault("backend", "memory")
+    # a location given as keys names its backend: path= a file store, bucket= an S3 one
+    config.setdefault("backend", "file" if "path" in config else "s3" if "bucket" in config else "memory")
     config.setdefault("vector_enabled", True)
     return config
 
@@ -304,8 +305,20 @@ def _open_existing(factory: DatabaseFactory, config: dict[str, Any]) -> SyncData
 
 def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Search a store: by vector (a text embedded, or a vector), by text (BM25), or both (hybrid)."""
-    config = _store_config(args)
     mode = args.mode
+    location = args.location
+    if location is None and mode == "vector" and args.vector and args.text:  # dkv search --vector V DIR
+        location, args.text = args.text, None
+    config = _store_config(args)
+    if location is not None:
+        config.update(_location_config(location))
+        if args.backend:
+            config["backend"] = args.backend
+    as_of: dict[str, int | str] = {}
+    if args.as_of is not None:
+        if mode == "hybrid":
+            raise DkvError("--as-of works with --mode text or vector (a hybrid search runs on the newest version)")
+        as_of["as_of"] = int(args.as_of) if args.as_of.isdigit() else args.as_of
     fields = [f.strip() for f in args.text_fields.split(",") if f.strip()] if args.text_fields else None
     flt = None
     if args.filter:
@@ -325,7 +338,7 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
         raise DkvError(f"--mode {mode} needs a query text")
     with _open_existing(factory, config) as db:
         if mode == "text":
-            found = db.text_search(args.text, k=args.k, text_fields=fields, filter=flt)
+            found = db.text_search(args.text, k=args.k, text_fields=fields, filter=flt, **as_of)
             shown = args.text_field or (found[0].text_fields[0] if found and found[0].text_fields else "text")
             _print_hits(found, shown, args.format)
             return 0
@@ -351,7 +364,7 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
                 args.text, query, text_fields=fields, vector_field=field_name, k=args.k, filter=flt, metric=args.metric
             )
         else:
-            hits = db.vector_search(query, vector_field=field_name, k=args.k, filter=flt, metric=args.metric)
+            hits = db.vector_search(query, vector_field=field_name, k=args.k, filter=flt, metric=args.metric, **as_of)
         _print_hits(hits, text_field, args.format)
     return 0
 
@@ -529,6 +542,11 @@ def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
             "rows stored": sum(int(seg.get("rows", 0)) for seg in state.segments),
             "vector fields": {n: {"dimensions": d, "vectors stored": c} for n, (d, c) in fields.items()},
             "schema": _schema_info(db),
+            "full text": {
+                "text_search_fields": list(db.schema.text.fields),
+                "analyzer": db.schema.text.analyzer
+                + (f"({','.join(f'{k}={v}' for k, v in db.schema.text.options.items())})" if db.schema.text.options else ""),
+            },
         }
         sizes: list[int] | None = None
         if config["backend"] == "file":
@@ -547,7 +565,10 @@ def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
             for key, value in info.items():
                 if isinstance(value, dict):
                     value = "; ".join(
-                        f"{k} ({', '.join(f'{a} {b}' for a, b in v.items())})" for k, v in value.items()
+                        f"{k} ({', '.join(f'{a} {b}' for a, b in v.items())})"
+                        if isinstance(v, dict)
+                        else f"{k} {', '.join(v) or 'none' if isinstance(v, list) else v}"
+                        for k, v in value.items()
                     ) or "none"
                 print(f"{key + ':':<15} {value}")
     return 0
@@ -709,6 +730,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="top-k search: by vector, full text (BM25) or both (hybrid)")
     p.add_argument("text", nargs="?", help="query text (embedded with the store's embedder in vector mode)")
     p.add_argument(
+        "location",
+        nargs="?",
+        help="a file store's directory, or s3://bucket/prefix (or give --backend and -o keys)",
+    )
+    p.add_argument(
         "--mode",
         choices=["vector", "text", "hybrid"],
         default="vector",
@@ -722,7 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_args(p)
     p.add_argument("--vector", help="query vector as a JSON list")
-    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--k", type=int, default=5, help="how many results (default 5)")
+    p.add_argument("--as-of", default=None, metavar="VERSION", help="search the table as of a version or tag")
     p.add_argument("--filter", help='filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
     p.add_argument("--metric", default=None, help="cosine, euclidean or dot_product")
     p.add_argument("--format", choices=["table", "json"], default="table")

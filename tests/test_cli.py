@@ -349,3 +349,37 @@ def test_search_modes_text_and_hybrid(tmp_path: Path, capsys: pytest.CaptureFixt
     assert out.splitlines()[2].split()[1] == "a"  # first on both sides
     assert main(["search", "--mode", "text", "--vector", "[1, 0]", *where]) == 2
     assert "--mode text needs a query text" in capsys.readouterr().err
+
+
+def test_search_takes_the_location_as_info_does_and_searches_a_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `dkv search "q" DIR` was "unrecognized arguments: DIR"; `-o path=DIR` without --backend
+    # was an unknown key of the memory backend; no --as-of; info showed no full-text settings
+    from dk_vector_plugins import DatabaseFactory
+
+    rows = [{"id": "a", "text": "invoice overdue"}, {"id": "b", "text": "apple pie recipe"}]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    store = tmp_path / "store"
+    assert main(["ingest", str(src), "-o", f"path={store}", "-o", "text_search_fields=text", "--no-progress"]) == 0
+    db = DatabaseFactory().create(backend="file", path=str(store))
+    first = db.tag("first")
+    db.delete("a")
+    db.close()
+    capsys.readouterr()
+    assert main(["search", "invoice", str(store), "--mode", "text", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    for as_of in ("first", str(first)):
+        assert main(["search", "invoice", str(store), "--mode", "text", "--as-of", as_of, "--format", "json"]) == 0
+        assert [h["id"] for h in json.loads(capsys.readouterr().out)] == ["a"]
+    assert main(["search", "invoice", str(store), "--as-of", "first", "--format", "json"]) == 0  # vector mode
+    assert "a" in [h["id"] for h in json.loads(capsys.readouterr().out)]
+    assert main(["search", "invoice", "-o", f"path={store}", "--mode", "text"]) == 0  # backend from path=
+    assert capsys.readouterr().out.strip() == "no results"
+    assert main(["search", "invoice", str(store), "--mode", "hybrid", "--as-of", "first"]) == 2
+    assert "--as-of works with --mode text or vector" in capsys.readouterr().err
+    assert main(["info", str(store), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["full text"] == {"text_search_fields": ["text"], "analyzer": "standard"}
+    assert main(["info", str(store)]) == 0
+    assert "full text:" in capsys.readouterr().out
