@@ -307,8 +307,9 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Search a store: by vector (a text embedded, or a vector), by text (BM25), or both (hybrid)."""
     mode = args.mode
     location = args.location
-    if location is None and mode == "vector" and args.vector and args.text:  # dkv search --vector V DIR
-        location, args.text = args.text, None
+    named = bool(args.backend or args.option or args.config)  # a store named by --backend/-o/--config
+    if location is None and args.vector and args.text and not named and mode == "vector":
+        location, args.text = args.text, None  # dkv search --vector V DIR
     config = _store_config(args)
     if location is not None:
         config.update(_location_config(location))
@@ -336,6 +337,11 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
         raise DkvError("give a query text or --vector")
     if mode in ("text", "hybrid") and not args.text:
         raise DkvError(f"--mode {mode} needs a query text")
+    if location is None and not named:
+        raise DkvError(
+            f"which store? give its location after the query (dkv search {json.dumps(args.text or 'QUERY')} "
+            "DIR or s3://bucket/prefix), or --backend and -o keys, or --config"
+        )
     with _open_existing(factory, config) as db:
         if mode == "text":
             found = db.text_search(args.text, k=args.k, text_fields=fields, filter=flt, **as_of)
@@ -679,7 +685,9 @@ def cmd_options(args: argparse.Namespace, factory: DatabaseFactory) -> int:
 
 
 def _add_store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", help="backend name (default: memory, or the config file's)")
+    p.add_argument(
+        "--backend", help="backend name (default: the config file's; file with -o path=, s3 with -o bucket=; else memory)"
+    )
     p.add_argument("--config", metavar="FILE.toml", help="store configuration (TOML)")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="a config key (repeatable)")
     p.add_argument("--vector-field", default=None, help="vector field (default: the store's, else embedding)")

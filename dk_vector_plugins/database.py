@@ -36,7 +36,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 import attrs
 import numpy as np
@@ -696,9 +696,9 @@ class _Base:
                 )
         return out
 
-    def _query_vectors(self, query: Any, field: str, zero_ok: bool = False) -> Steps[Any]:
+    def _query_vectors(self, query: Any, field: str) -> Steps[Any]:
         """A text query (a string, or a list of strings) as the field's embedding; else as given.
-        A blank text is refused, and so is one that embeds to a zero vector unless ``zero_ok``."""
+        A blank text is refused."""
         texts = isinstance(query, str) or (
             isinstance(query, (list, tuple)) and bool(query) and all(isinstance(q, str) for q in query)
         )
@@ -715,13 +715,25 @@ class _Base:
             if not q.strip():
                 raise InvalidRequestError(f"a text query must not be empty, got {q!r}")
         vectors = yield from self._embed_texts(field, given)
-        for q, v in zip(given, vectors):
-            if not zero_ok and not np.any(np.asarray(v)):
-                raise InvalidVectorError(
-                    f"the query text {q!r} embeds to a zero vector (its embedder found nothing to embed "
-                    "in it), which gives no direction to search by"
-                )
         return vectors[0] if isinstance(query, str) else vectors
+
+    def _search_request(
+        self, given: Any, query: Any, field: str, k: Any, filter: Any, metric: Any, batch: bool | None, options: dict[str, Any]
+    ) -> SearchRequest:
+        """:meth:`_request` for a query ``given`` as text or vectors and embedded as ``query``: a
+        text that embeds to a zero vector, which cosine cannot rank by, is named."""
+        try:
+            return self._request(query, field, k, filter, metric, batch, options)
+        except InvalidVectorError as e:
+            texts = [given] if isinstance(given, str) else given if isinstance(given, (list, tuple)) else []
+            rows = np.asarray(query, dtype=np.float64).reshape(len(texts), -1) if texts else None
+            zero = [t for t, row in zip(texts, rows if rows is not None else []) if isinstance(t, str) and not row.any()]
+            if not zero:
+                raise
+            raise InvalidVectorError(
+                f"the query text {zero[0]!r} embeds to a zero vector (its embedder found nothing to embed "
+                f"in it), which gives cosine similarity no direction to rank by"
+            ) from e
 
     @staticmethod
     def _filter_of(query: Any) -> tuple[Query | None, Expr | None]:
@@ -763,6 +775,14 @@ class _Base:
                 f"({b}) is due: a search hook returns list[list[{kind}]]"
             )
         return results
+
+    def _version_store(self, target: _Base | None) -> Steps[_Base]:
+        """The store whose schema a search with ``as_of=`` reads (its field names, embedder,
+        metric and dimensions as at that version): ``target``, loaded, else this one."""
+        if target is None:
+            return self
+        yield Apply(cast(Any, target).count)  # loads it, through its own facade (an async one connects first)
+        return target
 
     def _as_of(self, options: dict[str, Any]) -> Steps[_Base | None]:
         """The store a search with ``options`` runs on: this one, or, for ``as_of=`` (taken out
@@ -1160,10 +1180,11 @@ class _Base:
         """
         yield from self._opened()
         target = yield from self._as_of(options)
-        field = self._field(vector_field)
-        query = yield from self._query_vectors(query_vector, field)
+        at = yield from self._version_store(target)  # (a text is embedded as that version's field was)
+        field = at._field(vector_field)
+        query = yield from at._query_vectors(query_vector, field)
         batch = True if isinstance(query_vector, (list, tuple)) and query is not query_vector else None
-        request = self._request(query, field, k, filter, metric, batch, options)
+        request = at._search_request(query_vector, query, field, k, filter, metric, batch, options)
         results = yield Hook("dkv_vector_search", request, store=target)
         return results if request.batch else results[0]  # type: ignore[no-any-return]
 
@@ -1182,9 +1203,10 @@ class _Base:
         embeds), answered with one matrix product."""
         yield from self._opened()
         target = yield from self._as_of(options)
-        field = self._field(vector_field)
-        queries = yield from self._query_vectors(query_vectors, field)
-        request = self._request(queries, field, k, filter, metric, True, options)
+        at = yield from self._version_store(target)
+        field = at._field(vector_field)
+        queries = yield from at._query_vectors(query_vectors, field)
+        request = at._search_request(query_vectors, queries, field, k, filter, metric, True, options)
         return (yield Hook("dkv_vector_search", request, store=target))  # type: ignore[no-any-return]
 
     @operation
@@ -1280,11 +1302,15 @@ class _Base:
         text_request = yield from self._text_request(
             query_text, config.text_fields or text_fields, fetch, filter, False, {}
         )
-        query = yield from self._query_vectors(query_text if query_vector is None else query_vector, field, True)
-        if query_vector is None and not np.any(query):  # the text embeds to nothing: the text side alone
+        query = yield from self._query_vectors(query_text if query_vector is None else query_vector, field)
+        try:
+            vector_request = self._request(query, field, fetch, filter, metric, False, {})
+        except InvalidVectorError:
+            if query_vector is not None or np.any(query):
+                raise
+            # the text embeds to a zero vector, which cosine cannot rank by: the text side alone
             text_only = yield Hook("dkv_text_search", text_request)
             return fuse(text_only[0], [], config, int(k))
-        vector_request = self._request(query, field, fetch, filter, metric, False, {})
         # a plugin that answers either side answers it; when none does, the built-in search
         # answers both in one pass (one snapshot, and only the fused hits' records built). (With
         # the built-in plugin blocked, these steps ask every plugin and never answer None.)

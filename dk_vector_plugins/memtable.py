@@ -884,7 +884,7 @@ class RecordTable:
             if held is None or held[0] != key:
                 held = (key, [bool(ix.lengths(self.nrows)[live].any()) for ix in indexes])
                 cache["holds"] = held
-            blank = field_without_text(fields, held[1], settings.fields)
+            blank = field_without_text(fields, held[1])
             if blank is not None:
                 raise no_text_error(blank, self.string_fields())
         return tops

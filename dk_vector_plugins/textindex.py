@@ -647,17 +647,13 @@ def _term_weights(
     return entry
 
 
-def field_without_text(fields: Sequence[str], holds: Sequence[bool], configured: Sequence[str]) -> str | None:
+def field_without_text(fields: Sequence[str], holds: Sequence[bool]) -> str | None:
     """The field a text search over ``fields`` is refused for (``holds``: whether any live
-    record holds text in each), or ``None``: one that holds no text, unless it is one of the
-    store's ``configured`` text_search_fields (indexed with every write, so it may hold no text
-    yet) and another searched field holds some. The same answer for every query."""
-    empty = [f for f, held in zip(fields, holds) if not held]
-    if not empty:
-        return None
-    if len(empty) == len(fields):
-        return empty[0]
-    return next((f for f in empty if f not in configured), None)
+    record holds text in each), or ``None``: the first of them when none holds text. A field
+    without text among others that hold some is passed over (an optional field, as
+    dataknobs-data's ``text_fields`` lists name them), and the answer is the same for every
+    query."""
+    return None if any(holds) or not fields else fields[0]
 
 
 def bm25_top(

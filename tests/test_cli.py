@@ -175,10 +175,12 @@ def test_output_cut_short_by_a_pipe_is_not_an_error() -> None:
 
 
 def test_search_on_the_memory_backend_says_why_it_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["search", "anything"]) == 2
+    assert main(["search", "anything", "--backend", "memory"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dkv: error: the memory backend keeps nothing between commands")
     assert "--backend file" in err
+    assert main(["search", "anything"]) == 2  # no store named at all
+    assert capsys.readouterr().err.startswith('dkv: error: which store? give its location after the query (dkv search "anything" DIR')
 
 
 def test_search_of_a_location_without_a_table_is_an_error_and_creates_nothing(
@@ -342,7 +344,9 @@ def test_search_modes_text_and_hybrid(tmp_path: Path, capsys: pytest.CaptureFixt
     assert [h["id"] for h in found] == ["c", "a"] and found[0]["text_fields"] == ["text"]
     assert main(["search", "overdue", "--mode", "text", "--text-fields", "kind", *where]) == 0
     assert capsys.readouterr().out.strip() == "no results"
-    assert main(["search", "overdue", "--mode", "text", "--text-fields", "nope,kind", *where]) == 2
+    assert main(["search", "overdue", "--mode", "text", "--text-fields", "nope,kind", *where]) == 0  # kind holds text
+    assert capsys.readouterr().out.strip() == "no results"
+    assert main(["search", "overdue", "--mode", "text", "--text-fields", "nope", *where]) == 2
     assert "no record holds text in field 'nope'" in capsys.readouterr().err
     assert main(["search", "overdue invoice", "--mode", "hybrid", *where, "--k", "2"]) == 0
     out = capsys.readouterr().out
@@ -376,6 +380,10 @@ def test_search_takes_the_location_as_info_does_and_searches_a_version(
     assert "a" in [h["id"] for h in json.loads(capsys.readouterr().out)]
     assert main(["search", "invoice", "-o", f"path={store}", "--mode", "text"]) == 0  # backend from path=
     assert capsys.readouterr().out.strip() == "no results"
+    vec = json.dumps([1.0] + [0.0] * 383)
+    for argv in (["--vector", vec, str(store)], ["some text", "--vector", vec, "-o", f"path={store}"]):
+        assert main(["search", *argv, "--format", "json"]) == 0  # a text beside -o is no location
+        assert [h["id"] for h in json.loads(capsys.readouterr().out)] == ["b"]
     assert main(["search", "invoice", str(store), "--mode", "hybrid", "--as-of", "first"]) == 2
     assert "--as-of works with --mode text or vector" in capsys.readouterr().err
     assert main(["info", str(store), "--json"]) == 0

@@ -465,3 +465,34 @@ def test_a_tag_moves_only_when_asked(tmp_path: Path) -> None:
     assert db.tag("rel", move=True) == 2
     assert db.tags() == {"rel": 2}
     assert [(v["version"], v["tags"]) for v in db.versions()] == [(1, []), (2, ["rel"])]
+
+
+def test_a_text_searched_as_of_a_version_is_embedded_as_that_version_embedded(tmp_path: Path) -> None:
+    # vector_search(text, as_of=1) embedded the text with the store's current embedder, after a
+    # reembed another one than version 1's vectors were made with: silently wrong results
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"), text_field="body")
+    db.create_batch([Record({"body": t}, id=f"d{i}") for i, t in enumerate(
+        ["the moon orbits the earth", "bread dough rises", "a full moon tonight", "tea and coffee"]
+    )])
+    first = db.version
+    then = [(h.id, h.score) for h in checkout(db, first).vector_search("moon", k=4)]
+    db.reembed(embedder="hashing", embedder_options={"seed": 12345}, progress=False)
+    assert [(h.id, h.score) for h in db.vector_search("moon", k=4, as_of=first)] == then
+    assert [[(h.id, h.score) for h in hits] for hits in db.vector_search_batch(["moon"], k=4, as_of=first)] == [then]
+
+
+def test_a_tag_written_by_another_store_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
+    # tag() read the tag, then wrote it unconditionally: another store's tag of the same name in
+    # between was overwritten without move=True
+    root = str(tmp_path / "s")
+    a = DatabaseFactory().create(backend="file", path=root)
+    a.create(rec("x", 1))
+    a.create(rec("y", 2))
+    b = DatabaseFactory().create(backend="file", path=root)
+    b.count()
+    program = a.storage.logic.tag("rel", 1)
+    b_tagged: list[int] = []
+    with pytest.raises(InvalidRequestError, match="tag 'rel' names version 2: pass move=True"):
+        a.storage.run(_paused(program, 1, lambda: b_tagged.append(b.tag("rel", 2))))
+    assert b_tagged == [2]
+    assert a.tags() == {"rel": 2}  # b's tag stands: a's write was refused, and it looked again

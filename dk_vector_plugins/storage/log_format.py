@@ -70,6 +70,7 @@ import xxhash
 from ..core import WriteBatch
 from ..errors import (
     ConfigError,
+    ConflictError,
     DkvPerformanceWarning,
     InvalidRequestError,
     StorageError,
@@ -1763,19 +1764,24 @@ class TableLogic:
                 f"a tag name of digits only, {name!r}, would read as a version number (on the command "
                 "line, in diff): add a letter, e.g. 'v" + name + "'"
             )
-        got, held = yield Many([Get(manifest_key(version), missing_ok=True), Get(f"{TAGS}{name}.json", missing_ok=True)])
-        if got is None:
-            raise VersionNotFoundError(f"version {version} does not exist or was cleaned up: nothing to tag")
-        if held is not None:
-            now = self._tag_version(f"{TAGS}{name}.json", held.data)
-            if now == version:
+        key = f"{TAGS}{name}.json"
+        for _ in range(8):  # written only over what was read (another store may tag at once)
+            got, held = yield Many([Get(manifest_key(version), missing_ok=True), Get(key, missing_ok=True)])
+            if got is None:
+                raise VersionNotFoundError(f"version {version} does not exist or was cleaned up: nothing to tag")
+            if held is not None:
+                now = self._tag_version(key, held.data)
+                if now == version:
+                    return
+                if not move:
+                    raise InvalidRequestError(
+                        f"tag {name!r} names version {now}: pass move=True to move it to version {version} "
+                        f"(version {now} then loses it, and with it the protection from clean-up)"
+                    )
+            data = json.dumps({"version": version, "created": time.time()}).encode()
+            if (yield PutIfMatch(key, data, None if held is None else held.etag)) is not None:
                 return
-            if not move:
-                raise InvalidRequestError(
-                    f"tag {name!r} names version {now}: pass move=True to move it to version {version} "
-                    f"(version {now} then loses it, and with it the protection from clean-up)"
-                )
-        yield Put(f"{TAGS}{name}.json", json.dumps({"version": version, "created": time.time()}).encode())
+        raise ConflictError(f"tag {name!r} kept changing while it was being written: try again")
 
     def untag(self, name: str) -> Program[bool]:
         """Remove a tag; ``False`` when there was none."""

@@ -218,7 +218,7 @@ def text_search(db: Store | AsyncStore, request: TextSearchRequest) -> list[list
         blank = None
         if corpus.n_live:  # a field without text? (judged alike for every query)
             holds = [any(p.lengths[i] for p in parts) for i in range(len(fields))]
-            blank = field_without_text(fields, holds, settings.fields)
+            blank = field_without_text(fields, holds)
         return hits, blank
 
     def finish(answer: tuple[list[Hits], str | None]) -> list[list[TextSearchResult]]:
