@@ -307,10 +307,11 @@ def cmd_search(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     """Search a store: by vector (a text embedded, or a vector), by text (BM25), or both (hybrid)."""
     mode = args.mode
     location = args.location
-    named = bool(args.backend or args.option or args.config)  # a store named by --backend/-o/--config
-    if location is None and args.vector and args.text and not named and mode == "vector":
-        location, args.text = args.text, None  # dkv search --vector V DIR
     config = _store_config(args)
+    located = "path" in config or "bucket" in config  # the store's location given by -o or --config
+    if location is None and args.vector and args.text and not located and mode == "vector":
+        location, args.text = args.text, None  # dkv search --vector V DIR
+    named = located or bool(args.backend or args.config or args.option)
     if location is not None:
         config.update(_location_config(location))
         if args.backend:

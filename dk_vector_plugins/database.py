@@ -725,9 +725,11 @@ class _Base:
         try:
             return self._request(query, field, k, filter, metric, batch, options)
         except InvalidVectorError as e:
-            texts = [given] if isinstance(given, str) else given if isinstance(given, (list, tuple)) else []
-            rows = np.asarray(query, dtype=np.float64).reshape(len(texts), -1) if texts else None
-            zero = [t for t, row in zip(texts, rows if rows is not None else []) if isinstance(t, str) and not row.any()]
+            texts = [given] if isinstance(given, str) else list(given) if isinstance(given, (list, tuple)) else []
+            if not texts or not all(isinstance(t, str) for t in texts):
+                raise  # vectors given: the request's own error
+            rows = np.asarray(query, dtype=np.float64).reshape(len(texts), -1)  # embedded: one row each
+            zero = [t for t, row in zip(texts, rows) if not row.any()]
             if not zero:
                 raise
             raise InvalidVectorError(

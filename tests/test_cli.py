@@ -381,8 +381,12 @@ def test_search_takes_the_location_as_info_does_and_searches_a_version(
     assert main(["search", "invoice", "-o", f"path={store}", "--mode", "text"]) == 0  # backend from path=
     assert capsys.readouterr().out.strip() == "no results"
     vec = json.dumps([1.0] + [0.0] * 383)
-    for argv in (["--vector", vec, str(store)], ["some text", "--vector", vec, "-o", f"path={store}"]):
-        assert main(["search", *argv, "--format", "json"]) == 0  # a text beside -o is no location
+    for argv in (
+        ["--vector", vec, str(store)],
+        ["--vector", vec, str(store), "--backend", "file"],  # a location beside other options
+        ["some text", "--vector", vec, "-o", f"path={store}"],  # a text beside -o path= is no location
+    ):
+        assert main(["search", *argv, "--format", "json"]) == 0
         assert [h["id"] for h in json.loads(capsys.readouterr().out)] == ["b"]
     assert main(["search", "invoice", str(store), "--mode", "hybrid", "--as-of", "first"]) == 2
     assert "--as-of works with --mode text or vector" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from dk_vector_plugins import (
     AnalyzerSpec,
     ConfigError,
     DatabaseFactory,
+    DimensionMismatchError,
     DkvError,
     FusionStrategy,
     HybridSearchConfig,
@@ -871,6 +872,11 @@ def test_a_text_query_without_words_in_vector_and_hybrid_search(metric: str) -> 
             db.hybrid_search("!!!", k=3, metric="bogus")  # still checked
         with pytest.raises(InvalidVectorError, match="a zero query vector has no direction"):
             db.hybrid_search("invoice", np.zeros(db.vector_dimension("embedding"), dtype=np.float32))
+        dim = db.vector_dimension("embedding")
+        with pytest.raises(DimensionMismatchError, match=r"query vectors\[1\] has 3 dimensions"):
+            db.vector_search_batch([[1.0] * dim, [1.0] * 3], k=1)  # vectors given: their own errors
+        with pytest.raises(InvalidVectorError, match="must be numeric"):
+            db.vector_search(["a", 1.0], k=1)
     else:  # other metrics rank by a zero vector as before (every score 0)
         assert len(db.vector_search("!!!", k=3)) == 2
         assert [len(hits) for hits in db.vector_search_batch(["invoice", "!!!"], k=3)] == [2, 2]
