@@ -794,6 +794,11 @@ class _Base:
             return None
         return (yield from self._at_version(as_of))
 
+    def _done_with(self, target: _Base | None) -> Steps[None]:
+        """An ``as_of=`` search on ``target`` (from :meth:`_as_of`) is over."""
+        return
+        yield  # pragma: no cover - a generator
+
     def _at_version(self, as_of: int | str) -> Steps[_Base]:
         """A read-only store of the table at version ``as_of`` (stores that keep versions)."""
         raise InvalidRequestError(
@@ -1182,12 +1187,15 @@ class _Base:
         """
         yield from self._opened()
         target = yield from self._as_of(options)
-        at = yield from self._version_store(target)  # (a text is embedded as that version's field was)
-        field = at._field(vector_field)
-        query = yield from at._query_vectors(query_vector, field)
-        batch = True if isinstance(query_vector, (list, tuple)) and query is not query_vector else None
-        request = at._search_request(query_vector, query, field, k, filter, metric, batch, options)
-        results = yield Hook("dkv_vector_search", request, store=target)
+        try:
+            at = yield from self._version_store(target)  # (a text is embedded as that version's field was)
+            field = at._field(vector_field)
+            query = yield from at._query_vectors(query_vector, field)
+            batch = True if isinstance(query_vector, (list, tuple)) and query is not query_vector else None
+            request = at._search_request(query_vector, query, field, k, filter, metric, batch, options)
+            results = yield Hook("dkv_vector_search", request, store=target)
+        finally:
+            yield from self._done_with(target)
         return results if request.batch else results[0]  # type: ignore[no-any-return]
 
     @operation
@@ -1205,11 +1213,14 @@ class _Base:
         embeds), answered with one matrix product."""
         yield from self._opened()
         target = yield from self._as_of(options)
-        at = yield from self._version_store(target)
-        field = at._field(vector_field)
-        queries = yield from at._query_vectors(query_vectors, field)
-        request = at._search_request(query_vectors, queries, field, k, filter, metric, True, options)
-        return (yield Hook("dkv_vector_search", request, store=target))  # type: ignore[no-any-return]
+        try:
+            at = yield from self._version_store(target)
+            field = at._field(vector_field)
+            queries = yield from at._query_vectors(query_vectors, field)
+            request = at._search_request(query_vectors, queries, field, k, filter, metric, True, options)
+            return (yield Hook("dkv_vector_search", request, store=target))  # type: ignore[no-any-return]
+        finally:
+            yield from self._done_with(target)
 
     @operation
     def text_search(
@@ -1240,8 +1251,11 @@ class _Base:
         """
         yield from self._opened()
         target = yield from self._as_of(options)
-        request = yield from self._text_request(query_text, text_fields, k, filter, False, options)
-        results = yield Hook("dkv_text_search", request, store=target)
+        try:
+            request = yield from self._text_request(query_text, text_fields, k, filter, False, options)
+            results = yield Hook("dkv_text_search", request, store=target)
+        finally:
+            yield from self._done_with(target)
         return results[0]  # type: ignore[no-any-return]
 
     @operation
@@ -1257,8 +1271,11 @@ class _Base:
         """One :meth:`text_search` per query text (one snapshot, corpus statistics computed once)."""
         yield from self._opened()
         target = yield from self._as_of(options)
-        request = yield from self._text_request(query_texts, text_fields, k, filter, True, options)
-        return (yield Hook("dkv_text_search", request, store=target))  # type: ignore[no-any-return]
+        try:
+            request = yield from self._text_request(query_texts, text_fields, k, filter, True, options)
+            return (yield Hook("dkv_text_search", request, store=target))  # type: ignore[no-any-return]
+        finally:
+            yield from self._done_with(target)
 
     @operation
     def hybrid_search(

@@ -3,6 +3,7 @@ and clean-up keeping what tags name."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -496,3 +497,37 @@ def test_a_tag_written_by_another_store_meanwhile_is_not_overwritten(tmp_path: P
         a.storage.run(_paused(program, 1, lambda: b_tagged.append(b.tag("rel", 2))))
     assert b_tagged == [2]
     assert a.tags() == {"rel": 2}  # b's tag stands: a's write was refused, and it looked again
+
+
+def test_a_kept_version_store_in_use_is_closed_only_when_its_searches_are_done(tmp_path: Path) -> None:
+    # more as_of= versions than are kept open: the oldest was closed at once, even while
+    # another search (an async task, a thread) still ran on it
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"))
+    for i in range(6):
+        db.create(rec(f"r{i}", i))
+    first = db._drive(db._as_of({"as_of": 1}))  # a search on version 1 begins
+    closed: list[int] = []
+    real_close = first.close
+    first.close = lambda: (closed.append(1), real_close())[1]  # type: ignore[method-assign]
+    for v in range(2, 7):  # more versions than are kept: version 1's store is retired
+        db._drive(db._done_with(db._drive(db._as_of({"as_of": v}))))
+    assert not closed and first.count() == 1  # still usable by the search that holds it
+    db._drive(db._done_with(first))  # that search ends
+    assert closed == [1]
+    db.close()
+
+
+async def test_concurrent_searches_of_more_versions_than_are_kept(s3_server: S3Server) -> None:
+    # async S3: the evicted store's client was closed under a search still running on it
+    # ("Session is closed")
+    from dk_vector_plugins import AsyncDatabaseFactory
+
+    db = AsyncDatabaseFactory().create(backend="s3", **s3_server.config(), text_field="body")
+    versions = []
+    for i in range(8):
+        await db.create(Record({"body": f"moon number {i}"}, id=f"d{i}"))
+        versions.append(db.version)
+    for _ in range(2):
+        got = await asyncio.gather(*[db.vector_search("moon", k=10, as_of=v) for v in versions])
+        assert [len(hits) for hits in got] == [i + 1 for i in range(8)]
+    await db.close()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from ..core import StoreCore
-from ..database import Apply, AsyncDatabase, Call, Steps, SyncDatabase, operation
+from ..database import Apply, AsyncDatabase, Call, Steps, SyncDatabase, _Base, operation
 from ..errors import ConfigError, InvalidRequestError
 from ..memtable import RecordTable
 from ..storage.driver import TableStorage
@@ -248,18 +248,45 @@ class _TableMixin:
         last few are kept open (versions never change) and closed with this store."""
         v = yield from self._version_of(as_of)
         kept: dict[int, SyncDatabase | AsyncDatabase] = self.__dict__.setdefault("_as_of_stores", {})
+        users: dict[int, int] = self.__dict__.setdefault("_as_of_users", {})  # by id(store)
+        retired: list[SyncDatabase | AsyncDatabase] = self.__dict__.setdefault("_as_of_retired", [])
         old = kept.pop(v, None)
         if old is None:
             old = self._pinned_store(v)
             while len(kept) >= _AS_OF_KEEP:
-                yield Apply(kept.pop(next(iter(kept))).close)
+                gone = kept.pop(next(iter(kept)))
+                if users.get(id(gone)):  # a search still runs on it: closed when it is done
+                    retired.append(gone)
+                else:
+                    yield Apply(gone.close)
         kept[v] = old  # the newest last
+        users[id(old)] = users.get(id(old), 0) + 1
         return old
+
+    def _done_with(self: Any, target: _Base | None) -> Steps[None]:
+        """An ``as_of=`` search on ``target`` is over: a store retired from the kept few while
+        searches ran on it is closed once the last of them is done."""
+        if target is None:
+            return
+        users: dict[int, int] = self.__dict__.setdefault("_as_of_users", {})
+        left = users.get(id(target), 1) - 1
+        if left > 0:
+            users[id(target)] = left
+            return
+        users.pop(id(target), None)
+        retired: list[SyncDatabase | AsyncDatabase] = self.__dict__.setdefault("_as_of_retired", [])
+        done = [r for r in retired if r is target]
+        if done:
+            retired[:] = [r for r in retired if r is not target]
+            yield Apply(done[0].close)
 
     def _after_close(self: Any) -> Steps[None]:
         kept: dict[int, SyncDatabase | AsyncDatabase] = self.__dict__.get("_as_of_stores") or {}
+        retired: list[SyncDatabase | AsyncDatabase] = self.__dict__.get("_as_of_retired") or []
         while kept:
             yield Apply(kept.pop(next(iter(kept))).close)
+        while retired:
+            yield Apply(retired.pop().close)
         yield from super()._after_close()  # type: ignore[misc]
 
     @operation
