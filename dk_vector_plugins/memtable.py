@@ -877,7 +877,9 @@ class RecordTable:
         mask = None if expr is None else self.mask(expr)
         cache = self._bm25_cache.setdefault(tuple(fields), {})
         tops = bm25_top(indexes, terms, live, mask, k, settings.k1, settings.b, self.ids_of, cache)
-        if live.any():  # a field without text? (judged alike for every query, kept in the cache)
+        # a field without text? Only when none of the searched fields holds text is the search
+        # refused, so a query with hits cannot be: the same answer for every query
+        if any(len(rows) == 0 for rows, _ in tops) and live.any():
             n_live = int(np.count_nonzero(live))
             key = (tuple((ix.uid, ix.version) for ix in indexes), self.nrows, n_live)
             held = cache.get("holds")

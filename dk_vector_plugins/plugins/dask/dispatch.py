@@ -216,7 +216,7 @@ def text_search(db: Store | AsyncStore, request: TextSearchRequest) -> list[list
         )
         hits = _per_query(groups, b, request.k, "bm25")
         blank = None
-        if corpus.n_live:  # a field without text? (judged alike for every query)
+        if corpus.n_live and any(len(h[0]) == 0 for h in hits):  # a field without text? (as in text_tops)
             holds = [any(p.lengths[i] for p in parts) for i in range(len(fields))]
             blank = field_without_text(fields, holds)
         return hits, blank
