@@ -36,7 +36,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 import numpy as np
@@ -778,17 +778,10 @@ class _Base:
             )
         return results
 
-    def _version_store(self, target: _Base | None) -> Steps[_Base]:
-        """The store whose schema a search with ``as_of=`` reads (its field names, embedder,
-        metric and dimensions as at that version): ``target``, loaded, else this one."""
-        if target is None:
-            return self
-        yield Apply(cast(Any, target).count)  # loads it, through its own facade (an async one connects first)
-        return target
-
     def _as_of(self, options: dict[str, Any]) -> Steps[_Base | None]:
-        """The store a search with ``options`` runs on: this one, or, for ``as_of=`` (taken out
-        of ``options``), a read-only store of the table at that version."""
+        """The store a search with ``options`` runs on: this one (``None``), or, for ``as_of=``
+        (taken out of ``options``), a read-only store of the table at that version, loaded (a
+        search reads its schema: field names, embedder, metric and dimensions as then)."""
         as_of = options.pop("as_of", None)
         if as_of is None:
             return None
@@ -1188,7 +1181,7 @@ class _Base:
         yield from self._opened()
         target = yield from self._as_of(options)
         try:
-            at = yield from self._version_store(target)  # (a text is embedded as that version's field was)
+            at = self if target is None else target  # (a text is embedded as that version's field was)
             field = at._field(vector_field)
             query = yield from at._query_vectors(query_vector, field)
             batch = True if isinstance(query_vector, (list, tuple)) and query is not query_vector else None
@@ -1214,7 +1207,7 @@ class _Base:
         yield from self._opened()
         target = yield from self._as_of(options)
         try:
-            at = yield from self._version_store(target)
+            at = self if target is None else target
             field = at._field(vector_field)
             queries = yield from at._query_vectors(query_vectors, field)
             request = at._search_request(query_vectors, queries, field, k, filter, metric, True, options)

@@ -251,6 +251,7 @@ class _TableMixin:
         users: dict[int, int] = self.__dict__.setdefault("_as_of_users", {})  # by id(store)
         retired: list[SyncDatabase | AsyncDatabase] = self.__dict__.setdefault("_as_of_retired", [])
         old = kept.pop(v, None)
+        fresh = old is None
         if old is None:
             old = self._pinned_store(v)
             while len(kept) >= _AS_OF_KEEP:
@@ -260,7 +261,13 @@ class _TableMixin:
                 else:
                     yield Apply(gone.close)
         kept[v] = old  # the newest last
-        users[id(old)] = users.get(id(old), 0) + 1
+        users[id(old)] = users.get(id(old), 0) + 1  # (before the load: other tasks may evict meanwhile)
+        if fresh:  # loaded now (an async one connects first): a search reads its schema
+            try:
+                yield Apply(old.count)
+            except BaseException:
+                yield from self._done_with(old)
+                raise
         return old
 
     def _done_with(self: Any, target: _Base | None) -> Steps[None]:
