@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -551,8 +551,7 @@ def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
             "schema": _schema_info(db),
             "full text": {
                 "text_search_fields": list(db.schema.text.fields),
-                "analyzer": db.schema.text.analyzer
-                + (f"({','.join(f'{k}={v}' for k, v in db.schema.text.options.items())})" if db.schema.text.options else ""),
+                "analyzer": _with_options(db.schema.text.analyzer, db.schema.text.options),
             },
         }
         sizes: list[int] | None = None
@@ -581,6 +580,12 @@ def cmd_info(args: argparse.Namespace, factory: DatabaseFactory) -> int:
     return 0
 
 
+def _with_options(name: str, options: Mapping[str, Any]) -> str:
+    """``name(key=value,...)`` (an embedder or analyzer as ``dkv info`` shows it), or ``name``."""
+    opts = ",".join(f"{k}={v}" for k, v in options.items())
+    return name + (f"({opts})" if opts else "")
+
+
 def _schema_info(db: SyncDatabase) -> dict[str, Any]:
     """Each vector field's stored settings, as ``dkv info`` shows them."""
     out: dict[str, Any] = {}
@@ -589,8 +594,7 @@ def _schema_info(db: SyncDatabase) -> dict[str, Any]:
         if f.source is not None:
             entry["text"] = "+".join(f.source)
         if f.embedder is not None:
-            opts = ",".join(f"{k}={v}" for k, v in f.embedder.options.items())
-            entry["embedder"] = f.embedder.name + (f"({opts})" if opts else "")
+            entry["embedder"] = _with_options(f.embedder.name, f.embedder.options)
             if f.embedder.model:
                 entry["model"] = f.embedder.model
         out[name + (" (default)" if name == db.schema.default_field else "")] = entry
