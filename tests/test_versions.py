@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -21,8 +21,11 @@ from dk_vector_plugins import (
     VectorField,
     VersionNotFoundError,
 )
+from dk_vector_plugins.backends.tabled import TableDatabase
 from dk_vector_plugins.storage.log_format import manifest_key
-from dk_vector_plugins.storage.ops import Delete, Get, Many, Program
+from dk_vector_plugins.storage.ops import Delete, Get, Many, Op, Program
+
+T = TypeVar("T")
 
 
 def rec(rid: str, n: int) -> Record:
@@ -235,13 +238,15 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     return {"backend": "s3", **server.config()}
 
 
-def _open(location: dict[str, Any]) -> Any:
+def _open(location: dict[str, Any]) -> TableDatabase:
     """A store of the table at ``location``: no automatic clean-up, no merges (the segments stay
     as committed, so what a restore names is what a clean-up may delete)."""
-    return DatabaseFactory().create(**location, keep_versions=2, gc_every=0, merge_fan=0)
+    db = DatabaseFactory().create(**location, keep_versions=2, gc_every=0, merge_fan=0)
+    assert isinstance(db, TableDatabase)
+    return db
 
 
-def _history(location: dict[str, Any]) -> Any:
+def _history(location: dict[str, Any]) -> TableDatabase:
     """A store (2 versions kept) whose versions 1-2 hold x and y in segments that a compaction
     (3) and two later commits (4, 5) left unreferenced: version 2's manifest and segments are
     what a clean-up with ``grace_s=0`` deletes."""
@@ -254,19 +259,25 @@ def _history(location: dict[str, Any]) -> Any:
     return db
 
 
-def _paused(program: Program[Any], after_ops: int, hook: Callable[[], None]) -> Program[Any]:
-    """``program``, with ``hook()`` run once its first ``after_ops`` operations are answered."""
-    sent: Any = None
+def _paused(program: Program[T], at: int | Callable[[Op], bool], hook: Callable[[], None]) -> Program[T]:
+    """``program``, with ``hook()`` run before its operation number ``at`` (from 0), or before
+    each operation that ``at`` accepts."""
+    sent: Any = None  # (what each operation answered)
     done = 0
     while True:
         try:
             op = program.send(sent)
         except StopIteration as stop:
             return stop.value
-        if done == after_ops:
+        if (done == at) if isinstance(at, int) else at(op):
             hook()
         done += 1
         sent = yield op
+
+
+def _deletes(op: Op) -> bool:
+    """Whether ``op`` is a clean-up's deletes."""
+    return isinstance(op, Many) and bool(op.ops) and isinstance(op.ops[0], Delete)
 
 
 def test_a_clean_up_spares_what_a_restore_committed_after_its_listing(location: dict[str, Any]) -> None:
@@ -330,26 +341,20 @@ def test_a_restore_that_cannot_be_undone_names_the_intact_version(
     assert c.count() == 2
     paused, go = threading.Event(), threading.Event()
 
-    def held(program: Program[Any]) -> Program[Any]:  # b's clean-up, held just before it deletes
-        sent: Any = None
-        while True:
-            try:
-                op = program.send(sent)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(op, Many) and op.ops and isinstance(op.ops[0], Delete):
-                paused.set()
-                go.wait(30)
-            sent = yield op
+    def hold() -> None:  # b's clean-up, held just before it deletes
+        paused.set()
+        go.wait(30)
 
-    clean_up = threading.Thread(target=b.storage.run, args=(held(b.storage.logic.gc(b.storage.state, grace_s=0)),))
+    clean_up = threading.Thread(
+        target=b.storage.run, args=(_paused(b.storage.logic.gc(b.storage.state, grace_s=0), _deletes, hold),)
+    )
     clean_up.start()
     assert paused.wait(30)
     logic = a.storage.logic
     real = logic.missing_objects
     calls: list[int] = []
 
-    def after_commit(segments: Any) -> Any:
+    def after_commit(segments: Sequence[Mapping[str, Any]]) -> Program[list[str]]:
         calls.append(1)
         if len(calls) == 2:  # the check after the restore's commit
             c.create(Record({"n": 4}, id="w"))  # on top of the restore
@@ -374,7 +379,7 @@ def test_a_failed_check_after_a_restore_is_a_warning(location: dict[str, Any], m
     real = logic.missing_objects
     calls: list[int] = []
 
-    def flaky(segments: Any) -> Any:
+    def flaky(segments: Sequence[Mapping[str, Any]]) -> Program[list[str]]:
         calls.append(1)
         if len(calls) == 2:  # the check after the commit
             raise StorageError("listing failed: SlowDown")
