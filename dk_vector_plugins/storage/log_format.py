@@ -1831,21 +1831,9 @@ class TableLogic:
         # (no usable hint: a reader walks from the version it holds; every manifest stays until a
         # store writes the hint again, which its next refresh does)
         recent.update(v for v, _ in versions if v >= max(hint, 0))
-        keep = sorted(recent | tagged)
-        kept_entries = list(state.segments)
-        unseen = [v for v in keep if v not in self._recent]
-        for v in keep:
-            kept_entries += self._recent.get(v, ())
-        got = yield Many([Get(manifest_key(v), missing_ok=True) for v in unseen])
-        for g, v in zip(got, unseen):
-            if g is not None:
-                kept_entries += _parse_manifest(g.data, self.describe(manifest_key(v)))["segments"]
-        referenced: set[str] = set()
-        holders: set[int] = set()  # manifests holding the inline objects of a kept segment
-        for entry in kept_entries:
-            referenced.update(self.segment_keys(entry))
-            if "in" in entry:
-                holders.add(int(entry["in"]))
+        kept_entries = list(state.segments) + (yield from self._segments_of(sorted(recent | tagged)))
+        # holders: manifests holding the inline objects of a kept segment
+        referenced, holders = self._stored_in(kept_entries)
         # candidates in the order they were created (segment names and manifest numbers start
         # with the version that wrote them); each is deleted only when it is older than grace
         doomed = yield from self._older_than(
@@ -1876,18 +1864,30 @@ class TableLogic:
         fresh = [v for v, _ in manifest_versions(got_list) if v > newest]
         now_tagged = set((yield from self._tag_versions(tags)).values())
         versions = sorted(set(fresh) | (now_tagged - tagged))
-        named = {manifest_key(v) for v in versions}
+        keys, holders = self._stored_in((yield from self._segments_of(versions)))
+        return keys | {manifest_key(v) for v in sorted(set(versions) | holders)}
+
+    def _segments_of(self, versions: Sequence[int]) -> Program[list[dict[str, Any]]]:
+        """The segments the manifests of ``versions`` name: remembered (:meth:`_saw`), else read
+        (a manifest removed meanwhile names none)."""
         unseen = [v for v in versions if v not in self._recent]
         got = yield Many([Get(manifest_key(v), missing_ok=True) for v in unseen])
-        entries = [e for v in versions if v in self._recent for e in self._recent[v]]
+        entries = [e for v in versions for e in self._recent.get(v, ())]
         for g, v in zip(got, unseen):
             if g is not None:
                 entries += _parse_manifest(g.data, self.describe(manifest_key(v)))["segments"]
+        return entries
+
+    def _stored_in(self, entries: Sequence[Mapping[str, Any]]) -> tuple[set[str], set[int]]:
+        """The object keys of segments ``entries`` and the versions of the manifests holding
+        some of them inline."""
+        keys: set[str] = set()
+        holders: set[int] = set()
         for entry in entries:
-            named.update(self.segment_keys(entry))
+            keys.update(self.segment_keys(entry))
             if "in" in entry:
-                named.add(manifest_key(int(entry["in"])))
-        return named
+                holders.add(int(entry["in"]))
+        return keys, holders
 
     @staticmethod
     def _older_than(listed: Sequence[Listed], cutoff: float, stop: bool = True) -> Program[list[str]]:
