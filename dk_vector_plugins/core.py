@@ -283,8 +283,9 @@ class StoreCore:
         self.storage.close()
 
     async def close_async(self) -> None:
-        """Release the storage, then what the async store opened on its event loop."""
-        self.storage.close()
+        """Release the storage (in a worker thread: its maintenance thread may need the event
+        loop to finish), then what the async store opened on its event loop."""
+        await asyncio.to_thread(self.storage.close)
         for closer in self.async_closers:
             await closer()
 

@@ -224,6 +224,15 @@ def store(make_store_for: Callable[..., Any]) -> Any:
 # --- S3: a real server over HTTP on 127.0.0.1 --------------------------------------------------
 
 
+@pytest.fixture(params=["file", "s3"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Where a table lives: a directory, or a prefix on the test S3 server (config keys)."""
+    if request.param == "file":
+        return {"backend": "file", "path": str(tmp_path / "s")}
+    server: S3Server = request.getfixturevalue("s3_server")
+    return {"backend": "s3", **server.config()}
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """The S3 server of the session: moto's standalone server on a free port, started here; with

@@ -14,6 +14,7 @@ import pytest
 from dk_vector_plugins import DatabaseFactory, Record, VectorField
 from dk_vector_plugins.memtable import RecordTable
 from dk_vector_plugins.storage.driver import TableStorage
+from dk_vector_plugins.storage.log_format import TableState
 from dk_vector_plugins.storage.ops import Op, Program
 from dk_vector_plugins.storage.segments import snapshot
 
@@ -24,13 +25,6 @@ def vec(i: int) -> np.ndarray:
 
 def state(db: Any) -> list[tuple[str, Any]]:
     return sorted((r.id, r.get("n")) for r in db.all())
-
-
-@pytest.fixture(params=["file", "s3"])
-def location(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
-    if request.param == "file":
-        return {"backend": "file", "path": str(tmp_path / "s")}
-    return {"backend": "s3", **request.getfixturevalue("s3_server").config()}
 
 
 @pytest.mark.parametrize("inline", [64 * 1024, 0], ids=["inline", "objects"])
@@ -57,8 +51,10 @@ def test_single_writes_merge_and_every_reader_agrees(location: dict[str, Any], i
             assert [(h.id, h.score) for h in writer.vector_search(q, k=5)] == want
             assert [(h.id, h.score) for h in other.vector_search(q, k=5)] == want
             # the loaded table lines up with the manifest it loaded (what a Dask plan relies on)
-            assert snapshot(writer.storage).rows == writer.core.table.nrows
+            with writer.core.lock:  # (a merge in the background commits under it)
+                assert snapshot(writer.storage).rows == writer.core.table.nrows
             assert snapshot(other.storage).rows == other.core.table.nrows
+    assert writer.storage.settle(30)
     segments = writer.storage.state.segments
     assert len(segments) <= 3 + 8  # a few tiers, never one per write
     fresh = DatabaseFactory().create(**location)
@@ -71,6 +67,7 @@ def test_merge_keeps_deletes_of_older_segments(location: dict[str, Any]) -> None
     db.storage.logic.options.merge_fan = 4
     for i in range(8):
         db.delete(f"b{i}")  # tombstones of the base's rows, in small segments that get merged
+    assert db.storage.settle(30)
     assert len(db.storage.state.segments) < 9
     again = DatabaseFactory().create(**location)
     assert again.count() == 42 and not any(again.exists(f"b{i}") for i in range(8))
@@ -81,6 +78,7 @@ def test_clean_up_runs_on_its_own_and_bounds_the_files(tmp_path: Any) -> None:
     db = DatabaseFactory().create(backend="file", path=str(root), gc_every=8, keep_versions=2, keep_for=0)
     for i in range(120):
         db.create(Record({"n": i, "embedding": VectorField(vec(i))}, id=f"r{i}"))
+    assert db.storage.settle(30)
     files = [p for p in root.rglob("*") if p.is_file()]
     assert len(files) < 40, len(files)  # 120 commits; old manifests and merged segments cleaned up
     assert DatabaseFactory().create(backend="file", path=str(root)).verify()["live"] == 120
@@ -113,6 +111,7 @@ def test_a_merge_writes_the_rows_as_stored_without_encoding_them(
         lines[rid] = _rows_file(db.storage, last)
     db.delete("r1")
     db.add_vectors(vec(9)[None, :], ids=["bare"])  # a row without data; the fifth segment: merged
+    assert db.storage.settle(30)  # (by the store's maintenance thread)
     # each row encoded once, when it was created; a store whose rows files cost a request (s3)
     # reads only those held in manifests, and encodes the others from the table
     at_hand = location["backend"] == "file" or inline > 0
@@ -150,27 +149,29 @@ def test_a_merge_encodes_the_rows_when_a_rows_file_is_damaged(tmp_path: Path) ->
     rows = root / "segments" / f"{first['name']}.rows.jsonl"
     rows.write_bytes(rows.read_bytes().replace(b'"n": 0', b'"n": 7'))  # the table holds n=0
     db.create(Record({"n": 2}, id="r2"))  # merges: r0 is encoded from the table, not copied
+    assert db.storage.settle(30)
     assert len(db.storage.state.segments) == 1
     fresh = DatabaseFactory().create(backend="file", path=str(root))
     assert state(fresh) == [("r0", 0), ("r1", 1), ("r2", 2)] and fresh.verify()["live"] == 3
 
 
 def test_clean_up_waits_for_the_commit_after_a_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inline maintenance: a clean-up due in a commit that merged waits for the next commit."""
     events: list[str] = []
-    maintain, gc = TableStorage._maintain, TableStorage.gc
+    maintain, gc = TableStorage._maintain, TableStorage._auto_gc
 
     def logged_maintain(self: TableStorage, table: RecordTable) -> bool:
         merged = maintain(self, table)
         events.append("merge" if merged else "commit")
         return merged
 
-    def logged_gc(self: TableStorage, grace_s: float | None = None) -> int:
+    def logged_gc(self: TableStorage, state: TableState | None = None) -> None:
         events.append("gc")
-        return gc(self, grace_s)
+        gc(self, state)
 
     monkeypatch.setattr(TableStorage, "_maintain", logged_maintain)
-    monkeypatch.setattr(TableStorage, "gc", logged_gc)
-    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"), gc_every=5)
+    monkeypatch.setattr(TableStorage, "_auto_gc", logged_gc)
+    db = DatabaseFactory().create(backend="file", path=str(tmp_path / "s"), gc_every=5, maintenance="inline")
     db.storage.logic.options.merge_fan = 4  # merges make versions 5, 10, 15: a clean-up is due
     for i in range(12):
         db.create(Record({"n": i}, id=f"r{i}"))

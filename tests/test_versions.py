@@ -229,15 +229,6 @@ def test_a_lost_latest_hint_loses_no_version(tmp_path: Path, lost: str) -> None:
     assert DatabaseFactory().create(backend="file", path=str(root)).count() == 11
 
 
-@pytest.fixture(params=["file", "s3"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """Where a table lives: a directory, or a prefix on the test S3 server."""
-    if request.param == "file":
-        return {"backend": "file", "path": str(tmp_path / "s")}
-    server: S3Server = request.getfixturevalue("s3_server")
-    return {"backend": "s3", **server.config()}
-
-
 def _open(location: dict[str, Any]) -> TableDatabase:
     """A store of the table at ``location``: no automatic clean-up, no merges (the segments stay
     as committed, so what a restore names is what a clean-up may delete)."""

@@ -104,6 +104,16 @@ def TABLE_OPTIONS(backend: str) -> tuple[OptionSpec, ...]:
             minimum=0,
         ),
         OptionSpec(
+            "maintenance",
+            (str,),
+            "background",
+            "where merges of small segments and automatic clean-ups run: 'background' (a thread "
+            "of the writing store, beside its commits, which take a merged segment along in their "
+            "manifest) or 'inline' (in the commit that makes them due)",
+            backends=b,
+            choices=("background", "inline"),
+        ),
+        OptionSpec(
             "inline_bytes",
             (int,),
             64 * 1024,
@@ -136,6 +146,7 @@ def table_options(config: Mapping[str, Any], lazy_rows: bool) -> TableOptions:
         inline_max_bytes=int(config["inline_bytes"]),
         merge_fan=int(config["merge_fan"]),
         gc_every=int(config["gc_every"]),
+        maintenance=config["maintenance"],
     )
 
 
@@ -150,6 +161,7 @@ class _TableMixin:
         core = StoreCore(
             RecordTable(self.config.get("vector_dimensions")), storage, max_retries=int(self.config["commit_retries"])
         )
+        storage.attach(core.lock)  # maintenance off the commit path takes the store's lock
         if not self._is_async:
             core.refresh()  # sync stores load at once (errors surface here); async ones on first call
         return core
@@ -171,7 +183,9 @@ class _TableMixin:
 
     @operation
     def vacuum(self: Any, grace_s: float | None = None) -> Steps[int]:
-        """Delete objects that no recent version names (older than ``grace_s``); returns how many."""
+        """Delete objects that no recent version names (older than ``grace_s``); returns how many.
+        A merge under way in the background finishes first (what it replaces can then go too)."""
+        yield Call(self.storage.settle)
         return (yield Call(self._locked, (self.storage.gc, grace_s)))  # type: ignore[no-any-return]
 
     # -- versions -------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ their loop).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -21,12 +23,21 @@ import numpy as np
 from ..core import WriteBatch, apply
 from ..errors import StorageError
 from ..memtable import RecordTable
-from .log_format import TableLogic, TableOptions, TableState, serve_inline
+from .log_format import PreparedMerge, TableLogic, TableOptions, TableState, serve_inline
 from .ops import AsyncObjectStore, Program, SyncObjectStore, run_async, run_sync
 
 __all__ = ["TableStorage", "async_runner", "sync_runner"]
 
 Runner = Callable[[Program[Any]], Any]
+
+#: How long a merge stored in the background waits for a commit of its store to take it along
+#: (seconds) before committing on its own: a store that commits more often pays no manifest write
+#: (and no request) for its merges.
+RIDE_WAIT_S = 0.05
+
+#: Automatic clean-ups run without the store's lock when the grace period is at least this long
+#: (seconds): no commit of the store is still writing objects that old.
+UNLOCKED_GC_GRACE_S = 600.0
 
 
 def sync_runner(store: SyncObjectStore) -> tuple[Runner, Callable[[], None]]:
@@ -85,8 +96,28 @@ class TableStorage:
         self._closer = closer
         self._conflicts = 0
         self._gc_due = 0  # clean-ups due, put off by a merge (see after_commit)
+        self._gc_mark = 0  # background: the version // gc_every a clean-up was last due at
         self.max_staleness_s = max_staleness_s
         self._checked = float("-inf")
+        self._lock: threading.RLock | None = None
+        self._pid = os.getpid()  # a forked child starts its own maintenance thread
+        self._wake = threading.Condition()  # guards the fields below
+        self._merge_due = False
+        self._gc_due_bg = False
+        self._busy = False
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._table: RecordTable | None = None
+        #: Keys of objects a merge stored that no manifest names yet (spared by clean-up).
+        self._in_flight: set[str] = set()
+        #: A merge stored and waiting for the next commit to take it along (see RIDE_WAIT_S).
+        self._ready: PreparedMerge | None = None
+
+    def attach(self, lock: threading.RLock) -> None:
+        """The lock the store takes around every call into this storage: with it, merges and
+        automatic clean-ups run on a background thread (``maintenance="background"``), which takes it only
+        to read the rows it merges and to commit the merge."""
+        self._lock = lock
 
     def refresh(self, table: RecordTable) -> None:
         """Load what other writers committed since the last call (one conditional request when nothing).
@@ -109,13 +140,17 @@ class TableStorage:
 
         The rows' full-text postings of the ``text_search_fields`` are built here, once, and
         stored in the same commit."""
-        schema = self.logic.schema
-        if batch.rows and schema is not None and schema.text.fields:
-            missing = [f for f in schema.text.fields if f not in batch.texts]  # a merge brings its own
-            if missing:
-                batch.texts.update(table.index_rows(batch.rows, missing))
+        self._index_texts(table, batch)
         before = list(self.state.segments)
-        if self.run(self.logic.commit(self.state, batch)):
+        merge = self._take_ready(batch)
+        try:
+            if merge is not None:
+                merge.later = self._read_after(merge)
+            done = self.run(self.logic.commit(self.state, batch, merge, table))
+        finally:
+            if merge is not None:
+                self._settle_merge(merge)
+        if done:
             self._conflicts = 0
             if batch.restore is not None:  # the table is loaded again from the restored segments
                 try:
@@ -137,6 +172,49 @@ class TableStorage:
         self._conflicts += 1
         time.sleep(min(0.5, 0.002 * 2 ** min(self._conflicts, 8)) * random.random())
         return False
+
+    def _take_ready(self, batch: WriteBatch) -> PreparedMerge | None:
+        """The merge waiting to be committed, for a batch that may take it along (one that
+        only writes)."""
+        if self._ready is None or not batch.changes_rows or batch.restore is not None or batch.clear:
+            return None
+        if batch.replaces is not None:
+            return None
+        with self._wake:
+            merge, self._ready = self._ready, None
+            self._wake.notify_all()
+        return merge
+
+    def _read_after(self, merge: PreparedMerge) -> list[Any] | None:
+        """The segments after ``merge``'s run, read for the commit taking it along; ``None``
+        when the run is gone or they cannot be read (the commit goes on without the merge)."""
+        start = merge.find(self.state)
+        if start is None:
+            return None
+        try:
+            return list(self.run(self.logic.read_entries(self.state.segments[start + len(merge.run) :], self.run)))
+        except StorageError:
+            return None
+
+    def _settle_merge(self, merge: PreparedMerge) -> None:
+        """After a commit that took ``merge``: dropped (its objects deleted) unless committed
+        with it; either way no longer in flight."""
+        try:
+            if merge.start is None:
+                self.run(self.logic.delete_objects(merge.written))
+        finally:
+            with self._wake:
+                self._in_flight.difference_update(merge.written)
+                self._in_flight.difference_update(merge.inline)
+
+    def _index_texts(self, table: RecordTable, batch: WriteBatch) -> None:
+        """Add to ``batch`` the full-text postings of its rows that it does not bring (a merge
+        brings its own), for the schema's ``text_search_fields``."""
+        schema = self.logic.schema
+        if batch.rows and schema is not None and schema.text.fields:
+            missing = [f for f in schema.text.fields if f not in batch.texts]
+            if missing:
+                batch.texts.update(table.index_rows(batch.rows, missing))
 
     def _check_restored(self, restored: list[dict[str, Any]], before: list[dict[str, Any]]) -> None:
         """After a restore's commit: if a clean-up (of another store, racing it) deleted objects
@@ -171,20 +249,204 @@ class TableStorage:
         )
 
     def after_commit(self, table: RecordTable) -> None:
-        """Merge the newest small segments (bounded work); compact when segments or dead rows
-        pile up all the same; every ``gc_every`` versions, clean up by the retention policy
-        (after the next commit instead when this one merged: one pause, not two at once; put
-        off once at most, so that commits that all merge still clean up)."""
-        merged = self._maintain(table)
+        """Maintenance after a commit (called under the store's lock): merge the newest small
+        segments (bounded work); compact when segments or dead rows pile up all the same; every
+        ``gc_every`` versions, clean up by the retention policy.
+
+        In the background (:meth:`attach`, ``maintenance="background"``): the commit only says what is due and
+        returns; a thread of this store merges (reading the rows under the lock, storing the
+        merged segment without it, committing it under the lock: see :meth:`_merge_off_path`)
+        and cleans up, so no commit waits for either. Inline (no lock given, or
+        ``maintenance="inline"``): in this commit (after the next one instead when this one merged:
+        one pause, not two at once; put off once at most, so that commits that all merge still
+        clean up)."""
         every = self.logic.options.gc_every
+        if self._lock is not None and self.logic.options.maintenance == "background":
+            self._table = table
+            with self._wake:
+                busy = self._busy or self._merge_due
+            if not busy and self.logic.needs_compaction(table, self.state):
+                self.compact(table)  # the safety net (segments or dead rows piled up): inline
+            merge = self.logic.merge_start(self.state) is not None
+            # due once per gc_every versions, whichever commits (this store's merges too) made them
+            mark = self.state.version // every if every else 0
+            gc_due = mark > self._gc_mark
+            self._gc_mark = max(mark, self._gc_mark)
+            if merge or gc_due:
+                self._signal(merge=merge, gc=gc_due)
+            return
+        merged = self._maintain(table)
         if every and self.state.version % every == 0:
             self._gc_due += 1
         if self._gc_due and (not merged or self._gc_due > 1):
             self._gc_due = 0
+            self._auto_gc()
+
+    def _auto_gc(self, state: TableState | None = None) -> None:
+        """An automatic clean-up: a failure is a warning (the commit stands; the next one tries
+        again)."""
+        try:
+            self.run(self.logic.gc(state or self.state, in_flight=self._in_flight_keys))
+        except StorageError as e:
+            warnings.warn(f"dk_vector_plugins: automatic clean-up failed: {e}", RuntimeWarning, stacklevel=2)
+
+    def _forked(self) -> None:
+        """In a child forked from the process that started the maintenance thread: none runs
+        here (and its condition's lock may have been held at the fork), so start afresh."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._wake = threading.Condition()
+            self._worker, self._busy, self._stopping = None, False, False
+            self._merge_due = self._gc_due_bg = False
+            self._in_flight = set()
+
+    def _in_flight_keys(self) -> set[str]:
+        self._forked()
+        with self._wake:
+            return set(self._in_flight)
+
+    # -- maintenance in the background --------------------------------------------------------
+    def _signal(self, merge: bool, gc: bool) -> None:
+        self._forked()
+        with self._wake:
+            if self._stopping:
+                return
+            self._merge_due |= merge
+            self._gc_due_bg |= gc
+            if self._worker is None:
+                worker = threading.Thread(target=self._work, name="dkv-maintenance", daemon=True)
+                try:
+                    worker.start()
+                except RuntimeError:  # the interpreter is shutting down: the next session merges
+                    self._merge_due = self._gc_due_bg = False
+                    return
+                self._worker = worker
+            self._wake.notify_all()
+
+    def _work(self) -> None:
+        """The maintenance thread: merges and clean-ups as commits make them due, one at a time."""
+        while True:
+            with self._wake:
+                while not (self._merge_due or self._gc_due_bg or self._stopping):
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                merge, gc = self._merge_due, self._gc_due_bg
+                self._merge_due = self._gc_due_bg = False
+                self._busy = True
             try:
-                self.gc()
-            except StorageError as e:  # the commit stands; the next clean-up tries again
-                warnings.warn(f"dk_vector_plugins: automatic clean-up failed: {e}", RuntimeWarning, stacklevel=2)
+                if merge:
+                    self._merge_off_path()
+                if gc:
+                    self._gc_off_path()
+            except Exception as e:  # the commits stand; a later one makes it due again
+                warnings.warn(f"dk_vector_plugins: background maintenance failed: {e!r}", RuntimeWarning, stacklevel=1)
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
+
+    def _locked(self) -> bool:
+        """Take the store's lock (waiting while it is held), unless the storage closes."""
+        assert self._lock is not None
+        while not self._lock.acquire(timeout=0.05):
+            if self._stopping:
+                return False
+        return True
+
+    def _merge_off_path(self) -> None:
+        """Merge the newest small segments while commits go on: under the lock, the run's live
+        rows as a batch (as an inline merge takes them); without it, the merged segment encoded
+        and stored; then offered to the store's next commit, which commits it in its own
+        manifest (:meth:`TableLogic.commit`), or, when none comes within :data:`RIDE_WAIT_S`,
+        committed on its own under the lock (:meth:`TableLogic.commit_merge`). Either way it
+        replaces the run where it then stands (the segments committed meanwhile stay after it)
+        and the table is brought in line as after another writer's merge. Again while merges
+        are due (one may make the next tier's due)."""
+        table = self._table
+        for _ in range(64):
+            if table is None or not self._locked():
+                return
+            try:
+                start = self.logic.merge_start(self.state) if self.state.pinned is None else None
+                if start is None:
+                    return
+                batch = self.logic.merge_batch(table, self.state, start, self.run, self.adopts_written)
+                self._index_texts(table, batch)
+                run = [str(e["name"]) for e in self.state.segments[start:]]
+                version = self.state.version + 1
+            finally:
+                self._lock.release()  # type: ignore[union-attr]
+            entry, objects = self.logic.encode_segment(batch, version)
+            merge = PreparedMerge(run, batch, entry, {}, list(objects))
+            with self._wake:
+                self._in_flight.update(objects)
+            owned = True  # until a commit takes it, this thread settles it
+            try:
+                merge.inline = self.run(self.logic.store_segment(objects))
+                merge.written = [k for k in objects if k not in merge.inline]
+                with self._wake:  # offered to the next commit
+                    self._ready = merge
+                    until = time.monotonic() + RIDE_WAIT_S
+                    while self._ready is merge and not self._stopping and (left := until - time.monotonic()) > 0:
+                        self._wake.wait(left)
+                    owned = self._ready is merge
+                    if owned:
+                        self._ready = None
+                if not owned:
+                    continue  # the commit that took it settles it
+                if not self._locked():
+                    return
+                try:  # this store's own commits since are in its state; another writer's lose it the race
+                    for last in (False, True):
+                        done = self.run(
+                            self.logic.commit_merge(table, self.state, merge, self.run, self.adopts_written, last)
+                        )
+                        if done is not None:
+                            break
+                        self.run(self.logic.refresh(table, self.state, self.run))
+                        self._checked = time.monotonic()
+                    if not done:
+                        return
+                finally:
+                    self._lock.release()  # type: ignore[union-attr]
+            finally:
+                if owned:
+                    with self._wake:
+                        self._in_flight.difference_update(objects)
+
+    def _gc_off_path(self) -> None:
+        """An automatic clean-up beside the commits: by the segments this store holds now. With
+        a grace period shorter than :data:`UNLOCKED_GC_GRACE_S`, under the lock (an object a
+        commit of this store is writing may be younger than that)."""
+        if self.logic.options.grace_s < UNLOCKED_GC_GRACE_S:
+            if not self._locked():
+                return
+            try:
+                self._auto_gc()
+            finally:
+                self._lock.release()  # type: ignore[union-attr]
+            return
+        if not self._locked():
+            return
+        try:
+            held = TableState(segments=list(self.state.segments))
+        finally:
+            self._lock.release()  # type: ignore[union-attr]
+        self._auto_gc(held)
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until the maintenance due has been done (not to be called under the store's
+        lock); whether it was within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._forked()
+        with self._wake:
+            while self._busy or self._merge_due or self._gc_due_bg:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
 
     def _maintain(self, table: RecordTable) -> bool:
         """Compact or merge if due; whether anything was rewritten."""
@@ -214,15 +476,24 @@ class TableStorage:
         return False
 
     def gc(self, grace_s: float | None = None) -> int:
-        """Delete objects no recent manifest names, older than the grace period."""
-        return int(self.run(self.logic.gc(self.state, grace_s=grace_s)))
+        """Delete objects no recent manifest names, older than the grace period (those of a merge
+        in flight in the background are spared)."""
+        return int(self.run(self.logic.gc(self.state, grace_s=grace_s, in_flight=self._in_flight_keys)))
 
     def verify(self) -> dict[str, Any]:
         """Check the newest committed version end to end (every segment readable and consistent)."""
         return dict(self.run(self.logic.verify()))
 
     def close(self) -> None:
-        """Release the I/O threads."""
+        """Stop the maintenance thread (a merge under way finishes, unless it waits for the
+        lock), then release the I/O threads."""
+        self._forked()
+        with self._wake:
+            self._stopping = True
+            worker, self._worker = self._worker, None
+            self._wake.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
         if self._closer is not None:
             self._closer()
             self._closer = None

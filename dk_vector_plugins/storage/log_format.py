@@ -67,7 +67,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from ..core import WriteBatch
+from ..core import WriteBatch, apply
 from ..errors import (
     ConfigError,
     ConflictError,
@@ -194,6 +194,8 @@ class TableOptions:
     :ivar codes_min_rows: a segment of at least this many rows stores the int8 codes of its
         vectors (:mod:`dk_vector_plugins.quant`), so the int8 scan reads them instead of
         quantizing the rows (0: never).
+    :ivar maintenance: ``"background"``: merges and automatic clean-ups run on a thread of the
+        writing store, beside its commits; ``"inline"``: in the commit that makes them due.
     """
 
     max_segments: int = 32
@@ -210,6 +212,7 @@ class TableOptions:
     merge_max_rows: int = 8192
     gc_every: int = 64
     codes_min_rows: int = 4096
+    maintenance: Literal["background", "inline"] = "background"
 
 
 @attrs.define
@@ -810,6 +813,34 @@ def _inline_objects(manifest: Mapping[str, Any]) -> dict[str, bytes]:
     return out
 
 
+@attrs.define(eq=False)
+class PreparedMerge:
+    """A merge stored off the commit path, waiting to be committed (by the next commit of the
+    store, in its manifest, or by the maintenance thread on its own)."""
+
+    #: The names of the segments it replaces, in order.
+    run: list[str]
+    #: Their live rows (and their deletes of earlier rows), as :meth:`TableLogic.merge_batch` took them.
+    batch: WriteBatch
+    #: The merged segment's manifest entry (without ``in``: the committing version adds it).
+    entry: dict[str, Any]
+    #: Its objects kept inside the manifest that commits it (a small merge), else empty.
+    inline: dict[str, bytes]
+    #: Its objects stored on their own (deleted when the merge is dropped).
+    written: list[str]
+    #: Where the merged segment went among the committed segments (set by the commit taking it).
+    start: int | None = None
+    #: The segments after the run, read for the commit taking it along (``None``: not read).
+    later: list[_ReadSegment] | None = None
+
+    def find(self, state: TableState) -> int | None:
+        """Where the run stands among ``state``'s segments, or ``None`` (compacted, merged or
+        restored away)."""
+        names = [str(s["name"]) for s in state.segments]
+        n = len(self.run)
+        return next((i for i in range(len(names) - n + 1) if names[i : i + n] == self.run), None) if n else None
+
+
 class TableLogic:
     """The table programs. ``describe(key)`` names an object in error messages."""
 
@@ -1025,6 +1056,22 @@ class TableLogic:
                 DkvPerformanceWarning,
                 stacklevel=2,
             )
+        read = yield from self.read_entries(new, runner)
+        if rebuild:
+            table.clear()
+        elif same < len(old):
+            table.truncate(keep_rows)
+        self._load_read(table, state, read)
+        state.version = int(manifest["version"])
+        state.segments = list(segs)
+        state.epoch = epoch
+        self._saw(state.version, state.segments)
+
+    def read_entries(
+        self, new: Sequence[Mapping[str, Any]], runner: Callable[[Program[Any]], Any]
+    ) -> Program[list[_ReadSegment]]:
+        """Read (and check) what loading the segments ``new`` needs, before the table changes
+        (their inline objects in ``state.inline`` already)."""
         ops: list[Any] = []
         for entry in new:
             base = f"{SEGMENTS}{entry['name']}"
@@ -1046,11 +1093,10 @@ class TableLogic:
                     ops.append(GetArray(f"{base}.{f['key']}.mask.npy"))
         results = iter((yield Many(ops)) if ops else [])
         # every object is checked (and every count confirmed by one) before the table changes
-        read = [self._read_segment(entry, results, runner) for entry in new]
-        if rebuild:
-            table.clear()
-        elif same < len(old):
-            table.truncate(keep_rows)
+        return [self._read_segment(entry, results, runner) for entry in new]
+
+    def _load_read(self, table: RecordTable, state: TableState, read: Sequence[_ReadSegment]) -> None:
+        """Append the segments read by :meth:`read_entries` to ``table``."""
         table.expect_rows(table.nrows + sum(int(r.entry["rows"]) for r in read))
         try:
             for r in read:
@@ -1070,10 +1116,6 @@ class TableLogic:
                 state.stats["bytes_loaded"] += int(r.entry.get("bytes", 0))
         finally:
             table.expect_rows(0)
-        state.version = int(manifest["version"])
-        state.segments = list(segs)
-        state.epoch = epoch
-        self._saw(state.version, state.segments)
 
     def _saw(self, version: int, segments: list[dict[str, Any]]) -> None:
         """Remember the segments of a version just committed or loaded (the newest few)."""
@@ -1483,50 +1525,123 @@ class TableLogic:
         return CheckedRows(data, self.describe(key))
 
     # -- writing --------------------------------------------------------------------------------
-    def commit(self, state: TableState, batch: WriteBatch) -> Program[bool]:
-        """Commit ``batch`` as version ``state.version + 1``; ``False`` if another writer was first."""
+    def commit(
+        self,
+        state: TableState,
+        batch: WriteBatch,
+        merge: PreparedMerge | None = None,
+        table: RecordTable | None = None,
+    ) -> Program[bool]:
+        """Commit ``batch`` as version ``state.version + 1``; ``False`` if another writer was first.
+
+        ``merge``: a merge prepared off the commit path, committed in the same manifest when
+        ``batch`` only writes (no restore, clear or merge of its own), the run it replaces is
+        still the table's and the segments after the run were read (:attr:`PreparedMerge.later`,
+        :meth:`read_entries`: once the manifest is written nothing may fail);
+        :attr:`PreparedMerge.start` says where it went. ``table`` (which holds the run's rows)
+        then holds the merged rows in their place and the segments after them loaded again,
+        ready for ``batch`` to be applied (see :meth:`commit_merge`)."""
         if state.pinned is not None:
             raise StorageError(f"a checkout of version {state.pinned} is read-only")
         version = state.version + 1
         inline: dict[str, bytes] = {}
-        objects: dict[str, Data]
+        written: list[str] = []
+        later: list[_ReadSegment] = []
         if batch.restore is not None:  # the segments of an earlier version, as they are
-            objects, segments = {}, list(batch.restore)
+            segments = list(batch.restore)
         elif batch.changes_rows:
             entry, objects = self.encode_segment(batch, version)
-            if sum(data_len(v) for v in objects.values()) <= self.options.inline_max_bytes:
-                # a small commit: its objects live in the manifest (one durable write)
-                inline = {k: bytes(joined(v)) for k, v in objects.items()}
+            inline = yield from self.store_segment(objects)
+            written = [k for k in objects if k not in inline]
+            if inline:
                 entry["in"] = version
-                objects = {}
-            else:
-                yield Many([Put(k, v) for k, v in objects.items()])
-                yield Flush()
             kept = state.segments if batch.replaces is None else state.segments[: batch.replaces]
             segments = ([] if batch.clear else list(kept)) + [entry]
+            start = None if merge is None or batch.clear or batch.replaces is not None else merge.find(state)
+            if merge is not None and merge.later is not None and start is not None and table is not None:
+                n = len(merge.run)
+                merged = {**merge.entry, "in": version} if merge.inline else merge.entry
+                later = merge.later
+                segments = [*state.segments[:start], merged, *state.segments[start + n :], entry]
+                inline = {**merge.inline, **inline}
+                merge.start = start
         else:  # a new schema only: the same segments
-            objects, segments = {}, list(state.segments)
+            segments = list(state.segments)
         epoch = state.epoch + (batch.restore is not None)
+        adopt: Callable[[], None] | None = None
+        if merge is not None and merge.start is not None and table is not None:
+            first = sum(int(e["rows"]) for e in state.segments[: merge.start])
+            taken, merged_table = merge, table
+
+            def adopt() -> None:  # the merged rows in place of the run's, the later segments again
+                merged_table.truncate(first)
+                apply(merged_table, taken.batch)
+                self._load_read(merged_table, state, later)
+
+        done = yield from self._commit_manifest(
+            state, version, _operation(batch), epoch, segments, inline, written, publish=batch.clear, committed=adopt
+        )
+        if merge is not None and not done:
+            merge.start = None
+        return done
+
+    def store_segment(self, objects: Mapping[str, Data]) -> Program[dict[str, bytes]]:
+        """Store a segment's ``objects``: a small segment's (at most ``inline_max_bytes`` in
+        all) are returned to be kept inside the manifest that commits it (one durable write),
+        a larger one's are written (and flushed) on their own; returns the inline ones."""
+        if sum(data_len(v) for v in objects.values()) <= self.options.inline_max_bytes:
+            return {k: bytes(joined(v)) for k, v in objects.items()}
+        yield Many([Put(k, v) for k, v in objects.items()])
+        yield Flush()
+        return {}
+
+    def _new_manifest(
+        self, version: int, op: str, epoch: int, segments: list[dict[str, Any]], inline: Mapping[str, bytes]
+    ) -> dict[str, Any]:
+        """The manifest of ``version`` naming ``segments``, the one written by it holding the
+        ``inline`` objects."""
         manifest: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "version": version,
             "created": time.time(),
-            "op": _operation(batch),
+            "op": op,
             "epoch": epoch,
             "segments": segments,
             "rows": sum(int(s["rows"]) for s in segments),
         }
-        if inline:
-            base = len(f"{SEGMENTS}{segments[-1]['name']}.")
-            manifest["inline"] = {
-                segments[-1]["name"]: {k[base:]: base64.b64encode(v).decode("ascii") for k, v in inline.items()}
-            }
+        if inline:  # by segment: the batch's, and a merge's committed with it
+            held: dict[str, dict[str, str]] = {}
+            for e in segments:
+                if e.get("in") == version:
+                    base = f"{SEGMENTS}{e['name']}."
+                    held[e["name"]] = {
+                        k[len(base) :]: base64.b64encode(v).decode("ascii") for k, v in inline.items() if k.startswith(base)
+                    }
+            manifest["inline"] = held
         if self.schema is not None:
             dims = {name: f["dim"] for s in segments for name, f in s["fields"].items()}
             manifest["schema"] = self.schema.to_json(dims)
+        return manifest
+
+    def _commit_manifest(
+        self,
+        state: TableState,
+        version: int,
+        op: str,
+        epoch: int,
+        segments: list[dict[str, Any]],
+        inline: Mapping[str, bytes],
+        written: Sequence[str],
+        publish: bool = False,
+        committed: Callable[[], None] | None = None,
+    ) -> Program[bool]:
+        """Write the manifest of ``version`` naming ``segments`` if no other writer did, and make
+        it ``state``'s (then call ``committed``, before anything more may fail); on a lost race
+        delete the ``written`` objects."""
+        manifest = self._new_manifest(version, op, epoch, segments, inline)
         created = yield PutIfAbsent(manifest_key(version), json.dumps(manifest).encode())
         if not created:
-            yield Many([Delete(k) for k in objects])
+            yield Many([Delete(k) for k in written])
             state.probe = True
             return False
         state.version = version
@@ -1537,9 +1652,69 @@ class TableLogic:
         for key in [k for k in state.inline if k not in allowed]:
             del state.inline[key]
         state.inline.update(inline)
-        if version % self.options.latest_every == 0 or version == 1 or batch.clear:
+        if committed is not None:
+            committed()
+        if version % self.options.latest_every == 0 or version == 1 or publish:
             yield from self.publish_latest(manifest, state)
         return True
+
+    def commit_merge(
+        self,
+        table: RecordTable,
+        state: TableState,
+        merge: PreparedMerge,
+        runner: Callable[[Program[Any]], Any],
+        read_stored: bool = False,
+        last_try: bool = True,
+    ) -> Program[bool | None]:
+        """Commit a prepared merge on its own (no commit of the store took it along): the merged
+        segment replaces the run where it now stands, the segments committed since stay after
+        it. ``False`` (and its objects deleted) when the run is no longer the table's; when
+        another writer committed first, the same on the ``last_try``, else ``None`` (the objects
+        kept: refresh and try again).
+
+        The table then holds the merged rows in place of the run's (``read_stored``: their
+        vectors read back from storage) and the segments after it loaded again, as a refresh
+        loads another writer's merge: their deletes and replacements of the run's rows since
+        the batch was taken apply again."""
+        if state.pinned is not None:  # pragma: no cover - a checkout never merges
+            raise StorageError(f"a checkout of version {state.pinned} is read-only")
+        start = merge.find(state)
+        if start is None:
+            yield from self.delete_objects(merge.written)
+            return False
+        version = state.version + 1
+        entry = {**merge.entry, "in": version} if merge.inline else merge.entry
+        segments = [*state.segments[:start], entry, *state.segments[start + len(merge.run) :]]
+        manifest = self._new_manifest(version, "merge", state.epoch, segments, merge.inline)
+        created = yield PutIfAbsent(manifest_key(version), json.dumps(manifest).encode())
+        if not created:
+            state.probe = True
+            if not last_try:
+                return None
+            yield from self.delete_objects(merge.written)
+            return False
+        merge.start = start
+        batch = merge.batch
+        if read_stored and batch.batches and not merge.inline:
+            try:
+                yield from self.read_back(entry, batch)
+            except StorageError:  # committed all the same: the table keeps the batch's arrays
+                pass
+        table.truncate(sum(int(e["rows"]) for e in state.segments[:start]))
+        apply(table, batch)
+        state.segments = segments[: start + 1]
+        state.inline.update(merge.inline)
+        yield from self._apply_manifest(table, state, manifest, runner)
+        if version % self.options.latest_every == 0:
+            yield from self.publish_latest(manifest, state)
+        return True
+
+    @staticmethod
+    def delete_objects(keys: Sequence[str]) -> Program[None]:
+        """Delete objects no manifest names (a dropped merge's)."""
+        if keys:
+            yield Many([Delete(k) for k in keys])
 
     def read_back(self, entry: Mapping[str, Any], batch: WriteBatch) -> Program[None]:
         """Replace the vectors of ``batch`` by those of its committed segment ``entry`` where
@@ -1816,8 +1991,18 @@ class TableLogic:
         have = {x.key for x in listed[0]} | {x.key for x in listed[1]}
         return [k for k in stored if k not in have] + [manifest_key(v) for v in holders if manifest_key(v) not in have]
 
-    def gc(self, state: TableState, now: float | None = None, grace_s: float | None = None) -> Program[int]:
-        """Delete unreferenced segments and old manifests past the grace period; returns the count."""
+    def gc(
+        self,
+        state: TableState,
+        now: float | None = None,
+        grace_s: float | None = None,
+        in_flight: Callable[[], set[str]] | None = None,
+    ) -> Program[int]:
+        """Delete unreferenced segments and old manifests past the grace period; returns the count.
+
+        ``in_flight``: the keys of objects this process has written for a commit still to come
+        (a merge stored off the commit path), read before the manifests are listed again: they
+        are spared whatever their age."""
         now = time.time() if now is None else now
         grace = self.options.grace_s if grace_s is None else grace_s
         listed = yield Many([List(MANIFESTS, stat=False), List(SEGMENTS, stat=False), Get(LATEST, missing_ok=True)])
@@ -1846,8 +2031,10 @@ class TableLogic:
             [x for x in manifests + segments if TMP_MARK in x.key], now - grace, stop=False
         )
         if doomed:
+            # objects of a commit in flight (before listing again: one committed by then is named)
+            spared = in_flight() if in_flight is not None else set()
             # versions committed or tagged since the listing: a restore names old segments again
-            spared = yield from self._named_since({v for v, _ in versions}, tagged)
+            spared |= yield from self._named_since({v for v, _ in versions}, tagged)
             doomed = [k for k in doomed if k not in spared]
         if doomed:
             yield Many([Delete(k) for k in doomed])

@@ -1,0 +1,383 @@
+"""Merges and automatic clean-ups on the writing store's maintenance thread
+(``maintenance="background"``, the default): commits go on while a merge is under way, what they
+change in the merged rows meanwhile holds after it, a merge that lost its run is dropped with its
+objects, a clean-up spares a merge's objects not yet committed, and closing never deadlocks.
+
+A merge is held at a chosen point by wrapping the store's own table logic (the real code runs on
+either side of the hold); every check is against the memory backend or a fresh store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory, Record, VectorField
+from dk_vector_plugins.backends.tabled import TableDatabase
+from dk_vector_plugins.storage import driver
+from dk_vector_plugins.storage.log_format import TableLogic
+from dk_vector_plugins.storage.ops import Data, List, Program
+
+WORKER = "dkv-maintenance"
+
+
+def vec(i: int) -> np.ndarray:
+    return np.random.default_rng(i).standard_normal(8).astype(np.float32)
+
+
+def rec(i: int, n: int | None = None) -> Record:
+    return Record({"n": i if n is None else n, "embedding": VectorField(vec(i if n is None else n))}, id=f"r{i}")
+
+
+def open_store(**config: Any) -> TableDatabase:
+    db = DatabaseFactory().create(**config)
+    assert isinstance(db, TableDatabase)
+    return db
+
+
+def contents(db: Any) -> list[tuple[str, Any]]:
+    return sorted((r.id, r.get("n")) for r in db.all())
+
+
+class Hold:
+    """Stops the maintenance thread at one point of a merge until :meth:`release`."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.gate = threading.Event()
+
+    def wait(self) -> None:
+        if threading.current_thread().name == WORKER:
+            self.reached.set()
+            assert self.gate.wait(30), "the test never released the merge"
+
+    def until_reached(self) -> None:
+        assert self.reached.wait(30), "no merge started"
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+def hold_before_storing(logic: TableLogic) -> Hold:
+    """Hold a merge after it took the run's rows (under the lock), before it encodes them."""
+    hold, encode = Hold(), logic.encode_segment
+
+    def encode_segment(batch: Any, version: int) -> tuple[dict[str, Any], dict[str, Data]]:
+        hold.wait()
+        return encode(batch, version)
+
+    logic.encode_segment = encode_segment  # type: ignore[method-assign]
+    return hold
+
+
+def hold_after_storing(logic: TableLogic) -> Hold:
+    """Hold a merge after its objects are stored, before it takes the lock to commit them."""
+    hold, store = Hold(), logic.store_segment
+
+    def store_segment(objects: dict[str, Data]) -> Program[dict[str, bytes]]:
+        inline = yield from store(objects)
+        hold.wait()
+        return inline
+
+    logic.store_segment = store_segment  # type: ignore[method-assign]
+    return hold
+
+
+def in_thread(fn: Callable[[], None], timeout: float = 20.0) -> None:
+    """Run ``fn`` on another thread; fail if it does not finish in ``timeout`` (it waited for
+    the held merge) and re-raise what it raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:  # pragma: no cover - re-raised below
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "a commit waited for the merge under way"
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def stores() -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    yield opened
+    for db in opened:
+        db.close()
+
+
+def test_commits_go_on_while_a_merge_is_under_way(location: dict[str, Any], stores: list[Any]) -> None:
+    db = open_store(**location, merge_fan=3)
+    mem = DatabaseFactory().create(backend="memory")
+    stores += [db, mem]
+    hold = hold_before_storing(db.storage.logic)
+    for i in range(3):  # the third makes a merge of the three segments due
+        for s in (db, mem):
+            s.create(rec(i))
+    hold.until_reached()
+
+    def meanwhile() -> None:
+        for s in (db, mem):
+            s.create(rec(3))
+            s.create(rec(4))
+            s.delete("r1")  # a row of the run being merged
+            s.update("r2", Record({"n": 20, "embedding": VectorField(vec(20))}))  # another one
+            s.upsert(rec(0, n=30))
+
+    in_thread(meanwhile)
+    assert contents(db) == contents(mem)
+    hold.release()
+    assert db.storage.settle(30)
+    assert contents(db) == contents(mem) == [("r0", 30), ("r2", 20), ("r3", 3), ("r4", 4)]
+    ops = [v["operation"] for v in db.versions()]
+    assert "merge" in ops[3:], ops  # committed after the writes made meanwhile
+    q = vec(99)
+    want = [(h.id, h.score) for h in mem.vector_search(q, k=4)]
+    assert [(h.id, h.score) for h in db.vector_search(q, k=4)] == want
+    fresh = open_store(**location)
+    stores.append(fresh)
+    assert contents(fresh) == contents(mem)
+    assert [(h.id, h.score) for h in fresh.vector_search(q, k=4)] == want
+    assert fresh.verify()["live"] == 4
+    # the writer's table lines up with the version it holds (what a reload or a Dask plan needs)
+    assert sum(int(e["rows"]) for e in db.storage.state.segments) == db.core.table.nrows
+
+
+def test_a_merge_whose_run_another_writer_compacted_is_dropped(location: dict[str, Any], stores: list[Any]) -> None:
+    db = open_store(**location, merge_fan=3, inline_bytes=0)
+    other = DatabaseFactory().create(**location)
+    stores += [db, other]
+    hold = hold_after_storing(db.storage.logic)
+    for i in range(3):
+        db.create(rec(i))
+    hold.until_reached()
+    written = set(db.storage._in_flight)
+    assert written  # the merge's objects are stored, named by no manifest yet
+    assert written <= {x.key for x in db.storage.run(_list("segments/"))}
+    other.compact()
+    hold.release()
+    assert db.storage.settle(30)
+    assert not db.storage._in_flight
+    assert db.versions()[-1]["operation"] == "compact"  # the merge did not commit on top
+    assert contents(db) == contents(other) == [(f"r{i}", i) for i in range(3)]
+    assert not written & {x.key for x in db.storage.run(_list("segments/"))}  # dropped with its objects
+    fresh = DatabaseFactory().create(**location)
+    stores.append(fresh)
+    assert fresh.verify()["live"] == 3
+
+
+def test_a_merge_that_lost_the_race_to_another_writer_commits_after_it(
+    location: dict[str, Any], stores: list[Any]
+) -> None:
+    db = open_store(**location, merge_fan=3)
+    other = DatabaseFactory().create(**location)
+    stores += [db, other]
+    hold = hold_after_storing(db.storage.logic)
+    for i in range(3):
+        db.create(rec(i))
+    hold.until_reached()
+    other.create(rec(10))  # committed first: the merge's version is taken
+    other.delete("r0")  # a row of the run, deleted by the other writer
+    hold.release()
+    assert db.storage.settle(30)
+    ops = [v["operation"] for v in db.versions()]
+    assert ops[-1] == "merge" and ops.count("merge") == 1, ops  # the merge tried again on top
+    want = [("r1", 1), ("r10", 10), ("r2", 2)]
+    assert contents(db) == want
+    fresh = open_store(**location)
+    stores.append(fresh)
+    assert contents(fresh) == want and fresh.verify()["live"] == 3
+    assert [e["name"] for e in fresh.storage.state.segments] == [e["name"] for e in db.storage.state.segments]
+
+
+def _list(prefix: str) -> Program[Any]:
+    return (yield List(prefix, stat=False))  # type: ignore[no-any-return]
+
+
+def test_a_clean_up_spares_the_objects_of_a_merge_not_yet_committed(
+    location: dict[str, Any], stores: list[Any]
+) -> None:
+    db = open_store(**location, merge_fan=3, inline_bytes=0, keep_versions=1)
+    stores.append(db)
+    hold = hold_after_storing(db.storage.logic)
+    for i in range(3):
+        db.create(rec(i))
+    hold.until_reached()
+    written = set(db.storage._in_flight)
+    assert written
+    with db.core.lock:  # a clean-up as vacuum() runs it (which lets a merge under way finish first)
+        db.storage.gc(grace_s=0)  # old enough to go, named by no manifest: spared as in flight
+    listed = {x.key for x in db.storage.run(_list("segments/"))}
+    assert written <= listed
+    hold.release()
+    assert db.storage.settle(30)
+    assert db.versions()[-1]["operation"] == "merge"
+    fresh = open_store(**location)
+    stores.append(fresh)
+    assert fresh.verify()["live"] == 3
+    assert contents(fresh) == [(f"r{i}", i) for i in range(3)]
+
+
+def test_close_while_a_merge_waits_for_the_lock_does_not_deadlock(location: dict[str, Any]) -> None:
+    db = open_store(**location, merge_fan=3)
+    hold = hold_after_storing(db.storage.logic)
+    for i in range(3):
+        db.create(rec(i))
+    hold.until_reached()
+    worker = db.storage._worker
+    assert worker is not None
+    with db.core.lock:  # the merge, released, now waits for the lock this thread holds
+        hold.release()
+        in_thread(db.close)
+    assert not worker.is_alive()
+    fresh = DatabaseFactory().create(**location)
+    try:
+        assert contents(fresh) == [(f"r{i}", i) for i in range(3)]  # the merge was dropped, nothing lost
+        assert fresh.verify()["live"] == 3
+    finally:
+        fresh.close()
+
+
+def test_an_async_store_merges_in_the_background_and_closes(location: dict[str, Any]) -> None:
+    async def main() -> list[str]:
+        db = AsyncDatabaseFactory().create(**location, merge_fan=3)
+        try:
+            for i in range(12):
+                await db.create(rec(i))
+            assert await asyncio.to_thread(db.storage.settle, 30)
+            return [v["operation"] for v in await db.versions()]
+        finally:
+            await db.close()
+
+    ops = asyncio.run(main())
+    assert len(ops) >= 12  # the merges rode along with the writes or came after them
+    fresh = DatabaseFactory().create(**location)
+    try:
+        assert contents(fresh) == sorted((f"r{i}", i) for i in range(12))
+        assert len(fresh.storage.state.segments) < 12
+    finally:
+        fresh.close()
+
+
+def test_inline_maintenance_merges_in_the_commit(tmp_path: Any) -> None:
+    db = open_store(backend="file", path=str(tmp_path / "s"), merge_fan=3, maintenance="inline")
+    try:
+        for i in range(3):
+            db.create(rec(i))
+        assert len(db.storage.state.segments) == 1  # merged by the third commit itself
+        assert db.storage._worker is None
+    finally:
+        db.close()
+
+
+def test_the_maintenance_thread_stops_with_the_store(tmp_path: Any) -> None:
+    db = open_store(backend="file", path=str(tmp_path / "s"), merge_fan=3)
+    for i in range(3):
+        db.create(rec(i))
+    worker = db.storage._worker
+    assert worker is not None and worker.name == WORKER
+    db.close()
+    assert not worker.is_alive()
+    assert not any(t.name == WORKER and t is worker for t in threading.enumerate())
+
+
+def _offered(db: TableDatabase) -> Any:
+    """Wait until the maintenance thread offers a stored merge to the next commit."""
+    for _ in range(2000):
+        ready = db.storage._ready
+        if ready is not None:
+            return ready
+        threading.Event().wait(0.01)
+    raise AssertionError("no merge was offered")
+
+
+def test_the_next_commit_takes_a_stored_merge_along(
+    location: dict[str, Any], stores: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(driver, "RIDE_WAIT_S", 60.0)  # the merge waits for the commit below
+    db = open_store(**location, merge_fan=3)
+    mem = DatabaseFactory().create(backend="memory")
+    stores += [db, mem]
+    for i in range(3):
+        for s in (db, mem):
+            s.create(rec(i))
+    merge = _offered(db)
+    for s in (db, mem):
+        s.delete("r1")  # this commit takes the merge along: r1 is in the merged rows
+        s.upsert(rec(2, n=22))  # replaces a merged row
+    assert db.storage._ready is None and merge.start == 0
+    ops = [v["operation"] for v in db.versions()]
+    assert "merge" not in ops and len(ops) == 5, ops  # no version of its own
+    names = [e["name"] for e in db.storage.state.segments]
+    assert len(names) == 3 and names[0] == merge.entry["name"]  # merged, the delete, the upsert
+    assert not db.storage._in_flight
+    want = [("r0", 0), ("r2", 22)]
+    assert contents(db) == contents(mem) == want
+    q = vec(5)
+    assert [(h.id, h.score) for h in db.vector_search(q, k=3)] == [(h.id, h.score) for h in mem.vector_search(q, k=3)]
+    with db.core.lock:
+        assert sum(int(e["rows"]) for e in db.storage.state.segments) == db.core.table.nrows
+    fresh = open_store(**location)
+    stores.append(fresh)
+    assert contents(fresh) == want and fresh.verify()["live"] == 2
+    assert [e["name"] for e in fresh.storage.state.segments] == names
+
+
+def test_a_stored_merge_whose_run_is_gone_is_dropped_by_the_commit_that_takes_it(
+    location: dict[str, Any], stores: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(driver, "RIDE_WAIT_S", 60.0)
+    db = open_store(**location, merge_fan=3, inline_bytes=0)
+    other = DatabaseFactory().create(**location)
+    stores += [db, other]
+    for i in range(3):
+        db.create(rec(i))
+    merge = _offered(db)
+    written = set(merge.written)
+    assert written <= {x.key for x in db.storage.run(_list("segments/"))}
+    other.compact()
+    db.create(rec(3))  # loads the compaction first: the run is gone, the merge is dropped
+    assert merge.start is None and not db.storage._in_flight
+    assert not written & {x.key for x in db.storage.run(_list("segments/"))}
+    assert contents(db) == [(f"r{i}", i) for i in range(4)]
+    fresh = open_store(**location)
+    stores.append(fresh)
+    assert fresh.verify()["live"] == 4
+
+
+def test_a_write_that_cannot_take_a_merge_along_commits_alone(
+    tmp_path: Any, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking a merge along reads the segments after its run first; when that fails the write
+    commits without the merge (dropped), instead of failing."""
+    monkeypatch.setattr(driver, "RIDE_WAIT_S", 60.0)
+    root = tmp_path / "s"
+    db = open_store(backend="file", path=str(root), merge_fan=3, inline_bytes=0)
+    stores.append(db)
+    hold = hold_after_storing(db.storage.logic)
+    for i in range(3):
+        db.create(rec(i))
+    hold.until_reached()
+    db.create(rec(3))  # after the run: the commit taking the merge reads it again
+    hold.release()
+    merge = _offered(db)
+    later = db.storage.state.segments[-1]
+    vectors = root / "segments" / f"{later['name']}.{later['fields']['embedding']['key']}.npy"
+    saved = vectors.read_bytes()
+    vectors.unlink()
+    db.create(rec(4))
+    assert merge.start is None and not db.storage._in_flight
+    assert [v["operation"] for v in db.versions()][-1] == "write"
+    vectors.write_bytes(saved)
+    fresh = open_store(backend="file", path=str(root))
+    stores.append(fresh)
+    assert contents(fresh) == [(f"r{i}", i) for i in range(5)] and fresh.verify()["live"] == 5
