@@ -161,7 +161,7 @@ class _TableMixin:
         core = StoreCore(
             RecordTable(self.config.get("vector_dimensions")), storage, max_retries=int(self.config["commit_retries"])
         )
-        storage.attach(core.lock)  # maintenance off the commit path takes the store's lock
+        storage.attach(core)  # maintenance off the commit path takes the store's lock
         if not self._is_async:
             core.refresh()  # sync stores load at once (errors surface here); async ones on first call
         return core

@@ -9,11 +9,13 @@ their loop).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import random
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -75,6 +77,30 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+#: At interpreter exit, how long (seconds, in all) the maintenance due in stores not closed
+#: may take before the process ends (a script that never closes its store still merges).
+EXIT_SETTLE_S = 10.0
+
+#: The storages attached to a store core (their maintenance threads, at exit and after a fork).
+_STORAGES: weakref.WeakSet[TableStorage] = weakref.WeakSet()
+
+
+def _settle_at_exit() -> None:
+    deadline = time.monotonic() + EXIT_SETTLE_S
+    for storage in list(_STORAGES):
+        storage.settle(max(0.0, deadline - time.monotonic()))
+
+
+def _after_fork_in_child() -> None:
+    for storage in list(_STORAGES):
+        storage._after_fork()
+
+
+atexit.register(_settle_at_exit)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class TableStorage:
     """A log-structured table on an object store, as a :class:`~dk_vector_plugins.core.Storage`."""
 
@@ -96,28 +122,50 @@ class TableStorage:
         self._closer = closer
         self._conflicts = 0
         self._gc_due = 0  # clean-ups due, put off by a merge (see after_commit)
-        self._gc_mark = 0  # background: the version // gc_every a clean-up was last due at
+        self._gc_mark = -1  # background: the version // gc_every a clean-up was last due at
         self.max_staleness_s = max_staleness_s
         self._checked = float("-inf")
-        self._lock: threading.RLock | None = None
-        self._pid = os.getpid()  # a forked child starts its own maintenance thread
+        self._core: Any = None  # (the StoreCore that attached: its lock)
+        self._table: RecordTable | None = None
+        self._reset_maintenance()
+
+    def _reset_maintenance(self) -> None:
+        """No maintenance thread, nothing due (a new storage, or a child forked from a process
+        that had one: the thread, its merge and its locks are the parent's)."""
         self._wake = threading.Condition()  # guards the fields below
         self._merge_due = False
         self._gc_due_bg = False
         self._busy = False
         self._stopping = False
         self._worker: threading.Thread | None = None
-        self._table: RecordTable | None = None
+        self._holding = False  # the maintenance thread holds the store's lock
         #: Keys of objects a merge stored that no manifest names yet (spared by clean-up).
         self._in_flight: set[str] = set()
         #: A merge stored and waiting for the next commit to take it along (see RIDE_WAIT_S).
         self._ready: PreparedMerge | None = None
 
-    def attach(self, lock: threading.RLock) -> None:
-        """The lock the store takes around every call into this storage: with it, merges and
-        automatic clean-ups run on a background thread (``maintenance="background"``), which takes it only
-        to read the rows it merges and to commit the merge."""
-        self._lock = lock
+    def attach(self, core: Any) -> None:
+        """The store core calling this storage, always under its ``lock``: with it, merges and
+        automatic clean-ups run on a background thread (``maintenance="background"``), which
+        takes that lock only to read the rows it merges and to commit a merge no commit took."""
+        self._core = core
+        _STORAGES.add(self)
+
+    @property
+    def _lock(self) -> threading.RLock | None:
+        return self._core.lock if self._core is not None else None  # type: ignore[no-any-return]
+
+    def _owns_lock(self) -> bool:
+        """Whether the calling thread holds the store's lock (it must not wait for the thread)."""
+        owned = getattr(self._lock, "_is_owned", None)
+        return bool(owned()) if owned is not None else False
+
+    def _after_fork(self) -> None:
+        """In a forked child: start afresh; a lock the thread held at the fork is replaced (no
+        thread of the child would ever release it)."""
+        if self._holding and self._core is not None:
+            self._core.lock = threading.RLock()
+        self._reset_maintenance()
 
     def refresh(self, table: RecordTable) -> None:
         """Load what other writers committed since the last call (one conditional request when nothing).
@@ -146,7 +194,7 @@ class TableStorage:
         try:
             if merge is not None:
                 merge.later = self._read_after(merge)
-            done = self.run(self.logic.commit(self.state, batch, merge, table))
+            done = self.run(self.logic.commit(self.state, batch, merge, table if merge else None))
         finally:
             if merge is not None:
                 self._settle_merge(merge)
@@ -186,22 +234,32 @@ class TableStorage:
         return merge
 
     def _read_after(self, merge: PreparedMerge) -> list[Any] | None:
-        """The segments after ``merge``'s run, read for the commit taking it along; ``None``
-        when the run is gone or they cannot be read (the commit goes on without the merge)."""
+        """What committing ``merge`` needs read before its manifest is written (after it nothing
+        may fail): the segments after its run, and (a local store) its vectors read back;
+        ``None`` when the run is gone or the segments cannot be read (no commit takes it)."""
         start = merge.find(self.state)
         if start is None:
             return None
         try:
-            return list(self.run(self.logic.read_entries(self.state.segments[start + len(merge.run) :], self.run)))
+            later = list(self.run(self.logic.read_entries(self.state.segments[start + len(merge.run) :], self.run)))
         except StorageError:
             return None
+        if self.adopts_written and merge.batch.batches and not merge.inline:
+            try:  # the table then maps the merged vectors instead of holding copies
+                self.run(self.logic.read_back(merge.entry, merge.batch))
+            except StorageError:
+                pass
+        return later
 
     def _settle_merge(self, merge: PreparedMerge) -> None:
-        """After a commit that took ``merge``: dropped (its objects deleted) unless committed
-        with it; either way no longer in flight."""
+        """After a commit that took (or a thread that gave up) ``merge``: dropped unless
+        committed, its objects deleted (a failure leaves them to clean-up: the commit stands);
+        either way no longer in flight. Never raises."""
         try:
             if merge.start is None:
                 self.run(self.logic.delete_objects(merge.written))
+        except Exception:  # what no manifest names is clean-up's
+            pass
         finally:
             with self._wake:
                 self._in_flight.difference_update(merge.written)
@@ -270,6 +328,8 @@ class TableStorage:
             merge = self.logic.merge_start(self.state) is not None
             # due once per gc_every versions, whichever commits (this store's merges too) made them
             mark = self.state.version // every if every else 0
+            if self._gc_mark < 0:  # from the version this store loaded: a new process does not clean up at once
+                self._gc_mark = (self.state.version - 1) // every if every else 0
             gc_due = mark > self._gc_mark
             self._gc_mark = max(mark, self._gc_mark)
             if merge or gc_due:
@@ -290,31 +350,22 @@ class TableStorage:
         except StorageError as e:
             warnings.warn(f"dk_vector_plugins: automatic clean-up failed: {e}", RuntimeWarning, stacklevel=2)
 
-    def _forked(self) -> None:
-        """In a child forked from the process that started the maintenance thread: none runs
-        here (and its condition's lock may have been held at the fork), so start afresh."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._wake = threading.Condition()
-            self._worker, self._busy, self._stopping = None, False, False
-            self._merge_due = self._gc_due_bg = False
-            self._in_flight = set()
-
     def _in_flight_keys(self) -> set[str]:
-        self._forked()
         with self._wake:
             return set(self._in_flight)
 
     # -- maintenance in the background --------------------------------------------------------
     def _signal(self, merge: bool, gc: bool) -> None:
-        self._forked()
+        """Say what is due; start the maintenance thread if none runs."""
         with self._wake:
             if self._stopping:
                 return
             self._merge_due |= merge
             self._gc_due_bg |= gc
             if self._worker is None:
-                worker = threading.Thread(target=self._work, name="dkv-maintenance", daemon=True)
+                worker = threading.Thread(
+                    target=TableStorage._work, args=(weakref.ref(self),), name="dkv-maintenance", daemon=True
+                )
                 try:
                     worker.start()
                 except RuntimeError:  # the interpreter is shutting down: the next session merges
@@ -323,36 +374,75 @@ class TableStorage:
                 self._worker = worker
             self._wake.notify_all()
 
-    def _work(self) -> None:
-        """The maintenance thread: merges and clean-ups as commits make them due, one at a time."""
-        while True:
-            with self._wake:
-                while not (self._merge_due or self._gc_due_bg or self._stopping):
-                    self._wake.wait()
-                if self._stopping:
+    @staticmethod
+    def _work(ref: weakref.ReferenceType[TableStorage]) -> None:
+        """The maintenance thread: merges and clean-ups as commits make them due, one at a time,
+        until the storage closes (what is due then is done first) or is collected (the thread
+        holds it only while it works, not while it waits)."""
+        me = threading.current_thread()
+        try:
+            while True:
+                storage = ref()
+                if storage is None:
                     return
-                merge, gc = self._merge_due, self._gc_due_bg
-                self._merge_due = self._gc_due_bg = False
-                self._busy = True
+                wake = storage._wake
+                with wake:
+                    if storage._worker is not me:
+                        return
+                    due = storage._merge_due or storage._gc_due_bg
+                    if not due and storage._stopping:
+                        return
+                    if not due:
+                        del storage  # waiting keeps no reference: an unclosed store can go
+                        wake.wait(1.0)
+                        continue
+                    task = (storage._merge_due, storage._gc_due_bg)
+                    storage._merge_due = storage._gc_due_bg = False
+                    storage._busy = True
+                storage._run_task(*task)
+                del storage
+        finally:
+            storage = ref()
+            if storage is not None:
+                with storage._wake:
+                    if storage._worker is me:  # a later _signal starts another
+                        storage._worker = None
+                        storage._busy = False
+                    storage._wake.notify_all()
+
+    def _run_task(self, merge: bool, gc: bool) -> None:
+        """Run one round of maintenance; whatever it raises is a warning (the commits stand; a
+        later one makes it due again), and it never stops the thread."""
+        try:
+            if merge:
+                self._merge_off_path()
+            if gc:
+                self._gc_off_path()
+        except BaseException as e:  # the thread must go on
             try:
-                if merge:
-                    self._merge_off_path()
-                if gc:
-                    self._gc_off_path()
-            except Exception as e:  # the commits stand; a later one makes it due again
                 warnings.warn(f"dk_vector_plugins: background maintenance failed: {e!r}", RuntimeWarning, stacklevel=1)
-            finally:
-                with self._wake:
-                    self._busy = False
-                    self._wake.notify_all()
+            except BaseException:  # warnings as errors: nowhere to raise to
+                pass
+        finally:
+            with self._wake:
+                self._busy = False
+                self._wake.notify_all()
 
     def _locked(self) -> bool:
         """Take the store's lock (waiting while it is held), unless the storage closes."""
-        assert self._lock is not None
-        while not self._lock.acquire(timeout=0.05):
+        lock = self._lock
+        assert lock is not None
+        while not lock.acquire(timeout=0.05):
             if self._stopping:
                 return False
+        self._holding = True
         return True
+
+    def _unlock(self) -> None:
+        self._holding = False
+        lock = self._lock
+        assert lock is not None
+        lock.release()
 
     def _merge_off_path(self) -> None:
         """Merge the newest small segments while commits go on: under the lock, the run's live
@@ -376,7 +466,7 @@ class TableStorage:
                 run = [str(e["name"]) for e in self.state.segments[start:]]
                 version = self.state.version + 1
             finally:
-                self._lock.release()  # type: ignore[union-attr]
+                self._unlock()
             entry, objects = self.logic.encode_segment(batch, version)
             merge = PreparedMerge(run, batch, entry, {}, list(objects))
             with self._wake:
@@ -397,55 +487,56 @@ class TableStorage:
                     continue  # the commit that took it settles it
                 if not self._locked():
                     return
-                try:  # this store's own commits since are in its state; another writer's lose it the race
-                    for last in (False, True):
-                        done = self.run(
-                            self.logic.commit_merge(table, self.state, merge, self.run, self.adopts_written, last)
-                        )
-                        if done is not None:
-                            break
-                        self.run(self.logic.refresh(table, self.state, self.run))
-                        self._checked = time.monotonic()
-                    if not done:
-                        return
+                try:
+                    self._commit_alone(table, merge)
                 finally:
-                    self._lock.release()  # type: ignore[union-attr]
+                    self._unlock()
             finally:
                 if owned:
-                    with self._wake:
-                        self._in_flight.difference_update(objects)
+                    self._settle_merge(merge)
+
+    def _commit_alone(self, table: RecordTable, merge: PreparedMerge) -> None:
+        """Commit ``merge`` in a manifest of its own (under the lock): this store's commits since
+        are in its state; when another writer's took the version, once more on top of it."""
+        for last in (False, True):
+            later = self._read_after(merge)
+            if later is None:
+                return
+            done = self.run(self.logic.commit_merge(table, self.state, merge, later, last))
+            if done is not None:
+                return
+            self.run(self.logic.refresh(table, self.state, self.run))
+            self._checked = time.monotonic()
 
     def _gc_off_path(self) -> None:
         """An automatic clean-up beside the commits: by the segments this store holds now. With
         a grace period shorter than :data:`UNLOCKED_GC_GRACE_S`, under the lock (an object a
         commit of this store is writing may be younger than that)."""
+        if not self._locked():
+            return
         if self.logic.options.grace_s < UNLOCKED_GC_GRACE_S:
-            if not self._locked():
-                return
             try:
                 self._auto_gc()
             finally:
-                self._lock.release()  # type: ignore[union-attr]
-            return
-        if not self._locked():
+                self._unlock()
             return
         try:
             held = TableState(segments=list(self.state.segments))
         finally:
-            self._lock.release()  # type: ignore[union-attr]
+            self._unlock()
         self._auto_gc(held)
 
     def settle(self, timeout: float | None = None) -> bool:
-        """Wait until the maintenance due has been done (not to be called under the store's
-        lock); whether it was within ``timeout``."""
+        """Wait until the maintenance due has been done; whether it was (within ``timeout``).
+        A thread holding the store's lock does not wait (the maintenance may need the lock)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._forked()
         with self._wake:
             while self._busy or self._merge_due or self._gc_due_bg:
+                alive = self._worker is not None and self._worker.is_alive()
                 left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                if not alive or self._owns_lock() or (left is not None and left <= 0):
                     return False
-                self._wake.wait(left)
+                self._wake.wait(0.1 if left is None else min(left, 0.1))
         return True
 
     def _maintain(self, table: RecordTable) -> bool:
@@ -485,15 +576,16 @@ class TableStorage:
         return dict(self.run(self.logic.verify()))
 
     def close(self) -> None:
-        """Stop the maintenance thread (a merge under way finishes, unless it waits for the
-        lock), then release the I/O threads."""
-        self._forked()
+        """Stop the maintenance thread, after the maintenance due (unless the closing thread
+        holds the store's lock: then a merge that needs it is given up), then release the I/O
+        threads."""
         with self._wake:
             self._stopping = True
-            worker, self._worker = self._worker, None
+            worker = self._worker
             self._wake.notify_all()
         if worker is not None and worker is not threading.current_thread():
             worker.join()
+        _STORAGES.discard(self)
         if self._closer is not None:
             self._closer()
             self._closer = None

@@ -1663,52 +1663,41 @@ class TableLogic:
         table: RecordTable,
         state: TableState,
         merge: PreparedMerge,
-        runner: Callable[[Program[Any]], Any],
-        read_stored: bool = False,
+        later: Sequence[_ReadSegment],
         last_try: bool = True,
     ) -> Program[bool | None]:
         """Commit a prepared merge on its own (no commit of the store took it along): the merged
         segment replaces the run where it now stands, the segments committed since stay after
-        it. ``False`` (and its objects deleted) when the run is no longer the table's; when
-        another writer committed first, the same on the ``last_try``, else ``None`` (the objects
-        kept: refresh and try again).
+        it (``later``: those segments, read by :meth:`read_entries` before, as nothing may fail
+        once the manifest is written). ``False`` (its objects left to the caller) when the run
+        is no longer the table's or, on the ``last_try``, when another writer committed first;
+        else ``None`` then (refresh and try again).
 
-        The table then holds the merged rows in place of the run's (``read_stored``: their
-        vectors read back from storage) and the segments after it loaded again, as a refresh
-        loads another writer's merge: their deletes and replacements of the run's rows since
-        the batch was taken apply again."""
+        The table then holds the merged rows in place of the run's and the segments after it
+        loaded again, as a refresh loads another writer's merge: their deletes and replacements
+        of the run's rows since the batch was taken apply again."""
         if state.pinned is not None:  # pragma: no cover - a checkout never merges
             raise StorageError(f"a checkout of version {state.pinned} is read-only")
         start = merge.find(state)
         if start is None:
-            yield from self.delete_objects(merge.written)
             return False
         version = state.version + 1
         entry = {**merge.entry, "in": version} if merge.inline else merge.entry
         segments = [*state.segments[:start], entry, *state.segments[start + len(merge.run) :]]
-        manifest = self._new_manifest(version, "merge", state.epoch, segments, merge.inline)
-        created = yield PutIfAbsent(manifest_key(version), json.dumps(manifest).encode())
-        if not created:
-            state.probe = True
-            if not last_try:
-                return None
-            yield from self.delete_objects(merge.written)
-            return False
-        merge.start = start
-        batch = merge.batch
-        if read_stored and batch.batches and not merge.inline:
-            try:
-                yield from self.read_back(entry, batch)
-            except StorageError:  # committed all the same: the table keeps the batch's arrays
-                pass
-        table.truncate(sum(int(e["rows"]) for e in state.segments[:start]))
-        apply(table, batch)
-        state.segments = segments[: start + 1]
-        state.inline.update(merge.inline)
-        yield from self._apply_manifest(table, state, manifest, runner)
-        if version % self.options.latest_every == 0:
-            yield from self.publish_latest(manifest, state)
-        return True
+        first = sum(int(e["rows"]) for e in state.segments[:start])
+
+        def adopt() -> None:
+            table.truncate(first)
+            apply(table, merge.batch)
+            self._load_read(table, state, later)
+
+        done = yield from self._commit_manifest(
+            state, version, "merge", state.epoch, segments, merge.inline, [], committed=adopt
+        )
+        if done:
+            merge.start = start
+            return True
+        return False if last_try else None
 
     @staticmethod
     def delete_objects(keys: Sequence[str]) -> Program[None]:

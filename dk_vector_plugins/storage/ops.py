@@ -226,6 +226,19 @@ def runs_parallel(store: SyncObjectStore, ops: Sequence[Op]) -> bool:
     return True if decide is None else decide(ops)
 
 
+def _in_parallel(pool: ThreadPoolExecutor, store: SyncObjectStore, ops: Sequence[Op]) -> list[Any]:
+    """``store.do`` of every op on ``pool``, results in order; those the pool no longer takes
+    (shut down: the interpreter exits while a store's maintenance thread finishes) run here."""
+    futures = []
+    for o in ops:
+        try:
+            futures.append(pool.submit(store.do, o))
+        except RuntimeError:
+            break
+    rest = [store.do(o) for o in ops[len(futures) :]]
+    return [f.result() for f in futures] + rest
+
+
 def run_sync(program: Program[T], store: SyncObjectStore, pool: ThreadPoolExecutor | None = None) -> T:
     """Drive a table program against a sync store; :class:`Many` runs on ``pool`` when given."""
     try:
@@ -233,7 +246,7 @@ def run_sync(program: Program[T], store: SyncObjectStore, pool: ThreadPoolExecut
         while True:
             if isinstance(op, Many):
                 if pool is not None and len(op.ops) > 1 and runs_parallel(store, op.ops):
-                    result: Any = list(pool.map(store.do, op.ops))
+                    result: Any = _in_parallel(pool, store, op.ops)
                 else:
                     result = [store.do(o) for o in op.ops]
             else:
