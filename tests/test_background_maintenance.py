@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pytest
 
 from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory, Record, VectorField
 from dk_vector_plugins.backends.tabled import TableDatabase
+from dk_vector_plugins.errors import StorageError
 from dk_vector_plugins.storage import driver
 from dk_vector_plugins.storage.log_format import TableLogic
 from dk_vector_plugins.storage.ops import Data, List, Program
@@ -91,6 +93,16 @@ def hold_after_storing(logic: TableLogic) -> Hold:
         return inline
 
     logic.store_segment = store_segment  # type: ignore[method-assign]
+    return hold
+
+
+def merge_held_after_storing(db: TableDatabase) -> Hold:
+    """Create r0..r2 (``merge_fan=3``: their merge is due) and wait until the merge has stored
+    its objects; it is held there until released."""
+    hold = hold_after_storing(db.storage.logic)
+    for i in range(3):
+        db.create(rec(i))
+    hold.until_reached()
     return hold
 
 
@@ -162,10 +174,7 @@ def test_a_merge_whose_run_another_writer_compacted_is_dropped(location: dict[st
     db = open_store(**location, merge_fan=3, inline_bytes=0)
     other = DatabaseFactory().create(**location)
     stores += [db, other]
-    hold = hold_after_storing(db.storage.logic)
-    for i in range(3):
-        db.create(rec(i))
-    hold.until_reached()
+    hold = merge_held_after_storing(db)
     written = set(db.storage._in_flight)
     assert written  # the merge's objects are stored, named by no manifest yet
     assert written <= {x.key for x in db.storage.run(_list("segments/"))}
@@ -187,10 +196,7 @@ def test_a_merge_that_lost_the_race_to_another_writer_commits_after_it(
     db = open_store(**location, merge_fan=3)
     other = DatabaseFactory().create(**location)
     stores += [db, other]
-    hold = hold_after_storing(db.storage.logic)
-    for i in range(3):
-        db.create(rec(i))
-    hold.until_reached()
+    hold = merge_held_after_storing(db)
     other.create(rec(10))  # committed first: the merge's version is taken
     other.delete("r0")  # a row of the run, deleted by the other writer
     hold.release()
@@ -214,10 +220,7 @@ def test_a_clean_up_spares_the_objects_of_a_merge_not_yet_committed(
 ) -> None:
     db = open_store(**location, merge_fan=3, inline_bytes=0, keep_versions=1)
     stores.append(db)
-    hold = hold_after_storing(db.storage.logic)
-    for i in range(3):
-        db.create(rec(i))
-    hold.until_reached()
+    hold = merge_held_after_storing(db)
     written = set(db.storage._in_flight)
     assert written
     with db.core.lock:  # a clean-up as vacuum() runs it (which lets a merge under way finish first)
@@ -235,10 +238,7 @@ def test_a_clean_up_spares_the_objects_of_a_merge_not_yet_committed(
 
 def test_close_while_a_merge_waits_for_the_lock_does_not_deadlock(location: dict[str, Any]) -> None:
     db = open_store(**location, merge_fan=3)
-    hold = hold_after_storing(db.storage.logic)
-    for i in range(3):
-        db.create(rec(i))
-    hold.until_reached()
+    hold = merge_held_after_storing(db)
     worker = db.storage._worker
     assert worker is not None
     with db.core.lock:  # the merge, released, now waits for the lock this thread holds
@@ -369,10 +369,7 @@ def test_a_write_that_cannot_take_a_merge_along_commits_alone(
     root = tmp_path / "s"
     db = open_store(backend="file", path=str(root), merge_fan=3, inline_bytes=0)
     stores.append(db)
-    hold = hold_after_storing(db.storage.logic)
-    for i in range(3):
-        db.create(rec(i))
-    hold.until_reached()
+    hold = merge_held_after_storing(db)
     db.create(rec(3))  # after the run: the commit taking the merge reads it again
     hold.release()
     merge = _offered(db)
@@ -481,10 +478,7 @@ def test_a_read_error_before_a_lone_merge_commit_changes_nothing(s3_server: Any,
     client, bucket, prefix = s3_server.client(), cfg["bucket"], cfg["prefix"]
     db = open_store(**cfg, merge_fan=3, inline_bytes=0)
     stores.append(db)
-    hold = hold_after_storing(db.storage.logic)
-    for i in range(3):
-        db.create(rec(i))
-    hold.until_reached()
+    hold = merge_held_after_storing(db)
     db.create(rec(3))  # after the run
     later = db.storage.state.segments[-1]
     key = f"{prefix}/segments/{later['name']}.{later['fields']['embedding']['key']}.npy"
@@ -549,3 +543,186 @@ def test_writers_that_exit_without_closing_still_merge(tmp_path: Any) -> None:
         assert len(db.storage.state.segments) <= 3 and db.count() == 9
     finally:
         db.close()
+
+
+def test_the_commit_taking_a_merge_along_reads_nothing_this_store_wrote(
+    s3_server: Any, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On S3 the segments committed while a merge was under way are read again from memory
+    (the store's own objects, kept meanwhile), not downloaded."""
+    monkeypatch.setattr(driver, "RIDE_WAIT_S", 60.0)
+    cfg = {"backend": "s3", **s3_server.config()}
+    db = open_store(**cfg, merge_fan=3, inline_bytes=0)
+    stores.append(db)
+    hold = merge_held_after_storing(db)
+    db.create(rec(3))  # after the run, its own objects
+    hold.release()
+    merge = _offered(db)
+    reads: list[str] = []
+
+    def count(request: Any, **_: Any) -> None:
+        if request.method == "GET" and "/segments/" in request.url:
+            reads.append(request.url)
+
+    db.s3_client.meta.events.register("before-send.s3.*", count)
+    db.create(rec(4))  # takes the merge along
+    assert merge.start == 0 and reads == []
+    assert not db.storage._recent  # let go once the merge is settled
+    fresh = open_store(**cfg)
+    stores.append(fresh)
+    assert fresh.verify()["live"] == 5 and contents(fresh) == contents(db)
+
+
+# -- found by a second review: each failed before its fix -------------------------------------------
+
+
+def test_a_lone_merge_whose_hint_fails_keeps_its_objects(s3_server: Any, stores: list[Any]) -> None:
+    cfg = {"backend": "s3", **s3_server.config()}
+    db = open_store(**cfg, merge_fan=3, inline_bytes=0)
+    stores.append(db)
+    publish = db.storage.logic.publish_latest
+
+    def failing_publish(manifest: Any, state: Any) -> Program[None]:
+        if threading.current_thread().name == WORKER:
+            raise StorageError("LATEST.json could not be written")
+        return (yield from publish(manifest, state))
+
+    db.storage.logic.publish_latest = failing_publish  # type: ignore[method-assign]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(3):
+            db.create(rec(i))
+        assert db.storage.settle(30)  # committed alone (no commit followed), then the hint failed
+    assert db.versions()[-1]["operation"] == "merge"
+    fresh = open_store(**cfg)  # the merged segment's objects are there
+    stores.append(fresh)
+    assert fresh.verify()["live"] == 3 and contents(fresh) == [(f"r{i}", i) for i in range(3)]
+
+
+def test_a_store_keeps_no_more_of_its_recent_objects_than_the_cap(
+    s3_server: Any, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(driver, "RECENT_MAX_BYTES", 10_000)
+    cfg = {"backend": "s3", **s3_server.config()}
+    db = open_store(**cfg, merge_fan=3, inline_bytes=0)
+    stores.append(db)
+    hold = merge_held_after_storing(db)
+    db.create(rec(3))  # a small segment: kept
+    kept = dict(db.storage._recent)
+    assert kept and sum(map(len, kept.values())) <= 10_000
+    db.add_vectors(np.stack([vec(i) for i in range(400)]), ids=[f"b{i}" for i in range(400)])  # 12.8 KB of vectors
+    assert db.storage._recent == kept  # over the cap: read from storage if needed
+    db.compact()  # rewrites the table (and drops the run): never kept
+    assert db.storage._recent == kept
+    hold.release()
+    assert db.storage.settle(30)
+    assert not db.storage._recent
+
+
+def test_verify_during_a_merge_reads_storage_not_memory(s3_server: Any, stores: list[Any]) -> None:
+    cfg = {"backend": "s3", **s3_server.config()}
+    client, bucket, prefix = s3_server.client(), cfg["bucket"], cfg["prefix"]
+    db = open_store(**cfg, merge_fan=3, inline_bytes=0)
+    stores.append(db)
+    hold = merge_held_after_storing(db)
+    db.create(rec(3))  # kept in memory for the merge
+    later = db.storage.state.segments[-1]
+    key = f"{prefix}/segments/{later['name']}.{later['fields']['embedding']['key']}.npy"
+    assert f"segments/{later['name']}.{later['fields']['embedding']['key']}.npy" in db.storage._recent
+    client.delete_object(Bucket=bucket, Key=key)
+    try:
+        with pytest.raises(StorageError):
+            db.verify()
+    finally:
+        hold.release()
+
+
+def test_a_child_forked_while_the_thread_changes_the_table_loads_it_again(
+    tmp_path: Any, stores: list[Any]
+) -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    root = tmp_path / "s"
+    db = open_store(backend="file", path=str(root), merge_fan=3)
+    stores.append(db)
+    stored = hold_after_storing(db.storage.logic)
+    for i in range(3):
+        db.create(rec(i))
+    stored.until_reached()
+    db.create(rec(3))  # after the run: loaded again by the merge committing alone
+    mid, load = Hold(), db.storage.logic._load_read
+
+    def held_load(table: Any, state: Any, read: Any) -> None:
+        mid.wait()  # the manifest is written, the table half changed, the lock held
+        load(table, state, read)
+
+    db.storage.logic._load_read = held_load  # type: ignore[method-assign]
+    stored.release()
+    mid.until_reached()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        import faulthandler
+
+        faulthandler.dump_traceback_later(20, exit=True)  # a lock no thread releases: fail, not hang
+        ok = False
+        try:
+            ok = db.count() == 4 and db.exists("r3")
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    mid.release()
+    assert db.storage.settle(30)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_store_used_past_its_event_loop_does_not_hang_its_thread(s3_server: Any) -> None:
+    """Run in a process of its own (what the abandoned loop never ran is collected there)."""
+    script = (
+        "import asyncio, json, sys, time, warnings\n"
+        "import numpy as np\n"
+        "from dk_vector_plugins import AsyncDatabaseFactory, Record, VectorField\n"
+        "warnings.simplefilter('ignore')\n"
+        "cfg = json.loads(sys.argv[1])\n"
+        "async def main():\n"
+        "    db = AsyncDatabaseFactory().create(**cfg, merge_fan=3, inline_bytes=0)\n"
+        "    for i in range(3):\n"
+        "        await db.create(Record({'embedding': VectorField(np.full(8, i, np.float32))}, id=f'r{i}'))\n"
+        "    return db  # not closed: its loop ends with a merge due\n"
+        "db = asyncio.run(main())\n"
+        "t = time.monotonic()\n"
+        "print(db.storage.settle(20), round(time.monotonic() - t, 1))\n"
+    )
+    cfg = {"backend": "s3", **s3_server.config()}
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(cfg)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split()
+    assert out[0] == "True" and float(out[1]) < 10, out  # its I/O fails at once instead of waiting for the loop
+
+
+def test_parallel_requests_fall_back_only_when_the_pool_is_shut_down() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dk_vector_plugins.storage.ops import _in_parallel
+
+    runs: list[str] = []
+
+    class Store:
+        def do(self, op: str) -> str:
+            runs.append(op)
+            return op.upper()
+
+    class NoThread(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            future = super().submit(fn, *args, **kwargs)  # queued, then the thread fails to start
+            if args == ("b",):
+                raise RuntimeError("can't start new thread")
+            return future
+
+    with NoThread(max_workers=2) as pool, pytest.raises(RuntimeError, match="start new thread"):
+        _in_parallel(pool, Store(), ["a", "b", "c"])  # type: ignore[arg-type, list-item]
+    assert sorted(runs) == ["a", "b"]  # nothing twice
+    closed = ThreadPoolExecutor(max_workers=2)
+    closed.shutdown()
+    runs.clear()
+    assert _in_parallel(closed, Store(), ["a", "b"]) == ["A", "B"]  # type: ignore[arg-type, list-item]
+    assert runs == ["a", "b"]

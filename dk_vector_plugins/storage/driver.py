@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import os
 import random
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,6 +38,10 @@ Runner = Callable[[Program[Any]], Any]
 #: (seconds) before committing on its own: a store that commits more often pays no manifest write
 #: (and no request) for its merges.
 RIDE_WAIT_S = 0.05
+
+#: At most this many bytes of a remote store's own recent objects are kept in memory while a
+#: merge is in flight (see ``TableStorage._recent``).
+RECENT_MAX_BYTES = 64 * 2**20
 
 #: Automatic clean-ups run without the store's lock when the grace period is at least this long
 #: (seconds): no commit of the store is still writing objects that old.
@@ -65,7 +71,19 @@ def async_runner(store: AsyncObjectStore, loop: asyncio.AbstractEventLoop) -> Ru
     def run(program: Program[Any]) -> Any:
         if _running_loop() is loop:
             raise RuntimeError("table I/O must not run on the event loop thread")  # pragma: no cover
-        return asyncio.run_coroutine_threadsafe(run_async(program, store), loop).result()
+        if loop.is_closed():
+            program.close()
+            raise StorageError("the store's event loop is closed: its I/O cannot run")
+        done = asyncio.run_coroutine_threadsafe(run_async(program, store), loop)
+        while True:
+            try:
+                return done.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                # a loop that stopped (asyncio.run returned) never runs it: the maintenance
+                # thread of a store used past its loop gives up instead of waiting for good
+                if loop.is_closed() or not loop.is_running():
+                    done.cancel()
+                    raise StorageError("the store's event loop stopped before its I/O ran") from None
 
     return run
 
@@ -114,6 +132,9 @@ class TableStorage:
         adopts_written: bool = False,
     ) -> None:
         self.run: Runner = lambda program: runner(serve_inline(program, self.state.inline))
+        #: The same, also answering from the store's own recent objects (``_recent``): only for
+        #: what committing a merge reads again, never for a read that checks storage.
+        self._run_recent: Runner = lambda program: runner(serve_inline(program, self._served()))
         #: After a commit, the table holds the vectors as read back from storage (memory maps of
         #: the files just written) instead of the batch's arrays, which may be the caller's own.
         self.adopts_written = adopts_written
@@ -138,11 +159,18 @@ class TableStorage:
         self._busy = False
         self._stopping = False
         self._worker: threading.Thread | None = None
-        self._holding = False  # the maintenance thread holds the store's lock
         #: Keys of objects a merge stored that no manifest names yet (spared by clean-up).
         self._in_flight: set[str] = set()
         #: A merge stored and waiting for the next commit to take it along (see RIDE_WAIT_S).
         self._ready: PreparedMerge | None = None
+        #: A remote store's own objects committed while a merge is in flight (at most
+        #: RECENT_MAX_BYTES): the commit of the merge reads the segments after its run from here.
+        self._recent: dict[str, bytes] = {}
+        self._merging = False  # a merge took its rows and is not settled yet
+
+    def _served(self) -> Mapping[str, bytes]:
+        """What reads are answered with from memory: inline objects, and :attr:`_recent`."""
+        return ChainMap(self.state.inline, self._recent) if self._recent else self.state.inline
 
     def attach(self, core: Any) -> None:
         """The store core calling this storage, always under its ``lock``: with it, merges and
@@ -161,11 +189,19 @@ class TableStorage:
         return bool(owned()) if owned is not None else False
 
     def _after_fork(self) -> None:
-        """In a forked child: start afresh; a lock the thread held at the fork is replaced (no
-        thread of the child would ever release it)."""
-        if self._holding and self._core is not None:
-            self._core.lock = threading.RLock()
+        """In a forked child: start afresh. A store lock held at the fork by a thread the child
+        does not have (the maintenance thread, or any other) is replaced, and the table, which
+        that thread may have left half changed, is loaded again from storage."""
         self._reset_maintenance()
+        core = self._core
+        if core is None:
+            return
+        if core.lock.acquire(blocking=False):  # free, or held by this very thread
+            core.lock.release()
+            return
+        core.lock = threading.RLock()
+        core.table.clear()
+        self.state = TableState(pinned=self.state.pinned)
 
     def refresh(self, table: RecordTable) -> None:
         """Load what other writers committed since the last call (one conditional request when nothing).
@@ -194,7 +230,13 @@ class TableStorage:
         try:
             if merge is not None:
                 merge.later = self._read_after(merge)
-            done = self.run(self.logic.commit(self.state, batch, merge, table if merge else None))
+            keep = None
+            plain = batch.restore is None and not batch.clear and batch.replaces is None
+            if self._merging and merge is None and plain and not self.adopts_written:
+                keep = self._recent  # a merge in flight will read this commit's segment again
+            done = self.run(
+                self.logic.commit(self.state, batch, merge, table if merge else None, keep, RECENT_MAX_BYTES)
+            )
         finally:
             if merge is not None:
                 self._settle_merge(merge)
@@ -241,7 +283,9 @@ class TableStorage:
         if start is None:
             return None
         try:
-            later = list(self.run(self.logic.read_entries(self.state.segments[start + len(merge.run) :], self.run)))
+            later = list(
+                self._run_recent(self.logic.read_entries(self.state.segments[start + len(merge.run) :], self.run))
+            )
         except StorageError:
             return None
         if self.adopts_written and merge.batch.batches and not merge.inline:
@@ -264,6 +308,8 @@ class TableStorage:
             with self._wake:
                 self._in_flight.difference_update(merge.written)
                 self._in_flight.difference_update(merge.inline)
+                self._merging = False
+                self._recent = {}
 
     def _index_texts(self, table: RecordTable, batch: WriteBatch) -> None:
         """Add to ``batch`` the full-text postings of its rows that it does not bring (a merge
@@ -435,11 +481,9 @@ class TableStorage:
         while not lock.acquire(timeout=0.05):
             if self._stopping:
                 return False
-        self._holding = True
         return True
 
     def _unlock(self) -> None:
-        self._holding = False
         lock = self._lock
         assert lock is not None
         lock.release()
@@ -465,14 +509,16 @@ class TableStorage:
                 self._index_texts(table, batch)
                 run = [str(e["name"]) for e in self.state.segments[start:]]
                 version = self.state.version + 1
+                self._merging = True  # from here the commits keep what the merge reads again
             finally:
                 self._unlock()
-            entry, objects = self.logic.encode_segment(batch, version)
-            merge = PreparedMerge(run, batch, entry, {}, list(objects))
-            with self._wake:
-                self._in_flight.update(objects)
+            merge = PreparedMerge(run, batch, {}, {}, [])
             owned = True  # until a commit takes it, this thread settles it
             try:
+                merge.entry, objects = self.logic.encode_segment(batch, version)
+                with self._wake:
+                    self._in_flight.update(objects)
+                merge.written = list(objects)
                 merge.inline = self.run(self.logic.store_segment(objects))
                 merge.written = [k for k in objects if k not in merge.inline]
                 with self._wake:  # offered to the next commit

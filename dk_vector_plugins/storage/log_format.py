@@ -1531,6 +1531,8 @@ class TableLogic:
         batch: WriteBatch,
         merge: PreparedMerge | None = None,
         table: RecordTable | None = None,
+        keep: dict[str, bytes] | None = None,
+        keep_max: int = 0,
     ) -> Program[bool]:
         """Commit ``batch`` as version ``state.version + 1``; ``False`` if another writer was first.
 
@@ -1540,7 +1542,9 @@ class TableLogic:
         :meth:`read_entries`: once the manifest is written nothing may fail);
         :attr:`PreparedMerge.start` says where it went. ``table`` (which holds the run's rows)
         then holds the merged rows in their place and the segments after them loaded again,
-        ready for ``batch`` to be applied (see :meth:`commit_merge`)."""
+        ready for ``batch`` to be applied (see :meth:`commit_merge`). ``keep``: where the
+        objects the commit stores on their own are kept too (by key), once committed, while
+        ``keep`` then holds at most ``keep_max`` bytes."""
         if state.pinned is not None:
             raise StorageError(f"a checkout of version {state.pinned} is read-only")
         version = state.version + 1
@@ -1583,6 +1587,10 @@ class TableLogic:
         )
         if merge is not None and not done:
             merge.start = None
+        if done and keep is not None and written:
+            size = sum(data_len(objects[k]) for k in written)
+            if size + sum(map(len, keep.values())) <= keep_max:
+                keep.update((k, bytes(joined(objects[k]))) for k in written)
         return done
 
     def store_segment(self, objects: Mapping[str, Data]) -> Program[dict[str, bytes]]:
@@ -1691,12 +1699,13 @@ class TableLogic:
             apply(table, merge.batch)
             self._load_read(table, state, later)
 
+        merge.start = start  # from here its objects are kept: a manifest may name them
         done = yield from self._commit_manifest(
             state, version, "merge", state.epoch, segments, merge.inline, [], committed=adopt
         )
         if done:
-            merge.start = start
             return True
+        merge.start = None  # not written: another writer's version
         return False if last_try else None
 
     @staticmethod

@@ -233,7 +233,9 @@ def _in_parallel(pool: ThreadPoolExecutor, store: SyncObjectStore, ops: Sequence
     for o in ops:
         try:
             futures.append(pool.submit(store.do, o))
-        except RuntimeError:
+        except RuntimeError as e:
+            if "cannot schedule new futures" not in str(e):
+                raise  # (e.g. no thread could start: the op may be queued already)
             break
     rest = [store.do(o) for o in ops[len(futures) :]]
     return [f.result() for f in futures] + rest
