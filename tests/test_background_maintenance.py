@@ -726,3 +726,32 @@ def test_parallel_requests_fall_back_only_when_the_pool_is_shut_down() -> None:
     runs.clear()
     assert _in_parallel(closed, Store(), ["a", "b"]) == ["A", "B"]  # type: ignore[arg-type, list-item]
     assert runs == ["a", "b"]
+
+
+def test_a_forked_child_of_an_s3_store_runs_its_requests(s3_server: Any, stores: list[Any]) -> None:
+    """The I/O pool's threads are the parent's: the child's store makes its own (it waited for
+    the parent's for good)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    cfg = {"backend": "s3", **s3_server.config()}
+    db = open_store(**cfg, merge_fan=3, inline_bytes=0)
+    stores.append(db)
+    for i in range(3):
+        db.create(rec(i))
+    assert db.storage.settle(30)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        import faulthandler
+
+        faulthandler.dump_traceback_later(20, exit=True)
+        ok = False
+        try:
+            db.create(rec(10))
+            ok = db.count() == 4
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    fresh = open_store(**cfg)
+    stores.append(fresh)
+    assert fresh.count() == 4 and fresh.verify()["live"] == 4

@@ -52,9 +52,14 @@ def sync_runner(store: SyncObjectStore) -> tuple[Runner, Callable[[], None]]:
     """A runner for a blocking store (parallel requests on a thread pool, its threads started
     on first use) and its closer."""
     pool = ThreadPoolExecutor(max_workers=max(1, store.concurrency), thread_name_prefix="dkv-io")
+    pid = os.getpid()
     closed = False
 
     def run(program: Program[Any]) -> Any:
+        nonlocal pool, pid
+        if pid != os.getpid():  # a forked child: the pool's threads are the parent's
+            pool = ThreadPoolExecutor(max_workers=max(1, store.concurrency), thread_name_prefix="dkv-io")
+            pid = os.getpid()
         return run_sync(program, store, None if closed else pool)  # closed: on the calling thread
 
     def close() -> None:
