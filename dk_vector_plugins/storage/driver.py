@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core import WriteBatch, apply
+from ..core import StoreCore, WriteBatch, apply
 from ..errors import StorageError
 from ..memtable import RecordTable
-from .log_format import PreparedMerge, TableLogic, TableOptions, TableState, serve_inline
+from .log_format import PreparedMerge, ReadSegment, TableLogic, TableOptions, TableState, serve_inline
 from .ops import AsyncObjectStore, Program, SyncObjectStore, run_async, run_sync
 
 __all__ = ["TableStorage", "async_runner", "sync_runner"]
@@ -51,15 +51,17 @@ UNLOCKED_GC_GRACE_S = 600.0
 def sync_runner(store: SyncObjectStore) -> tuple[Runner, Callable[[], None]]:
     """A runner for a blocking store (parallel requests on a thread pool, its threads started
     on first use) and its closer."""
-    pool = ThreadPoolExecutor(max_workers=max(1, store.concurrency), thread_name_prefix="dkv-io")
-    pid = os.getpid()
+
+    def new_pool() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=max(1, store.concurrency), thread_name_prefix="dkv-io")
+
+    pool, pid = new_pool(), os.getpid()
     closed = False
 
     def run(program: Program[Any]) -> Any:
         nonlocal pool, pid
         if pid != os.getpid():  # a forked child: the pool's threads are the parent's
-            pool = ThreadPoolExecutor(max_workers=max(1, store.concurrency), thread_name_prefix="dkv-io")
-            pid = os.getpid()
+            pool, pid = new_pool(), os.getpid()
         return run_sync(program, store, None if closed else pool)  # closed: on the calling thread
 
     def close() -> None:
@@ -151,7 +153,7 @@ class TableStorage:
         self._gc_mark = -1  # background: the version // gc_every a clean-up was last due at
         self.max_staleness_s = max_staleness_s
         self._checked = float("-inf")
-        self._core: Any = None  # (the StoreCore that attached: its lock)
+        self._core: StoreCore | None = None  # (the store core that attached: its lock)
         self._table: RecordTable | None = None
         self._reset_maintenance()
 
@@ -177,7 +179,7 @@ class TableStorage:
         """What reads are answered with from memory: inline objects, and :attr:`_recent`."""
         return ChainMap(self.state.inline, self._recent) if self._recent else self.state.inline
 
-    def attach(self, core: Any) -> None:
+    def attach(self, core: StoreCore) -> None:
         """The store core calling this storage, always under its ``lock``: with it, merges and
         automatic clean-ups run on a background thread (``maintenance="background"``), which
         takes that lock only to read the rows it merges and to commit a merge no commit took."""
@@ -186,7 +188,7 @@ class TableStorage:
 
     @property
     def _lock(self) -> threading.RLock | None:
-        return self._core.lock if self._core is not None else None  # type: ignore[no-any-return]
+        return self._core.lock if self._core is not None else None
 
     def _owns_lock(self) -> bool:
         """Whether the calling thread holds the store's lock (it must not wait for the thread)."""
@@ -280,7 +282,7 @@ class TableStorage:
             self._wake.notify_all()
         return merge
 
-    def _read_after(self, merge: PreparedMerge) -> list[Any] | None:
+    def _read_after(self, merge: PreparedMerge) -> list[ReadSegment] | None:
         """What committing ``merge`` needs read before its manifest is written (after it nothing
         may fail): the segments after its run, and (a local store) its vectors read back;
         ``None`` when the run is gone or the segments cannot be read (no commit takes it)."""
@@ -364,8 +366,8 @@ class TableStorage:
 
         In the background (:meth:`attach`, ``maintenance="background"``): the commit only says what is due and
         returns; a thread of this store merges (reading the rows under the lock, storing the
-        merged segment without it, committing it under the lock: see :meth:`_merge_off_path`)
-        and cleans up, so no commit waits for either. Inline (no lock given, or
+        merged segment without it, for the next commit to take along: see
+        :meth:`_merge_off_path`) and cleans up, so no commit waits for either. Inline (no lock given, or
         ``maintenance="inline"``): in this commit (after the next one instead when this one merged:
         one pause, not two at once; put off once at most, so that commits that all merge still
         clean up)."""

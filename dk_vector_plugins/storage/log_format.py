@@ -686,7 +686,7 @@ StoredVectors = tuple[Any, "npt.NDArray[np.bool_] | None", Any]
 
 
 @attrs.frozen
-class _ReadSegment:
+class ReadSegment:
     entry: Mapping[str, Any]
     ids: Sequence[str] | Callable[[], Sequence[str]]
     deletes: list[str]
@@ -831,7 +831,7 @@ class PreparedMerge:
     #: Where the merged segment went among the committed segments (set by the commit taking it).
     start: int | None = None
     #: The segments after the run, read for the commit taking it along (``None``: not read).
-    later: list[_ReadSegment] | None = None
+    later: list[ReadSegment] | None = None
 
     def find(self, state: TableState) -> int | None:
         """Where the run stands among ``state``'s segments, or ``None`` (compacted, merged or
@@ -839,6 +839,12 @@ class PreparedMerge:
         names = [str(s["name"]) for s in state.segments]
         n = len(self.run)
         return next((i for i in range(len(names) - n + 1) if names[i : i + n] == self.run), None) if n else None
+
+    def spliced(self, state: TableState, start: int, version: int) -> list[dict[str, Any]]:
+        """``state``'s segments with the merged one in place of the run at ``start``, as
+        ``version`` commits it (holding its objects when they are inline)."""
+        entry = {**self.entry, "in": version} if self.inline else self.entry
+        return [*state.segments[:start], entry, *state.segments[start + len(self.run) :]]
 
 
 class TableLogic:
@@ -1069,7 +1075,7 @@ class TableLogic:
 
     def read_entries(
         self, new: Sequence[Mapping[str, Any]], runner: Callable[[Program[Any]], Any]
-    ) -> Program[list[_ReadSegment]]:
+    ) -> Program[list[ReadSegment]]:
         """Read (and check) what loading the segments ``new`` needs, before the table changes
         (their inline objects in ``state.inline`` already)."""
         ops: list[Any] = []
@@ -1095,7 +1101,7 @@ class TableLogic:
         # every object is checked (and every count confirmed by one) before the table changes
         return [self._read_segment(entry, results, runner) for entry in new]
 
-    def _load_read(self, table: RecordTable, state: TableState, read: Sequence[_ReadSegment]) -> None:
+    def _load_read(self, table: RecordTable, state: TableState, read: Sequence[ReadSegment]) -> None:
         """Append the segments read by :meth:`read_entries` to ``table``."""
         table.expect_rows(table.nrows + sum(int(r.entry["rows"]) for r in read))
         try:
@@ -1174,7 +1180,7 @@ class TableLogic:
     def _has_inline(state: TableState, entry: Mapping[str, Any]) -> bool:
         return all(k in state.inline for k in segment_keys(entry))
 
-    def _check_dimensions(self, table: RecordTable, read: _ReadSegment) -> None:
+    def _check_dimensions(self, table: RecordTable, read: ReadSegment) -> None:
         for field, f in read.entry["fields"].items():
             dim = table.vector_dimension(field)
             if dim is not None and dim != f["dim"]:
@@ -1186,7 +1192,7 @@ class TableLogic:
 
     def _read_segment(
         self, entry: Mapping[str, Any], results: Iterator[Any], runner: Callable[[Program[Any]], Any]
-    ) -> _ReadSegment:
+    ) -> ReadSegment:
         """Check the objects of one segment fetched by :meth:`_apply_manifest` (in its order) and
         set up those read later."""
         base = f"{SEGMENTS}{entry['name']}"
@@ -1273,7 +1279,7 @@ class TableLogic:
             str(field): (str(t["analyzer"]), functools.partial(self.read_postings, runner, entry, t, sums))
             for field, t in entry.get("text", {}).items()
         }
-        return _ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None, texts, codes)
+        return ReadSegment(entry, ids, deletes, vectors, loader if has_row_data(entry) else None, texts, codes)
 
     def _codes_only(self, field: Mapping[str, Any]) -> bool:
         """Whether a segment's vector field is loaded as its int8 codes, its vectors left in
@@ -1550,7 +1556,7 @@ class TableLogic:
         version = state.version + 1
         inline: dict[str, bytes] = {}
         written: list[str] = []
-        later: list[_ReadSegment] = []
+        adopt: Callable[[], None] | None = None
         if batch.restore is not None:  # the segments of an earlier version, as they are
             segments = list(batch.restore)
         elif batch.changes_rows:
@@ -1563,25 +1569,13 @@ class TableLogic:
             segments = ([] if batch.clear else list(kept)) + [entry]
             start = None if merge is None or batch.clear or batch.replaces is not None else merge.find(state)
             if merge is not None and merge.later is not None and start is not None and table is not None:
-                n = len(merge.run)
-                merged = {**merge.entry, "in": version} if merge.inline else merge.entry
-                later = merge.later
-                segments = [*state.segments[:start], merged, *state.segments[start + n :], entry]
+                adopt = self._taking(table, state, merge, start, merge.later)
+                segments = [*merge.spliced(state, start, version), entry]
                 inline = {**merge.inline, **inline}
                 merge.start = start
         else:  # a new schema only: the same segments
             segments = list(state.segments)
         epoch = state.epoch + (batch.restore is not None)
-        adopt: Callable[[], None] | None = None
-        if merge is not None and merge.start is not None and table is not None:
-            first = sum(int(e["rows"]) for e in state.segments[: merge.start])
-            taken, merged_table = merge, table
-
-            def adopt() -> None:  # the merged rows in place of the run's, the later segments again
-                merged_table.truncate(first)
-                apply(merged_table, taken.batch)
-                self._load_read(merged_table, state, later)
-
         done = yield from self._commit_manifest(
             state, version, _operation(batch), epoch, segments, inline, written, publish=batch.clear, committed=adopt
         )
@@ -1649,7 +1643,7 @@ class TableLogic:
         manifest = self._new_manifest(version, op, epoch, segments, inline)
         created = yield PutIfAbsent(manifest_key(version), json.dumps(manifest).encode())
         if not created:
-            yield Many([Delete(k) for k in written])
+            yield from self.delete_objects(written)
             state.probe = True
             return False
         state.version = version
@@ -1671,7 +1665,7 @@ class TableLogic:
         table: RecordTable,
         state: TableState,
         merge: PreparedMerge,
-        later: Sequence[_ReadSegment],
+        later: Sequence[ReadSegment],
         last_try: bool = True,
     ) -> Program[bool | None]:
         """Commit a prepared merge on its own (no commit of the store took it along): the merged
@@ -1690,8 +1684,22 @@ class TableLogic:
         if start is None:
             return False
         version = state.version + 1
-        entry = {**merge.entry, "in": version} if merge.inline else merge.entry
-        segments = [*state.segments[:start], entry, *state.segments[start + len(merge.run) :]]
+        adopt = self._taking(table, state, merge, start, later)
+        merge.start = start  # from here its objects are kept: a manifest may name them
+        done = yield from self._commit_manifest(
+            state, version, "merge", state.epoch, merge.spliced(state, start, version), merge.inline, [], committed=adopt
+        )
+        if done:
+            return True
+        merge.start = None  # not written: another writer's version
+        return False if last_try else None
+
+    def _taking(
+        self, table: RecordTable, state: TableState, merge: PreparedMerge, start: int, later: Sequence[ReadSegment]
+    ) -> Callable[[], None]:
+        """What a commit of ``merge`` (its run at ``start``) does to ``table`` once its manifest
+        is written: the merged rows in place of the run's, the ``later`` segments loaded again
+        (as a refresh after another writer's merge)."""
         first = sum(int(e["rows"]) for e in state.segments[:start])
 
         def adopt() -> None:
@@ -1699,14 +1707,7 @@ class TableLogic:
             apply(table, merge.batch)
             self._load_read(table, state, later)
 
-        merge.start = start  # from here its objects are kept: a manifest may name them
-        done = yield from self._commit_manifest(
-            state, version, "merge", state.epoch, segments, merge.inline, [], committed=adopt
-        )
-        if done:
-            return True
-        merge.start = None  # not written: another writer's version
-        return False if last_try else None
+        return adopt
 
     @staticmethod
     def delete_objects(keys: Sequence[str]) -> Program[None]:
