@@ -18,20 +18,31 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 import pytest
 
-from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory, Record, VectorField
-from dk_vector_plugins.backends.tabled import TableDatabase
+from dk_vector_plugins import AsyncDatabaseFactory, DatabaseFactory, Record, SyncDatabase, VectorField
+from dk_vector_plugins.backends.s3 import S3Database
+from dk_vector_plugins.backends.tabled import AsyncTableDatabase, TableDatabase
+from dk_vector_plugins.core import WriteBatch
 from dk_vector_plugins.errors import StorageError
+from dk_vector_plugins.memtable import RecordTable
 from dk_vector_plugins.storage import driver
-from dk_vector_plugins.storage.log_format import TableLogic
-from dk_vector_plugins.storage.ops import Data, List, Program
+from dk_vector_plugins.storage.log_format import PreparedMerge, ReadSegment, TableLogic, TableState
+from dk_vector_plugins.storage.ops import Data, List, Listed, Program
+
+if TYPE_CHECKING:
+    from botocore.awsrequest import AWSPreparedRequest
+    from s3_server import S3Server
 
 WORKER = "dkv-maintenance"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def vec(i: int) -> np.ndarray:
@@ -48,8 +59,8 @@ def open_store(**config: Any) -> TableDatabase:
     return db
 
 
-def contents(db: Any) -> list[tuple[str, Any]]:
-    return sorted((r.id, r.get("n")) for r in db.all())
+def contents(db: SyncDatabase) -> list[tuple[str, Any]]:
+    return sorted((str(r.id), r.get("n")) for r in db.all())
 
 
 class Hold:
@@ -75,7 +86,7 @@ def hold_before_storing(logic: TableLogic) -> Hold:
     """Hold a merge after it took the run's rows (under the lock), before it encodes them."""
     hold, encode = Hold(), logic.encode_segment
 
-    def encode_segment(batch: Any, version: int) -> tuple[dict[str, Any], dict[str, Data]]:
+    def encode_segment(batch: WriteBatch, version: int) -> tuple[dict[str, Any], dict[str, Data]]:
         hold.wait()
         return encode(batch, version)
 
@@ -87,7 +98,7 @@ def hold_after_storing(logic: TableLogic) -> Hold:
     """Hold a merge after its objects are stored, before it takes the lock to commit them."""
     hold, store = Hold(), logic.store_segment
 
-    def store_segment(objects: dict[str, Data]) -> Program[dict[str, bytes]]:
+    def store_segment(objects: Mapping[str, Data]) -> Program[dict[str, bytes]]:
         inline = yield from store(objects)
         hold.wait()
         return inline
@@ -126,14 +137,14 @@ def in_thread(fn: Callable[[], None], timeout: float = 20.0) -> None:
 
 
 @pytest.fixture
-def stores() -> Iterator[list[Any]]:
-    opened: list[Any] = []
+def stores() -> Iterator[list[SyncDatabase]]:
+    opened: list[SyncDatabase] = []
     yield opened
     for db in opened:
         db.close()
 
 
-def test_commits_go_on_while_a_merge_is_under_way(location: dict[str, Any], stores: list[Any]) -> None:
+def test_commits_go_on_while_a_merge_is_under_way(location: dict[str, Any], stores: list[SyncDatabase]) -> None:
     db = open_store(**location, merge_fan=3)
     mem = DatabaseFactory().create(backend="memory")
     stores += [db, mem]
@@ -170,7 +181,7 @@ def test_commits_go_on_while_a_merge_is_under_way(location: dict[str, Any], stor
     assert sum(int(e["rows"]) for e in db.storage.state.segments) == db.core.table.nrows
 
 
-def test_a_merge_whose_run_another_writer_compacted_is_dropped(location: dict[str, Any], stores: list[Any]) -> None:
+def test_a_merge_whose_run_another_writer_compacted_is_dropped(location: dict[str, Any], stores: list[SyncDatabase]) -> None:
     db = open_store(**location, merge_fan=3, inline_bytes=0)
     other = DatabaseFactory().create(**location)
     stores += [db, other]
@@ -185,13 +196,13 @@ def test_a_merge_whose_run_another_writer_compacted_is_dropped(location: dict[st
     assert db.versions()[-1]["operation"] == "compact"  # the merge did not commit on top
     assert contents(db) == contents(other) == [(f"r{i}", i) for i in range(3)]
     assert not written & {x.key for x in db.storage.run(_list("segments/"))}  # dropped with its objects
-    fresh = DatabaseFactory().create(**location)
+    fresh = open_store(**location)
     stores.append(fresh)
     assert fresh.verify()["live"] == 3
 
 
 def test_a_merge_that_lost_the_race_to_another_writer_commits_after_it(
-    location: dict[str, Any], stores: list[Any]
+    location: dict[str, Any], stores: list[SyncDatabase]
 ) -> None:
     db = open_store(**location, merge_fan=3)
     other = DatabaseFactory().create(**location)
@@ -211,12 +222,12 @@ def test_a_merge_that_lost_the_race_to_another_writer_commits_after_it(
     assert [e["name"] for e in fresh.storage.state.segments] == [e["name"] for e in db.storage.state.segments]
 
 
-def _list(prefix: str) -> Program[Any]:
+def _list(prefix: str) -> Program[list[Listed]]:
     return (yield List(prefix, stat=False))  # type: ignore[no-any-return]
 
 
 def test_a_clean_up_spares_the_objects_of_a_merge_not_yet_committed(
-    location: dict[str, Any], stores: list[Any]
+    location: dict[str, Any], stores: list[SyncDatabase]
 ) -> None:
     db = open_store(**location, merge_fan=3, inline_bytes=0, keep_versions=1)
     stores.append(db)
@@ -245,7 +256,7 @@ def test_close_while_a_merge_waits_for_the_lock_does_not_deadlock(location: dict
         hold.release()
         in_thread(db.close)
     assert not worker.is_alive()
-    fresh = DatabaseFactory().create(**location)
+    fresh = open_store(**location)
     try:
         assert contents(fresh) == [(f"r{i}", i) for i in range(3)]  # the merge was dropped, nothing lost
         assert fresh.verify()["live"] == 3
@@ -256,6 +267,7 @@ def test_close_while_a_merge_waits_for_the_lock_does_not_deadlock(location: dict
 def test_an_async_store_merges_in_the_background_and_closes(location: dict[str, Any]) -> None:
     async def main() -> list[str]:
         db = AsyncDatabaseFactory().create(**location, merge_fan=3)
+        assert isinstance(db, AsyncTableDatabase)
         try:
             for i in range(12):
                 await db.create(rec(i))
@@ -266,7 +278,7 @@ def test_an_async_store_merges_in_the_background_and_closes(location: dict[str, 
 
     ops = asyncio.run(main())
     assert len(ops) >= 12  # the merges rode along with the writes or came after them
-    fresh = DatabaseFactory().create(**location)
+    fresh = open_store(**location)
     try:
         assert contents(fresh) == sorted((f"r{i}", i) for i in range(12))
         assert len(fresh.storage.state.segments) < 12
@@ -274,7 +286,7 @@ def test_an_async_store_merges_in_the_background_and_closes(location: dict[str, 
         fresh.close()
 
 
-def test_inline_maintenance_merges_in_the_commit(tmp_path: Any) -> None:
+def test_inline_maintenance_merges_in_the_commit(tmp_path: Path) -> None:
     db = open_store(backend="file", path=str(tmp_path / "s"), merge_fan=3, maintenance="inline")
     try:
         for i in range(3):
@@ -285,7 +297,7 @@ def test_inline_maintenance_merges_in_the_commit(tmp_path: Any) -> None:
         db.close()
 
 
-def test_the_maintenance_thread_stops_with_the_store(tmp_path: Any) -> None:
+def test_the_maintenance_thread_stops_with_the_store(tmp_path: Path) -> None:
     db = open_store(backend="file", path=str(tmp_path / "s"), merge_fan=3)
     for i in range(3):
         db.create(rec(i))
@@ -296,7 +308,7 @@ def test_the_maintenance_thread_stops_with_the_store(tmp_path: Any) -> None:
     assert not any(t.name == WORKER and t is worker for t in threading.enumerate())
 
 
-def _offered(db: TableDatabase) -> Any:
+def _offered(db: TableDatabase) -> PreparedMerge:
     """Wait until the maintenance thread offers a stored merge to the next commit."""
     for _ in range(2000):
         ready = db.storage._ready
@@ -307,7 +319,7 @@ def _offered(db: TableDatabase) -> Any:
 
 
 def test_the_next_commit_takes_a_stored_merge_along(
-    location: dict[str, Any], stores: list[Any], monkeypatch: pytest.MonkeyPatch
+    location: dict[str, Any], stores: list[SyncDatabase], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(driver, "RIDE_WAIT_S", 60.0)  # the merge waits for the commit below
     db = open_store(**location, merge_fan=3)
@@ -339,7 +351,7 @@ def test_the_next_commit_takes_a_stored_merge_along(
 
 
 def test_a_stored_merge_whose_run_is_gone_is_dropped_by_the_commit_that_takes_it(
-    location: dict[str, Any], stores: list[Any], monkeypatch: pytest.MonkeyPatch
+    location: dict[str, Any], stores: list[SyncDatabase], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(driver, "RIDE_WAIT_S", 60.0)
     db = open_store(**location, merge_fan=3, inline_bytes=0)
@@ -361,7 +373,7 @@ def test_a_stored_merge_whose_run_is_gone_is_dropped_by_the_commit_that_takes_it
 
 
 def test_a_write_that_cannot_take_a_merge_along_commits_alone(
-    tmp_path: Any, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, stores: list[SyncDatabase], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Taking a merge along reads the segments after its run first; when that fails the write
     commits without the merge (dropped), instead of failing."""
@@ -390,7 +402,7 @@ def test_a_write_that_cannot_take_a_merge_along_commits_alone(
 
 
 def test_a_failed_delete_of_a_dropped_merge_does_not_fail_the_committed_write(
-    tmp_path: Any, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, stores: list[SyncDatabase], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(driver, "RIDE_WAIT_S", 60.0)
     root = tmp_path / "s"
@@ -411,10 +423,10 @@ def test_a_failed_delete_of_a_dropped_merge_does_not_fail_the_committed_write(
     assert db.exists("r3")
     fresh = open_store(backend="file", path=str(root))
     stores.append(fresh)
-    assert sorted(r.id for r in fresh.all()) == ["r0", "r1", "r2", "r3"]
+    assert sorted(str(r.id) for r in fresh.all()) == ["r0", "r1", "r2", "r3"]
 
 
-def test_a_store_never_closed_is_freed(tmp_path: Any) -> None:
+def test_a_store_never_closed_is_freed(tmp_path: Path) -> None:
     refs = []
     for k in range(3):
         db = open_store(backend="file", path=str(tmp_path / f"s{k}"), merge_fan=3)
@@ -431,7 +443,7 @@ def test_a_store_never_closed_is_freed(tmp_path: Any) -> None:
     assert not any(r() is not None for r in refs)
 
 
-def test_vacuum_while_holding_the_store_lock_returns(tmp_path: Any, stores: list[Any]) -> None:
+def test_vacuum_while_holding_the_store_lock_returns(tmp_path: Path, stores: list[SyncDatabase]) -> None:
     db = open_store(backend="file", path=str(tmp_path / "s"), merge_fan=3)
     stores.append(db)
     for i in range(3):
@@ -445,13 +457,13 @@ def test_vacuum_while_holding_the_store_lock_returns(tmp_path: Any, stores: list
 
 
 def test_maintenance_goes_on_after_a_failure_under_warnings_as_errors(
-    tmp_path: Any, stores: list[Any]
+    tmp_path: Path, stores: list[SyncDatabase]
 ) -> None:
     db = open_store(backend="file", path=str(tmp_path / "s"), merge_fan=3, max_segments=8)
     stores.append(db)
     encode, failed = db.storage.logic.encode_segment, threading.Event()
 
-    def encode_once_failing(batch: Any, version: int) -> tuple[dict[str, Any], dict[str, Data]]:
+    def encode_once_failing(batch: WriteBatch, version: int) -> tuple[dict[str, Any], dict[str, Data]]:
         if threading.current_thread().name == WORKER and not failed.is_set():
             failed.set()
             raise OSError("a transient failure")
@@ -471,7 +483,7 @@ def test_maintenance_goes_on_after_a_failure_under_warnings_as_errors(
     assert contents(db) == sorted((f"r{i}", i) for i in range(40))
 
 
-def test_a_read_error_before_a_lone_merge_commit_changes_nothing(s3_server: Any, stores: list[Any]) -> None:
+def test_a_read_error_before_a_lone_merge_commit_changes_nothing(s3_server: S3Server, stores: list[SyncDatabase]) -> None:
     """A merge committing alone reads the segments after its run before its manifest is written
     (it read them after: a failure left the writer's table behind its version)."""
     cfg = {"backend": "s3", **s3_server.config()}
@@ -498,7 +510,7 @@ def test_a_read_error_before_a_lone_merge_commit_changes_nothing(s3_server: Any,
 
 
 def test_a_forked_child_does_not_commit_the_parents_merge(
-    tmp_path: Any, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, stores: list[SyncDatabase], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not hasattr(os, "fork"):
         pytest.skip("no fork() on this platform")
@@ -526,7 +538,7 @@ def test_a_forked_child_does_not_commit_the_parents_merge(
     assert fresh.verify()["live"] == 91 and fresh.count() == 91
 
 
-def test_writers_that_exit_without_closing_still_merge(tmp_path: Any) -> None:
+def test_writers_that_exit_without_closing_still_merge(tmp_path: Path) -> None:
     root = tmp_path / "s"
     script = (
         "import sys\n"
@@ -546,7 +558,7 @@ def test_writers_that_exit_without_closing_still_merge(tmp_path: Any) -> None:
 
 
 def test_the_commit_taking_a_merge_along_reads_nothing_this_store_wrote(
-    s3_server: Any, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+    s3_server: S3Server, stores: list[SyncDatabase], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On S3 the segments committed while a merge was under way are read again from memory
     (the store's own objects, kept meanwhile), not downloaded."""
@@ -560,10 +572,11 @@ def test_the_commit_taking_a_merge_along_reads_nothing_this_store_wrote(
     merge = _offered(db)
     reads: list[str] = []
 
-    def count(request: Any, **_: Any) -> None:
+    def count(request: AWSPreparedRequest, **_: object) -> None:
         if request.method == "GET" and "/segments/" in request.url:
             reads.append(request.url)
 
+    assert isinstance(db, S3Database)
     db.s3_client.meta.events.register("before-send.s3.*", count)
     db.create(rec(4))  # takes the merge along
     assert merge.start == 0 and reads == []
@@ -576,13 +589,13 @@ def test_the_commit_taking_a_merge_along_reads_nothing_this_store_wrote(
 # -- found by a second review: each failed before its fix -------------------------------------------
 
 
-def test_a_lone_merge_whose_hint_fails_keeps_its_objects(s3_server: Any, stores: list[Any]) -> None:
+def test_a_lone_merge_whose_hint_fails_keeps_its_objects(s3_server: S3Server, stores: list[SyncDatabase]) -> None:
     cfg = {"backend": "s3", **s3_server.config()}
     db = open_store(**cfg, merge_fan=3, inline_bytes=0)
     stores.append(db)
     publish = db.storage.logic.publish_latest
 
-    def failing_publish(manifest: Any, state: Any) -> Program[None]:
+    def failing_publish(manifest: Mapping[str, Any], state: TableState) -> Program[None]:
         if threading.current_thread().name == WORKER:
             raise StorageError("LATEST.json could not be written")
         return (yield from publish(manifest, state))
@@ -600,7 +613,7 @@ def test_a_lone_merge_whose_hint_fails_keeps_its_objects(s3_server: Any, stores:
 
 
 def test_a_store_keeps_no_more_of_its_recent_objects_than_the_cap(
-    s3_server: Any, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+    s3_server: S3Server, stores: list[SyncDatabase], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(driver, "RECENT_MAX_BYTES", 10_000)
     cfg = {"backend": "s3", **s3_server.config()}
@@ -619,7 +632,7 @@ def test_a_store_keeps_no_more_of_its_recent_objects_than_the_cap(
     assert not db.storage._recent
 
 
-def test_verify_during_a_merge_reads_storage_not_memory(s3_server: Any, stores: list[Any]) -> None:
+def test_verify_during_a_merge_reads_storage_not_memory(s3_server: S3Server, stores: list[SyncDatabase]) -> None:
     cfg = {"backend": "s3", **s3_server.config()}
     client, bucket, prefix = s3_server.client(), cfg["bucket"], cfg["prefix"]
     db = open_store(**cfg, merge_fan=3, inline_bytes=0)
@@ -638,7 +651,7 @@ def test_verify_during_a_merge_reads_storage_not_memory(s3_server: Any, stores: 
 
 
 def test_a_child_forked_while_the_thread_changes_the_table_loads_it_again(
-    tmp_path: Any, stores: list[Any]
+    tmp_path: Path, stores: list[SyncDatabase]
 ) -> None:
     if not hasattr(os, "fork"):
         pytest.skip("no fork() on this platform")
@@ -652,7 +665,7 @@ def test_a_child_forked_while_the_thread_changes_the_table_loads_it_again(
     db.create(rec(3))  # after the run: loaded again by the merge committing alone
     mid, load = Hold(), db.storage.logic._load_read
 
-    def held_load(table: Any, state: Any, read: Any) -> None:
+    def held_load(table: RecordTable, state: TableState, read: Sequence[ReadSegment]) -> None:
         mid.wait()  # the manifest is written, the table half changed, the lock held
         load(table, state, read)
 
@@ -675,7 +688,7 @@ def test_a_child_forked_while_the_thread_changes_the_table_loads_it_again(
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_a_store_used_past_its_event_loop_does_not_hang_its_thread(s3_server: Any) -> None:
+def test_a_store_used_past_its_event_loop_does_not_hang_its_thread(s3_server: S3Server) -> None:
     """Run in a process of its own (what the abandoned loop never ran is collected there)."""
     script = (
         "import asyncio, json, sys, time, warnings\n"
@@ -712,7 +725,7 @@ def test_parallel_requests_fall_back_only_when_the_pool_is_shut_down() -> None:
             return op.upper()
 
     class NoThread(ThreadPoolExecutor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
             future = super().submit(fn, *args, **kwargs)  # queued, then the thread fails to start
             if args == ("b",):
                 raise RuntimeError("can't start new thread")
@@ -728,7 +741,7 @@ def test_parallel_requests_fall_back_only_when_the_pool_is_shut_down() -> None:
     assert runs == ["a", "b"]
 
 
-def test_a_forked_child_of_an_s3_store_runs_its_requests(s3_server: Any, stores: list[Any]) -> None:
+def test_a_forked_child_of_an_s3_store_runs_its_requests(s3_server: S3Server, stores: list[SyncDatabase]) -> None:
     """The I/O pool's threads are the parent's: the child's store makes its own (it waited for
     the parent's for good)."""
     if not hasattr(os, "fork"):
